@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make course   - run every notebook headless on the default profile -> build/ (+ a table)
+#   make test     - unit tests, every notebook through nbval on `tiny`, equivalence tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed only if the venv has none; on this course's CI machine this is a local CPU build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.course-installed
+
+.PHONY: course test install sync clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements-dev.txt -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+course: $(STAMP)
+	$(PY) -m course_utils course --out build
+
+test: $(STAMP)
+	COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# After editing a notebook's .py (or .ipynb), bring its pair up to date.
+sync: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+clean:
+	rm -rf build

@@ -1,0 +1,118 @@
+"""Build Stable Diffusion pipelines offline from a config: the `tiny` and `sd15-random` profiles.
+
+Nothing here downloads anything. The tokenizer is CLIP's real one, shipped in
+``data/clip_tokenizer``; every other component is created with random weights from a
+fixed seed. The `tiny` pipelines are saved into a cache folder on first use and loaded
+back with ``from_pretrained`` - the same call a learner uses for a Hub model.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from . import configs
+from .paths import DATA_DIR
+
+TOKENIZER_DIR = DATA_DIR / "clip_tokenizer"
+
+
+def cache_dir() -> Path:
+    """Folder where built `tiny` models are stored (``COURSE_CACHE``, default ``~/.cache/sd-course``)."""
+    return Path(os.environ.get("COURSE_CACHE", Path.home() / ".cache" / "sd-course"))
+
+
+def load_tokenizer() -> CLIPTokenizer:
+    """CLIP's tokenizer (the one SD 1.5 uses), loaded from ``data/clip_tokenizer`` with no network."""
+    return CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+def make_scheduler() -> PNDMScheduler:
+    """SD 1.5's default scheduler: PNDM with SD 1.5's noise schedule (see ``configs.SD15_SCHEDULER``)."""
+    return PNDMScheduler.from_config(configs.SD15_SCHEDULER)
+
+
+def text2img_components(text_cfg: dict, unet_cfg: dict, vae_cfg: dict, seed: int = configs.TINY_SEED) -> dict:
+    """Create the five components of a text-to-image pipeline with seeded random weights.
+
+    Args:
+        text_cfg (`dict`): ``CLIPTextConfig`` arguments.
+        unet_cfg (`dict`): ``UNet2DConditionModel`` arguments.
+        vae_cfg (`dict`): ``AutoencoderKL`` arguments.
+        seed (`int`): seed for the random initialisation; the same seed gives the same weights.
+
+    Returns:
+        `dict`: keyword arguments for ``StableDiffusionPipeline`` (no safety checker).
+    """
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(**unet_cfg)
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKL(**vae_cfg)
+    return dict(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=load_tokenizer(),
+        unet=unet,
+        scheduler=make_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def cached_build(name: str, spec: dict, builder) -> Path:
+    """Return the folder of a saved pipeline, building it first if it is not in the cache.
+
+    Args:
+        name (`str`): a short name, e.g. ``"tiny-text2img"``.
+        spec (`dict`): everything the build depends on; its hash names the folder, so a
+            changed config builds a new model instead of reusing a stale one.
+        builder (`Callable[[], DiffusionPipeline]`): makes the pipeline to save.
+
+    Returns:
+        `Path`: a folder that ``from_pretrained`` can load.
+    """
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    folder = cache_dir() / f"{name}-{digest}"
+    if (folder / "model_index.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        builder().save_pretrained(tmp)
+        try:
+            tmp.rename(folder)  # atomic: a half-written model is never seen
+        except OSError:  # another process finished first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def tiny_text2img_folder() -> Path:
+    """The `tiny` text-to-image model's folder, built on first use (about 4 M parameters)."""
+    spec = dict(text=configs.TINY_TEXT_ENCODER, unet=configs.TINY_UNET, vae=configs.TINY_VAE, seed=configs.TINY_SEED)
+    return cached_build(
+        "tiny-text2img",
+        spec,
+        lambda: StableDiffusionPipeline(
+            **text2img_components(configs.TINY_TEXT_ENCODER, configs.TINY_UNET, configs.TINY_VAE)
+        ),
+    )
+
+
+def sd15_random_text2img(dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
+    """SD 1.5's full-size text-to-image pipeline with random weights (~1 B parameters, ~4 GB in fp32).
+
+    For speed and memory measurements only: the images are noise.
+    """
+    parts = text2img_components(configs.SD15_TEXT_ENCODER, configs.SD15_UNET, configs.SD15_VAE)
+    pipe = StableDiffusionPipeline(**parts)
+    return pipe.to(dtype=dtype)

@@ -1,0 +1,122 @@
+"""Command line: run the whole course headless, download models for offline use, show the choice.
+
+    python -m course_utils course [--out build] [NOTEBOOK ...]
+    python -m course_utils download sd15 --to models
+    python -m course_utils info
+"""
+import argparse
+import base64
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from .paths import NOTEBOOKS_DIR, ROOT
+
+CHOICE_RE = re.compile(r"course_utils: (?:role=\S+ )?profile=(\S+) device=(\S+)")
+
+
+def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
+    """Execute one notebook headless and save it (``.ipynb`` and ``.html``) under ``out_dir``.
+
+    Args:
+        path (`Path`): the ``.ipynb`` to run.
+        out_dir (`Path`): where the executed copies go.
+        timeout (`int`): seconds allowed per cell.
+
+    Returns:
+        `dict`: ``notebook``, ``seconds``, ``images`` (image outputs), ``profile``, ``device``, ``error``.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    error = ""
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        error = str(err).strip().splitlines()[-1][:200]
+    seconds = time.perf_counter() - start
+    images, profile, device = 0, "?", "?"
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            images += sum(1 for k in data if k.startswith("image/"))
+            text = output.get("text", "") or data.get("text/plain", "")
+            match = CHOICE_RE.search(text)
+            if match and profile == "?":
+                profile, device = match.groups()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out_dir / path.name)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
+    return dict(notebook=path.name, seconds=seconds, images=images, profile=profile, device=device, error=error)
+
+
+def course(args) -> int:
+    """Run every notebook (or those named) and print a table; exit 1 if any failed."""
+    paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    rows = []
+    for path in paths:
+        print(f"running {path.name} ...", flush=True)
+        rows.append(run_notebook(path, Path(args.out)))
+        print(f"  {rows[-1]['seconds']:.1f} s{'  FAILED: ' + rows[-1]['error'] if rows[-1]['error'] else ''}", flush=True)
+    width = max(len(r["notebook"]) for r in rows) if rows else 8
+    print(f"\n{'notebook':<{width}}  {'seconds':>7}  {'images':>6}  {'profile':<11}  device")
+    for r in rows:
+        print(f"{r['notebook']:<{width}}  {r['seconds']:>7.1f}  {r['images']:>6}  {r['profile']:<11}  {r['device']}{'  FAILED' if r['error'] else ''}")
+    print(f"{'total':<{width}}  {sum(r['seconds'] for r in rows):>7.1f}  {sum(r['images'] for r in rows):>6}")
+    print(f"executed notebooks and HTML copies are in {Path(args.out).resolve()}")
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+def download(args) -> int:
+    """Download a profile's Hub models into a plain folder to copy to an offline machine."""
+    from huggingface_hub import snapshot_download
+
+    from .registry import SD15_REPOS
+
+    if args.profile != "sd15":
+        print(f"Only the sd15 profile downloads anything; {args.profile!r} is built offline.")
+        return 0
+    repos = sorted(set(SD15_REPOS.values())) if not args.role else [SD15_REPOS[r] for r in args.role]
+    for repo in repos:
+        target = Path(args.to) / repo
+        print(f"downloading {repo} -> {target}", flush=True)
+        # fp16 weights and configs only: what the course loads on a GPU (about 2 GB per model).
+        snapshot_download(repo, local_dir=target, allow_patterns=["*.json", "*.txt", "*fp16.safetensors", "*.model"])
+    print(f"done. Copy {args.to} to the offline machine and set COURSE_MODELS_DIR={Path(args.to).resolve()}")
+    return 0
+
+
+def info(args) -> int:
+    """Print what the course would choose on this machine."""
+    from .registry import choose
+
+    print("course_utils:", choose())
+    for var in ("COURSE_PROFILE", "COURSE_DEVICE", "COURSE_MODELS_DIR", "COURSE_CACHE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE"):
+        print(f"  {var}={os.environ.get(var, '')}")
+    return 0
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("course", help="execute every notebook headless and print a table")
+    p.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
+    p.add_argument("--out", default=str(ROOT / "build"), help="where executed notebooks go (default: build/)")
+    p.set_defaults(func=course)
+    p = sub.add_parser("download", help="download models into a folder for offline use")
+    p.add_argument("profile", choices=["sd15"])
+    p.add_argument("--to", required=True, help="target folder; later set COURSE_MODELS_DIR to it")
+    p.add_argument("--role", action="append", help="only this role's model (repeatable)")
+    p.set_defaults(func=download)
+    p = sub.add_parser("info", help="show the profile and device the course would use")
+    p.set_defaults(func=info)
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+import course_utils as cu
+from course_utils import registry
+
+
+def test_env_profile_wins(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "sd15-random")
+    assert cu.choose().profile == "sd15-random"
+
+
+def test_unknown_profile_and_role(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "sdxl")
+    with pytest.raises(cu.CourseError, match="Unknown profile"):
+        cu.choose()
+    with pytest.raises(cu.CourseError, match="Unknown role"):
+        cu.choose("video")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_default_without_gpu_is_tiny_and_says_why(monkeypatch, capsys):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    choice = cu.setup()
+    assert choice.profile == "tiny" and choice.device == "cpu" and choice.dtype == torch.float32
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "profile=tiny" in out and "no CUDA GPU" in out
+
+
+def test_hub_unreachable_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(registry, "_cached", lambda repo: None)
+    with pytest.raises(cu.CourseError) as info:
+        cu.load_pipeline("text2img", profile="sd15", device="cpu")
+    message = str(info.value)
+    for needle in ("HF_ENDPOINT", "COURSE_MODELS_DIR", "COURSE_PROFILE=tiny", "stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        assert needle in message
+
+
+def test_hub_unreachable_online(monkeypatch):
+    """A Hub that refuses connections (here: a closed local port) gives the same advice."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(registry, "_cached", lambda repo: None)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(cu.CourseError, match="HF_ENDPOINT"):
+        cu.resolve_model("stable-diffusion-v1-5/stable-diffusion-v1-5")
+
+
+def test_local_models_dir_is_used(monkeypatch, tmp_path):
+    folder = tmp_path / "stable-diffusion-v1-5" / "stable-diffusion-v1-5"
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path))
+    assert cu.resolve_model("stable-diffusion-v1-5/stable-diffusion-v1-5") == str(folder)
+
+
+def test_tiny_pipeline_is_sd15_shaped(tiny_pipe):
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    assert isinstance(tiny_pipe, StableDiffusionPipeline)
+    assert isinstance(tiny_pipe.unet, UNet2DConditionModel) and isinstance(tiny_pipe.vae, AutoencoderKL)
+    assert isinstance(tiny_pipe.text_encoder, CLIPTextModel) and isinstance(tiny_pipe.tokenizer, CLIPTokenizer)
+    assert isinstance(tiny_pipe.scheduler, PNDMScheduler)
+    assert tiny_pipe.unet.config.in_channels == 4
+    assert tiny_pipe.unet.config.cross_attention_dim == tiny_pipe.text_encoder.config.hidden_size
+    assert tiny_pipe.vae.config.scaling_factor == 0.18215
+    assert tiny_pipe.scheduler.config.beta_schedule == "scaled_linear"
+    assert tiny_pipe.tokenizer.model_max_length == 77
+
+
+def test_tokenizer_is_clips():
+    ids = cu.load_pipeline.__globals__["build"].load_tokenizer()("a photograph of an astronaut riding a horse").input_ids
+    assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
+
+
+def test_tiny_is_reproducible(tiny_pipe):
+    settings = dict(cu.default_settings("tiny"), num_inference_steps=3, output_type="np")
+    a = tiny_pipe("a cat", generator=torch.Generator().manual_seed(1), **settings).images
+    b = tiny_pipe("a cat", generator=torch.Generator().manual_seed(1), **settings).images
+    c = tiny_pipe("a cat", generator=torch.Generator().manual_seed(2), **settings).images
+    assert a.shape == (1, 256, 256, 3)
+    assert (a == b).all() and not (a == c).all()
+
+
+def test_prompts_and_settings():
+    assert cu.prompt("astronaut", "sd15") == "a photograph of an astronaut riding a horse"
+    assert cu.default_settings("sd15")["height"] == 512
+    with pytest.raises(cu.CourseError, match="No prompt"):
+        cu.prompt("nope", "tiny")
