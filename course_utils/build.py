@@ -108,11 +108,24 @@ def tiny_text2img_folder() -> Path:
     )
 
 
-def sd15_random_text2img(dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
+def tiny_pipeline(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float32):
+    """The `tiny` text-to-image model as a pipeline of class ``cls`` (text-to-image or image-to-image).
+
+    Args:
+        cls (`type`): ``StableDiffusionPipeline`` or ``StableDiffusionImg2ImgPipeline`` (same components).
+        dtype (`torch.dtype`): weights dtype.
+    """
+    return cls.from_pretrained(tiny_text2img_folder(), dtype=dtype)
+
+
+def sd15_random_pipeline(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float32):
     """SD 1.5's full-size text-to-image pipeline with random weights (~1 B parameters, ~4 GB in fp32).
 
     For speed and memory measurements only: the images are noise.
+
+    Args:
+        cls (`type`): ``StableDiffusionPipeline`` or ``StableDiffusionImg2ImgPipeline``.
+        dtype (`torch.dtype`): weights dtype.
     """
     parts = text2img_components(configs.SD15_TEXT_ENCODER, configs.SD15_UNET, configs.SD15_VAE)
-    pipe = StableDiffusionPipeline(**parts)
-    return pipe.to(dtype=dtype)
+    return cls(**parts).to(dtype=dtype)

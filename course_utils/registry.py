@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 
-from . import build
 from .device import CourseError, describe_device, get_device, get_dtype
 
 PROFILES = ("sd15", "tiny", "sd15-random")
@@ -167,8 +166,35 @@ def setup(role: str = "text2img") -> Choice:
     return choice
 
 
-def _not_yet(role: str):
-    raise NotImplementedError(f"The {role!r} role is added by issue 3 (lessons 4-8); it is not built yet.")
+# Where each role's offline models come from: a module of course_utils with two functions,
+# ``tiny_pipeline(cls, dtype)`` and ``sd15_random_pipeline(cls, dtype)``, each returning a pipeline of class ``cls``.
+ROLE_MODULES = {
+    "text2img": "build",
+    "img2img": "build",
+    "inpaint": "inpaint",
+    "upscale": "upscale",
+    "community": "community",
+}
+# Hub repos that publish fp16 weights as a ``variant="fp16"`` (the others are loaded and then cast).
+FP16_VARIANTS = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "stable-diffusion-v1-5/stable-diffusion-inpainting",
+    "stabilityai/stable-diffusion-x4-upscaler",
+}
+
+
+def pipeline_class(role: str) -> type:
+    """The diffusers pipeline class of ``role`` (e.g. ``StableDiffusionInpaintPipeline`` for ``"inpaint"``)."""
+    import diffusers
+
+    names = {
+        "text2img": "StableDiffusionPipeline",
+        "img2img": "StableDiffusionImg2ImgPipeline",
+        "inpaint": "StableDiffusionInpaintPipeline",
+        "upscale": "StableDiffusionUpscalePipeline",
+        "community": "StableDiffusionPipeline",
+    }
+    return getattr(diffusers, names[role])
 
 
 def load_pipeline(role: str = "text2img", profile: str | None = None, device: str | None = None, **kwargs) -> DiffusionPipeline:
@@ -180,26 +206,28 @@ def load_pipeline(role: str = "text2img", profile: str | None = None, device: st
         profile (`str`, *optional*): ``"sd15"``, ``"tiny"`` or ``"sd15-random"``; default from
             :func:`choose` (``COURSE_PROFILE`` or the GPU/Hub rule).
         device (`str`, *optional*): default :func:`get_device`.
-        **kwargs: passed to ``from_pretrained`` (e.g. ``scheduler=...``).
+        **kwargs: passed to ``from_pretrained`` for `sd15` (e.g. ``scheduler=...``).
 
     Returns:
         `DiffusionPipeline`: the pipeline, moved to the device, with ``dtype`` fp16 on CUDA
         and fp32 elsewhere.
     """
+    import importlib
+
     choice = choose(role, profile, device)
     print(f"course_utils: role={role}", choice)
-    cls = StableDiffusionImg2ImgPipeline if role == "img2img" else StableDiffusionPipeline
-    if role in ("inpaint", "upscale", "community"):
-        _not_yet(role)
+    cls = pipeline_class(role)
     if choice.profile == "sd15":
-        source = resolve_model(SD15_REPOS[role])
-        variant = "fp16" if choice.dtype == torch.float16 else None
+        repo = SD15_REPOS[role]
+        source = resolve_model(repo)
+        variant = "fp16" if choice.dtype == torch.float16 and repo in FP16_VARIANTS else None
         pipe = cls.from_pretrained(source, dtype=choice.dtype, variant=variant, **kwargs)
-    elif choice.profile == "tiny":
-        pipe = cls.from_pretrained(build.tiny_text2img_folder(), dtype=choice.dtype, **kwargs)
-        pipe.set_progress_bar_config(disable=True)  # a tiny step takes milliseconds
     else:
-        pipe = cls(**build.sd15_random_text2img(choice.dtype).components, **kwargs)
+        module = importlib.import_module(f".{ROLE_MODULES[role]}", __package__)
+        make = module.tiny_pipeline if choice.profile == "tiny" else module.sd15_random_pipeline
+        pipe = make(cls, choice.dtype)
+        if choice.profile == "tiny":
+            pipe.set_progress_bar_config(disable=True)  # a tiny step takes milliseconds
     return pipe.to(choice.device)
 
 
