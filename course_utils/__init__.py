@@ -19,6 +19,7 @@ from .registry import (
     choose,
     default_settings,
     load_pipeline,
+    model_source,
     prompt,
     resolve_model,
     setup,
@@ -35,7 +36,7 @@ if os.environ.get("COURSE_STRICT_WARNINGS"):
 __all__ = [
     "CourseError", "describe_device", "get_device", "get_dtype",
     "check_size", "load_image", "round_size", "to_rgb",
-    "PROFILES", "ROLES", "SD15_REPOS", "Choice", "choose", "default_settings", "load_pipeline", "prompt",
+    "PROFILES", "ROLES", "SD15_REPOS", "Choice", "choose", "default_settings", "load_pipeline", "model_source", "prompt",
     "resolve_model", "setup",
     "LatentRecorder", "decode_latents", "grid", "latent_to_image", "step_slider", "to_array",
 ]

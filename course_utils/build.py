@@ -96,6 +96,11 @@ def cached_build(name: str, spec: dict, builder) -> Path:
     return folder
 
 
+def tiny_source() -> Path:
+    """The folder ``from_pretrained`` loads the `tiny` text-to-image model from."""
+    return tiny_text2img_folder()
+
+
 def tiny_text2img_folder() -> Path:
     """The `tiny` text-to-image model's folder, built on first use (about 4 M parameters)."""
     spec = dict(text=configs.TINY_TEXT_ENCODER, unet=configs.TINY_UNET, vae=configs.TINY_VAE, seed=configs.TINY_SEED)

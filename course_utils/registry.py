@@ -231,6 +231,27 @@ def load_pipeline(role: str = "text2img", profile: str | None = None, device: st
     return pipe.to(choice.device)
 
 
+def model_source(role: str = "text2img", profile: str | None = None) -> str:
+    """Where ``from_pretrained`` loads a role's model from: a Hub id, a cache snapshot or a local folder.
+
+    Handy for loading components one by one, e.g.
+    ``UNet2DConditionModel.from_pretrained(cu.model_source(), subfolder="unet")``.
+
+    Args:
+        role (`str`): a role with a diffusers folder (``"text2img"`` or ``"img2img"``; others may add theirs).
+        profile (`str`, *optional*): default from :func:`choose`. ``sd15-random`` has no folder.
+    """
+    import importlib
+
+    profile = choose(role, profile).profile
+    if profile == "sd15":
+        return resolve_model(SD15_REPOS[role])
+    module = importlib.import_module(f".{ROLE_MODULES[role]}", __package__)
+    if profile == "tiny" and hasattr(module, "tiny_source"):
+        return str(module.tiny_source())
+    raise CourseError(f"The {profile!r} profile has no folder for role {role!r}: its models are built in memory; use load_pipeline().")
+
+
 def default_settings(profile: str) -> dict:
     """Generation settings (height, width, steps, guidance) that suit ``profile``."""
     return dict(DEFAULTS[profile])
