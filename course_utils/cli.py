@@ -79,7 +79,7 @@ def download(args) -> int:
     """Download a profile's Hub models into a plain folder to copy to an offline machine."""
     from huggingface_hub import snapshot_download
 
-    from .registry import SD15_REPOS
+    from .registry import FP16_VARIANTS, SD15_REPOS
 
     if args.profile != "sd15":
         print(f"Only the sd15 profile downloads anything; {args.profile!r} is built offline.")
@@ -88,8 +88,23 @@ def download(args) -> int:
     for repo in repos:
         target = Path(args.to) / repo
         print(f"downloading {repo} -> {target}", flush=True)
-        # fp16 weights and configs only: what the course loads on a GPU (about 2 GB per model).
-        snapshot_download(repo, local_dir=target, allow_patterns=["*.json", "*.txt", "*fp16.safetensors", "*.model"])
+        # Configs and the weights the course loads on a GPU: the fp16 variant where the repo has one,
+        # else the components' safetensors (not the repo's big single-file checkpoints at the top level).
+        weights = "*fp16.safetensors" if repo in FP16_VARIANTS else "*/*.safetensors"
+        snapshot_download(repo, local_dir=target, allow_patterns=["*.json", "*.txt", "*.model", weights])
+    if not args.role or "community" in args.role:
+        from huggingface_hub import hf_hub_download
+
+        from . import community
+
+        # Single files lesson 07 loads: the CIVITAI-style checkpoint, EasyNegative, and a LoRA.
+        for repo, filename, repo_type in (
+            (community.COUNTERFEIT_REPO, community.COUNTERFEIT_FILE, "model"),
+            (community.EASYNEGATIVE_REPO, community.EASYNEGATIVE_FILE, "dataset"),
+            (community.SD15_LORA_REPO, "pytorch_lora_weights.safetensors", "model"),
+        ):
+            print(f"downloading {repo}/{filename}", flush=True)
+            hf_hub_download(repo, filename, repo_type=repo_type, local_dir=Path(args.to) / repo)
     print(f"done. Copy {args.to} to the offline machine and set COURSE_MODELS_DIR={Path(args.to).resolve()}")
     return 0
 

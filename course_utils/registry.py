@@ -44,6 +44,7 @@ PROMPTS = {
         "castle": "ghibli style, a fantasy landscape with castles",
         "cat": "a photograph of a cat sitting on a sofa",
         "negative": "blurry, low quality",
+        "hat": "a photograph of an astronaut wearing a red knitted hat",
     },
 }
 PROMPTS["tiny"] = PROMPTS["sd15"]
@@ -221,7 +222,10 @@ def load_pipeline(role: str = "text2img", profile: str | None = None, device: st
         repo = SD15_REPOS[role]
         source = resolve_model(repo)
         variant = "fp16" if choice.dtype == torch.float16 and repo in FP16_VARIANTS else None
-        pipe = cls.from_pretrained(source, dtype=choice.dtype, variant=variant, **kwargs)
+        dtype = choice.dtype
+        if role == "upscale":  # the x4 upscaler's VAE must stay fp32 (else diffusers upcasts it on every call)
+            dtype = {"default": choice.dtype, "vae": torch.float32}
+        pipe = cls.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
     else:
         module = importlib.import_module(f".{ROLE_MODULES[role]}", __package__)
         make = module.tiny_pipeline if choice.profile == "tiny" else module.sd15_random_pipeline
@@ -238,7 +242,8 @@ def model_source(role: str = "text2img", profile: str | None = None) -> str:
     ``UNet2DConditionModel.from_pretrained(cu.model_source(), subfolder="unet")``.
 
     Args:
-        role (`str`): a role with a diffusers folder (``"text2img"`` or ``"img2img"``; others may add theirs).
+        role (`str`): a role whose `tiny` model has a diffusers folder (text2img, img2img, inpaint, upscale);
+            for ``"community"`` the `tiny` source is one ``.safetensors`` file (load it with ``from_single_file``).
         profile (`str`, *optional*): default from :func:`choose`. ``sd15-random`` has no folder.
     """
     import importlib

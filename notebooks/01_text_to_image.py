@@ -1,0 +1,283 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     cell_metadata_filter: -all
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 1 — Text to image in three lines
+#
+# **What you will learn**
+# - the three lines that turn a sentence into a picture with 🤗 diffusers;
+# - which device and model the course picks on your machine, and how to change that;
+# - seeds: the same seed gives the same image, another seed gives another image;
+# - what to do when the picture misses part of the prompt (a horse, but no astronaut);
+# - how long one image takes on the machine in front of you.
+
+# %% [markdown]
+# Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
+
+# %%
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
+    repo = os.environ.get("COURSE_REPO", "https://github.com/sd-course/sd-course.git")
+    subprocess.run(["git", "clone", "-q", "--depth", "1", repo, "sd-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course"], check=True)
+    sys.path.insert(0, os.path.abspath("sd-course"))
+
+# %%
+import time
+
+import numpy as np
+import torch
+from IPython.display import display
+
+import course_utils as cu
+
+choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
+
+# %% [markdown]
+# ## 1. The three lines
+#
+# This is all a learner types on Colab (with a GPU runtime) to get the famous picture:
+#
+# ```python
+# import torch
+# from diffusers import DiffusionPipeline
+#
+# device = cu.get_device()  # the NVIDIA GPU on a Colab GPU runtime
+# pipe = DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)
+# pipe = pipe.to(device)
+# image = pipe("a photograph of an astronaut riding a horse").images[0]
+# ```
+#
+# 1. `from_pretrained` downloads the model once (roughly 5 GB; adding `variant="fp16"` fetches the
+#    half-size copies instead, which is what the course does), then loads it from the cache;
+#    `dtype=torch.float16` keeps the weights in half precision: half the memory, and fast on a GPU.
+# 2. `.to(device)` moves every weight to the GPU.
+# 3. Calling the pipeline with a sentence runs text encoder → 50 denoising steps → image decoder
+#    and returns PIL images.
+#
+# The source lesson loads RunwayML's `stable-diffusion-v1-5` repository: it was **removed from the
+# Hub in 2024**. The same model now lives at `stable-diffusion-v1-5/stable-diffusion-v1-5`.
+#
+# The notebooks do the same through `cu.load_pipeline`, which picks the model *and* the device
+# for the machine at hand: SD 1.5 on a GPU with access to the Hub, else the course's offline
+# `tiny` model. It prints what it chose.
+
+# %%
+pipe = cu.load_pipeline("text2img")
+settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
+prompt = cu.prompt("astronaut", choice.profile)
+print("prompt:  ", prompt)
+print("settings:", settings)
+
+# %%
+generator = torch.Generator(device="cpu").manual_seed(0)
+image = pipe(prompt, generator=generator, **settings).images[0]
+print(image.size)
+image
+
+# %% [markdown]
+# On the `tiny` profile the weights are random, so every image in this course is coloured noise;
+# the mechanics (seeds, timing, shapes) are exactly those of SD 1.5. With `sd15` you get an
+# astronaut on a horse.
+
+# %% [markdown]
+# ## 2. Seeds: the same seed gives the same image
+#
+# Generation starts from random noise (a small *latent* tensor, lesson 2). A `torch.Generator`
+# with a seed fixes that noise, and with it the whole image. We use a **CPU** generator: diffusers
+# then draws the noise on the CPU and moves it to the device, so a seed gives the same starting
+# noise on a laptop, a Mac and a Colab GPU.
+
+# %%
+def generate(seed: int, **kwargs):
+    """One image of the lesson's prompt, from a CPU generator seeded with `seed`."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return pipe(prompt, generator=generator, **{**settings, **kwargs}).images[0]
+
+
+def max_pixel_difference(a, b) -> int:
+    """Largest difference between two images, in 0..255 pixel levels."""
+    return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
+
+
+again = generate(0)
+print("seed 0 twice -> max pixel difference:", max_pixel_difference(image, again))
+other = generate(1)
+print("seed 0 vs seed 1 -> max pixel difference:", max_pixel_difference(image, other))
+if choice.device == "cpu":
+    assert max_pixel_difference(image, again) == 0
+
+# %% [markdown]
+# Zero means the two images are identical, pixel for pixel. (On a GPU, the same seed on the same
+# card and library versions gives the same image too; across different GPUs or versions tiny
+# differences can appear.)
+#
+# Four seeds, four different images of the same prompt:
+
+# %%
+seeds = [0, 1, 2, 3]
+images = [image, other] + [generate(s) for s in seeds[2:]]
+cu.grid(images, cols=4, size=192)
+
+# %% [markdown]
+# ### "The first image had only a horse, no astronaut"
+#
+# That is **one sample of a random process**, not the model's final answer. With SD 1.5, some
+# seeds of this prompt give a horse alone, a rider that is not an astronaut, or two heads. What helps:
+# - **try several seeds** (as in the grid above) and keep the one you like — its seed reproduces it;
+# - **raise the guidance** (`guidance_scale=9` or `10` instead of 7.5): the image follows the text more
+#   closely, at the cost of variety (lesson 5 sweeps it);
+# - **more steps** (`num_inference_steps`) give more detail, up to a point;
+# - **reword the prompt**: put what matters first and be concrete, e.g.
+#   *"an astronaut in a white spacesuit riding a brown horse, photograph"*.
+
+# %% [markdown]
+# ## 3. How long does one image take?
+#
+# The time on *this* machine, measured with `time.perf_counter` (the pipeline is already loaded and
+# warmed up by the images above):
+
+# %%
+start = time.perf_counter()
+generate(4)
+seconds = time.perf_counter() - start
+steps = settings["num_inference_steps"]
+print(f"one {settings['width']}x{settings['height']} image, {steps} steps, profile {choice.profile}, "
+      f"on {cu.describe_device(choice.device)}: {seconds:.2f} s ({seconds / steps * 1000:.0f} ms per step)")
+
+# %% [markdown]
+# The number printed above is what this machine measured. For comparison, **reported** figures
+# for SD 1.5 at 512x512 (not measured here):
+#
+# | where | reported time per image |
+# |---|---|
+# | a laptop CPU (learners under the source lesson) | about 10 minutes |
+# | a Colab T4 GPU, fp16, 50 steps | roughly 5–10 s |
+#
+# On the `tiny` profile the model has about 4 million parameters instead of about a billion, so its
+# time says nothing about SD 1.5's; lesson 9 measures full-size models on your hardware.
+
+# %% [markdown]
+# ## 4. "Found no NVIDIA driver" — which device am I on?
+#
+# That error (in the source lesson's code, at `pipeline.to(...)` with the NVIDIA GPU) means the
+# Colab runtime has **no GPU**. Fix: *Runtime → Change runtime type → Hardware accelerator: T4 GPU*,
+# then run the notebook again. The course does not crash there: it asks `cu.get_device()`, which
+# picks the NVIDIA GPU if there is one, else Apple's GPU (`mps`), else the CPU — and without a GPU
+# it uses the `tiny` model so that every lesson still runs.
+
+# %%
+print("cu.get_device():", cu.get_device())
+print("dtype for it:   ", cu.get_dtype(cu.get_device()))
+print("this notebook:  ", choice)
+
+# %% [markdown]
+# The environment variable `COURSE_DEVICE` overrides the choice (set it before starting Python, or
+# with `%env COURSE_DEVICE=...` in the first cell). Forcing the NVIDIA GPU on a machine that has none
+# gives a `CourseError` whose message says what to do. This cell tries it and puts the variable back:
+
+# %%
+from course_utils.device import DEVICES
+
+print("COURSE_DEVICE accepts:", DEVICES)
+saved = os.environ.get("COURSE_DEVICE")
+os.environ["COURSE_DEVICE"] = DEVICES[0]  # the NVIDIA GPU
+try:
+    print("forced:", cu.get_device(), "- this machine has an NVIDIA GPU, so forcing it works")
+except cu.CourseError as err:
+    print("CourseError:", err)
+finally:
+    if saved is None:
+        del os.environ["COURSE_DEVICE"]
+    else:
+        os.environ["COURSE_DEVICE"] = saved
+print("back to:", cu.get_device())
+
+# %% [markdown]
+# ### "Does it run on my laptop? On a Mac?"
+#
+# Yes, with different expectations:
+# - **Mac with Apple silicon**: `cu.get_device()` returns `mps` (Apple's GPU) and the course loads
+#   float32 weights (safest on `mps`). SD 1.5 runs; reported times range from about half a minute to a
+#   few minutes per image, depending on the chip.
+# - **Any laptop CPU**: SD 1.5 works but is slow (the 10 minutes above). The `tiny` profile runs
+#   every lesson in seconds, so you can learn the mechanics offline and run `sd15` where a GPU is.
+# - Force a choice with `COURSE_PROFILE=sd15` / `tiny` and `COURSE_DEVICE=mps` / `cpu`.
+#
+# ### "Why doesn't the image match my text?"
+# - The text goes through CLIP's text encoder, which reads at most 77 tokens (lesson 2) and was
+#   trained on short image captions: concrete nouns, styles and scenes work; counts ("three cats"),
+#   left/right and written words often fail.
+# - Each image is one random sample: try seeds, raise `guidance_scale` (lesson 5), reword.
+# - A negative prompt says what you do *not* want (lesson 5).
+# - On `tiny` nothing matches: its weights are random.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Generate **two images in one call** with `num_images_per_prompt=2`, and show them side by side.
+# 2. **Reproduce an image from its seed**: regenerate the third image of the grid (seed 2) and check
+#    that it is identical.
+# 3. Measure how the time grows with `num_inference_steps` (three values, up to the default).
+
+# %% [markdown]
+# ### Solution 1
+
+# %%
+generator = torch.Generator(device="cpu").manual_seed(10)
+pair = pipe(prompt, num_images_per_prompt=2, generator=generator, **settings).images
+print(len(pair), "images; they differ by", max_pixel_difference(*pair), "pixel levels")
+cu.grid(pair, cols=2, size=192)
+
+# %% [markdown]
+# One generator draws the noise for both images at once, so the second image is reproduced only by
+# repeating the same call of two. To give each image its own seed, pass a list of generators: `generator=[torch.Generator(device="cpu").manual_seed(s) for s in (10, 11)]`.
+
+# %% [markdown]
+# ### Solution 2
+
+# %%
+again = generate(seeds[2])
+print("seed", seeds[2], "again -> max pixel difference:", max_pixel_difference(images[2], again))
+
+# %% [markdown]
+# ### Solution 3
+
+# %%
+timings = {steps: seconds}  # the full number of steps was measured in step 3
+for n in (max(1, steps // 5), steps // 2):
+    start = time.perf_counter()
+    generate(0, num_inference_steps=n)
+    timings[n] = time.perf_counter() - start
+for n, t in sorted(timings.items()):
+    print(f"{n:3d} steps: {t:6.2f} s  ({t / n * 1000:.0f} ms per step)")
+
+# %% [markdown]
+# The time grows about linearly with the number of steps: each step is one UNet pass (two, in fact:
+# with and without the prompt, lesson 3), plus a fixed cost for the text encoder and the decoder.
+
+# %% [markdown]
+# ## Summary
+# - Three lines: `DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)`,
+#   `.to(device)`, `pipe(prompt).images[0]`; the course's `cu.load_pipeline` picks model and device for you.
+# - A seed fixes the starting noise, and with it the image: same seed, same image; other seeds, other images.
+# - A miss (a horse without an astronaut) is one random sample: try seeds, raise guidance, reword.
+# - Time per image depends on the hardware: measure it (`time.perf_counter`); a GPU is what makes SD 1.5 practical.
+# - No GPU ("Found no NVIDIA driver")? Change the Colab runtime, or learn on `tiny`; `COURSE_DEVICE` and `COURSE_PROFILE` override the choice.

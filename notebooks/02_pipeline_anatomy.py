@@ -1,0 +1,387 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     cell_metadata_filter: -all
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 2 — Pipeline anatomy
+#
+# **What you will learn**
+# - what is inside a `StableDiffusionPipeline`: tokenizer, CLIP text encoder, UNet, scheduler, VAE
+#   (and, in SD 1.5, a safety checker with its feature extractor);
+# - how to load each part on its own with `from_pretrained(..., subfolder=...)`;
+# - the 77-token window of the tokenizer, and exactly what is cut off past it;
+# - the shapes on the way: text embeddings `[1, 77, 768]`, latents `[1, 4, 64, 64]`, image `[1, 3, 512, 512]`;
+# - the VAE's scaling factor, and the scheduler's timesteps and noise schedule.
+
+# %% [markdown]
+# Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
+
+# %%
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
+    repo = os.environ.get("COURSE_REPO", "https://github.com/sd-course/sd-course.git")
+    subprocess.run(["git", "clone", "-q", "--depth", "1", repo, "sd-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course"], check=True)
+    sys.path.insert(0, os.path.abspath("sd-course"))
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from IPython.display import display
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+import course_utils as cu
+
+choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
+
+# %% [markdown]
+# ## 1. Print the pipeline
+#
+# A pipeline is a set of models and a recipe that calls them in order. Printing it shows its
+# components — each with the library and class it is loaded with — and its settings.
+
+# %%
+pipe = cu.load_pipeline("text2img")
+settings = cu.default_settings(choice.profile)
+prompt = cu.prompt("astronaut", choice.profile)
+print(pipe)
+
+# %% [markdown]
+# Three groups, in the order they run:
+# 1. **`tokenizer` + `text_encoder`** (CLIP): text → numbers → a text embedding;
+# 2. **`unet` + `scheduler`**: start from noise *latents* and remove the noise step by step, guided by the text embedding;
+# 3. **`vae`**: decode the final latents into an image.
+#
+# In SD 1.5 you also see `safety_checker` and `feature_extractor` (section 8). The `tiny` profile has
+# none (`null`); its weights are random, so its images are noise — the shapes and the mechanics are SD 1.5's.
+
+# %% [markdown]
+# ## 2. Load the components one by one
+#
+# Each component lives in a subfolder of the model's folder (`unet/`, `vae/`, ...), and each class
+# can load its own part with `subfolder=`. `cu.model_source()` gives the folder (or Hub id) of this
+# profile's model.
+
+# %%
+src = cu.model_source()
+# SD 1.5's folder also has half-precision copies of the weights (the "fp16" variant); use them when we run in fp16.
+variant = "fp16" if choice.dtype == torch.float16 and any(Path(src).glob("unet/*.fp16.*")) else None
+print("source:", src, "| variant:", variant)
+
+tokenizer = CLIPTokenizer.from_pretrained(src, subfolder="tokenizer")
+text_encoder = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", dtype=choice.dtype, variant=variant).to(choice.device)
+unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", dtype=choice.dtype, variant=variant).to(choice.device)
+scheduler = PNDMScheduler.from_pretrained(src, subfolder="scheduler")
+vae = AutoencoderKL.from_pretrained(src, subfolder="vae", dtype=choice.dtype, variant=variant).to(choice.device)
+
+
+def count(model) -> int:
+    """Number of parameters (weights) of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+for name, model in [("text_encoder", text_encoder), ("unet", unet), ("vae", vae)]:
+    print(f"{name:13s} {type(model).__name__:22s} {count(model) / 1e6:9.2f} M parameters")
+print(f"{'tokenizer':13s} {type(tokenizer).__name__:22s} vocabulary of {tokenizer.vocab_size} tokens")
+print(f"{'scheduler':13s} {type(scheduler).__name__:22s} no weights, {scheduler.config.num_train_timesteps} training timesteps")
+assert count(unet) == count(pipe.unet)  # the same model the pipeline loaded
+
+# %% [markdown]
+# For SD 1.5 the counts are about 123 M (text encoder), 860 M (UNet) and 84 M (VAE): the UNet is
+# where the work is. `tiny` has the same classes with far fewer weights.
+
+# %% [markdown]
+# ## 3. The tokenizer: text → token ids
+#
+# CLIP's tokenizer splits the text into known pieces (`</w>` marks the end of a word) and maps each
+# to an id in its vocabulary. It adds a start token (49406) and an end token (49407). The tokenizer is
+# CLIP's real one in every profile, so we look at the source lesson's prompt:
+
+# %%
+lesson_prompt = cu.prompt("astronaut", "sd15")
+print(lesson_prompt)
+print(tokenizer.tokenize(lesson_prompt))
+
+# %%
+ids = tokenizer(lesson_prompt).input_ids
+print(ids)
+assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]  # CLIP's real ids, as in SD 1.5
+
+# %% [markdown]
+# The text encoder always reads **77** positions, so the pipeline pads the ids to 77 (with the end
+# token, 49407, as padding):
+
+# %%
+padded = tokenizer(lesson_prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+print("model_max_length:", tokenizer.model_max_length)
+print("input_ids shape: ", tuple(padded.input_ids.shape))
+print(padded.input_ids[0, :14].tolist(), "...")
+assert tuple(padded.input_ids.shape) == (1, 77)
+
+# %% [markdown]
+# ## 4. The 77-token window: what happens past it
+#
+# 77 positions = start token + **75 tokens of text** + end token. Anything longer is cut off,
+# silently for the image (diffusers logs a warning). A long prompt shows exactly which words are lost:
+
+# %%
+details = [
+    "in a white spacesuit with a golden visor", "on a brown horse with a long flowing mane",
+    "galloping across the grey surface of the moon", "the blue earth rising over the horizon",
+    "countless stars in a black sky", "dramatic rim lighting", "highly detailed", "sharp focus",
+    "film photograph", "wide angle lens", "cinematic composition", "award winning",
+    "a red flag planted in the dust", "deep footprints behind them", "a small lunar lander far away",
+]
+long_prompt = lesson_prompt + ", " + ", ".join(details)
+all_ids = tokenizer(long_prompt).input_ids  # no truncation: every token (transformers warns that it is too long)
+kept = tokenizer(long_prompt, padding="max_length", max_length=77, truncation=True).input_ids
+limit = tokenizer.model_max_length - 1  # position 76 is the end token
+print(f"{len(all_ids) - 2} text tokens; the window holds {limit - 1}")
+print("kept:    ", tokenizer.decode(kept[1:limit]))
+print("cut off: ", tokenizer.decode(all_ids[limit:-1]))
+assert kept[:limit] == all_ids[:limit] and kept[limit] == tokenizer.eos_token_id
+
+# %% [markdown]
+# The pipeline keeps the first 75 tokens and tells you what it dropped (the warning below says the same):
+
+# %%
+_ = pipe.encode_prompt(long_prompt, choice.device, 1, False)
+
+# %% [markdown]
+# Put what matters **first**. Lesson 5 shows one way past the limit (encode the prompt in chunks of 75).
+
+# %% [markdown]
+# ## 5. The text encoder: token ids → text embeddings
+#
+# CLIP's text encoder turns the 77 ids into 77 vectors: one per position, each of the encoder's
+# hidden size. This `[1, 77, hidden]` tensor is what the UNet "reads" at every denoising step
+# (through cross-attention). Noise is never added to it: the noise goes into the latents.
+
+# %%
+with torch.no_grad():
+    embeddings = text_encoder(padded.input_ids.to(choice.device))[0]  # last_hidden_state
+print("text embeddings:", tuple(embeddings.shape), "| hidden size:", text_encoder.config.hidden_size)
+
+pipe_embeddings, _ = pipe.encode_prompt(lesson_prompt, choice.device, 1, False)
+difference = (embeddings - pipe_embeddings).abs().max().item()
+print("max difference to pipe.encode_prompt:", difference)
+assert difference <= (1e-4 if choice.dtype == torch.float32 else 1e-2)
+
+# %% [markdown]
+# SD 1.5 gives `[1, 77, 768]`; `tiny` gives `[1, 77, 32]`: same layout, smaller vectors.
+#
+# ### "Is the CLIP inside SD its own, or a call to a chatbot?"
+# Its own. The text encoder is a regular PyTorch model whose weights sit in the pipeline's own folder
+# (`text_encoder/`); it runs on your device, with no call to any service. In SD 1.5 it is the text half of
+# OpenAI's CLIP ViT-L/14 (`openai/clip-vit-large-patch14`), frozen while SD was trained. See for yourself:
+
+# %%
+print("class:     ", type(text_encoder).__module__ + "." + type(text_encoder).__name__)
+print("parameters:", f"{count(text_encoder) / 1e6:.2f} M")
+print("weights:   ", text_encoder.name_or_path, "(subfolder text_encoder)")
+print("runs on:   ", next(text_encoder.parameters()).device)
+
+# %% [markdown]
+# ## 6. The VAE: image ↔ latents
+#
+# The UNet does not work on pixels but on **latents**: 4 channels at 1/8 of the width and height.
+# The VAE's encoder makes latents from an image; its decoder turns latents back into an image. Latents
+# are multiplied by `vae.config.scaling_factor` so that their values have about unit variance, which is
+# what the UNet was trained on.
+
+# %%
+height, width = settings["height"], settings["width"]
+photo = cu.load_image("astronaut.png", size=(width, height))
+x = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 127.5 - 1  # [1, 3, H, W] in [-1, 1]
+scaling = vae.config.scaling_factor
+print("scaling_factor from the VAE's config:", scaling)
+
+generator = torch.Generator(device="cpu").manual_seed(0)
+with torch.no_grad():
+    posterior = vae.encode(x.to(choice.device, vae.dtype)).latent_dist  # a Gaussian per latent value
+    latents = posterior.sample(generator) * scaling
+    decoded = vae.decode(latents / scaling).sample
+print("image:  ", tuple(x.shape), f"= {x.numel():,} numbers")
+print("latents:", tuple(latents.shape), f"= {latents.numel():,} numbers")
+print(f"the latents hold {x.numel() / latents.numel():.0f}x fewer numbers")
+
+# %%
+def to_pil(images: torch.Tensor) -> Image.Image:
+    """The first image of a [-1, 1] batch [n, 3, H, W] as a PIL image."""
+    array = ((images[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+print("the photo | the decoded latents")
+display(cu.grid([photo, to_pil(decoded)], cols=2))
+print("the 4 latent channels (each stretched to black..white)")
+display(cu.latent_to_image(latents))
+
+# %% [markdown]
+# For SD 1.5 (scaling factor 0.18215) the decoded photo looks almost like the original, and the latent
+# channels look like a blurry, small version of it: the VAE compresses 48x with little visible loss.
+# `tiny`'s random VAE returns noise. A 512x512 image gives latents `[1, 4, 64, 64]`.
+
+# %% [markdown]
+# ## 7. The scheduler: timesteps and the noise schedule
+#
+# Training added noise in 1000 small steps, following a schedule of `betas` (how much noise each step
+# adds). `alphas_cumprod[t]` is the share of the signal's variance still there at timestep `t`:
+# a noisy latent is `sqrt(alphas_cumprod[t]) * latent + sqrt(1 - alphas_cumprod[t]) * noise`.
+# At generation time the scheduler picks a few of those 1000 timesteps, from noisy to clean:
+
+# %%
+steps = settings["num_inference_steps"]
+scheduler.set_timesteps(steps)
+timesteps = scheduler.timesteps.tolist()
+print(f"{steps} steps -> {len(timesteps)} timesteps:", timesteps)
+repeated = [t for i, t in enumerate(timesteps[1:]) if t == timesteps[i]]
+print("timestep that appears twice:", repeated)
+
+# %% [markdown]
+# PNDM takes its **first step twice**: it steps from the first timestep to the second, evaluates the UNet
+# there, then redoes that first step with the average of both noise estimates. So one timestep appears
+# twice and the UNet runs `steps + 1` times. Later steps reuse earlier estimates (a multistep method).
+
+# %%
+betas = scheduler.betas.numpy()
+alphas_cumprod = scheduler.alphas_cumprod.numpy()
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+left.plot(betas)
+left.set(title="betas: noise added at each training step", xlabel="timestep t")
+right.plot(np.sqrt(alphas_cumprod), label="signal kept: sqrt(alphas_cumprod)")
+right.plot(np.sqrt(1 - alphas_cumprod), label="noise: sqrt(1 - alphas_cumprod)")
+right.scatter(timesteps, np.sqrt(alphas_cumprod[timesteps]), s=12, color="black", label=f"the {steps} steps' timesteps")
+right.set(title="how much of the latent survives at timestep t", xlabel="timestep t")
+right.legend(fontsize=8, loc="center right")
+plt.show()
+print(f"at t=0: {np.sqrt(alphas_cumprod[0]):.3f} signal; at t=999: {np.sqrt(alphas_cumprod[-1]):.3f} signal")
+
+# %% [markdown]
+# ## 8. Put it back together — and the safety checker
+#
+# The full pipeline is: **text encoder** → a loop of **UNet + scheduler** steps on latents that start as
+# pure noise → **VAE decode**. Our five components, assembled into a pipeline, do exactly what `pipe`
+# does. Here we ask it for the final latents and decode them with the VAE ourselves (lesson 3 writes the loop):
+
+# %%
+assembled = StableDiffusionPipeline(
+    vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+    safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+)
+final_latents = assembled(prompt, generator=torch.Generator(device="cpu").manual_seed(0), output_type="latent", **settings).images
+with torch.no_grad():
+    by_hand = (vae.decode(final_latents / scaling).sample / 2 + 0.5).clamp(0, 1)  # [1, 3, H, W] in [0, 1]
+print("final latents:", tuple(final_latents.shape), "-> image:", tuple(by_hand.shape))
+
+output = pipe(prompt, generator=torch.Generator(device="cpu").manual_seed(0), output_type="np", **settings)
+from_pipe = torch.from_numpy(output.images).permute(0, 3, 1, 2)
+print("nsfw_content_detected:", output.nsfw_content_detected)
+if not any(output.nsfw_content_detected or []):
+    difference = (by_hand.float().cpu() - from_pipe).abs().max().item()
+    print("max difference, components by hand vs pipe:", difference)
+    assert difference <= (1e-4 if choice.dtype == torch.float32 else 1e-2)
+to_pil(by_hand * 2 - 1)
+
+# %% [markdown]
+# **Safety checker and feature extractor.** SD 1.5's pipeline ends with a check: the
+# `feature_extractor` (a `CLIPImageProcessor`) resizes and normalises each image, and the
+# `safety_checker` (`StableDiffusionSafetyChecker`, a CLIP *image* model) compares it with a list of
+# NSFW concepts. A flagged image is replaced by a **black image**, diffusers logs *"Potential NSFW
+# content was detected in one or more images. A black image will be returned instead. Try again with
+# a different prompt and/or seed."*, and `output.nsfw_content_detected` is `True` for that image
+# (a list with one entry per image). It sometimes flags harmless images: try another seed.
+#
+# `tiny` has no checker, so `nsfw_content_detected` is `None` above. What this pipeline carries:
+
+# %%
+print("safety_checker:   ", type(pipe.safety_checker).__name__, "| is None:", pipe.safety_checker is None)
+print("feature_extractor:", type(pipe.feature_extractor).__name__)
+if pipe.safety_checker is not None:
+    print(f"the safety checker has {count(pipe.safety_checker) / 1e6:.0f} M parameters")
+print("assembled pipeline (built with safety_checker=None):", assembled.safety_checker, "| requires_safety_checker:", assembled.config.requires_safety_checker)
+
+# %% [markdown]
+# To load SD 1.5 without the checker (it saves its ~300 M parameters, about 0.6 GB in fp16, and the occasional false black image):
+#
+# ```python
+# pipe = StableDiffusionPipeline.from_pretrained(cu.model_source(), safety_checker=None, requires_safety_checker=False, dtype=torch.float16)
+# ```
+#
+# With `requires_safety_checker=False`, diffusers does not warn. The responsibility becomes yours: the
+# model's licence (CreativeML OpenRAIL-M) forbids some uses, and images you show or publish are yours
+# to check.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Count the tokens of a prompt of your own. Does it fit in the window? If not, what is cut off?
+# 2. How many numbers does the latent of a 768x512 (width x height) image hold, and how many the image?
+# 3. Plot the signal-to-noise ratio `alphas_cumprod / (1 - alphas_cumprod)` against `t` on a log scale.
+#    At which timestep are signal and noise equally strong?
+
+# %% [markdown]
+# ### Solution 1
+
+# %%
+my_prompt = lesson_prompt + ", oil painting in the style of a 19th century master, warm evening light"
+my_ids = tokenizer(my_prompt).input_ids
+n = len(my_ids) - 2  # without start and end tokens
+print(f"{n} tokens of text; the window holds {tokenizer.model_max_length - 2}:", "fits" if n <= tokenizer.model_max_length - 2 else "too long")
+print("cut off:", repr(tokenizer.decode(my_ids[tokenizer.model_max_length - 1 : -1])))
+
+# %% [markdown]
+# ### Solution 2
+
+# %%
+w, h = 768, 512
+factor = 2 ** (len(vae.config.block_out_channels) - 1)  # 3 downsamplings -> 8
+latent_shape = (1, vae.config.latent_channels, h // factor, w // factor)
+image_numbers, latent_numbers = 3 * h * w, int(np.prod(latent_shape))
+print(f"image [1, 3, {h}, {w}]: {image_numbers:,} numbers; latents {list(latent_shape)}: {latent_numbers:,} numbers; {image_numbers / latent_numbers:.0f}x fewer")
+
+# %% [markdown]
+# ### Solution 3
+
+# %%
+snr = alphas_cumprod / (1 - alphas_cumprod)
+equal = int(np.argmin(np.abs(np.log(snr))))
+plt.figure(figsize=(6, 3.5))
+plt.semilogy(snr)
+plt.axhline(1, color="gray", linestyle="--")
+plt.axvline(equal, color="gray", linestyle=":")
+plt.title("signal-to-noise ratio alphas_cumprod / (1 - alphas_cumprod)")
+plt.xlabel("timestep t")
+plt.show()
+print(f"SNR goes from {snr[0]:.0f} at t=0 to {snr[-1]:.4f} at t=999; signal = noise near t={equal}")
+
+# %% [markdown]
+# ## Summary
+# - A pipeline = tokenizer + CLIP text encoder → UNet + scheduler on latents → VAE decoder
+#   (+ SD 1.5's safety checker and feature extractor); `print(pipe)` lists them.
+# - Each part loads alone: `Class.from_pretrained(folder, subfolder="unet")`.
+# - The tokenizer always produces 77 ids: start + 75 text tokens + end; the rest is cut off.
+# - Text embeddings are `[1, 77, 768]` in SD 1.5, computed locally by SD's own CLIP text encoder.
+# - The VAE maps an image `[1, 3, 512, 512]` to latents `[1, 4, 64, 64]` (48x fewer numbers), scaled by `vae.config.scaling_factor` (0.18215).
+# - The scheduler picks timesteps from 1000 training steps; `alphas_cumprod` says how much signal is left at each.

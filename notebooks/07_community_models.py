@@ -1,0 +1,458 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     cell_metadata_filter: -all
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 7 — Community models
+#
+# **What you will learn**
+# - how to load a community fine-tune of SD 1.5 from the Hub with complete code (and why the
+#   source lesson's cell failed with `NameError: name 'pipeline' is not defined`);
+# - single-file `.safetensors` checkpoints as CIVITAI distributes them, loaded with `from_single_file`;
+# - what the keys inside such a file look like, and how they map to diffusers' names;
+# - why `.safetensors` and not a pickled `.ckpt`;
+# - that "EasyNegative" is a textual-inversion embedding, not a word, and how to load it;
+# - a LoRA: load it, change its strength, fuse it and unload it — a preview of fine-tuning.
+
+# %% [markdown]
+# Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
+
+# %%
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
+    repo = os.environ.get("COURSE_REPO", "https://github.com/sd-course/sd-course.git")
+    subprocess.run(["git", "clone", "-q", "--depth", "1", repo, "sd-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course"], check=True)
+    sys.path.insert(0, os.path.abspath("sd-course"))
+
+# %%
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import LCMScheduler
+from IPython.display import display
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import course_utils as cu
+from course_utils import community, single_file
+
+choice = cu.setup("community")  # prints the profile, device and dtype this notebook runs on, and why
+settings = cu.default_settings(choice.profile)
+# Comparisons use fewer steps than the profile's default: 5 on `tiny`, 10 on `sd15`.
+quick = dict(settings, num_inference_steps=max(5, settings["num_inference_steps"] // 5))
+tol = 1e-4 if choice.dtype == torch.float32 else 1e-2  # what "the same" means for checks below (fp16 rounds more)
+
+
+def seed(n=0):
+    """A CPU generator: the same starting noise on every device."""
+    return torch.Generator().manual_seed(n)
+
+
+# %% [markdown]
+# On the `tiny` profile every model here has random weights, so the pictures are noise; the
+# files, keys, token ids, embeddings and LoRA mechanics are all real. With `sd15` you would see
+# Counterfeit's anime-style illustrations instead.
+#
+# ## 1. A community fine-tune from the Hub — the complete code
+#
+# Stable Diffusion is open, so anyone can keep training it on their own pictures. The result, a
+# *fine-tune*, has exactly SD 1.5's architecture with different numbers in it. CIVITAI and the
+# Hugging Face Hub host thousands. The source lesson uses **Counterfeit-V2.5** by gsdf, an anime
+# style; its Hub repository `gsdf/Counterfeit-V2.5` holds it in diffusers' folder format.
+#
+# The source lesson's cell began by moving `pipeline` to the GPU but never created it, so
+# Python stopped with **`NameError: name 'pipeline' is not defined`**. The missing line is
+# `from_pretrained`. Here is the complete cell; it downloads a few GB, so it runs only on
+# `sd15`, and the other profiles load the course's stand-in community model instead.
+
+# %%
+if choice.profile == "sd15":
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained("gsdf/Counterfeit-V2.5", dtype=choice.dtype)  # the missing line
+    pipeline = pipeline.to(choice.device)
+    # The lesson's prompt. It is 84 tokens long, so CLIP cuts the last few (lesson 5).
+    prompt = (
+        "((masterpiece,best quality)),1girl, solo, animal ears, rabbit, barefoot, knees up, dress, sitting, "
+        "rabbit ears, short sleeves, looking at viewer, grass, short hair, smile, white hair, puffy sleeves, "
+        "outdoors, puffy short sleeves, bangs, on ground, full body, animal, white dress, sunlight, brown eyes, "
+        "dappled sunlight, day, depth of field"
+    )
+    steps = settings  # the full 50 steps
+else:
+    pipeline = cu.load_pipeline("community")
+    prompt = cu.prompt("cat", choice.profile)
+    steps = quick  # its pictures are noise anyway
+    print(f"profile {choice.profile}: no download; this is the course's stand-in fine-tune, read from one .safetensors file (step 2)")
+
+negative_prompt = "EasyNegative, extra fingers,fewer fingers,"
+image = pipeline(prompt=prompt, negative_prompt=negative_prompt, generator=seed(), **steps).images[0]
+display(image)
+
+# %% [markdown]
+# It ran — but "EasyNegative" was not doing what its author meant. We come back to that in step 5.
+#
+# ## 2. A single-file checkpoint, as CIVITAI distributes it
+#
+# Most models on CIVITAI are **one file** of a few GB holding all three networks (UNet, VAE, CLIP
+# text encoder) under the names of the original Stable Diffusion code, not diffusers' folders.
+# diffusers reads such a file with `StableDiffusionPipeline.from_single_file`. The file holds only
+# weights, so the *configs* (layer sizes, tokenizer, scheduler) come from a diffusers folder passed
+# as `config=`: for an SD 1.5 fine-tune, SD 1.5's own (a Hub id, or a local folder when offline,
+# together with `local_files_only=True`).
+#
+# On `sd15` the file is `Counterfeit-V2.5_fp16.safetensors` from the same repository (2.1 GB);
+# on `tiny` it is the course's stand-in: the tiny text-to-image model with its UNet weights
+# nudged by seeded noise (a pretend fine-tune), written in the original layout.
+
+# %%
+ckpt_path = community.checkpoint_file(choice.profile)
+config = community.checkpoint_config(choice.profile)
+print(f"file:    {ckpt_path.name}  ({ckpt_path.stat().st_size / 1e6:.1f} MB)")
+print(f"configs: {config}")
+
+# single_file.load_single_file checks the file type (step 4), then calls diffusers:
+#   StableDiffusionPipeline.from_single_file(ckpt_path, config=config, local_files_only=<config is a folder>)
+pipe = single_file.load_single_file(ckpt_path, config=config, dtype=choice.dtype).to(choice.device)
+pipe.set_progress_bar_config(disable=choice.profile != "sd15")
+print(type(pipe).__name__, "| UNet in_channels:", pipe.unet.config.in_channels, "| scheduler:", type(pipe.scheduler).__name__)
+if choice.profile == "sd15":
+    del pipeline  # the folder version from step 1: free its memory
+
+# %% [markdown]
+# ## 3. What is inside the file
+#
+# A `.safetensors` file starts with a JSON *header* listing every tensor's name, dtype and
+# shape, so the keys can be read without loading 2 GB. Grouped by prefix:
+
+# %%
+header = single_file.read_header(ckpt_path)
+print("metadata:", header.get("__metadata__"))
+for prefix, keys in single_file.group_keys(ckpt_path).items():
+    print(f"{prefix:30s} {len(keys):5d} tensors, e.g. {keys[len(keys) // 2]}")
+
+# %% [markdown]
+# - `model.diffusion_model.*` — the UNet, `first_stage_model.*` — the VAE,
+#   `cond_stage_model.transformer.*` — the CLIP text encoder (names from the original
+#   CompVis code: the VAE was the "first stage", the text encoder the "conditioning stage").
+# - Some files carry more, e.g. the noise schedule (`alphas_cumprod`, ...) or a second copy of the
+#   UNet (`model_ema.*`); `from_single_file` ignores what it does not need.
+#
+# `from_single_file` renamed every key to diffusers' names. `single_file.key_mapping` is the
+# course's inverse of that conversion. A few examples (the shape in the file, then in diffusers):
+
+# %%
+mapping = single_file.key_mapping(pipe)  # original key -> "<component>.<diffusers key>"
+models = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
+patterns = [
+    "diffusion_model.input_blocks.0.0.weight",  # the first convolution
+    "input_blocks.1.0.in_layers.0.weight",  # a ResNet's first norm
+    "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",  # cross-attention: reads the text (768 or 32 wide)
+    ".0.op.weight",  # a downsampler
+    "middle_block.1.proj_in.weight",
+    "output_blocks.0.0.skip_connection.weight",
+    "first_stage_model.encoder.mid.attn_1.q.weight",  # 1x1 conv in the file, Linear in diffusers
+    "first_stage_model.decoder.up.0.block.0.conv1.weight",  # decoder blocks are numbered backwards
+    "text_model.embeddings.token_embedding.weight",
+]
+for pattern in patterns:
+    original = next(k for k in mapping if pattern in k)
+    component, key = mapping[original].split(".", 1)
+    in_file = header[original]["shape"]
+    in_model = list(models[component].state_dict()[key].shape)
+    print(f"{original:70s} -> {mapping[original]:60s} {in_file} {in_model}")
+
+# %% [markdown]
+# The rules behind the renaming: `input_blocks` → `down_blocks` (a ResNet at `.0`, an attention
+# at `.1`, a downsampler at `.0.op`), `middle_block.0/1/2` → `mid_block` ResNet/attention/ResNet,
+# `output_blocks` → `up_blocks`; inside a ResNet `in_layers.0` → `norm1`, `in_layers.2` → `conv1`,
+# `emb_layers.1` → `time_emb_proj`, `out_layers.3` → `conv2`, `skip_connection` → `conv_shortcut`.
+# The VAE decoder counts its blocks from the bottom (`up.0` runs last), diffusers from the top,
+# and the VAE's attention stores 1×1 convolutions where diffusers uses Linear layers.
+#
+# The mapping is exact: converting the loaded pipeline back gives the very numbers in the file.
+
+# %%
+back = single_file.to_original_state_dict(pipe)
+with safe_open(str(ckpt_path), framework="pt") as f:
+    shared = [k for k in back if k in f.keys()]
+    # (cast the file's tensor to the pipeline's dtype first, as from_single_file did)
+    worst = max((f.get_tensor(k).to(back[k].dtype) - back[k]).abs().max().item() for k in shared)
+print(f"{len(shared)} of {len(back)} tensors compared, max abs difference {worst}")
+assert len(shared) == len(back) and worst == 0.0
+del back
+
+# %% [markdown]
+# ## 4. Why `.safetensors`, not a pickled `.ckpt`
+#
+# Older checkpoints are `.ckpt` (also `.pt`, `.pth`, `.bin`): Python's **pickle** format. A
+# pickle is a small program that rebuilds objects, and it may call any function to do it. Here
+# is a harmless object that tells pickle "to rebuild me, call `print(...)`":
+
+
+# %%
+class Payload:
+    def __reduce__(self):  # what pickle stores: a function to call, and its arguments
+        return (print, ("!!! printed by code hidden in the file, while it was being loaded !!!",))
+
+
+data = pickle.dumps({"weights": torch.zeros(2), "extra": Payload()})
+restored = pickle.loads(data)  # just loading runs the code
+
+# %% [markdown]
+# A real attack calls something worse than `print`. A `.safetensors` file cannot do this: it is
+# 8 bytes (the header's length), the JSON header, then raw tensor bytes — nothing in it is ever
+# executed. That is why CIVITAI and the Hub offer `.safetensors` versions, and why the course's
+# loader refuses a pickled checkpoint unless you opt in. To keep it quick on every machine, this
+# demonstration uses the course's `tiny` checkpoint (16 MB).
+
+# %%
+workdir = Path(tempfile.mkdtemp())
+tiny_weights = load_file(community.tiny_source())
+ckpt = workdir / "community_model.ckpt"
+torch.save({"state_dict": tiny_weights}, ckpt)  # the .ckpt layout: the same keys, pickled
+try:
+    single_file.load_single_file(ckpt, config=community.checkpoint_config("tiny"))
+except cu.CourseError as err:
+    print("CourseError:", err)
+
+# %% [markdown]
+# With `allow_pickle=True` the file loads. diffusers then reads it with
+# `torch.load(weights_only=True)`, a second line of defence: it accepts only tensors and plain
+# containers. A checkpoint that carries code is still refused — and nothing is printed:
+
+# %%
+opted_in = single_file.load_single_file(ckpt, config=community.checkpoint_config("tiny"), allow_pickle=True)
+print("loaded with allow_pickle=True:", type(opted_in).__name__)
+del opted_in
+
+evil = workdir / "evil_model.ckpt"
+torch.save({"state_dict": tiny_weights, "extra": Payload()}, evil)
+try:
+    single_file.load_single_file(evil, config=community.checkpoint_config("tiny"), allow_pickle=True)
+except cu.CourseError as err:
+    print("CourseError:", err)
+
+# %% [markdown]
+# ## 5. "EasyNegative" is an embedding, not a word
+#
+# The lesson's negative prompt starts with "EasyNegative". CLIP has never seen that word; its
+# tokenizer splits it into ordinary pieces, so in step 1 the model read "easy negative":
+
+# %%
+token = community.EASYNEGATIVE_TOKEN
+print(pipe.tokenizer.tokenize(token), pipe.tokenizer(token).input_ids)
+assert pipe.tokenizer.tokenize(token) == ["easy", "negative</w>"]  # two ordinary sub-words
+print("vocabulary size:", len(pipe.tokenizer))
+
+# %% [markdown]
+# EasyNegative is a **textual-inversion embedding**: a few new vectors in the text encoder's
+# embedding table, trained so that, used as a negative prompt, they push away typical flaws. Its
+# file (A1111 format, Hub dataset `gsdf/EasyNegative` on `sd15`, the course's stand-in on `tiny`)
+# holds one tensor `emb_params` of shape `[n_vectors, hidden_size]`. No network weight changes.
+
+# %%
+emb_path = community.embedding_file(choice.profile)
+vectors = load_file(emb_path)["emb_params"]
+print(emb_path.name, "-> emb_params", tuple(vectors.shape), "| text encoder hidden size:", pipe.text_encoder.config.hidden_size)
+
+pipe.load_textual_inversion(str(emb_path), token=token)
+names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]  # one new token per vector
+ids = pipe.tokenizer.convert_tokens_to_ids(names)
+print("new tokens:", names)
+print("their ids: ", ids, "| vocabulary size now:", len(pipe.tokenizer))
+table = pipe.text_encoder.get_input_embeddings().weight
+gap = (table[ids].detach().float().cpu() - vectors.float()).abs().max().item()
+print("rows of the embedding table == the file's vectors, max abs difference:", gap)
+assert ids[0] == 49408 and gap <= tol * max(1.0, vectors.abs().max().item())
+
+# %% [markdown]
+# transformers notes that it initialised the new rows from the old ones; diffusers then
+# overwrote them with the file's vectors. Each vector got its own token, `EasyNegative`,
+# `EasyNegative_1`, ... diffusers' `maybe_convert_prompt` is meant to expand "EasyNegative" in a
+# prompt into all of them, but with transformers 5 the CLIP tokenizer lower-cases its tokens and the
+# mixed-case name is missed, so only the first vector would be used:
+
+# %%
+print(pipe.maybe_convert_prompt(negative_prompt, pipe.tokenizer))
+print(pipe.tokenizer(negative_prompt).input_ids[:6])
+
+# %% [markdown]
+# So we write the names out ourselves, and the ids show every vector in place:
+
+# %%
+expanded = negative_prompt.replace(token, " ".join(names))
+print(expanded)
+print(pipe.tokenizer(expanded).input_ids[: len(ids) + 3])
+
+# Two images in one batch, each with its own generator seeded alike: the same starting noise.
+without, with_emb = pipe(
+    [prompt, prompt], negative_prompt=["extra fingers,fewer fingers,", expanded], generator=[seed(), seed()], **quick
+).images
+print("mean abs pixel difference, with vs without the embedding:", float(np.abs(cu.to_array(with_emb) - cu.to_array(without)).mean()))
+display(cu.grid([without, with_emb]))
+
+# %% [markdown]
+# ## 6. A LoRA: a small add-on to the model
+#
+# Fine-tuning all of the UNet's weights gives a 2 GB file. **LoRA** trains far fewer numbers:
+# beside a weight matrix `W` it learns two thin matrices `B` and `A` (rank `r`, e.g. 4–128) and uses
+# `W + s · B·A` (times a fixed factor `alpha / r`), where `s` is the LoRA's *scale*. The file holds
+# only `A` and `B`: a few MB. Training them is fine-tuning in miniature.
+#
+# On `sd15` the LoRA is **LCM-LoRA** (`latent-consistency/lcm-lora-sdv1-5`): it teaches SD 1.5 and
+# its fine-tunes to make an image in about 4 steps, used with `LCMScheduler` and `guidance_scale`
+# about 1. On `tiny` it is a LoRA with seeded random `A`, `B` on the attention projections. The
+# code is the same; diffusers logs that the LoRA has no text-encoder part, which is expected.
+
+# %%
+lora = community.lora_source(choice.profile)
+original_scheduler = pipe.scheduler
+pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+lcm = dict(height=settings["height"], width=settings["width"], num_inference_steps=4, guidance_scale=1.0)
+
+
+def final_latents(**kwargs):
+    """Run the pipeline and return the final latents (comparing those is enough: the VAE only decodes them)."""
+    return pipe(prompt, generator=seed(), output_type="latent", **lcm, **kwargs).images
+
+
+def diff(a, b):
+    return (a.float() - b.float()).abs().mean().item()
+
+
+base = final_latents()  # before the LoRA
+
+pipe.load_lora_weights(lora, adapter_name="demo")
+print("adapters:", pipe.get_list_adapters())
+n_lora = sum(p.numel() for n, p in pipe.unet.named_parameters() if "lora_" in n)
+n_unet = sum(p.numel() for n, p in pipe.unet.named_parameters() if "lora_" not in n)
+print(f"LoRA numbers: {n_lora:,} beside {n_unet:,} in the UNet ({100 * n_lora / n_unet:.1f} %)")
+
+# %% [markdown]
+# `set_adapters` sets the scale. Scale 0 is the model without the LoRA, 1 is the LoRA as
+# trained, in between blends:
+
+# %%
+by_scale = {}
+for s in (0.0, 0.5, 1.0):
+    pipe.set_adapters(["demo"], adapter_weights=[s])
+    by_scale[s] = final_latents()
+    print(f"scale {s}: mean abs difference of the final latents from the model without LoRA = {diff(by_scale[s], base):.4f}")
+assert diff(by_scale[0.0], base) <= tol
+display(cu.grid(cu.decode_latents(pipe.vae, torch.cat(list(by_scale.values())))))
+
+# %% [markdown]
+# `fuse_lora` adds `s · B·A` into `W` once, so generation costs nothing extra per step;
+# `unfuse_lora` subtracts it again and `unload_lora_weights` removes the LoRA layers altogether:
+
+# %%
+pipe.set_adapters(["demo"], adapter_weights=[1.0])
+pipe.fuse_lora(lora_scale=1.0)
+print("fused vs scale 1:        ", diff(final_latents(), by_scale[1.0]))
+pipe.unfuse_lora()
+pipe.unload_lora_weights()
+print("adapters after unloading:", pipe.get_list_adapters())
+print("unloaded vs never loaded:", diff(final_latents(), base))
+pipe.scheduler = original_scheduler
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **The other way to set the scale.** Load the LoRA again (adapter weight 1) and generate with
+#    `cross_attention_kwargs={"scale": 0.5}` — check it gives the same image as adapter weight 0.5.
+#    Then try a *negative* scale, `-1.0`: what does it do to the difference from the base image?
+# 2. **An embedding of your own.** Make an A1111-style file whose `emb_params` are the embedding
+#    table's rows for the words "blurry, noisy", load it as `<my-negative>`, and show that the text
+#    encoder gives exactly the same output for `<my-negative> <my-negative>_1 ...` as for the words.
+# 3. **Find a weight in the file.** Which key of the single file holds diffusers'
+#    `unet.mid_block.attentions.0.proj_in.weight`, and which `vae.decoder.up_blocks.0.resnets.0.conv1.weight`?
+#    Read both from the file with `safe_open` and compare them with the pipeline's weights.
+
+# %% [markdown]
+# ### Solution 1
+
+# %%
+pipe.scheduler = LCMScheduler.from_config(original_scheduler.config)
+pipe.load_lora_weights(lora, adapter_name="demo")
+pipe.set_adapters(["demo"], adapter_weights=[1.0])
+via_kwargs = final_latents(cross_attention_kwargs={"scale": 0.5})
+print("cross_attention_kwargs scale 0.5 vs adapter weight 0.5:", diff(via_kwargs, by_scale[0.5]))
+assert diff(via_kwargs, by_scale[0.5]) <= tol
+pipe.set_adapters(["demo"], adapter_weights=[-1.0])
+print(f"scale -1: mean abs difference from the base = {diff(final_latents(), base):.4f}, scale 1: {diff(by_scale[1.0], base):.4f}")
+pipe.unload_lora_weights()
+pipe.scheduler = original_scheduler
+
+# %% [markdown]
+# ### Solution 2
+
+# %%
+words = "blurry, noisy"
+word_ids = pipe.tokenizer(words).input_ids[1:-1]  # without <start> and <end>
+rows = pipe.text_encoder.get_input_embeddings().weight[word_ids].detach().float().cpu()
+my_file = workdir / "my_negative.safetensors"
+save_file({"emb_params": rows.contiguous()}, str(my_file))
+pipe.load_textual_inversion(str(my_file), token="<my-negative>")
+my_names = ["<my-negative>"] + [f"<my-negative>_{i}" for i in range(1, len(word_ids))]
+print(words, "->", word_ids, "| new tokens:", my_names, pipe.tokenizer.convert_tokens_to_ids(my_names))
+# An all-lower-case name survives the tokenizer's lower-casing, so diffusers expands this one itself:
+print(pipe.maybe_convert_prompt("<my-negative>", pipe.tokenizer))
+
+
+def encode(text):
+    ids_ = pipe.tokenizer(text, padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return pipe.text_encoder(ids_.to(pipe.device))[0].float()
+
+
+gap = (encode(" ".join(my_names)) - encode(words)).abs().max().item()
+print("text encoder output, new tokens vs the words, max abs difference:", gap)
+assert gap <= tol
+
+# %% [markdown]
+# ### Solution 3
+
+# %%
+inverse = {name: original for original, name in mapping.items()}
+for name in ("unet.mid_block.attentions.0.proj_in.weight", "vae.decoder.up_blocks.0.resnets.0.conv1.weight"):
+    original = inverse[name]
+    component, key = name.split(".", 1)
+    with safe_open(str(ckpt_path), framework="pt") as f:
+        stored = f.get_tensor(original)
+    ours = models[component].state_dict()[key].detach().cpu()
+    print(f"{name} <- {original}, equal: {torch.equal(stored.to(ours.dtype), ours)}")
+
+# %% [markdown]
+# ## Summary
+#
+# - A community model is SD 1.5's architecture with other weights: `from_pretrained("gsdf/Counterfeit-V2.5")`
+#   — the line the source lesson's cell was missing.
+# - CIVITAI's single files use the original layout (`model.diffusion_model`, `first_stage_model`,
+#   `cond_stage_model`); `from_single_file(path, config=<SD 1.5 folder or id>)` renames them into diffusers'.
+# - Prefer `.safetensors`: a pickled `.ckpt` can run code when loaded. The course refuses one unless you
+#   pass `allow_pickle=True`, and `torch.load(weights_only=True)` still refuses files that carry code.
+# - "EasyNegative" is a textual-inversion embedding: `load_textual_inversion` adds tokens (ids from 49408)
+#   whose embedding rows are the file's vectors; write all of them into the prompt.
+# - A LoRA adds `s · B·A` to chosen weights: `load_lora_weights`, `set_adapters(..., adapter_weights=[s])`,
+#   `fuse_lora`, `unload_lora_weights`. Scale 0 is the base model.

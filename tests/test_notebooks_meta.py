@@ -1,0 +1,39 @@
+"""Every lesson follows the course's conventions: paired, stripped, structured, profile-neutral."""
+import json
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = sorted(Path(__file__).resolve().parent.parent.joinpath("notebooks").glob("[0-9][0-9]_*.ipynb"))
+DEPRECATED = re.compile(r"unet\.in_channels|torch_dtype=|CLIPFeatureExtractor|callback_steps=|_encode_prompt|runwayml/stable")
+
+
+def test_all_lessons_present():
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(1, 9)), [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lesson_conventions(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit without outputs"
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert markdown.lstrip().startswith("# Lesson"), "title first"
+    for heading in ("What you will learn", "## 1.", "## Exercises", "## Summary"):
+        assert heading in markdown, f"missing {heading!r}"
+    assert "course_utils" in "".join(code[0]["source"]), "the first code cell sets the course up"
+    source = path.with_suffix(".py").read_text()
+    assert not re.search(r"[\"']cuda[\"']", source), "ask course_utils for the device"
+    assert not DEPRECATED.search(source)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_in_sync(path):
+    """The .ipynb and its py:percent twin hold the same cells (run `make sync` after editing one)."""
+    ipynb = jupytext.read(path)
+    py = jupytext.read(path.with_suffix(".py"))
+    strip = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    assert strip(ipynb) == strip(py)
