@@ -133,4 +133,6 @@ def sd15_random_pipeline(cls=StableDiffusionPipeline, dtype: torch.dtype = torch
         dtype (`torch.dtype`): weights dtype.
     """
     parts = text2img_components(configs.SD15_TEXT_ENCODER, configs.SD15_UNET, configs.SD15_VAE)
-    return cls(**parts).to(dtype=dtype)
+    pipe = cls(**parts)
+    # Cast only when needed: diffusers 0.42 logs a (harmless, empty) "keep in float32" note on every cast.
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
