@@ -1,0 +1,107 @@
+"""Smoke tests of the training code (training/): every stage runs a few steps on the CPU, resumes exactly, exports."""
+import json
+
+import pytest
+import torch
+
+from training import config
+from training.train import train
+
+SMALL = dict(batch_size=2, warmup=0, log_every=1, ckpt_every=2)
+FAST = dict(  # per stage: the cheapest settings that still run every code path
+    vae=dict(SMALL, scale_samples=32, eval_images=8),
+    text2img=dict(SMALL, eval_prompts=4, eval_steps=2, eval_every=0),
+    inpaint=SMALL, upscale=SMALL, finetune=SMALL, lora=SMALL, ti=SMALL,
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every stage trained for 2 steps into one runs folder (the VAE for 30, to check that it learns)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs")
+    results = {"vae": train("vae", out=out, steps=30, overrides=dict(FAST["vae"], batch_size=4, lr=2e-3, data_repeat=1), quiet=True)}
+    for name in ("text2img", "inpaint", "upscale", "finetune", "lora", "ti"):
+        results[name] = train(name, out=out, steps=2, overrides=FAST[name], quiet=True)
+    return out, results
+
+
+def _log(out, stage):
+    return [json.loads(line) for line in (out / stage / "log.jsonl").read_text().splitlines()]
+
+
+def test_vae_learns_and_measures_scaling_factor(runs):
+    out, results = runs
+    losses = [r["loss"] for r in _log(out, "vae") if "loss" in r]
+    assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    sf = results["vae"]["scaling_factor"]
+    assert sf == pytest.approx(1 / results["vae"]["latent_std"])
+    assert sf != config.VAE["scaling_factor"] and sf != 0.18215
+    ck = torch.load(out / "vae" / "ckpt.pt", weights_only=False)
+    assert ck["done"] and ck["step"] == 30 and set(ck) >= {"modules", "optimizer", "ema", "rng", "step"}
+
+
+def test_every_stage_logs_finite_losses(runs):
+    out, results = runs
+    for stage in config.STAGES:
+        rows = [r for r in _log(out, stage) if "loss" in r]
+        assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows), stage
+        assert (out / stage / "config.json").exists()
+    assert set(results["text2img"]) >= {"train_color", "held_out_color"}
+
+
+@pytest.mark.parametrize("stage", ["vae", "text2img"])
+def test_resume_is_exact(runs, tmp_path, stage):
+    """4 steps straight == 2 steps, then resume for 2 more."""
+    src, _ = runs
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        if stage != "vae":
+            (d / "vae").mkdir(parents=True)
+            (d / "vae" / "ckpt.pt").symlink_to(src / "vae" / "ckpt.pt")
+    o = dict(FAST[stage], ckpt_every=100)
+    train(stage, out=a, steps=4, overrides=o, quiet=True)
+    train(stage, out=b, steps=2, overrides=o, quiet=True)
+    with pytest.raises(SystemExit):  # no silent overwrite
+        train(stage, out=b, steps=4, overrides=o, quiet=True)
+    train(stage, out=b, steps=4, overrides=o, resume=True, quiet=True)
+    ka, kb = (torch.load(d / stage / "ckpt.pt", weights_only=False) for d in (a, b))
+    assert ka["step"] == kb["step"] == 4
+    for name, sd in ka["modules"].items():
+        for k, v in sd.items():
+            assert torch.allclose(v, kb["modules"][name][k], atol=1e-6, rtol=0), (name, k)
+    for name, sd in ka["ema"].items():
+        for k, v in sd.items():
+            assert torch.allclose(v, kb["ema"][name][k], atol=1e-6, rtol=0), (name, k)
+
+
+def test_export_loads_in_diffusers(runs, tmp_path):
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, StableDiffusionUpscalePipeline
+    from PIL import Image
+
+    from course_utils.single_file import load_single_file
+    from training.export import export
+
+    out, results = runs
+    to = tmp_path / "tiny"
+    sizes = export(out, to)
+    assert set(sizes) == {"text2img", "inpaint", "upscale", "community", "lora", "ti"}
+    assert (to / "README.md").exists()
+    kw = dict(num_inference_steps=1, output_type="np")
+    pipe = StableDiffusionPipeline.from_pretrained(to / "text2img", dtype=torch.float32)
+    assert pipe.unet.dtype == torch.float32
+    assert pipe.vae.config.scaling_factor == pytest.approx(results["vae"]["scaling_factor"], rel=1e-3)
+    assert pipe("a red circle on a blue background", **kw).images.shape == (1, 64, 64, 3)
+    pipe.load_lora_weights(to / "outline_lora")
+    pipe.load_textual_inversion(to / "outline_embedding.safetensors", token=config.TI_TOKEN)
+    assert pipe(f"a red circle in {config.TI_TOKEN} style", **kw).images.shape == (1, 64, 64, 3)
+    inp = StableDiffusionInpaintPipeline.from_pretrained(to / "inpaint", dtype=torch.float32)
+    assert inp.unet.config.in_channels == 9
+    img, mask = Image.new("RGB", (64, 64), "blue"), Image.new("L", (64, 64), 255)
+    assert inp("a red circle", image=img, mask_image=mask, strength=1.0, **kw).images.shape == (1, 64, 64, 3)
+    up = StableDiffusionUpscalePipeline.from_pretrained(to / "upscale", dtype={"default": torch.float32, "vae": torch.float32})
+    assert up.unet.config.in_channels == 7
+    assert up("a red circle", image=Image.new("RGB", (16, 16), "red"), **kw).images.shape == (1, 64, 64, 3)
+    com = load_single_file(to / "community.safetensors", config=to / "text2img", dtype=torch.float32)
+    assert com("a red circle in outline style", **kw).images.shape == (1, 64, 64, 3)

@@ -1,0 +1,163 @@
+"""Deterministic batches from ``course_utils.world``: the same (seed, step) always gives the same batch.
+
+A batch depends only on the stage's seed and the step number, never on what came before, so a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+import random
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from course_utils import world
+from course_utils.build import load_tokenizer
+
+from . import config
+
+_TOKENIZER = None
+
+
+def tokenizer():
+    """CLIP's tokenizer (SD 1.5's), loaded once."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = load_tokenizer()
+    return _TOKENIZER
+
+
+def tokenize(captions, tok=None) -> torch.Tensor:
+    """Token ids ``[B, 77]``, padded and truncated exactly as ``StableDiffusionPipeline.encode_prompt`` does."""
+    tok = tok or tokenizer()
+    return tok(list(captions), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+def to_tensor(images) -> torch.Tensor:
+    """PIL RGB images -> ``[B, 3, H, W]`` float32 in [-1, 1] (what the pipelines' image processor gives)."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).div(127.5).sub(1.0).contiguous()
+
+
+def to_images(x: torch.Tensor):
+    """``[B, 3, H, W]`` in [-1, 1] -> PIL images."""
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def world_seed(stage_seed: int, step: int, i: int, batch_size: int) -> int:
+    """The ``world.sample`` seed of image ``i`` of ``step``: every (stage, step, i) gets its own scene."""
+    return stage_seed * 1_000_000_000 + step * batch_size + i
+
+
+# --- the outlined style -----------------------------------------------------------------------
+def draw_outlined(color: str, shape: str, background: str, cx: float, cy: float, r: float) -> Image.Image:
+    """Like ``world.draw`` but only the shape's outline, ``config.OUTLINE_WIDTH`` pixels wide."""
+    s = world.SUPERSAMPLE
+    img = Image.new("RGB", (world.SIZE * s, world.SIZE * s), world.BACKGROUNDS[background])
+    d = ImageDraw.Draw(img)
+    x, y, r, w = cx * s, cy * s, r * s, config.OUTLINE_WIDTH * s
+    fill, bg = world.COLORS[color], world.BACKGROUNDS[background]
+    if shape == "circle":
+        d.ellipse([x - r, y - r, x + r, y + r], outline=fill, width=w, fill=bg)
+    elif shape == "square":
+        d.rectangle([x - r, y - r, x + r, y + r], outline=fill, width=w, fill=bg)
+    else:
+        d.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], outline=fill, width=w, fill=bg)
+    return img.resize((world.SIZE, world.SIZE), Image.Resampling.BOX)
+
+
+def styled_sample(seed: int):
+    """A training scene drawn in the outlined style: ``(image, caption)`` (caption without the trigger)."""
+    s = world.sample(seed, "train")
+    rng = random.Random(f"style-{seed}")
+    r = rng.uniform(10, 22)  # same geometry distribution as world.sample
+    cx, cy = rng.uniform(r + 2, world.SIZE - r - 2), rng.uniform(r + 2, world.SIZE - r - 2)
+    return draw_outlined(s.color, s.shape, s.background, cx, cy, r), s.caption
+
+
+def with_trigger(caption: str, trigger: str) -> str:
+    """``"a red circle"`` -> ``"a red circle in outline style"`` (or ``"outline style"`` for an empty caption)."""
+    if not trigger:
+        return caption
+    return f"{caption} in {trigger} style" if caption else f"{trigger} style"
+
+
+# --- batches ----------------------------------------------------------------------------------
+def batch(stage_seed: int, step: int, batch_size: int, tok=None, tokens: bool = True) -> dict:
+    """A batch of plain world scenes.
+
+    Returns:
+        `dict`: ``pixels`` [B, 3, 64, 64] in [-1, 1]; ``input_ids`` [B, 77] (if ``tokens``); ``captions``;
+        ``labels`` (``(color, shape, background)`` per image).
+    """
+    samples = [world.sample(world_seed(stage_seed, step, i, batch_size), "train") for i in range(batch_size)]
+    out = dict(
+        pixels=to_tensor([s.image for s in samples]),
+        captions=[s.caption for s in samples],
+        labels=[(s.color, s.shape, s.background) for s in samples],
+    )
+    if tokens:
+        out["input_ids"] = tokenize(out["captions"], tok)
+    return out
+
+
+def style_batch(stage_seed: int, step: int, batch_size: int, style_share: float, trigger: str, tok=None) -> dict:
+    """A batch where a share ``style_share`` of the images is outlined, their captions carrying ``trigger``."""
+    images, captions = [], []
+    rng = random.Random(f"style-batch-{stage_seed}-{step}")
+    for i in range(batch_size):
+        seed = world_seed(stage_seed, step, i, batch_size)
+        if rng.random() < style_share:
+            image, caption = styled_sample(seed)
+            caption = with_trigger(caption, trigger)
+        else:
+            s = world.sample(seed, "train")
+            image, caption = s.image, s.caption
+        images.append(image)
+        captions.append(caption)
+    return dict(pixels=to_tensor(images), captions=captions, input_ids=tokenize(captions, tok))
+
+
+def random_masks(stage_seed: int, step: int, batch_size: int, full: float, lo: float, hi: float) -> torch.Tensor:
+    """Inpainting masks ``[B, 1, 64, 64]``, 1 = repaint, 0 = keep.
+
+    A share ``full`` masks everything (the model must also work as text-to-image); the rest are a
+    rectangle or an ellipse with sides between ``lo`` and ``hi`` of the image.
+    """
+    n = world.SIZE
+    rng = random.Random(f"mask-{stage_seed}-{step}")
+    masks = []
+    for _ in range(batch_size):
+        m = Image.new("L", (n, n), 0)
+        if rng.random() < full:
+            m.paste(255, (0, 0, n, n))
+        else:
+            w, h = rng.uniform(lo, hi) * n, rng.uniform(lo, hi) * n
+            x0, y0 = rng.uniform(0, n - w), rng.uniform(0, n - h)
+            box = [x0, y0, x0 + w, y0 + h]
+            (ImageDraw.Draw(m).rectangle if rng.random() < 0.5 else ImageDraw.Draw(m).ellipse)(box, fill=255)
+        masks.append(np.asarray(m, dtype=np.float32) / 255.0)
+    return torch.from_numpy(np.stack(masks))[:, None]
+
+
+def low_res(pixels: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """The upscaler's input: each ``factor x factor`` block averaged (= ``Image.Resampling.BOX``), 64 -> 16."""
+    return torch.nn.functional.avg_pool2d(pixels, factor)
+
+
+def eval_prompts(n: int, seed: int = 12345):
+    """``n`` evaluation prompts with their labels: half from seen combinations, half ``HELD_OUT``.
+
+    Returns:
+        `list[tuple[str, tuple]]`: ``(caption, (color, shape, background))``; captions always name the background.
+    """
+    out = []
+    for i in range(n):
+        split = "held_out" if i % 2 else "train"
+        j = 0
+        while True:  # a caption that names the background, so the background is scorable
+            s = world.sample(seed + 1000 * i + j, split)
+            j += 1
+            if "background" in s.caption or "in front of" in s.caption:
+                break
+        out.append((s.caption, (s.color, s.shape, s.background), split))
+    return out

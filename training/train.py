@@ -1,0 +1,476 @@
+"""The training loop shared by every stage, and the stages themselves.
+
+A stage is an object with ``modules`` (everything saved in the checkpoint), ``params`` (what the
+optimiser updates), ``ema_modules`` (what gets an EMA copy) and ``loss(step, generator)``. The
+loop adds AdamW, warm-up, gradient clipping, EMA, checkpoints, logs and resume.
+
+Reproducibility: initial weights come from ``torch.manual_seed(cfg.seed)``; the batch of a step
+depends only on (seed, step) (see ``data.py``); the noise, timesteps and latent samples of a step
+come from a generator seeded with (seed, step). So a run resumed from a checkpoint repeats the
+uninterrupted run exactly (same thread count: float sums may differ between thread counts).
+"""
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from course_utils import configs as cu_configs
+from course_utils import upscale as cu_upscale
+from course_utils import world
+from course_utils.inpaint import inpaint_unet_from
+
+from . import config, data
+
+CKPT = "ckpt.pt"
+
+
+# --- models -------------------------------------------------------------------------------------
+def new_vae(scaling_factor: float = 1.0) -> AutoencoderKL:
+    return AutoencoderKL(**dict(config.VAE, scaling_factor=float(scaling_factor)))
+
+
+def new_text_encoder() -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(**config.TEXT_ENCODER))
+
+
+def ddpm(cfg: dict = cu_configs.SD15_SCHEDULER) -> DDPMScheduler:
+    """The training noise schedule (SD 1.5's: scaled-linear betas 0.00085 -> 0.012 over 1000 steps)."""
+    keep = {k: v for k, v in cfg.items() if k in DDPMScheduler.__init__.__code__.co_varnames}
+    return DDPMScheduler(**keep)
+
+
+def load_ckpt(out, stage: str) -> dict:
+    """The finished checkpoint of ``stage`` (a stage this one starts from)."""
+    path = Path(out) / stage / CKPT
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run `python -m training {stage}` first")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not ck.get("done"):
+        raise SystemExit(f"{path} is at step {ck['step']} of an unfinished run: `python -m training {stage} --resume`")
+    return ck
+
+
+def weights(ck: dict, name: str) -> dict:
+    """A module's weights from a checkpoint, the EMA ones where the stage kept an EMA."""
+    return ck["ema"].get(name) or ck["modules"][name]
+
+
+def trained_vae(out) -> AutoencoderKL:
+    ck = load_ckpt(out, "vae")
+    vae = new_vae(ck["extra"]["scaling_factor"])
+    vae.load_state_dict(weights(ck, "vae"))
+    return vae.requires_grad_(False).eval()
+
+
+def trained_text2img(out):
+    """(text_encoder, unet) of the text2img stage, EMA weights."""
+    ck = load_ckpt(out, "text2img")
+    te, unet = new_text_encoder(), UNet2DConditionModel(**config.UNET)
+    te.load_state_dict(weights(ck, "text_encoder"))
+    unet.load_state_dict(weights(ck, "unet"))
+    return te, unet
+
+
+class EMA:
+    """Exponential moving average of a module's float parameters (decay warms up: (1+n)/(10+n))."""
+
+    def __init__(self, decay: float):
+        self.decay, self.shadow = decay, {}
+
+    def init(self, name, module):
+        self.shadow[name] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, step: int, modules: dict):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for name, module in modules.items():
+            for k, v in module.state_dict().items():
+                s = self.shadow[name][k]
+                if v.dtype.is_floating_point:
+                    s.mul_(d).add_(v.detach(), alpha=1 - d)
+                else:
+                    s.copy_(v)
+
+
+def with_weights(module, state):
+    m = copy.deepcopy(module)
+    m.load_state_dict(state)
+    return m.eval()
+
+
+# --- stages ---------------------------------------------------------------------------------------
+class VAEStage:
+    """AutoencoderKL: reconstruction (MSE) + a tiny KL term; then scaling_factor = 1 / std(latents)."""
+
+    def __init__(self, cfg, out):
+        self.cfg = cfg
+        self.vae = new_vae()
+        self.modules = dict(vae=self.vae)
+        self.params = list(self.vae.parameters())
+        self.ema_modules = {}
+
+    def loss(self, step, gen):
+        x = data.batch(self.cfg.seed, step, self.cfg.batch_size, tokens=False)["pixels"]
+        post = self.vae.encode(x).latent_dist
+        rec = self.vae.decode(post.sample(gen)).sample
+        mse = F.mse_loss(rec, x)
+        kl = post.kl().mean() / x[0].numel()
+        return mse + self.cfg.kl_weight * kl, dict(mse=mse.item())
+
+    @torch.no_grad()
+    def finish(self, run):
+        vae = self.vae.eval()
+        n, bs = self.cfg.scale_samples, 64
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        lat = []
+        for i in range(0, n, bs):
+            x = data.batch(self.cfg.seed + 500, i // bs, min(bs, n - i), tokens=False)["pixels"]
+            lat.append(vae.encode(x).latent_dist.sample(gen))
+        std = torch.cat(lat).std().item()
+        sf = 1.0 / std
+        vae.register_to_config(scaling_factor=sf)
+        x = data.batch(self.cfg.seed + 600, 0, self.cfg.eval_images, tokens=False)["pixels"]
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        mse = ((rec - x) / 2).pow(2).mean().item()  # on [0, 1] pixels
+        return dict(scaling_factor=sf, latent_std=std, psnr_db=10 * math.log10(1 / mse))
+
+
+class _Diffusion:
+    """Helpers shared by the UNet stages."""
+
+    def encode(self, pixels, gen, sf=None):
+        with torch.no_grad():
+            return self.vae.encode(pixels).latent_dist.sample(gen) * (sf if sf is not None else self.vae.config.scaling_factor)
+
+    def noised(self, lat, gen):
+        noise = torch.randn(lat.shape, generator=gen)
+        t = torch.randint(0, self.sched.config.num_train_timesteps, (lat.shape[0],), generator=gen)
+        return self.sched.add_noise(lat, noise, t), noise, t
+
+    def text(self, ids):
+        if any(p.requires_grad for p in self.text_encoder.parameters()):
+            return self.text_encoder(ids)[0]
+        with torch.no_grad():
+            return self.text_encoder(ids)[0]
+
+
+class Text2ImgStage(_Diffusion):
+    """UNet2DConditionModel + CLIPTextModel, jointly, epsilon prediction on SD 1.5's schedule."""
+
+    def __init__(self, cfg, out):
+        self.cfg, self.vae, self.sched = cfg, trained_vae(out), ddpm()
+        self.text_encoder, self.unet = new_text_encoder(), UNet2DConditionModel(**config.UNET)
+        self.modules = dict(text_encoder=self.text_encoder, unet=self.unet)
+        self.params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
+        self.ema_modules = dict(self.modules)
+
+    def loss(self, step, gen):
+        b = data.batch(self.cfg.seed, step, self.cfg.batch_size)
+        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
+        pred = self.unet(noisy, t, self.text(b["input_ids"])).sample
+        return F.mse_loss(pred, noise), {}
+
+    def finish(self, run):
+        te = with_weights(self.text_encoder, run.ema.shadow["text_encoder"])
+        unet = with_weights(self.unet, run.ema.shadow["unet"])
+        return score_text2img(self.vae, te, unet, self.cfg)
+
+
+def text2img_pipeline(vae, text_encoder, unet, scheduler=None):
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=data.tokenizer(), unet=unet,
+        scheduler=scheduler or DDIMScheduler.from_config(cu_configs.SD15_SCHEDULER),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+@torch.no_grad()
+def score_text2img(vae, text_encoder, unet, cfg, suffix: str = "") -> dict:
+    """Generate one image per evaluation prompt and read it back with ``world.classify``.
+
+    Returns accuracies of colour, shape, background and all three, on seen combinations and on ``HELD_OUT``.
+    """
+    pipe = text2img_pipeline(vae, text_encoder, unet)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = data.eval_prompts(cfg.eval_prompts)
+    gen = torch.Generator().manual_seed(0)
+    images = pipe([p + suffix for p, _, _ in prompts], num_inference_steps=cfg.eval_steps,
+                  guidance_scale=cfg.eval_guidance, generator=gen).images
+    res = {}
+    for split in ("train", "held_out"):
+        rows = [(world.classify(im), lab) for im, (_, lab, sp) in zip(images, prompts) if sp == split]
+        if not rows:
+            continue
+        for key, i in (("color", 0), ("shape", 1), ("background", 2)):
+            res[f"{split}_{key}"] = sum(c[key] == lab[i] for c, lab in rows) / len(rows)
+        res[f"{split}_all"] = sum((c["color"], c["shape"], c["background"]) == lab for c, lab in rows) / len(rows)
+    return res
+
+
+class InpaintStage(_Diffusion):
+    """9-channel UNet from text2img's EMA UNet (new conv_in channels zero), random masks; text encoder frozen."""
+
+    def __init__(self, cfg, out):
+        self.cfg, self.vae, self.sched = cfg, trained_vae(out), ddpm()
+        te, unet = trained_text2img(out)
+        self.text_encoder = te.requires_grad_(False).eval()
+        self.unet = inpaint_unet_from(unet)
+        self.modules = dict(unet=self.unet)
+        self.params = list(self.unet.parameters())
+        self.ema_modules = dict(self.modules)
+
+    def loss(self, step, gen):
+        c = self.cfg
+        b = data.batch(c.seed, step, c.batch_size)
+        mask = data.random_masks(c.seed, step, c.batch_size, c.full_mask, c.mask_min, c.mask_max)
+        masked = b["pixels"] * (mask < 0.5)  # as StableDiffusionInpaintPipeline: the hole becomes 0 (grey)
+        lat, masked_lat = self.encode(b["pixels"], gen), self.encode(masked, gen)
+        small = F.interpolate(mask, size=lat.shape[-2:])  # nearest, as the pipeline
+        noisy, noise, t = self.noised(lat, gen)
+        pred = self.unet(torch.cat([noisy, small, masked_lat], 1), t, self.text(b["input_ids"])).sample
+        return F.mse_loss(pred, noise), {}
+
+
+class UpscaleStage(_Diffusion):
+    """x4 upscaler UNet: v-prediction on latents scaled by 0.08333, conditioned on the noised 16x16 image."""
+
+    def __init__(self, cfg, out):
+        self.cfg, self.vae = cfg, trained_vae(out)
+        self.sched = ddpm(cu_upscale.SD15_UPSCALER_SCHEDULER)
+        self.low_res_sched = ddpm(cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER)
+        te, _ = trained_text2img(out)
+        self.text_encoder = te.requires_grad_(False).eval()
+        self.unet = UNet2DConditionModel(**config.UPSCALER_UNET)
+        self.modules = dict(unet=self.unet)
+        self.params = list(self.unet.parameters())
+        self.ema_modules = dict(self.modules)
+
+    def loss(self, step, gen):
+        c = self.cfg
+        b = data.batch(c.seed, step, c.batch_size)
+        lat = self.encode(b["pixels"], gen, sf=config.UPSCALER_SCALING_FACTOR)
+        small = data.low_res(b["pixels"], world.SIZE // c.low_res)
+        level = torch.randint(0, c.max_noise_level + 1, (lat.shape[0],), generator=gen)
+        small = self.low_res_sched.add_noise(small, torch.randn(small.shape, generator=gen), level)
+        noisy, noise, t = self.noised(lat, gen)
+        pred = self.unet(torch.cat([noisy, small], 1), t, self.text(b["input_ids"]), class_labels=level).sample
+        return F.mse_loss(pred, self.sched.get_velocity(lat, noise, t)), {}
+
+
+class FinetuneStage(_Diffusion):
+    """The "community" fine-tune: text2img's UNet learns outlined shapes for captions with the trigger word."""
+
+    def __init__(self, cfg, out):
+        self.cfg, self.vae, self.sched = cfg, trained_vae(out), ddpm()
+        te, self.unet = trained_text2img(out)
+        self.text_encoder = te.requires_grad_(False).eval()
+        self.setup()
+
+    def setup(self):
+        self.modules = dict(unet=self.unet)
+        self.params = list(self.unet.parameters())
+        self.ema_modules = dict(self.modules)
+
+    def tok(self):
+        return None
+
+    def loss(self, step, gen):
+        c = self.cfg
+        b = data.style_batch(c.seed, step, c.batch_size, c.style_share, c.trigger, tok=self.tok())
+        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
+        pred = self.unet(noisy, t, self.text(b["input_ids"])).sample
+        return F.mse_loss(pred, noise), {}
+
+
+class LoraStage(FinetuneStage):
+    """A LoRA (peft, rank ``cfg.rank``) on the UNet's attention projections; everything else frozen."""
+
+    def setup(self):
+        from peft import LoraConfig
+
+        self.unet.requires_grad_(False)
+        self.unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
+                                         target_modules=list(self.cfg.target_modules)))
+        self.modules = dict(unet=self.unet)
+        self.params = [p for n, p in self.unet.named_parameters() if "lora_" in n]
+        self.ema_modules = {}
+
+
+class TIStage(FinetuneStage):
+    """Textual inversion: only the embedding rows of ``<outline>``, ``<outline>_1``, ... are learned."""
+
+    def setup(self):
+        c = self.cfg
+        self.tokenizer = copy.deepcopy(data.tokenizer())
+        self.tokens = [c.trigger] + [f"{c.trigger}_{i}" for i in range(1, c.n_vectors)]
+        self.tokenizer.add_tokens(self.tokens)
+        self.ids = self.tokenizer.convert_tokens_to_ids(self.tokens)
+        init = self.tokenizer(c.init_word, add_special_tokens=False).input_ids[0]
+        self.unet.requires_grad_(False)
+        te = self.text_encoder
+        te.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        emb = te.get_input_embeddings().weight
+        with torch.no_grad():
+            emb[self.ids] = emb[init].clone()
+        te.requires_grad_(False)
+        emb.requires_grad_(True)
+        self.frozen = emb.detach().clone()
+        self.modules = dict(text_encoder=te)
+        self.params = [emb]
+        self.ema_modules = {}
+
+    def tok(self):
+        return self.tokenizer
+
+    def loss(self, step, gen):
+        c = self.cfg
+        b = data.style_batch(c.seed, step, c.batch_size, c.style_share, " ".join(self.tokens), tok=self.tokenizer)
+        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
+        pred = self.unet(noisy, t, self.text_encoder(b["input_ids"])[0]).sample
+        return F.mse_loss(pred, noise), {}
+
+    @torch.no_grad()
+    def after_step(self):
+        emb = self.text_encoder.get_input_embeddings().weight
+        keep = torch.ones(emb.shape[0], dtype=torch.bool)
+        keep[self.ids] = False
+        emb[keep] = self.frozen[keep]  # only the new tokens' rows change
+
+    def vectors(self):
+        return self.text_encoder.get_input_embeddings().weight[self.ids].detach().clone()
+
+
+IMPL = dict(vae=VAEStage, text2img=Text2ImgStage, inpaint=InpaintStage, upscale=UpscaleStage,
+            finetune=FinetuneStage, lora=LoraStage, ti=TIStage)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, name, cfg, out):
+        self.name, self.cfg, self.dir = name, cfg, Path(out) / name
+        self.ema = EMA(cfg.ema_decay)
+
+
+def _save(path: Path, state: dict):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken checkpoint
+
+
+def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: bool = False,
+          overrides: dict | None = None, quiet: bool = False) -> dict:
+    """Train stage ``name`` into ``<out>/<name>/``; returns the final checkpoint's ``extra`` (measurements).
+
+    Args:
+        name (`str`): a key of ``config.STAGES``.
+        out (`str`): the runs folder.
+        steps (`int`, *optional*): stop after this many steps (default: the stage's ``steps``).
+        resume (`bool`): continue from ``<out>/<name>/ckpt.pt``; without it an existing checkpoint is an error.
+        overrides (`dict`, *optional*): stage settings to change, e.g. ``dict(batch_size=8)``.
+    """
+    cfg = config.stage_config(name, **(overrides or {}))
+    total = steps if steps is not None else cfg.steps
+    run = Run(name, cfg, out)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    path = run.dir / CKPT
+    ck = None
+    if path.exists():
+        if not resume:
+            raise SystemExit(f"{path} exists: pass --resume to continue it, or remove {run.dir} to start again")
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck["step"] >= total and ck.get("done"):
+            if not quiet:
+                print(f"[{name}] already trained to step {ck['step']} (>= {total}); nothing to do")
+            return ck["extra"]
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    stage = IMPL[name](cfg, out)
+    opt = torch.optim.AdamW(stage.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for m in stage.modules.values():
+        m.train()
+    if cfg.ema_decay:
+        for k, m in stage.ema_modules.items():
+            run.ema.init(k, m)
+    start = 0
+    if ck is not None:
+        for k, m in stage.modules.items():
+            m.load_state_dict(ck["modules"][k])
+        opt.load_state_dict(ck["optimizer"])
+        run.ema.shadow = ck["ema"]
+        torch.set_rng_state(ck["rng"]["torch"])
+        random.setstate(ck["rng"]["python"])
+        np.random.set_state(ck["rng"]["numpy"])
+        start = ck["step"]
+        if not quiet:
+            print(f"[{name}] resuming at step {start}")
+    (run.dir / "config.json").write_text(json.dumps(dict(stage=name, steps=total, settings=asdict(cfg),
+                                                         threads=torch.get_num_threads()), indent=2, default=str))
+
+    def save(step, done=False, extra=None):
+        _save(path, dict(
+            step=step, done=done, stage=name, config=asdict(cfg),
+            modules={k: m.state_dict() for k, m in stage.modules.items()},
+            ema=run.ema.shadow, optimizer=opt.state_dict(), extra=extra or {},
+            rng=dict(torch=torch.get_rng_state(), python=random.getstate(), numpy=np.random.get_state()),
+        ))
+
+    log = open(run.dir / "log.jsonl", "a")
+    t0, seen = time.perf_counter(), 0
+    for step in range(start, total):
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+        for g in opt.param_groups:
+            g["lr"] = lr
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        loss, info = stage.loss(step % cfg.data_repeat if cfg.data_repeat else step, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(stage.params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
+        opt.step()
+        if hasattr(stage, "after_step"):
+            stage.after_step()
+        if cfg.ema_decay:
+            run.ema.update(step, stage.ema_modules)
+        seen += cfg.batch_size
+        if not math.isfinite(loss.item()):
+            raise SystemExit(f"[{name}] loss is {loss.item()} at step {step}: lower --set lr=...")
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+            dt = time.perf_counter() - t0
+            row = dict(step=step + 1, loss=round(loss.item(), 6), lr=lr, grad_norm=round(float(gnorm), 4),
+                       samples_per_s=round(seen / dt, 2), **info)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            if not quiet:
+                print(f"[{name}] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            t0, seen = time.perf_counter(), 0
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total and hasattr(stage, "finish"):
+            ev = stage.finish(run)
+            log.write(json.dumps(dict(step=step + 1, eval=ev)) + "\n")
+            log.flush()
+            if not quiet:
+                print(f"[{name}] eval {ev}", flush=True)
+            t0 = time.perf_counter()
+        if (step + 1) % cfg.ckpt_every == 0 and step + 1 < total:
+            save(step + 1)
+    extra = stage.finish(run) if hasattr(stage, "finish") else {}
+    if isinstance(stage, TIStage):
+        extra = dict(extra, tokens=stage.tokens, vectors=stage.vectors())
+    save(total, done=True, extra=extra)
+    shown = {k: v for k, v in extra.items() if k != "vectors"}
+    log.write(json.dumps(dict(step=total, final=shown)) + "\n")
+    log.close()
+    (run.dir / "result.json").write_text(json.dumps(dict(step=total, **shown), indent=2, default=str))
+    if not quiet:
+        print(f"[{name}] done at step {total}: {shown}")
+    return extra
