@@ -19,7 +19,7 @@ from .device import CourseError, describe_device, get_device, get_dtype
 PROFILES = ("sd15", "tiny", "sd15-random")
 ROLES = ("text2img", "img2img", "inpaint", "upscale", "community")
 
-# The Hub repositories of the `sd15` profile. runwayml/stable-diffusion-v1-5 was removed
+# The Hub repositories of the `sd15` profile. RunwayML's stable-diffusion-v1-5 repository was removed
 # from the Hub in 2024; stable-diffusion-v1-5/ is its official mirror.
 SD15_REPOS = {
     "text2img": "stable-diffusion-v1-5/stable-diffusion-v1-5",

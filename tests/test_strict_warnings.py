@@ -7,7 +7,7 @@ CODE = """
 import course_utils as cu
 pipe = cu.load_pipeline("text2img", profile="tiny", device="cpu")
 print(pipe.unet.config.in_channels)   # the current API: fine
-print(pipe.unet.in_channels)          # deprecated attribute access: must raise under strict mode
+print(getattr(pipe.unet, "in_channels"))  # deprecated attribute access (use .config): must raise under strict mode
 """
 
 

@@ -34,13 +34,13 @@ def test_load_pipeline_gives_the_upscaler(pipe):
 
 
 def test_tiny_upscaler_has_the_real_architecture(pipe):
-    unet, vae = pipe.unet.config, pipe.vae.config
-    assert unet.in_channels == 7 and unet.out_channels == 4  # 4 latents + 3 image channels in, 4 out
-    assert unet.num_class_embeds == 1000 and unet.class_embed_type is None  # noise_level embedding
-    assert tuple(unet.only_cross_attention) == (True, True, True, False)
-    assert unet.cross_attention_dim == pipe.text_encoder.config.hidden_size
-    assert len(vae.block_out_channels) == 3 and pipe.vae_scale_factor == 4  # 4x, not 8x
-    assert vae.scaling_factor == 0.08333
+    unet_cfg, vae_cfg = pipe.unet.config, pipe.vae.config
+    assert unet_cfg.in_channels == 7 and unet_cfg.out_channels == 4  # 4 latents + 3 image channels in, 4 out
+    assert unet_cfg.num_class_embeds == 1000 and unet_cfg.class_embed_type is None  # noise_level embedding
+    assert tuple(unet_cfg.only_cross_attention) == (True, True, True, False)
+    assert unet_cfg.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    assert len(vae_cfg.block_out_channels) == 3 and pipe.vae_scale_factor == 4  # 4x, not 8x
+    assert vae_cfg.scaling_factor == 0.08333
     assert pipe.vae.dtype == torch.float32
     assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.scheduler.config.prediction_type == "v_prediction"
     assert isinstance(pipe.low_res_scheduler, DDPMScheduler)
