@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-__all__ = ["encode_text", "initial_latents", "denoise", "decode", "to_pil", "guidance_enabled"]
+__all__ = ["encode_text", "initial_latents", "denoise", "encode", "decode", "to_pil", "guidance_enabled"]
 
 
 @torch.no_grad()
@@ -195,6 +195,28 @@ def denoise(
             if isinstance(replaced, torch.Tensor):
                 latents = replaced
     return latents
+
+
+@torch.no_grad()
+def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pixels to scaled latents with the VAE encoder, as img2img and inpainting pipelines do.
+
+    1. ``vae.encode`` gives a Gaussian per latent cell; draw a *sample* from it with ``generator``
+       (diffusers' ``retrieve_latents(..., sample_mode="sample")``);
+    2. multiply by ``vae.config.scaling_factor`` (0.18215 for SD 1.5).
+
+    Args:
+        vae (`AutoencoderKL`): the pipeline's VAE.
+        pixels (`torch.Tensor`): ``[batch, 3, H, W]`` with values in [-1, 1].
+        generator (`torch.Generator`, *optional*): the generator given to the pipeline.
+
+    Returns:
+        `torch.Tensor`: latents ``[batch, 4, H/8, W/8]`` on the VAE's device and dtype, in the memory layout
+        the VAE returns (on the CPU it may be channels-last, as in the img2img pipeline; the UNet's
+        convolutions round differently on the two layouts, so a by-hand copy must keep the pipeline's).
+    """
+    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
+    return vae.encode(pixels).latent_dist.sample(generator) * vae.config.scaling_factor
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from . import by_hand
 from .device import CourseError
 from .images import load_image, round_size
 
@@ -118,9 +119,8 @@ def encode_image(vae, image, generator: torch.Generator | None = None) -> torch.
     """
     image = load_init_image(image)
     processor = VaeImageProcessor(vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1))
-    pixels = processor.preprocess(image).to(device=vae.device, dtype=vae.dtype)  # [1, 3, H, W] in [-1, 1]
-    latents = vae.encode(pixels).latent_dist.sample(generator)  # retrieve_latents(..., sample_mode="sample")
-    return latents * vae.config.scaling_factor
+    pixels = processor.preprocess(image)  # [1, 3, H, W] in [-1, 1]
+    return by_hand.encode(vae, pixels, generator)  # steps 2-3
 
 
 def noise_latents(scheduler, latents: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -169,7 +169,6 @@ def img2img_by_hand(
     Returns:
         `torch.Tensor`: denoised latents ``[1, 4, H/8, W/8]`` (decode with ``by_hand.decode``).
     """
-    from . import by_hand
 
     check_strength(strength)
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)

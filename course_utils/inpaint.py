@@ -23,7 +23,7 @@ from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, U
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image, ImageDraw
 
-from . import build, configs
+from . import build, by_hand, configs
 from .device import CourseError
 from .images import check_size, load_image
 from .paths import DATA_DIR
@@ -274,12 +274,9 @@ def encode_image(pipe, pixels: torch.Tensor, generator: torch.Generator | None =
     Returns:
         `torch.Tensor`: latents of shape ``[batch, 4, height/8, width/8]``.
     """
-    vae = pipe.vae
-    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
-    latents = vae.encode(pixels).latent_dist.sample(generator) * vae.config.scaling_factor
-    # The pipeline's `repeat` leaves its copy in the standard memory layout; the VAE's output may be
-    # channels-last on the CPU, and the UNet's convolutions then round differently (~1e-5).
-    return latents.contiguous()
+    # The inpainting pipeline's `repeat` leaves its copy in the standard memory layout; the VAE's output
+    # may be channels-last on the CPU, and the UNet's convolutions then round differently (~1e-5).
+    return by_hand.encode(pipe.vae, pixels, generator).contiguous()
 
 
 def preprocess(pipe, image, mask, height: int | None = None, width: int | None = None) -> dict:

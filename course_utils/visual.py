@@ -3,9 +3,10 @@ import io
 
 import numpy as np
 import torch
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import make_image_grid
 from PIL import Image
+
+from . import by_hand
 
 
 @torch.no_grad()
@@ -19,10 +20,7 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
     Returns:
         `list[PIL.Image.Image]`: ``batch`` images of size ``8w x 8h`` (for SD 1.5's VAE).
     """
-    latents = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor  # undo the scaling
-    images = vae.decode(latents).sample  # [batch, 3, 8h, 8w], values in about [-1, 1]
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    return VaeImageProcessor(vae_scale_factor=scale).postprocess(images, output_type="pil")
+    return by_hand.to_pil(by_hand.decode(vae, latents))  # undo the scaling, decode, [-1, 1] -> PIL
 
 
 def latent_to_image(latents: torch.Tensor, tile: int = 128) -> Image.Image:
