@@ -17,7 +17,7 @@ logging.getLogger("transformers.utils.import_utils").addFilter(
     lambda record: "requires torchvision (not installed)" not in record.getMessage()
 )
 
-from . import by_hand, community, img2img, inpaint, long_prompt, single_file, upscale
+from . import by_hand, community, img2img, inpaint, long_prompt, single_file, upscale, world
 from .device import DEVICES, CourseError, describe_device, get_device, get_dtype
 from .images import check_size, load_image, round_size, to_rgb
 from .registry import (
@@ -27,6 +27,7 @@ from .registry import (
     Choice,
     choose,
     default_settings,
+    image_name,
     load_pipeline,
     model_source,
     prompt,
@@ -46,10 +47,11 @@ if os.environ.get("COURSE_STRICT_WARNINGS"):
 warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning)
 
 __all__ = [
-    "by_hand", "community", "img2img", "inpaint", "long_prompt", "single_file", "upscale",
+    "by_hand", "community", "img2img", "inpaint", "long_prompt", "single_file", "upscale", "world",
     "DEVICES", "CourseError", "describe_device", "get_device", "get_dtype",
     "check_size", "load_image", "round_size", "to_rgb",
-    "PROFILES", "ROLES", "SD15_REPOS", "Choice", "choose", "default_settings", "load_pipeline", "model_source", "prompt",
+    "PROFILES", "ROLES", "SD15_REPOS", "Choice", "choose", "default_settings", "image_name", "load_pipeline", "model_source",
+    "prompt",
     "resolve_model", "setup",
     "LatentRecorder", "decode_latents", "grid", "latent_to_image", "step_slider", "to_array",
 ]

@@ -1,9 +1,11 @@
-"""Build Stable Diffusion pipelines offline from a config: the `tiny` and `sd15-random` profiles.
+"""Offline models: the trained `tiny` profile (``data/tiny``) and the random `sd15-random` one.
 
-Nothing here downloads anything. The tokenizer is CLIP's real one, shipped in
-``data/clip_tokenizer``; every other component is created with random weights from a
-fixed seed. The `tiny` pipelines are saved into a cache folder on first use and loaded
-back with ``from_pretrained`` - the same call a learner uses for a Hub model.
+Nothing here downloads anything. The `tiny` models were trained by this repository
+(``python -m training``) and ship in ``data/tiny`` as fp16 safetensors; pipelines that share
+their parts (inpainting, upscaling) are assembled once into a cache folder and loaded back
+with ``from_pretrained`` - the same call a learner uses for a Hub model. `sd15-random` is
+SD 1.5's full-size architecture with seeded random weights, for speed and memory only. The
+tokenizer is CLIP's real one, shipped in ``data/clip_tokenizer``.
 """
 import hashlib
 import json
@@ -20,6 +22,7 @@ from . import configs
 from .paths import DATA_DIR
 
 TOKENIZER_DIR = DATA_DIR / "clip_tokenizer"
+TINY_DIR = DATA_DIR / "tiny"  # the trained tiny models (see data/tiny/README.md)
 
 
 def cache_dir() -> Path:
@@ -101,16 +104,40 @@ def tiny_source() -> Path:
     return tiny_text2img_folder()
 
 
+def tiny_file(*parts: str) -> Path:
+    """A file or folder of the trained `tiny` models, e.g. ``tiny_file("text2img")``.
+
+    Raises:
+        `CourseError`: when it is missing, saying how to get it back.
+    """
+    path = TINY_DIR.joinpath(*parts)
+    if not path.exists():
+        from .device import CourseError
+
+        raise CourseError(
+            f"{path} is missing. The trained tiny models ship with the repository in {TINY_DIR}: "
+            "clone it again (or `git checkout -- data/tiny`), or retrain them with `python -m training all` "
+            "and `python -m training export --out training/runs --to data/tiny`."
+        )
+    return path
+
+
+def digest(*paths: Path) -> str:
+    """A short hash of the files' bytes (folders: every file in them): names cache folders built from them."""
+    h = hashlib.sha256()
+    for path in paths:
+        for f in sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]:
+            if f.is_file():
+                h.update(f.name.encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def tiny_text2img_folder() -> Path:
-    """The `tiny` text-to-image model's folder, built on first use (about 4 M parameters)."""
-    spec = dict(text=configs.TINY_TEXT_ENCODER, unet=configs.TINY_UNET, vae=configs.TINY_VAE, seed=configs.TINY_SEED)
-    return cached_build(
-        "tiny-text2img",
-        spec,
-        lambda: StableDiffusionPipeline(
-            **text2img_components(configs.TINY_TEXT_ENCODER, configs.TINY_UNET, configs.TINY_VAE)
-        ),
-    )
+    """The trained `tiny` text-to-image model: a diffusers folder in ``data/tiny/text2img`` (~8 M parameters)."""
+    folder = tiny_file("text2img")
+    tiny_file("text2img", "model_index.json")
+    return folder
 
 
 def tiny_pipeline(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float32):

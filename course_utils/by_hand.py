@@ -39,7 +39,7 @@ def encode_text(tokenizer, text_encoder, prompt: str | list[str]) -> torch.Tenso
         prompt (`str` or `list[str]`): one prompt or a batch; ``""`` gives the unconditional embedding.
 
     Returns:
-        `torch.Tensor`: shape ``[batch, 77, hidden]`` (hidden = 768 for SD 1.5, 32 for `tiny`), on the text
+        `torch.Tensor`: shape ``[batch, 77, hidden]`` (hidden = 768 for SD 1.5, 64 for `tiny`), on the text
         encoder's device and in its dtype.
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -86,10 +86,11 @@ def initial_latents(
         dtype (`torch.dtype`): the latents' dtype (the pipeline uses the text embedding's dtype).
         channels (`int`, *optional*): latent channels; defaults to ``unet.config.out_channels`` (4 for SD 1.5),
             which is also right for UNets that take extra input channels (inpainting: 9 in, 4 out).
-        vae_scale_factor (`int`, defaults to 8): pixels per latent cell, ``2 ** (len(vae.config.block_out_channels) - 1)``.
+        vae_scale_factor (`int`, defaults to 8): pixels per latent cell (SD 1.5: 8; `tiny`: 4); pass the pipeline's
+            ``pipe.vae_scale_factor``, which is ``2 ** (len(vae.config.block_out_channels) - 1)``.
 
     Returns:
-        `torch.Tensor`: x_T of shape ``[batch, channels, height // 8, width // 8]``.
+        `torch.Tensor`: x_T of shape ``[batch, channels, height // vae_scale_factor, width // vae_scale_factor]``.
     """
     channels = channels or unet.config.out_channels
     shape = (batch, channels, int(height) // vae_scale_factor, int(width) // vae_scale_factor)
@@ -211,7 +212,7 @@ def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) 
         generator (`torch.Generator`, *optional*): the generator given to the pipeline.
 
     Returns:
-        `torch.Tensor`: latents ``[batch, 4, H/8, W/8]`` on the VAE's device and dtype, in the memory layout
+        `torch.Tensor`: latents ``[batch, 4, H/f, W/f]`` (f = ``pipe.vae_scale_factor``: 8 for SD 1.5, 4 for `tiny`) on the VAE's device and dtype, in the memory layout
         the VAE returns (on the CPU it may be channels-last, as in the img2img pipeline; the UNet's
         convolutions round differently on the two layouts, so a by-hand copy must keep the pipeline's).
     """
@@ -228,7 +229,7 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
         latents (`torch.Tensor`): ``[batch, 4, h, w]``, scaled latents as the UNet sees them.
 
     Returns:
-        `torch.Tensor`: images ``[batch, 3, 8h, 8w]`` with values in about [-1, 1] (not clamped; see `to_pil`).
+        `torch.Tensor`: images ``[batch, 3, f*h, f*w]`` (f = 8 for SD 1.5, 4 for `tiny`) with values in about [-1, 1] (not clamped; see `to_pil`).
     """
     latents = latents.to(vae.device, vae.dtype)
     return vae.decode(latents / vae.config.scaling_factor).sample

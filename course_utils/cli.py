@@ -3,9 +3,9 @@
     python -m course_utils course [--out build] [NOTEBOOK ...]
     python -m course_utils download sd15 --to models
     python -m course_utils info
+    python -m course_utils evaluate [--seeds 20] [--json scores.json]
 """
 import argparse
-import base64
 import os
 import re
 import sys
@@ -133,5 +133,14 @@ def main(argv=None) -> None:
     p.set_defaults(func=download)
     p = sub.add_parser("info", help="show the profile and device the course would use")
     p.set_defaults(func=info)
+    p = sub.add_parser("evaluate", help="score the trained tiny models (table + JSON); see course_utils/evaluate.py",
+                       add_help=False)
+    p.set_defaults(func=None)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "evaluate":
+        from .evaluate import main as evaluate_main
+
+        evaluate_main(rest)
+        return
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

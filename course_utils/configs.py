@@ -57,29 +57,37 @@ SD15_VAE = dict(
     scaling_factor=0.18215,  # latents are multiplied by this so they have roughly unit variance
 )
 
-# --- tiny: the same architecture, ~4 M parameters -----------------------------------------
+# --- tiny: the same classes, trained by this repository (training/, weights in data/tiny) ---
+# 64x64 images, a 4x VAE -> 16x16x4 latents; ~8 M parameters, most of them CLIP's 49408-word
+# token embedding. `python -m training` trains exactly these configs.
 TINY_TEXT_ENCODER = dict(
-    SD15_TEXT_ENCODER,
-    hidden_size=32,  # text embeddings [1, 77, 32]
-    intermediate_size=64,
-    num_hidden_layers=2,
+    SD15_TEXT_ENCODER,  # CLIP's vocabulary and 77 positions: any prompt tokenizes as in SD 1.5
+    hidden_size=64,  # text embeddings [1, 77, 64] (SD 1.5: 768)
+    intermediate_size=256,  # 4 x hidden, as CLIP
+    num_hidden_layers=2,  # SD 1.5: 12
     num_attention_heads=4,
-    projection_dim=32,
+    projection_dim=64,
 )
 TINY_UNET = dict(
     SD15_UNET,
-    sample_size=32,  # latents 32x32 -> default images 256x256
-    block_out_channels=(32, 64, 64, 64),
-    layers_per_block=1,
-    cross_attention_dim=32,  # = TINY_TEXT_ENCODER hidden_size
-    attention_head_dim=2,  # few heads: 64x64 self-attention stays cheap on a CPU
+    sample_size=16,  # 16x16 latents -> 64x64 images by default
+    block_out_channels=(32, 64, 64),  # 3 levels: 16x16, 8x8, 4x4 (SD 1.5: 4 levels, 320-1280 channels)
+    layers_per_block=1,  # SD 1.5: 2
+    # SD 1.5's pattern (cross-attention blocks, a plain block at the lowest resolution), one level fewer
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=64,  # = TINY_TEXT_ENCODER hidden_size
+    attention_head_dim=4,  # diffusers' legacy name: the number of heads (SD 1.5: 8)
 )
 TINY_VAE = dict(
     SD15_VAE,
-    sample_size=256,
-    block_out_channels=(16, 32, 32, 32),  # still 4 blocks -> 8x downsampling like SD
-    layers_per_block=1,
-    norm_num_groups=16,
+    sample_size=64,
+    block_out_channels=(32, 64, 64),  # 3 blocks -> 4x downsampling: 64x64x3 -> 16x16x4 (SD 1.5: 8x)
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    layers_per_block=1,  # SD 1.5: 2
+    norm_num_groups=32,
+    scaling_factor=1.0,  # measured by training (1 / std of the latents); data/tiny/text2img/vae/config.json has the value
 )
 
 # Seeds used to initialise the tiny models (random weights until a trained version ships).

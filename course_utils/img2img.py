@@ -4,7 +4,7 @@ Text-to-image starts from pure noise x_T. Image-to-image starts from *your image
 the way towards noise (diffusers 0.42, ``StableDiffusionImg2ImgPipeline.__call__``)::
 
     ts  = start_timesteps(scheduler, num_inference_steps, strength)   # 5. the tail of the timesteps
-    z_0 = encode_image(vae, image, generator)                          # 6. VAE-encode  [1, 4, H/8, W/8]
+    z_0 = encode_image(vae, image, generator)                          # 6. VAE-encode  [1, 4, H/f, W/f]
     z_t = noise_latents(scheduler, z_0, ts[0], generator)              #    noise up to the first of them
     z   = by_hand.denoise(unet, scheduler, z_t, c, c_uncond, w, timesteps=ts)   # 8. the usual loop
 
@@ -115,7 +115,7 @@ def encode_image(vae, image, generator: torch.Generator | None = None) -> torch.
         generator (`torch.Generator`, *optional*): the generator you would pass to the pipeline.
 
     Returns:
-        `torch.Tensor`: latents z_0 of shape ``[1, 4, H/8, W/8]`` on the VAE's device and dtype.
+        `torch.Tensor`: latents z_0 of shape ``[1, 4, H/f, W/f]`` on the VAE's device and dtype.
     """
     image = load_init_image(image)
     processor = VaeImageProcessor(vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1))
@@ -167,7 +167,7 @@ def img2img_by_hand(
         negative_prompt (`str`, defaults to ``""``): replaces the empty prompt of the unconditional branch.
 
     Returns:
-        `torch.Tensor`: denoised latents ``[1, 4, H/8, W/8]`` (decode with ``by_hand.decode``).
+        `torch.Tensor`: denoised latents ``[1, 4, H/f, W/f]`` (decode with ``by_hand.decode``).
     """
 
     check_strength(strength)

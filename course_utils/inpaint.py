@@ -33,6 +33,9 @@ EXTRA_CHANNELS = 5
 # Where a hat goes on data/astronaut.png: an ellipse over the top of her head, as fractions
 # (left, top, right, bottom) of the image's width and height (its top lies above the frame).
 HAT_BOX = (0.26, -0.14, 0.64, 0.17)
+# The box around the red circle of data/tiny_scene.png (64x64, centre (30, 34), radius 17; see
+# tools/make_data.py) with 3 pixels to spare on each side, as fractions: pixels (10, 14, 50, 54).
+TINY_SCENE_BOX = (10 / 64, 14 / 64, 50 / 64, 54 / 64)
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -64,18 +67,18 @@ def inpaint_unet_from(unet: UNet2DConditionModel, extra_channels: int = EXTRA_CH
 
 
 def tiny_source() -> Path:
-    """The folder ``from_pretrained`` loads the `tiny` inpainting model from (built on first use).
+    """The folder ``from_pretrained`` loads the `tiny` inpainting model from (assembled on first use).
 
-    Its UNet has 9 input channels and starts from the `tiny` text-to-image UNet (see
-    :func:`inpaint_unet_from`); text encoder, tokenizer, VAE and scheduler are loaded from the
-    `tiny` text-to-image folder, so they are identical to that model's.
+    Its 9-channel UNet (``data/tiny/inpaint/unet``) was trained from the `tiny` text-to-image UNet
+    with the extra ``conv_in`` channels zeroed (see :func:`inpaint_unet_from`), as SD's inpainting
+    model was; text encoder, tokenizer, VAE and scheduler are the text-to-image model's.
     """
-    base = build.tiny_text2img_folder()
-    spec = dict(base=base.name, unet=dict(configs.TINY_UNET, in_channels=4 + EXTRA_CHANNELS), init="text2img+zero-conv_in")
+    base, unet_dir = build.tiny_text2img_folder(), build.tiny_file("inpaint", "unet")
+    spec = dict(weights=build.digest(base, unet_dir))
 
     def make():
-        parts = StableDiffusionPipeline.from_pretrained(base).components
-        parts["unet"] = inpaint_unet_from(parts["unet"])
+        parts = StableDiffusionPipeline.from_pretrained(base, dtype=torch.float32).components
+        parts["unet"] = UNet2DConditionModel.from_pretrained(unet_dir, dtype=torch.float32)
         parts.update(safety_checker=None, feature_extractor=None, image_encoder=None)
         return StableDiffusionInpaintPipeline(**parts, requires_safety_checker=False)
 
@@ -83,7 +86,7 @@ def tiny_source() -> Path:
 
 
 def tiny_pipeline(cls=StableDiffusionInpaintPipeline, dtype: torch.dtype = torch.float32):
-    """The `tiny` inpainting model (9-channel UNet, random weights) as a pipeline of class ``cls``.
+    """The trained `tiny` inpainting model (9-channel UNet) as a pipeline of class ``cls``.
 
     Args:
         cls (`type`, defaults to ``StableDiffusionInpaintPipeline``): the pipeline class.
@@ -159,6 +162,24 @@ def ellipse_mask(size, box) -> Image.Image:
 def hat_mask(size) -> Image.Image:
     """The region where a hat goes on ``data/astronaut.png`` (an ellipse over her head, :data:`HAT_BOX`)."""
     return ellipse_mask(size, HAT_BOX)
+
+
+def lesson_mask(profile: str, size) -> Image.Image:
+    """The mask lesson 08 repaints on ``cu.image_name("photo", profile)``.
+
+    * `sd15` (and `sd15-random`): :func:`hat_mask`, an ellipse over the astronaut's head.
+    * `tiny`: a rectangle around the red circle of ``data/tiny_scene.png`` (:data:`TINY_SCENE_BOX`).
+
+    Args:
+        profile (`str`): ``"sd15"``, ``"tiny"`` or ``"sd15-random"``.
+        size (`int` or `tuple[int, int]`): the image's ``(width, height)``; the box scales with it.
+
+    Returns:
+        `PIL.Image.Image`: mode ``"L"``, white (255) = repaint, black (0) = keep.
+    """
+    if profile == "tiny":
+        return rect_mask(size, TINY_SCENE_BOX)
+    return hat_mask(size)
 
 
 def load_mask(path_or_image, size=None) -> Image.Image:
@@ -418,7 +439,7 @@ def paste_back(original: Image.Image, result: Image.Image, mask: Image.Image) ->
 
 
 __all__ = [
-    "EXTRA_CHANNELS", "HAT_BOX", "inpaint_unet_from", "tiny_source", "tiny_pipeline", "sd15_random_pipeline",
-    "rect_mask", "ellipse_mask", "hat_mask", "load_mask", "check_mask", "load_pair",
+    "EXTRA_CHANNELS", "HAT_BOX", "TINY_SCENE_BOX", "inpaint_unet_from", "tiny_source", "tiny_pipeline", "sd15_random_pipeline",
+    "rect_mask", "ellipse_mask", "hat_mask", "lesson_mask", "load_mask", "check_mask", "load_pair",
     "encode_image", "preprocess", "masked_image_inputs", "unet_input", "blend_latents", "region_change", "paste_back",
 ]

@@ -29,15 +29,17 @@ SD15_REPOS = {
     "community": "gsdf/Counterfeit-V2.5",
 }
 
-# Generation settings that suit each profile (a learner may pass others).
+# Generation settings that suit each profile (a learner may pass others). `tiny`'s come from its
+# model card (data/tiny/README.md): 64x64 is what it was trained on, and a model this small
+# needs a gentler guidance than SD 1.5's 7.5.
 DEFAULTS = {
     "sd15": dict(height=512, width=512, num_inference_steps=50, guidance_scale=7.5),
-    "tiny": dict(height=256, width=256, num_inference_steps=25, guidance_scale=7.5),
+    "tiny": dict(height=64, width=64, num_inference_steps=25, guidance_scale=4.0),
     "sd15-random": dict(height=512, width=512, num_inference_steps=25, guidance_scale=7.5),
 }
 
-# Prompts the lessons use, by name. The random-weight `tiny` model ignores meaning, so it
-# shares SD 1.5's prompts for now; a trained `tiny` model will get prompts of its own world.
+# Prompts the lessons use, by name. `tiny` only knows its synthetic world (course_utils.world:
+# one coloured circle, square or triangle on a plain background), so it gets prompts of that world.
 PROMPTS = {
     "sd15": {
         "astronaut": "a photograph of an astronaut riding a horse",
@@ -46,9 +48,22 @@ PROMPTS = {
         "negative": "blurry, low quality",
         "hat": "a photograph of an astronaut wearing a red knitted hat",
     },
+    "tiny": {
+        "astronaut": "a red circle on a blue background",
+        "castle": "a yellow triangle on a black background",
+        "cat": "a green square on a white background",
+        "negative": "red",  # a colour to keep out of the picture
+        "hat": "a green square on a blue background",  # what to paint into the masked box (the rest stays blue)
+    },
 }
-PROMPTS["tiny"] = PROMPTS["sd15"]
 PROMPTS["sd15-random"] = PROMPTS["sd15"]
+
+# Input images the lessons use, by name: files in data/ (see data/README.md).
+IMAGES = {
+    "sd15": {"photo": "astronaut.png", "sketch": "sketch.png", "cat": "chelsea.png"},
+    "tiny": {"photo": "tiny_scene.png", "sketch": "tiny_sketch.png", "cat": "tiny_scene2.png"},
+}
+IMAGES["sd15-random"] = IMAGES["sd15"]
 
 
 @dataclass
@@ -260,6 +275,14 @@ def model_source(role: str = "text2img", profile: str | None = None) -> str:
 def default_settings(profile: str) -> dict:
     """Generation settings (height, width, steps, guidance) that suit ``profile``."""
     return dict(DEFAULTS[profile])
+
+
+def image_name(name: str, profile: str) -> str:
+    """The file in ``data/`` that the lessons call ``name`` (``"photo"``, ``"sketch"``, ``"cat"``) for ``profile``."""
+    try:
+        return IMAGES[profile][name]
+    except KeyError:
+        raise CourseError(f"No image {name!r} for profile {profile!r}; known: {sorted(IMAGES.get(profile, {}))}") from None
 
 
 def prompt(name: str, profile: str) -> str:

@@ -97,21 +97,17 @@ SD15_UPSCALER_VAE = dict(
     scaling_factor=0.08333,  # the pipeline overwrites any other value (with a deprecation warning)
 )
 
-# --- tiny: the same architecture; UNet + VAE about 1.4 M parameters -------------------------
+# --- tiny: the same architecture, trained by this repository (data/tiny/upscale) -----------
 TINY_UPSCALER_UNET = dict(
-    SD15_UPSCALER_UNET,
-    sample_size=64,  # 64x64 input -> 64x64 latents -> 256x256 output
-    block_out_channels=(16, 16, 32, 64),  # narrow at the top: its convolutions run on 64x64 latents
+    SD15_UPSCALER_UNET,  # the real upscaler's block types, class embeddings, linear projections
+    sample_size=16,  # 16x16 input -> 16x16 latents -> 64x64 output
+    block_out_channels=(32, 32, 64, 64),  # 16x16, 8x8, 4x4, 2x2
     layers_per_block=1,
-    norm_num_groups=8,
-    cross_attention_dim=configs.TINY_TEXT_ENCODER["hidden_size"],  # 32: the tiny text encoder's
+    norm_num_groups=32,
+    cross_attention_dim=configs.TINY_TEXT_ENCODER["hidden_size"],  # 64: the tiny text encoder's
 )
-TINY_UPSCALER_VAE = dict(
-    SD15_UPSCALER_VAE,
-    block_out_channels=(16, 32, 32),  # still 3 blocks -> 4x downsampling
-    layers_per_block=1,
-    norm_num_groups=16,
-)
+# Its VAE is the tiny text-to-image VAE (3 blocks, 4x, like the real upscaler's) with
+# SD15_UPSCALER_VAE's scaling_factor, which the upscale pipeline requires.
 
 
 def _schedulers() -> dict:
@@ -153,25 +149,36 @@ def upscaler_components(text_encoder, unet_cfg: dict, vae_cfg: dict, seed: int =
 
 
 def tiny_source():
-    """The folder ``from_pretrained`` loads the `tiny` x4 upscaler from (built on first use).
+    """The folder ``from_pretrained`` loads the `tiny` x4 upscaler from (assembled on first use).
+
+    The 7-channel UNet is ``data/tiny/upscale/unet`` (trained to turn 16x16 images into 64x64);
+    the VAE is the `tiny` text-to-image VAE (also 4x) with the upscaler's ``scaling_factor``
+    0.08333; text encoder and tokenizer are the text-to-image model's.
 
     Returns:
         `Path`: a diffusers pipeline folder (``model_index.json``, ``unet/``, ``vae/``, ...).
     """
-    text_folder = build.tiny_text2img_folder()
+    text_folder, unet_dir = build.tiny_text2img_folder(), build.tiny_file("upscale", "unet")
     spec = dict(
-        text=text_folder.name,  # the text2img build's hash: a new text encoder rebuilds this too
-        unet=TINY_UPSCALER_UNET,
-        vae=TINY_UPSCALER_VAE,
+        weights=build.digest(text_folder, unet_dir),
         scheduler=SD15_UPSCALER_SCHEDULER,
         low_res_scheduler=SD15_UPSCALER_LOW_RES_SCHEDULER,
         max_noise_level=SD15_UPSCALER_MAX_NOISE_LEVEL,
-        seed=configs.TINY_SEED,
     )
 
     def make():
-        text_encoder = CLIPTextModel.from_pretrained(text_folder, subfolder="text_encoder")
-        return StableDiffusionUpscalePipeline(**upscaler_components(text_encoder, TINY_UPSCALER_UNET, TINY_UPSCALER_VAE))
+        f32 = dict(dtype=torch.float32)
+        return StableDiffusionUpscalePipeline(
+            vae=AutoencoderKL.from_pretrained(text_folder, subfolder="vae", scaling_factor=SD15_UPSCALER_VAE["scaling_factor"], **f32),
+            text_encoder=CLIPTextModel.from_pretrained(text_folder, subfolder="text_encoder", **f32),
+            tokenizer=build.load_tokenizer(),
+            unet=UNet2DConditionModel.from_pretrained(unet_dir, **f32),
+            **_schedulers(),
+            safety_checker=None,
+            feature_extractor=None,
+            watermarker=None,
+            max_noise_level=SD15_UPSCALER_MAX_NOISE_LEVEL,
+        )
 
     return build.cached_build("tiny-upscale", spec, make)
 
@@ -183,13 +190,10 @@ def _dtypes(dtype: torch.dtype) -> dict:
 
 
 def tiny_pipeline(cls=StableDiffusionUpscalePipeline, dtype: torch.dtype = torch.float32):
-    """The `tiny` x4 upscaler: the real upscaler's architecture, ~1.4 M random parameters.
+    """The trained `tiny` x4 upscaler: the real upscaler's architecture, 16x16 -> 64x64.
 
-    The UNet (1.2 M) and VAE (0.24 M) are its own; the tokenizer and text encoder (1.6 M) are the
-    `tiny` text-to-image model's.
-
-    A 64x64 input becomes a 256x256 output in a few seconds on a CPU; the output is noise
-    (random weights), but every mechanism - 7-channel UNet, noise_level, 4x VAE - is real.
+    The UNet is its own; VAE, tokenizer and text encoder are the `tiny` text-to-image model's.
+    Every mechanism - 7-channel UNet, noise_level, 4x VAE - is the real upscaler's.
 
     Args:
         cls (`type`): ``StableDiffusionUpscalePipeline``.
@@ -244,8 +248,8 @@ def check_noise_level(pipe, noise_level) -> int:
     top = int(pipe.config.max_noise_level)
     what = (
         "noise_level is how much noise the upscaler adds to the low-res image before the UNet sees it "
-        f"(a step of its low_res_scheduler, also passed to the UNet as a label): 0 keeps the input as it is, "
-        f"higher values let the model invent more detail and drift further from the input; the default is 20."
+        "(a step of its low_res_scheduler, also passed to the UNet as a label): 0 keeps the input as it is, "
+        "higher values let the model invent more detail and drift further from the input; the default is 20."
     )
     if isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Integral):
         raise CourseError(f"noise_level must be a whole number from 0 to {top}, got {noise_level!r}. {what}")

@@ -18,7 +18,7 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
         latents (`torch.Tensor`): shape ``[batch, 4, h, w]``, *scaled* latents as the UNet sees them.
 
     Returns:
-        `list[PIL.Image.Image]`: ``batch`` images of size ``8w x 8h`` (for SD 1.5's VAE).
+        `list[PIL.Image.Image]`: ``batch`` images of size ``f*w x f*h`` (f = 8 for SD 1.5, 4 for `tiny`).
     """
     return by_hand.to_pil(by_hand.decode(vae, latents))  # undo the scaling, decode, [-1, 1] -> PIL
 

@@ -26,6 +26,7 @@
 # - which device and model the course picks on your machine, and how to change that;
 # - seeds: the same seed gives the same image, another seed gives another image;
 # - what to do when the picture misses part of the prompt (a horse, but no astronaut);
+# - how the prompt's words and the guidance scale change the picture;
 # - how long one image takes on the machine in front of you.
 
 # %% [markdown]
@@ -90,12 +91,20 @@ print("settings:", settings)
 generator = torch.Generator(device="cpu").manual_seed(0)
 image = pipe(prompt, generator=generator, **settings).images[0]
 print(image.size)
+if choice.profile == "tiny":
+    print("what the picture shows:", cu.world.classify(image))
 image
 
 # %% [markdown]
-# On the `tiny` profile the weights are random, so every image in this course is coloured noise;
-# the mechanics (seeds, timing, shapes) are exactly those of SD 1.5. With `sd15` you get an
-# astronaut on a horse.
+# With `sd15` you get an astronaut on a horse. The `tiny` profile is the course's own small model,
+# trained on a synthetic world of one coloured circle, square or triangle on a plain background
+# (`course_utils/world.py`), so its prompt is *"a red circle on a blue background"* and its picture a
+# 64x64 red circle on blue. `cu.world.classify` reads colour, shape and background back from the
+# pixels (plain pixel statistics, no model): the printed line says in words what the model drew.
+# Of the three, its *shape* reading is the least reliable on generated pictures: it compares the
+# shape's area with its bounding box, so a textured background or a stray speck beside a round
+# circle can make it say "triangle" - trust your eyes there.
+# The mechanics (seeds, guidance, timing) are exactly those of SD 1.5.
 
 # %% [markdown]
 # ## 2. Seeds: the same seed gives the same image
@@ -134,16 +143,24 @@ if choice.device == "cpu":
 # %%
 seeds = [0, 1, 2, 3]
 images = [image, other] + [generate(s) for s in seeds[2:]]
+if choice.profile == "tiny":
+    for s, im in zip(seeds, images):
+        print(f"seed {s}:", cu.world.classify(im))
 cu.grid(images, cols=4, size=192)
+
+# %% [markdown]
+# On `tiny` the seeds change where the shape sits and how big it is, while colour, shape and
+# background follow the prompt; on `sd15` they change the pose, the framing, the light.
 
 # %% [markdown]
 # ### "The first image had only a horse, no astronaut"
 #
 # That is **one sample of a random process**, not the model's final answer. With SD 1.5, some
-# seeds of this prompt give a horse alone, a rider that is not an astronaut, or two heads. What helps:
+# seeds of this prompt give a horse alone, a rider that is not an astronaut, or two heads. (On `tiny`
+# a miss is a wrong colour, shape or background, and the classifier's line shows it.) What helps:
 # - **try several seeds** (as in the grid above) and keep the one you like — its seed reproduces it;
-# - **raise the guidance** (`guidance_scale=9` or `10` instead of 7.5): the image follows the text more
-#   closely, at the cost of variety (lesson 5 sweeps it);
+# - **raise the guidance** (`guidance_scale=9` or `10` instead of SD 1.5's 7.5; on `tiny`, above its
+#   default of 4): the image follows the text more closely, at the cost of variety (exercise 5, lesson 5);
 # - **more steps** (`num_inference_steps`) give more detail, up to a point;
 # - **reword the prompt**: put what matters first and be concrete, e.g.
 #   *"an astronaut in a white spacesuit riding a brown horse, photograph"*.
@@ -171,8 +188,13 @@ print(f"one {settings['width']}x{settings['height']} image, {steps} steps, profi
 # | a laptop CPU (learners under the source lesson) | about 10 minutes |
 # | a Colab T4 GPU, fp16, 50 steps | roughly 5–10 s |
 #
-# On the `tiny` profile the model has about 4 million parameters instead of about a billion, so its
-# time says nothing about SD 1.5's; lesson 9 measures full-size models on your hardware.
+# The `tiny` model is a few million parameters (printed below) instead of about a billion, and its images
+# have 64x64 pixels instead of 512x512, so its time says nothing about SD 1.5's; lesson 9 measures
+# full-size models on your hardware.
+
+# %%
+parameters = sum(p.numel() for m in (pipe.text_encoder, pipe.unet, pipe.vae) for p in m.parameters())
+print(f"profile {choice.profile}: {parameters / 1e6:,.1f} M parameters (text encoder + UNet + VAE)")
 
 # %% [markdown]
 # ## 4. "Found no NVIDIA driver" — which device am I on?
@@ -227,7 +249,8 @@ print("back to:", cu.get_device())
 #   left/right and written words often fail.
 # - Each image is one random sample: try seeds, raise `guidance_scale` (lesson 5), reword.
 # - A negative prompt says what you do *not* want (lesson 5).
-# - On `tiny` nothing matches: its weights are random.
+# - `tiny` knows only its world: six colours (red, orange, yellow, green, blue, purple), three shapes
+#   (circle, square, triangle), a plain background. Ask it for an astronaut and you still get a shape.
 
 # %% [markdown]
 # ## Exercises
@@ -236,6 +259,11 @@ print("back to:", cu.get_device())
 # 2. **Reproduce an image from its seed**: regenerate the third image of the grid (seed 2) and check
 #    that it is identical.
 # 3. Measure how the time grows with `num_inference_steps` (three values, up to the default).
+# 4. **Change the words.** Keep the seed and change one word at a time: on `tiny` the shape
+#    (circle, square, triangle) or the colours; on `sd15` the style or the animal. Does the rest of the
+#    picture stay?
+# 5. **A guidance sweep.** Same prompt and seed at `guidance_scale` 1, half the default, the default
+#    (7.5 for SD 1.5, 4 for `tiny`) and twice the default. What changes?
 
 # %% [markdown]
 # ### Solution 1
@@ -274,10 +302,53 @@ for n, t in sorted(timings.items()):
 # with and without the prompt, lesson 3), plus a fixed cost for the text encoder and the decoder.
 
 # %% [markdown]
+# ### Solution 4
+
+# %%
+if choice.profile == "tiny":
+    variants = ["a blue circle on a yellow background", "a blue square on a yellow background",
+                "a blue triangle on a yellow background"]
+else:
+    variants = ["a watercolor painting of an astronaut riding a horse",
+                "a photograph of an astronaut riding a camel", "a photograph of a knight riding a horse"]
+pictures = []
+for text in variants:
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    pictures.append(pipe(text, generator=generator, **settings).images[0])
+    print(f"{text!r}", "->", cu.world.classify(pictures[-1]) if choice.profile == "tiny" else "(look at the grid)")
+cu.grid(pictures, cols=3, size=192)
+
+# %% [markdown]
+# The seed fixes the starting noise, so the layout (on `tiny`: where the shape sits and how big it is)
+# tends to stay while the changed word changes. On `tiny`, a blue circle on yellow is one of the
+# combinations **never shown in training** (`cu.world.HELD_OUT`): if the classifier still reads
+# `blue`, `circle`, `yellow`, the model has combined words it learned separately.
+
+# %% [markdown]
+# ### Solution 5
+
+# %%
+default = settings["guidance_scale"]
+scales = [1.0, default / 2, default, default * 2]
+swept = [image if g == default else generate(0, guidance_scale=g) for g in scales]  # seed 0 at the default is `image`
+for g, im in zip(scales, swept):
+    print(f"guidance {g:4}:", cu.world.classify(im) if choice.profile == "tiny" else "(look at the grid)")
+cu.grid(swept, cols=4, size=192)
+
+# %% [markdown]
+# At 1 there is no guidance (lesson 3): the pipeline uses the prompt-conditioned prediction alone, and
+# the picture follows the prompt only as closely as that plain prediction does — often loosely. Raising
+# it pushes the picture away from "any image" towards the prompt: cleaner colours and shapes, less
+# variety. Too high overshoots (harsh, oversaturated colours); a model as small as `tiny`
+# overshoots sooner, which is why its default is 4 rather than SD 1.5's 7.5.
+
+# %% [markdown]
 # ## Summary
 # - Three lines: `DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)`,
 #   `.to(device)`, `pipe(prompt).images[0]`; the course's `cu.load_pipeline` picks model and device for you.
 # - A seed fixes the starting noise, and with it the image: same seed, same image; other seeds, other images.
+# - On `tiny` the prompt names a colour, a shape and a background; `cu.world.classify` reads them back from the picture.
+# - `guidance_scale` sets how hard the prompt steers: 1 = no extra push, 7.5 for SD 1.5, 4 for `tiny`.
 # - A miss (a horse without an astronaut) is one random sample: try seeds, raise guidance, reword.
 # - Time per image depends on the hardware: measure it (`time.perf_counter`); a GPU is what makes SD 1.5 practical.
 # - No GPU ("Found no NVIDIA driver")? Change the Colab runtime, or learn on `tiny`; `COURSE_DEVICE` and `COURSE_PROFILE` override the choice.

@@ -26,7 +26,8 @@
 #   (and, in SD 1.5, a safety checker with its feature extractor);
 # - how to load each part on its own with `from_pretrained(..., subfolder=...)`;
 # - the 77-token window of the tokenizer, and exactly what is cut off past it;
-# - the shapes on the way: text embeddings `[1, 77, 768]`, latents `[1, 4, 64, 64]`, image `[1, 3, 512, 512]`;
+# - the shapes on the way: text embeddings `[1, 77, 768]`, latents `[1, 4, 64, 64]`, image `[1, 3, 512, 512]`
+#   (on the course's small `tiny` model: `[1, 77, 64]`, `[1, 4, 16, 16]`, `[1, 3, 64, 64]`);
 # - the VAE's scaling factor, and the scheduler's timesteps and noise schedule.
 
 # %% [markdown]
@@ -74,7 +75,9 @@ print(pipe)
 # 3. **`vae`**: decode the final latents into an image.
 #
 # In SD 1.5 you also see `safety_checker` and `feature_extractor` (section 8). The `tiny` profile has
-# none (`null`); its weights are random, so its images are noise — the shapes and the mechanics are SD 1.5's.
+# none (`null`). `tiny` is the course's own small model with SD 1.5's classes, trained on a synthetic
+# world of one coloured shape on a plain background (`course_utils/world.py`); its prompt here is
+# *"a red circle on a blue background"*. Smaller sizes, same mechanics.
 
 # %% [markdown]
 # ## 2. Load the components one by one
@@ -116,7 +119,7 @@ assert count(unet) == count(pipe.unet)  # the same model the pipeline loaded
 #
 # CLIP's tokenizer splits the text into known pieces (`</w>` marks the end of a word) and maps each
 # to an id in its vocabulary. It adds a start token (49406) and an end token (49407). The tokenizer is
-# CLIP's real one in every profile, so we look at the source lesson's prompt:
+# CLIP's real one in every profile (`tiny` included), so we look at the source lesson's prompt:
 
 # %%
 lesson_prompt = cu.prompt("astronaut", "sd15")
@@ -127,6 +130,18 @@ print(tokenizer.tokenize(lesson_prompt))
 ids = tokenizer(lesson_prompt).input_ids
 print(ids)
 assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]  # CLIP's real ids, as in SD 1.5
+
+# %% [markdown]
+# And this profile's prompt, the one the rest of the lesson generates with (on `sd15` it is the same one):
+
+# %%
+print(prompt)
+for token, token_id in zip(tokenizer.tokenize(prompt), tokenizer(prompt, add_special_tokens=False).input_ids):
+    print(f"{token_id:6d}  {token}")
+
+# %% [markdown]
+# Every word of the `tiny` prompt is one token, so "red" is id 736 whatever the profile: `tiny`'s
+# text encoder learned its own vectors for the words of its world, on CLIP's vocabulary.
 
 # %% [markdown]
 # The text encoder always reads **77** positions, so the pipeline pads the ids to 77 (with the end
@@ -189,12 +204,13 @@ print("max difference to pipe.encode_prompt:", difference)
 assert difference <= (1e-4 if choice.dtype == torch.float32 else 1e-2)
 
 # %% [markdown]
-# SD 1.5 gives `[1, 77, 768]`; `tiny` gives `[1, 77, 32]`: same layout, smaller vectors.
+# SD 1.5 gives `[1, 77, 768]`; `tiny` gives `[1, 77, 64]`: same layout, smaller vectors.
 #
 # ### "Is the CLIP inside SD its own, or a call to a chatbot?"
 # Its own. The text encoder is a regular PyTorch model whose weights sit in the pipeline's own folder
 # (`text_encoder/`); it runs on your device, with no call to any service. In SD 1.5 it is the text half of
-# OpenAI's CLIP ViT-L/14 (`openai/clip-vit-large-patch14`), frozen while SD was trained. See for yourself:
+# OpenAI's CLIP ViT-L/14 (`openai/clip-vit-large-patch14`), frozen while SD was trained. In `tiny` it is a
+# 2-layer `CLIPTextModel` trained together with its UNet on the captions of its world. See for yourself:
 
 # %%
 print("class:     ", type(text_encoder).__module__ + "." + type(text_encoder).__name__)
@@ -205,14 +221,18 @@ print("runs on:   ", next(text_encoder.parameters()).device)
 # %% [markdown]
 # ## 6. The VAE: image ↔ latents
 #
-# The UNet does not work on pixels but on **latents**: 4 channels at 1/8 of the width and height.
+# The UNet does not work on pixels but on **latents**: 4 channels at a fraction of the width and height
+# (1/8 in SD 1.5, whose VAE downsamples 3 times; 1/4 in `tiny`, whose smaller VAE downsamples twice).
 # The VAE's encoder makes latents from an image; its decoder turns latents back into an image. Latents
 # are multiplied by `vae.config.scaling_factor` so that their values have about unit variance, which is
-# what the UNet was trained on.
+# what the UNet was trained on. Each VAE has its own factor: SD 1.5's is 0.18215, `tiny`'s was measured
+# on its training images.
+#
+# The image is the profile's test photo: the astronaut for `sd15`, a red circle on blue for `tiny`.
 
 # %%
 height, width = settings["height"], settings["width"]
-photo = cu.load_image("astronaut.png", size=(width, height))
+photo = cu.load_image(cu.image_name("photo", choice.profile), size=(width, height))
 x = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 127.5 - 1  # [1, 3, H, W] in [-1, 1]
 scaling = vae.config.scaling_factor
 print("scaling_factor from the VAE's config:", scaling)
@@ -224,7 +244,7 @@ with torch.no_grad():
     decoded = vae.decode(latents / scaling).sample
 print("image:  ", tuple(x.shape), f"= {x.numel():,} numbers")
 print("latents:", tuple(latents.shape), f"= {latents.numel():,} numbers")
-print(f"the latents hold {x.numel() / latents.numel():.0f}x fewer numbers")
+print(f"{x.shape[-1] // latents.shape[-1]}x smaller per side; the latents hold {x.numel() / latents.numel():.0f}x fewer numbers")
 
 # %%
 def to_pil(images: torch.Tensor) -> Image.Image:
@@ -239,9 +259,11 @@ print("the 4 latent channels (each stretched to black..white)")
 display(cu.latent_to_image(latents))
 
 # %% [markdown]
-# For SD 1.5 (scaling factor 0.18215) the decoded photo looks almost like the original, and the latent
-# channels look like a blurry, small version of it: the VAE compresses 48x with little visible loss.
-# `tiny`'s random VAE returns noise. A 512x512 image gives latents `[1, 4, 64, 64]`.
+# For SD 1.5 a 512x512 image gives latents `[1, 4, 64, 64]`: 8x smaller per side, 48x fewer numbers.
+# The decoded photo looks almost like the original, and the latent channels look like a blurry, small
+# version of it. `tiny` turns its 64x64 image into `[1, 4, 16, 16]`: 4x per side, 12x fewer numbers. Its
+# decoded image shows the same circle on the same blue, and the circle is visible in the 16x16 channels
+# too: the latents are still a small picture, not a code.
 
 # %% [markdown]
 # ## 7. The scheduler: timesteps and the noise schedule
@@ -302,6 +324,8 @@ if not any(output.nsfw_content_detected or []):
     difference = (by_hand.float().cpu() - from_pipe).abs().max().item()
     print("max difference, components by hand vs pipe:", difference)
     assert difference <= (1e-4 if choice.dtype == torch.float32 else 1e-2)
+if choice.profile == "tiny":
+    print("what the picture shows:", cu.world.classify(to_pil(by_hand * 2 - 1)))
 to_pil(by_hand * 2 - 1)
 
 # %% [markdown]
@@ -337,7 +361,8 @@ print("assembled pipeline (built with safety_checker=None):", assembled.safety_c
 # ## Exercises
 #
 # 1. Count the tokens of a prompt of your own. Does it fit in the window? If not, what is cut off?
-# 2. How many numbers does the latent of a 768x512 (width x height) image hold, and how many the image?
+# 2. How many numbers does the latent of a 768x512 (width x height) image hold in SD 1.5, and how many
+#    the image? And with this profile's VAE?
 # 3. Plot the signal-to-noise ratio `alphas_cumprod / (1 - alphas_cumprod)` against `t` on a log scale.
 #    At which timestep are signal and noise equally strong?
 
@@ -356,10 +381,13 @@ print("cut off:", repr(tokenizer.decode(my_ids[tokenizer.model_max_length - 1 : 
 
 # %%
 w, h = 768, 512
-factor = 2 ** (len(vae.config.block_out_channels) - 1)  # 3 downsamplings -> 8
-latent_shape = (1, vae.config.latent_channels, h // factor, w // factor)
-image_numbers, latent_numbers = 3 * h * w, int(np.prod(latent_shape))
-print(f"image [1, 3, {h}, {w}]: {image_numbers:,} numbers; latents {list(latent_shape)}: {latent_numbers:,} numbers; {image_numbers / latent_numbers:.0f}x fewer")
+# SD 1.5's VAE: 4 blocks, 3 downsamplings -> 8 pixels per latent cell; this profile's VAE: from its config
+factors = {"SD 1.5": 8, f"{choice.profile}'s VAE": 2 ** (len(vae.config.block_out_channels) - 1)}
+for name, factor in factors.items():
+    latent_shape = (1, vae.config.latent_channels, h // factor, w // factor)
+    image_numbers, latent_numbers = 3 * h * w, int(np.prod(latent_shape))
+    print(f"{name} (factor {factor}): image [1, 3, {h}, {w}]: {image_numbers:,} numbers; "
+          f"latents {list(latent_shape)}: {latent_numbers:,} numbers; {image_numbers / latent_numbers:.0f}x fewer")
 
 # %% [markdown]
 # ### Solution 3
@@ -382,6 +410,7 @@ print(f"SNR goes from {snr[0]:.0f} at t=0 to {snr[-1]:.4f} at t=999; signal = no
 #   (+ SD 1.5's safety checker and feature extractor); `print(pipe)` lists them.
 # - Each part loads alone: `Class.from_pretrained(folder, subfolder="unet")`.
 # - The tokenizer always produces 77 ids: start + 75 text tokens + end; the rest is cut off.
-# - Text embeddings are `[1, 77, 768]` in SD 1.5, computed locally by SD's own CLIP text encoder.
-# - The VAE maps an image `[1, 3, 512, 512]` to latents `[1, 4, 64, 64]` (48x fewer numbers), scaled by `vae.config.scaling_factor` (0.18215).
+# - Text embeddings are `[1, 77, 768]` in SD 1.5 (`[1, 77, 64]` in `tiny`), computed locally by the model's own CLIP text encoder.
+# - SD 1.5's VAE maps an image `[1, 3, 512, 512]` to latents `[1, 4, 64, 64]` (48x fewer numbers); `tiny`'s maps
+#   `[1, 3, 64, 64]` to `[1, 4, 16, 16]` (12x fewer). Latents are scaled by `vae.config.scaling_factor` (0.18215 for SD 1.5).
 # - The scheduler picks timesteps from 1000 training steps; `alphas_cumprod` says how much signal is left at each.

@@ -57,9 +57,11 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # ## 1. The parts, and the settings
 #
 # We load the pipeline only to take its five parts out; from step 4 on we drive them ourselves.
-# On the `tiny` profile the weights are random, so every image here is colored noise: the mechanics
-# (shapes, the loop, the match with the pipeline) are exactly those of SD 1.5. On `sd15` the same
-# cells draw an astronaut on a horse.
+# On `sd15` the cells draw an astronaut on a horse; on `tiny` (the course's small model, trained on
+# one coloured shape on a plain background) a red circle on a blue background, 64x64. The mechanics
+# (the loop, the match with the pipeline) are the same; only the sizes differ. All sizes come from the
+# settings and the pipeline: the image size from `cu.default_settings`, and the VAE's downsampling
+# factor from `pipe.vae_scale_factor` (8 for SD 1.5, 4 for `tiny`).
 
 # %%
 pipe = cu.load_pipeline("text2img")
@@ -70,9 +72,11 @@ settings = cu.default_settings(choice.profile)
 height, width = settings["height"], settings["width"]
 num_inference_steps = settings["num_inference_steps"]
 w = settings["guidance_scale"]  # the guidance scale w
+vae_scale = pipe.vae_scale_factor  # pixels per latent cell: 2 ** (number of VAE blocks - 1)
 prompt = cu.prompt("astronaut", choice.profile)
 seed = 0
 print(settings, "|", prompt)
+print(f"latents: {height // vae_scale}x{width // vae_scale} for a {height}x{width} image (vae_scale_factor {vae_scale})")
 print("scheduler:", type(scheduler).__name__)
 
 # %% [markdown]
@@ -88,15 +92,15 @@ print("scheduler:", type(scheduler).__name__)
 # predict the noise and the scheduler remove a part of it, guided by c. Because the UNet learned to
 # denoise *every* noise level, it can walk from pure noise to a clean image.
 #
-# Here is the training side on a real photo, with the scheduler SD 1.5 was trained with (DDPM, same
-# noise schedule as the pipeline's):
+# Here is the training side on a real image (the astronaut photo for `sd15`, the red circle on blue
+# for `tiny`), with the scheduler SD 1.5 was trained with (DDPM, same noise schedule as the pipeline's):
 
 # %%
 ddpm = DDPMScheduler.from_config(scheduler.config)
-photo = cu.load_image("astronaut.png", size=(width, height))
+photo = cu.load_image(cu.image_name("photo", choice.profile), size=(width, height))
 with torch.no_grad():
     pixels = pipe.image_processor.preprocess(photo).to(device, dtype)  # [1, 3, H, W] in [-1, 1]
-    x0 = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor  # latents x₀, [1, 4, H/8, W/8]
+    x0 = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor  # latents x₀, [1, 4, H/f, W/f], f = vae_scale
 eps = torch.randn(x0.shape, generator=torch.Generator("cpu").manual_seed(seed)).to(device, dtype)
 
 shown_t = [0, 250, 500, 750, 999]
@@ -106,7 +110,9 @@ for t in shown_t:
 display(cu.grid(cu.decode_latents(vae, torch.cat(noised)), size=128))
 
 # %% [markdown]
-# One training step, without the weight update (on `tiny` the loss is large: its UNet never learned anything):
+# One training step, without the weight update: a random t, the noised latents, the UNet's guess of ε
+# and the loss. Training pushed this loss down, averaged over all t; 1 is what always guessing ε = 0
+# would score:
 
 # %%
 with torch.no_grad():
@@ -116,6 +122,17 @@ with torch.no_grad():
     eps_pred = unet(x_t, t.to(device), encoder_hidden_states=c_train).sample
     loss = torch.nn.functional.mse_loss(eps_pred.float(), eps.float())
 print(f"t={t.item()}  loss = MSE(ε_θ(x_t, t, c), ε) = {loss.item():.3f}")
+
+# %% [markdown]
+# The same loss at the timesteps shown above. For a trained UNet it is usually lowest at high t (x_t is
+# almost pure noise, so the noise is easy to tell) and highest at low t (a faint noise on a clean image
+# is hard to tell from detail):
+
+# %%
+with torch.no_grad():
+    for t_i, x_t in zip(shown_t, noised):
+        eps_pred = unet(x_t, torch.tensor([t_i], device=device), encoder_hidden_states=c_train).sample
+        print(f"t={t_i:3d}: loss {torch.nn.functional.mse_loss(eps_pred.float(), eps.float()).item():.3f}")
 
 # %% [markdown]
 # ## 3. The text embeddings for classifier-free guidance
@@ -153,7 +170,8 @@ assert torch.equal(c, pipe_c) and torch.equal(c_uncond, pipe_c_uncond)
 # %% [markdown]
 # ## 4. The starting noise x_T
 #
-# x_T is Gaussian noise of the latents' shape `[1, 4, H/8, W/8]`, times the scheduler's
+# x_T is Gaussian noise of the latents' shape `[1, 4, H/f, W/f]` (f = `pipe.vae_scale_factor`: `[1, 4, 64, 64]`
+# for SD 1.5 at 512x512, `[1, 4, 16, 16]` for `tiny` at 64x64), times the scheduler's
 # `init_noise_sigma` (1.0 for PNDM). We draw it with a **CPU** generator: the pipeline's `randn_tensor`
 # then also draws on the CPU and moves the noise to the device, so a seed gives the same noise on any
 # machine — and the pipeline, given the same seed, starts from exactly this x_T.
@@ -161,7 +179,7 @@ assert torch.equal(c, pipe_c) and torch.equal(c_uncond, pipe_c_uncond)
 # %%
 scheduler.set_timesteps(num_inference_steps, device=device)
 generator = torch.Generator("cpu").manual_seed(seed)
-shape = (1, unet.config.in_channels, height // 8, width // 8)
+shape = (1, unet.config.in_channels, height // vae_scale, width // vae_scale)
 x_T = torch.randn(shape, generator=generator, dtype=dtype).to(device) * scheduler.init_noise_sigma
 print("x_T:", tuple(x_T.shape), f"std={x_T.std().item():.3f}", "init_noise_sigma =", scheduler.init_noise_sigma)
 print(len(scheduler.timesteps), "timesteps:", scheduler.timesteps[:6].tolist(), "...", scheduler.timesteps[-3:].tolist())
@@ -207,8 +225,9 @@ x_0 = latents
 # ## 6. Watch it happen
 #
 # Every few steps: the raw latent (its 4 channels side by side, each stretched to black..white) and
-# the image the VAE decodes from it. With `sd15` the rough layout appears in the first steps and the
-# details come last.
+# the image the VAE decodes from it. The rough layout appears in the first steps and the details come
+# last: with `sd15` the figure and the horse, then the texture; with `tiny` the background colour and a
+# blob where the shape will be, then its colour and clean edges.
 
 # %%
 n_steps = len(every_latent)
@@ -260,6 +279,8 @@ print(f"max abs difference, latents at every step: {step_diff:.2e}")
 print(f"max abs difference, final latents:         {latent_diff:.2e}")
 print(f"max abs difference, final image:           {image_diff:.2e}")
 assert len(recorder.latents) == len(every_latent) and max(step_diff, latent_diff, image_diff) <= tol
+if choice.profile == "tiny":
+    print("what the picture shows:", cu.world.classify(cu.decode_latents(vae, x_0)[0]))
 display(cu.grid(cu.decode_latents(vae, x_0) + pipe.image_processor.postprocess(result.images.float(), output_type="pil", do_denormalize=[False]), size=256))
 
 # %% [markdown]
@@ -272,7 +293,8 @@ display(cu.grid(cu.decode_latents(vae, x_0) + pipe.image_processor.postprocess(r
 # The scheduler decides *which* timesteps to visit and *how much* noise `step` removes; the UNet is the
 # same. A multistep solver such as DPM-Solver++ gets a good image in half the steps (or fewer).
 # Euler shows why `init_noise_sigma` and `scale_model_input` matter: it works with σ (noise level),
-# starts from noise with the std of its first σ (about 12 to 15, printed below) and divides the UNet input
+# starts from noise with the std of its first σ (well above 1: about 9 to 15 depending on the number of
+# steps, printed below) and divides the UNet input
 # by √(σ² + 1). With PNDM both are no-ops,
 # so a loop that forgets them "works" — until you swap the scheduler.
 #
@@ -290,7 +312,7 @@ for name, (cls, steps) in swaps.items():
     sched = cls.from_config(scheduler.config)
     sched.set_timesteps(steps, device=device)
     g = torch.Generator("cpu").manual_seed(seed)
-    x = by_hand.initial_latents(1, unet, sched, height, width, g, device, c.dtype)
+    x = by_hand.initial_latents(1, unet, sched, height, width, g, device, c.dtype, vae_scale_factor=vae_scale)
     print(f"{name}: {steps} steps, init_noise_sigma={float(sched.init_noise_sigma):.2f}, x_T std={x.std().item():.2f}", end="; ")
     x = by_hand.denoise(unet, sched, x, c, c_uncond, w, generator=g)
     diff = (x - ref).abs().max().item()
@@ -304,7 +326,7 @@ print("left to right:", list(finals))
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Guidance scale 1 vs 7.5.** With `guidance_scale=1` the formula gives ε = ε_text, so the pipeline
+# 1. **Guidance scale 1 vs the default** (7.5 for SD 1.5, 4 for `tiny`). With `guidance_scale=1` the formula gives ε = ε_text, so the pipeline
 #    skips the unconditional half altogether. Count the UNet's batch size with a forward hook for both
 #    scales, time them, and check that `by_hand.denoise` still matches the pipeline at w = 1.
 
@@ -324,7 +346,7 @@ try:
         seconds = time.perf_counter() - start
         scheduler.set_timesteps(quick_steps, device=device)
         g = torch.Generator("cpu").manual_seed(seed)
-        x = by_hand.denoise(unet, scheduler, by_hand.initial_latents(1, unet, scheduler, height, width, g, device, c.dtype),
+        x = by_hand.denoise(unet, scheduler, by_hand.initial_latents(1, unet, scheduler, height, width, g, device, c.dtype, vae_scale_factor=vae_scale),
                             c, c_uncond if scale > 1 else None, scale, generator=g)
         diff = (x - ref).abs().max().item()
         print(f"w={scale}: UNet batch {batch_sizes[0]}, pipeline {seconds:.2f} s for {quick_steps} steps, max abs difference {diff:.2e}")
@@ -371,7 +393,7 @@ assert diff <= tol
 euler = EulerDiscreteScheduler.from_config(scheduler.config)
 euler.set_timesteps(fewer_steps, device=device)
 g = torch.Generator("cpu").manual_seed(seed)
-x = by_hand.initial_latents(1, unet, euler, height, width, g, device, c.dtype)
+x = by_hand.initial_latents(1, unet, euler, height, width, g, device, c.dtype, vae_scale_factor=vae_scale)
 euler_std = [x.std().item()]
 by_hand.denoise(unet, euler, x, c, c_uncond, w, generator=g, on_step=lambda i, t, lat: euler_std.append(lat.std().item()))
 pndm_std = [x_T.std().item()] + [lat.std().item() for lat in every_latent]
@@ -390,9 +412,8 @@ print(f"start: PNDM {pndm_std[0]:.2f}, Euler {euler_std[0]:.2f};  end: PNDM {pnd
 # %% [markdown]
 # PNDM works with x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε, whose std starts at 1; Euler works with
 # x₀ + σ·ε, so it starts at the std of its first σ — `init_noise_sigma` and `scale_model_input` convert
-# between the two conventions. With `sd15` both curves end near the std of real images' latents
-# (about 1, which is what the VAE's scaling factor is for); the random `tiny` UNet ends wherever its
-# random predictions take it.
+# between the two conventions. Both curves end near the std of real images' latents (about 1: the
+# VAE's scaling factor was chosen for that, 0.18215 for SD 1.5, measured on its training images for `tiny`).
 
 # %% [markdown]
 # ## Summary

@@ -52,20 +52,21 @@ choice = cu.setup("img2img")  # prints the profile, device and dtype this notebo
 # ## 1. The sketch and the pipeline
 #
 # Text-to-image starts from pure noise. Image-to-image starts from **your picture**: here a rough
-# landscape sketch drawn by code (`data/sketch.png`: sky, sun, two hills, a house).
+# sketch drawn by code. For `sd15` it is a landscape (`data/sketch.png`: sky, sun, two hills, a house);
+# for `tiny`, the course's small model that knows one coloured shape on a plain background, it is a
+# wobbly orange-red blob in the upper left on pale blue (`data/tiny_sketch.png`, 64x64).
 # `cu.load_pipeline("img2img")` gives a `StableDiffusionImg2ImgPipeline` — the same five components
 # as text-to-image (for `sd15`: `from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")`),
 # only the procedure differs.
 #
-# On the `tiny` profile the weights are random, so the outputs are coloured noise; the mechanics,
-# step counts and shapes below are real. With `sd15` you would see the sketch's layout (sky, sun,
-# hills, house) redrawn in the style and content of the prompt.
+# With `sd15` you see the sketch's layout (sky, sun, hills, house) redrawn in the style and content
+# of the prompt; with `tiny`, the blob redrawn as the shape the prompt names, where the blob was.
 
 # %%
 pipe = cu.load_pipeline("img2img")
 settings = cu.default_settings(choice.profile)
 steps, guidance = settings["num_inference_steps"], settings["guidance_scale"]
-sketch = cu.load_image("sketch.png", size=(settings["width"], settings["height"]))
+sketch = cu.load_image(cu.image_name("sketch", choice.profile), size=(settings["width"], settings["height"]))
 print("sketch:", sketch.size, sketch.mode, "| steps:", steps, "| guidance:", guidance)
 sketch
 
@@ -74,7 +75,9 @@ sketch
 #
 # `strength` (0 to 1) says how much the pipeline may change the image. We use a prompt that does
 # *not* fit the sketch on purpose, so the sweep shows who wins: at low strength the sketch, at high
-# strength the text. Same seed for every image; a callback counts the UNet calls.
+# strength the text. On `tiny` the prompt is *"a red circle on a blue background"*: the wobbly
+# orange-red blob on pale blue should become a clean red circle on full blue, in the blob's place,
+# more so at higher strength. Same seed for every image; a callback counts the UNet calls.
 
 # %%
 prompt = cu.prompt("astronaut", choice.profile)
@@ -100,6 +103,8 @@ for s in strengths:
     out, ran = run(s)
     results.append(out.images[0])
     print(f"strength {s}: {len(ran):2d} UNet calls of {steps} steps, from t={ran[0]} down to t={ran[-1]}")
+    if choice.profile == "tiny":
+        print("   what the picture shows:", cu.world.classify(results[-1]))
 print("prompt:", prompt)
 cu.grid([sketch] + results, cols=5, size=192)
 
@@ -118,12 +123,15 @@ cu.grid([sketch] + results, cols=5, size=192)
 #
 # The source lesson's second prompt: "ghibli style, a fantasy landscape with castles". Same sketch,
 # same strength (0.75), new text: with `sd15` the layout stays and the content changes (castles on
-# the hills).
+# the hills). On `tiny` the second prompt is *"a yellow triangle on a black background"*: both the shape
+# and the colours change, the place tends to stay.
 
 # %%
 castle = cu.prompt("castle", choice.profile)
 out, ran = run(0.75, text=castle)
 print("prompt:", castle, "|", len(ran), "UNet calls")
+if choice.profile == "tiny":
+    print("what the picture shows:", cu.world.classify(out.images[0]))
 cu.grid([sketch, out.images[0]], cols=2, size=256)
 
 # %% [markdown]
@@ -133,8 +141,9 @@ cu.grid([sketch, out.images[0]], cols=2, size=256)
 #
 # 1. **Pick the start.** `init = int(steps × strength)` steps will run; they are the *tail* of
 #    `scheduler.timesteps`. The first of them, `t_start`, is the noise level we jump to.
-# 2. **VAE-encode the image** to latents `[1, 4, H/8, W/8]` (a sample of the encoder's Gaussian,
-#    times the scaling factor) — the first random draw.
+# 2. **VAE-encode the image** to latents `[1, 4, H/f, W/f]` (a sample of the encoder's Gaussian,
+#    times the scaling factor) — the first random draw. f = `pipe.vae_scale_factor`: 8 for SD 1.5,
+#    4 for `tiny`, whose 64x64 sketch gives `[1, 4, 16, 16]`.
 # 3. **Add noise to the latents** up to `t_start` with `scheduler.add_noise`:
 #    `z_t = sqrt(ᾱ_t)·z_0 + sqrt(1 − ᾱ_t)·ε` — the second random draw. The text embedding is never noised.
 # 4. **Denoise from there** with the loop of lesson 3, over the tail only.

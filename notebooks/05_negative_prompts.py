@@ -60,8 +60,11 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # "blurry, low quality". Each step then moves *towards* the prompt and *away from* the negative
 # prompt. Nothing else changes: same UNet, same number of calls.
 #
-# On the `tiny` profile the weights are random, so the images are coloured noise; the numbers and
-# shapes below are real. With `sd15` you would see the effect of each setting in the pictures.
+# With `sd15` the negative prompt is SD 1.5's classic "blurry, low quality". The `tiny` model only
+# knows its world of one coloured shape on a plain background, so there the demonstration is a
+# colour: we ask for a circle *without* saying which colour, see which colour the model picks, and
+# then forbid exactly that colour with the same seed. `cu.world.classify` reads colour, shape and
+# background back from each picture, so you can check the result in numbers, not only by eye.
 
 # %%
 pipe = cu.load_pipeline("text2img")
@@ -69,6 +72,11 @@ settings = cu.default_settings(choice.profile)
 steps, guidance = settings["num_inference_steps"], settings["guidance_scale"]
 prompt = cu.prompt("astronaut", choice.profile)
 negative = cu.prompt("negative", choice.profile)
+if choice.profile == "tiny":
+    # "a red circle on a blue background" without the circle's colour: the model has to pick one itself
+    words = prompt.split()
+    words.remove(next(word for word in words if word in cu.world.COLORS))  # the first colour word only
+    prompt = " ".join(words)
 seed = 0
 print("prompt:", prompt, "| negative prompt:", negative, "|", settings)
 
@@ -82,7 +90,8 @@ hook = pipe.unet.register_forward_pre_hook(
 # %% [markdown]
 # ## 2. The pipeline with and without a negative prompt
 #
-# Same seed, same prompt; the only change is `negative_prompt=`.
+# Same seed, same prompt; the only change is `negative_prompt=`. On `tiny` the negative prompt is
+# the colour the model drew without one, read from the first picture.
 
 # %%
 def generate(**kwargs):
@@ -93,12 +102,24 @@ def generate(**kwargs):
 
 
 plain = generate(prompt=prompt)
+if choice.profile == "tiny":
+    drawn = cu.world.classify(cu.decode_latents(pipe.vae, plain)[0])
+    print("without a negative prompt:", drawn)
+    negative = drawn["color"] or negative  # forbid the colour it chose ("or": if no shape was found, the registry's "red")
 with_negative = generate(prompt=prompt, negative_prompt=negative)
+print("negative prompt:", repr(negative))
 print("UNet calls:", len(unet_inputs), "| each call: latents", unet_inputs[0][0], "text", unet_inputs[0][1])
 print("max latent difference, with vs without the negative prompt:", f"{(plain - with_negative).abs().max():.3f}")
-cu.grid(cu.decode_latents(pipe.vae, torch.cat([plain, with_negative])), cols=2, size=256)
+pictures = cu.decode_latents(pipe.vae, torch.cat([plain, with_negative]))
+if choice.profile == "tiny":
+    print(f"with negative_prompt={negative!r}:", cu.world.classify(pictures[1]))
+cu.grid(pictures, cols=2, size=256)
 
 # %% [markdown]
+# Left without, right with the negative prompt. On `tiny` the circle changes colour: the colour
+# named in the negative prompt is gone, while shape and background (asked for by the prompt) stay.
+# With `sd15` the picture gets sharper and cleaner.
+#
 # The batch of 2 is `[negative (or empty), prompt]`: the pipeline stacks the two embeddings and runs
 # the UNet once on both.
 
@@ -118,7 +139,7 @@ print(f"negative vs empty embedding: max difference {(uncond - empty).abs().max(
 generator = torch.Generator(device="cpu").manual_seed(seed)
 pipe.scheduler.set_timesteps(steps, device=choice.device)
 x_T = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, settings["height"], settings["width"],
-                              generator, choice.device, cond.dtype)
+                              generator, choice.device, cond.dtype, vae_scale_factor=pipe.vae_scale_factor)
 by_hand_latents = by_hand.denoise(pipe.unet, pipe.scheduler, x_T, cond, uncond, guidance)
 
 difference = (by_hand_latents.float() - with_negative.float()).abs().max().item()
@@ -128,7 +149,9 @@ assert difference <= tolerance
 
 # %% [markdown]
 # Negative prompts work in every SD pipeline the same way, e.g. image to image (lesson 4; the
-# source lesson removes a river from the castle landscape with `negative_prompt="river"`).
+# source lesson removes a river from the castle landscape with `negative_prompt="river"`). The
+# lesson's negative prompt comes from `cu.prompt("negative", ...)`: "blurry, low quality" on `sd15`;
+# on `tiny` "red", the colour of the sketch's blob, which would otherwise tend to survive img2img.
 # We build the img2img pipeline from the same components, loading nothing again. (`from_pipe(pipe)`
 # does the same, but casts the shared modules to float32 unless you pass `dtype=pipe.dtype` — on a
 # GPU that would silently turn the fp16 text-to-image pipeline into fp32 too.)
@@ -136,14 +159,19 @@ assert difference <= tolerance
 # %%
 img2img_pipe = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=pipe.config.requires_safety_checker)
 img2img_pipe.set_progress_bar_config(disable=choice.profile == "tiny")  # as cu.load_pipeline does: tiny steps take milliseconds
-sketch = cu.load_image("sketch.png", size=(settings["width"], settings["height"]))
+sketch = cu.load_image(cu.image_name("sketch", choice.profile), size=(settings["width"], settings["height"]))
 castle = cu.prompt("castle", choice.profile)
+lesson_negative = cu.prompt("negative", choice.profile)
 pictures = [
     img2img_pipe(castle, image=sketch, strength=0.75, negative_prompt=text, num_inference_steps=steps,
                  guidance_scale=guidance, generator=torch.Generator(device="cpu").manual_seed(seed)).images[0]
-    for text in ("", negative)
+    for text in ("", lesson_negative)
 ]
-print("same UNet object:", img2img_pipe.unet is pipe.unet, "| left: no negative prompt, right:", repr(negative))
+print("prompt:", repr(castle), "| same UNet object:", img2img_pipe.unet is pipe.unet)
+print("middle: no negative prompt, right:", repr(lesson_negative))
+if choice.profile == "tiny":
+    for name, picture in zip(("sketch", "without", "with"), [sketch] + pictures):
+        print(f"{name:8s}", cu.world.classify(picture))
 cu.grid([sketch] + pictures, cols=3, size=192)
 
 # %% [markdown]
@@ -152,10 +180,11 @@ cu.grid([sketch] + pictures, cols=3, size=192)
 # `guidance_scale` is `w` above. At `w = 1` the formula reduces to `ε(x_t, c)`: diffusers then skips
 # the unconditional half of the batch entirely (the UNet sees a batch of 1, and a negative prompt has no
 # effect). Larger `w` follows the text more strictly; too large gives harsh, over-saturated colours.
-# SD 1.5's usual range is 7–8.
+# SD 1.5's usual range is 7–8; `tiny`'s default is 4 (`settings` above): a model this small
+# follows its text at a gentler guidance. Compare what `classify` reads at each scale.
 
 # %%
-scales = [1, 3, 7.5, 12]
+scales = sorted({1.0, 3.0, guidance, 7.5, 12.0})  # the profile's default is among them
 sweep = []
 for w in scales:
     if w == guidance:  # made in section 2 with the same seed and settings
@@ -164,7 +193,11 @@ for w in scales:
         continue
     sweep.append(generate(prompt=prompt, negative_prompt=negative, guidance_scale=w))
     print(f"guidance_scale {w:>4}: UNet batch {unet_inputs[0][0][0]}, text embeddings {unet_inputs[0][1]}")
-cu.grid(cu.decode_latents(pipe.vae, torch.cat(sweep)), cols=4, size=192)
+sweep_pictures = cu.decode_latents(pipe.vae, torch.cat(sweep))
+if choice.profile == "tiny":
+    for w, picture in zip(scales, sweep_pictures):
+        print(f"guidance_scale {w:>4}:", cu.world.classify(picture))
+cu.grid(sweep_pictures, cols=len(scales), size=192)
 
 # %% [markdown]
 # ## 5. Prompts longer than 77 tokens
@@ -176,7 +209,9 @@ cu.grid(cu.decode_latents(pipe.vae, torch.cat(sweep)), cols=4, size=192)
 # %%
 tokenizer = pipe.tokenizer
 parts = [cu.prompt(name, choice.profile) for name in ("astronaut", "castle", "cat")]
-head = ", ".join(parts * 3)
+head = ", ".join(parts)
+while len(long_prompt.content_token_ids(tokenizer, head)) < tokenizer.model_max_length - 2:
+    head += ", " + ", ".join(parts)  # repeat until the head alone fills the 75-token window
 long_a = head + ", " + cu.prompt("cat", choice.profile)
 long_b = head + ", " + cu.prompt("castle", choice.profile)  # differs from long_a only at the end
 n_head = len(long_prompt.content_token_ids(tokenizer, head))
@@ -228,7 +263,8 @@ cu.grid(cu.decode_latents(pipe.vae, torch.cat(long_images)), cols=2, size=256)
 # %% [markdown]
 # ## 6. "Why doesn't the image match my text?"
 #
-# - **One seed is one sample** (lesson 1): a missing astronaut may appear with the next seed.
+# - **One seed is one sample** (lesson 1): a missing astronaut (on `tiny`: a wrong colour) may
+#   appear with the next seed.
 # - **Guidance too low** follows the text loosely; **too high** distorts. Try 7–9.
 # - **Say what you do not want** in the negative prompt ("blurry, low quality", "river", "extra
 #   fingers") instead of "no river" in the prompt: CLIP does not understand negation well, and the
@@ -236,7 +272,9 @@ cu.grid(cu.decode_latents(pipe.vae, torch.cat(long_images)), cols=2, size=256)
 # - **Long prompts are cut** after 75 tokens: put the subject first, or use the chunks above.
 # - **CLIP's limits**: counting, left/right, written text and unusual combinations are weak spots of
 #   SD 1.5; rephrase, or use img2img/inpainting (lessons 4 and 8) to fix the layout.
-# - On the `tiny` profile the weights are random: no image matches any text.
+# - **Check in numbers** where you can: on `tiny`, `cu.world.classify(image)` reads colour, shape
+#   and background back, so "does it match?" becomes a comparison of words. It only knows its own
+#   small world: the colours, the three shapes and the backgrounds of `cu.world`.
 
 # %% [markdown]
 # ## Exercises

@@ -27,7 +27,7 @@
 # - single-file `.safetensors` checkpoints as CIVITAI distributes them, loaded with `from_single_file`;
 # - what the keys inside such a file look like, and how they map to diffusers' names;
 # - why `.safetensors` and not a pickled `.ckpt`;
-# - that "EasyNegative" is a textual-inversion embedding, not a word, and how to load it;
+# - that "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding, not a word, and how to load it;
 # - a LoRA: load it, change its strength, fuse it and unload it — a preview of fine-tuning.
 
 # %% [markdown]
@@ -58,8 +58,8 @@ from course_utils import community, single_file
 
 choice = cu.setup("community")  # prints the profile, device and dtype this notebook runs on, and why
 settings = cu.default_settings(choice.profile)
-# Comparisons use fewer steps than the profile's default: 5 on `tiny`, 10 on `sd15`.
-quick = dict(settings, num_inference_steps=max(5, settings["num_inference_steps"] // 5))
+# Comparisons on `sd15` use 10 steps instead of 50 to save time; `tiny` takes its full 25 (well under a second).
+quick = settings if choice.profile == "tiny" else dict(settings, num_inference_steps=10)
 tol = 1e-4 if choice.dtype == torch.float32 else 1e-2  # what "the same" means for checks below (fp16 rounds more)
 
 
@@ -68,10 +68,20 @@ def seed(n=0):
     return torch.Generator().manual_seed(n)
 
 
+def looks(image):
+    """On `tiny`: what cu.world.classify reads from a picture - its colour, its background and its `fill`."""
+    found = cu.world.classify(image)
+    return f"{found['color']} on {found['background']}, fill {found['fill']:.2f}"
+
+
 # %% [markdown]
-# On the `tiny` profile every model here has random weights, so the pictures are noise; the
-# files, keys, token ids, embeddings and LoRA mechanics are all real. With `sd15` you would see
-# Counterfeit's anime-style illustrations instead.
+# With `sd15` this lesson uses Counterfeit-V2.5 (anime-style illustrations), EasyNegative and the
+# LCM LoRA. The `tiny` profile has a community model of its own world: a fine-tune that draws
+# shapes as **outlines** when the prompt says "outline", and the same style as an embedding
+# (`<outline>`) and as a LoRA. To tell solid from outlined in numbers, `looks` prints the `fill`
+# that `cu.world.classify` measures: the share of its bounding box the shape covers (a solid
+# circle about 0.78, a square 1.0, an outline about 0.3; `classify` was made for solid shapes, so
+# we do not print its shape guess for outlines).
 #
 # ## 1. A community fine-tune from the Hub — the complete code
 #
@@ -83,7 +93,8 @@ def seed(n=0):
 # The source lesson's cell began by moving `pipeline` to the GPU but never created it, so
 # Python stopped with **`NameError: name 'pipeline' is not defined`**. The missing line is
 # `from_pretrained`. Here is the complete cell; it downloads a few GB, so it runs only on
-# `sd15`, and the other profiles load the course's stand-in community model instead.
+# `sd15`. The other profiles load the course's own community model, and compare it with the base
+# model on a prompt with and without the trigger word.
 
 # %%
 if choice.profile == "sd15":
@@ -98,19 +109,31 @@ if choice.profile == "sd15":
         "outdoors, puffy short sleeves, bangs, on ground, full body, animal, white dress, sunlight, brown eyes, "
         "dappled sunlight, day, depth of field"
     )
-    steps = settings  # the full 50 steps
+    negative_prompt = "EasyNegative, extra fingers,fewer fingers,"
+    image = pipeline(prompt=prompt, negative_prompt=negative_prompt, generator=seed(), **settings).images[0]
+    display(image)
 else:
-    pipeline = cu.load_pipeline("community")
-    prompt = cu.prompt("cat", choice.profile)
-    steps = quick  # its pictures are noise anyway
-    print(f"profile {choice.profile}: no download; this is the course's stand-in fine-tune, read from one .safetensors file (step 2)")
-
-negative_prompt = "EasyNegative, extra fingers,fewer fingers,"
-image = pipeline(prompt=prompt, negative_prompt=negative_prompt, generator=seed(), **steps).images[0]
-display(image)
+    pipeline = cu.load_pipeline("community")  # no download: read from one .safetensors file (step 2)
+    base_pipe = cu.load_pipeline("text2img")  # the model it was fine-tuned from
+    prompt = "a red circle on a white background"  # a scene of tiny's world (course_utils.world)
+    styled = f"{prompt} in {community.TINY_STYLE_WORD} style"  # the same with the trigger word
+    pictures = []
+    for name, model in (("base model", base_pipe), ("community model", pipeline)):
+        # one batch of two prompts, each with its own generator seeded alike: the same starting noise
+        pair = model([prompt, styled], generator=[seed(), seed()], **settings).images
+        for text, picture in zip((prompt, styled), pair):
+            print(f"{name:15s} {text!r:55s} {looks(picture)}")
+        pictures += pair
+    display(cu.grid(pictures, cols=2, size=128))
 
 # %% [markdown]
-# It ran — but "EasyNegative" was not doing what its author meant. We come back to that in step 5.
+# With `sd15` it ran — but "EasyNegative" was not doing what its author meant. We come back to
+# that in step 5. On `tiny` (top row: base model, bottom row: community model; left: plain prompt,
+# right: with "in outline style") the community model with the trigger word *should* draw an
+# outline, its `fill` dropping while colour and background stay. Honestly: `tiny`'s style models were
+# trained for only a few minutes each and barely learned the style - the four pictures look alike
+# and `fill` hardly moves (`data/tiny/README.md` has the numbers). What is real here is the
+# mechanism: another model's weights, loaded from one file, behind the same pipeline.
 #
 # ## 2. A single-file checkpoint, as CIVITAI distributes it
 #
@@ -122,8 +145,8 @@ display(image)
 # together with `local_files_only=True`).
 #
 # On `sd15` the file is `Counterfeit-V2.5_fp16.safetensors` from the same repository (2.1 GB);
-# on `tiny` it is the course's stand-in: the tiny text-to-image model with its UNet weights
-# nudged by seeded noise (a pretend fine-tune), written in the original layout.
+# on `tiny` it is `data/tiny/community.safetensors`, the outline fine-tune of step 1, written in
+# the original layout.
 
 # %%
 ckpt_path = community.checkpoint_file(choice.profile)
@@ -136,8 +159,7 @@ print(f"configs: {config}")
 pipe = single_file.load_single_file(ckpt_path, config=config, dtype=choice.dtype).to(choice.device)
 pipe.set_progress_bar_config(disable=choice.profile != "sd15")
 print(type(pipe).__name__, "| UNet in_channels:", pipe.unet.config.in_channels, "| scheduler:", type(pipe.scheduler).__name__)
-if choice.profile == "sd15":
-    del pipeline  # the folder version from step 1: free its memory
+del pipeline  # step 1's copy (on `sd15` the folder version): free its memory
 
 # %% [markdown]
 # ## 3. What is inside the file
@@ -167,7 +189,7 @@ models = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
 patterns = [
     "diffusion_model.input_blocks.0.0.weight",  # the first convolution
     "input_blocks.1.0.in_layers.0.weight",  # a ResNet's first norm
-    "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",  # cross-attention: reads the text (768 or 32 wide)
+    "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",  # cross-attention: reads the text (768 or 64 wide)
     ".0.op.weight",  # a downsampler
     "middle_block.1.proj_in.weight",
     "output_blocks.0.0.skip_connection.weight",
@@ -224,7 +246,7 @@ restored = pickle.loads(data)  # just loading runs the code
 # 8 bytes (the header's length), the JSON header, then raw tensor bytes — nothing in it is ever
 # executed. That is why CIVITAI and the Hub offer `.safetensors` versions, and why the course's
 # loader refuses a pickled checkpoint unless you opt in. To keep it quick on every machine, this
-# demonstration uses the course's `tiny` checkpoint (16 MB).
+# demonstration uses the course's `tiny` checkpoint (a few MB).
 
 # %%
 workdir = Path(tempfile.mkdtemp())
@@ -256,32 +278,38 @@ except cu.CourseError as err:
 # %% [markdown]
 # ## 5. "EasyNegative" is an embedding, not a word
 #
-# The lesson's negative prompt starts with "EasyNegative". CLIP has never seen that word; its
-# tokenizer splits it into ordinary pieces, so in step 1 the model read "easy negative":
+# The `sd15` lesson's negative prompt starts with "EasyNegative"; `tiny`'s style has a name of the
+# same kind, `<outline>`. CLIP has never seen such a word; its tokenizer splits it into ordinary
+# pieces, so in step 1 SD 1.5 read "easy negative":
 
 # %%
-token = community.EASYNEGATIVE_TOKEN
-print(pipe.tokenizer.tokenize(token), pipe.tokenizer(token).input_ids)
-assert pipe.tokenizer.tokenize(token) == ["easy", "negative</w>"]  # two ordinary sub-words
+token = community.embedding_token(choice.profile)  # "EasyNegative" on sd15, "<outline>" on tiny
+pieces = pipe.tokenizer.tokenize(token)
+print(token, "->", pieces, pipe.tokenizer(token).input_ids)
+assert len(pieces) > 1  # ordinary sub-words, no token of its own
 print("vocabulary size:", len(pipe.tokenizer))
 
 # %% [markdown]
 # EasyNegative is a **textual-inversion embedding**: a few new vectors in the text encoder's
 # embedding table, trained so that, used as a negative prompt, they push away typical flaws. Its
-# file (A1111 format, Hub dataset `gsdf/EasyNegative` on `sd15`, the course's stand-in on `tiny`)
-# holds one tensor `emb_params` of shape `[n_vectors, hidden_size]`. No network weight changes.
+# file (A1111 format, Hub dataset `gsdf/EasyNegative`) holds one tensor `emb_params` of shape
+# `[n_vectors, hidden_size]`. No network weight changes. `tiny`'s `<outline>` is a file of the same
+# format, trained on the *base* `tiny` model to mean "drawn as an outline": it goes into the
+# prompt ("a red circle on a white background in <outline> style"), not the negative prompt. So
+# on `sd15` we load the embedding into the community model, on `tiny` into the base model.
 
 # %%
+ti_pipe = pipe if choice.profile == "sd15" else base_pipe  # where the embedding belongs
 emb_path = community.embedding_file(choice.profile)
 vectors = load_file(emb_path)["emb_params"]
-print(emb_path.name, "-> emb_params", tuple(vectors.shape), "| text encoder hidden size:", pipe.text_encoder.config.hidden_size)
+print(emb_path.name, "-> emb_params", tuple(vectors.shape), "| text encoder hidden size:", ti_pipe.text_encoder.config.hidden_size)
 
-pipe.load_textual_inversion(str(emb_path), token=token)
+ti_pipe.load_textual_inversion(str(emb_path), token=token)
 names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]  # one new token per vector
-ids = pipe.tokenizer.convert_tokens_to_ids(names)
+ids = ti_pipe.tokenizer.convert_tokens_to_ids(names)
 print("new tokens:", names)
-print("their ids: ", ids, "| vocabulary size now:", len(pipe.tokenizer))
-table = pipe.text_encoder.get_input_embeddings().weight
+print("their ids: ", ids, "| vocabulary size now:", len(ti_pipe.tokenizer))
+table = ti_pipe.text_encoder.get_input_embeddings().weight
 gap = (table[ids].detach().float().cpu() - vectors.float()).abs().max().item()
 print("rows of the embedding table == the file's vectors, max abs difference:", gap)
 assert ids[0] == 49408 and gap <= tol * max(1.0, vectors.abs().max().item())
@@ -289,30 +317,45 @@ assert ids[0] == 49408 and gap <= tol * max(1.0, vectors.abs().max().item())
 # %% [markdown]
 # transformers notes that it initialised the new rows from the old ones; diffusers then
 # overwrote them with the file's vectors. Each vector got its own token, `EasyNegative`,
-# `EasyNegative_1`, ... diffusers' `maybe_convert_prompt` is meant to expand "EasyNegative" in a
-# prompt into all of them, but with transformers 5 the CLIP tokenizer lower-cases its tokens and the
-# mixed-case name is missed, so only the first vector would be used:
+# `EasyNegative_1`, ... diffusers' `maybe_convert_prompt` is meant to expand the name in a
+# prompt into all of them, but with transformers 5 the CLIP tokenizer lower-cases its tokens and a
+# mixed-case name like "EasyNegative" is missed, so only the first vector would be used. An
+# all-lower-case name like `<outline>` is found and expanded:
 
 # %%
-print(pipe.maybe_convert_prompt(negative_prompt, pipe.tokenizer))
-print(pipe.tokenizer(negative_prompt).input_ids[:6])
+text = negative_prompt if choice.profile == "sd15" else f"{prompt} in {token} style"
+expanded = text.replace(token, " ".join(names))  # every vector's name written out
+converted = ti_pipe.maybe_convert_prompt(text, ti_pipe.tokenizer)
+print("diffusers:", converted)
+print("expected: ", expanded)
+print(ti_pipe.tokenizer(converted).input_ids[:12])
 
 # %% [markdown]
-# So we write the names out ourselves, and the ids show every vector in place:
+# Where diffusers misses the name we pass the names written out ourselves; where it finds it we
+# must not, or it would expand the written-out names a second time (`<outline>_1` contains
+# `<outline>`). The ids show every vector in place:
 
 # %%
-expanded = negative_prompt.replace(token, " ".join(names))
-print(expanded)
-print(pipe.tokenizer(expanded).input_ids[: len(ids) + 3])
+ti_text = text if converted == expanded else expanded
+print(ti_text)
+print(ti_pipe.tokenizer(ti_pipe.maybe_convert_prompt(ti_text, ti_pipe.tokenizer)).input_ids[:12])
 
 # Two images in one batch, each with its own generator seeded alike: the same starting noise.
-without, with_emb = pipe(
-    [prompt, prompt], negative_prompt=["extra fingers,fewer fingers,", expanded], generator=[seed(), seed()], **quick
-).images
+if choice.profile == "sd15":  # EasyNegative goes into the negative prompt
+    runs = dict(prompt=[prompt, prompt], negative_prompt=["extra fingers,fewer fingers,", ti_text])
+else:  # <outline> goes into the prompt
+    runs = dict(prompt=[prompt, ti_text])
+without, with_emb = ti_pipe(generator=[seed(), seed()], **runs, **quick).images
 print("mean abs pixel difference, with vs without the embedding:", float(np.abs(cu.to_array(with_emb) - cu.to_array(without)).mean()))
-display(cu.grid([without, with_emb]))
+if choice.profile == "tiny":
+    print(f"without: {looks(without)} | with {token}: {looks(with_emb)}")
+display(cu.grid([without, with_emb], size=max(128, settings["height"])))
 
 # %% [markdown]
+# Two new vectors of 64 numbers change the picture (the mean difference printed above), and not one
+# weight of the network changed. `tiny`'s embedding was meant to turn the shape into an outline; it
+# was trained for a few minutes and does not yet do that convincingly (compare the `fill` values).
+#
 # ## 6. A LoRA: a small add-on to the model
 #
 # Fine-tuning all of the UNet's weights gives a 2 GB file. **LoRA** trains far fewer numbers:
@@ -322,19 +365,27 @@ display(cu.grid([without, with_emb]))
 #
 # On `sd15` the LoRA is **LCM-LoRA** (`latent-consistency/lcm-lora-sdv1-5`): it teaches SD 1.5 and
 # its fine-tunes to make an image in about 4 steps, used with `LCMScheduler` and `guidance_scale`
-# about 1. On `tiny` it is a LoRA with seeded random `A`, `B` on the attention projections. The
-# code is the same; diffusers logs that the LoRA has no text-encoder part, which is expected.
+# about 1. On `tiny` it is an **outline LoRA** for the base model: with it, every shape is drawn as an
+# outline, no trigger word needed; it keeps the model's own scheduler and settings. The code is
+# the same; diffusers logs that the LoRA has no text-encoder part, which is expected.
 
 # %%
 lora = community.lora_source(choice.profile)
-original_scheduler = pipe.scheduler
-pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
-lcm = dict(height=settings["height"], width=settings["width"], num_inference_steps=4, guidance_scale=1.0)
+if choice.profile == "sd15":  # LCM-LoRA on the community model: 4 steps with LCMScheduler
+    lora_pipe = pipe
+    lora_scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    lora_settings = dict(height=settings["height"], width=settings["width"], num_inference_steps=4, guidance_scale=1.0)
+else:  # the outline LoRA on the base model it was trained on, with its usual scheduler and settings
+    lora_pipe = base_pipe
+    lora_scheduler = base_pipe.scheduler
+    lora_settings = settings
+original_scheduler = lora_pipe.scheduler
+lora_pipe.scheduler = lora_scheduler
 
 
 def final_latents(**kwargs):
     """Run the pipeline and return the final latents (comparing those is enough: the VAE only decodes them)."""
-    return pipe(prompt, generator=seed(), output_type="latent", **lcm, **kwargs).images
+    return lora_pipe(prompt, generator=seed(), output_type="latent", **lora_settings, **kwargs).images
 
 
 def diff(a, b):
@@ -343,38 +394,43 @@ def diff(a, b):
 
 base = final_latents()  # before the LoRA
 
-pipe.load_lora_weights(lora, adapter_name="demo")
-print("adapters:", pipe.get_list_adapters())
-n_lora = sum(p.numel() for n, p in pipe.unet.named_parameters() if "lora_" in n)
-n_unet = sum(p.numel() for n, p in pipe.unet.named_parameters() if "lora_" not in n)
+lora_pipe.load_lora_weights(lora, adapter_name="demo")
+print("adapters:", lora_pipe.get_list_adapters())
+n_lora = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" in n)
+n_unet = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" not in n)
 print(f"LoRA numbers: {n_lora:,} beside {n_unet:,} in the UNet ({100 * n_lora / n_unet:.1f} %)")
 
 # %% [markdown]
 # `set_adapters` sets the scale. Scale 0 is the model without the LoRA, 1 is the LoRA as
-# trained, in between blends:
+# trained, in between blends (on `tiny` the LoRA was trained for minutes: it changes the picture, as the
+# latent difference shows, but hardly makes an outline yet):
 
 # %%
 by_scale = {}
 for s in (0.0, 0.5, 1.0):
-    pipe.set_adapters(["demo"], adapter_weights=[s])
+    lora_pipe.set_adapters(["demo"], adapter_weights=[s])
     by_scale[s] = final_latents()
     print(f"scale {s}: mean abs difference of the final latents from the model without LoRA = {diff(by_scale[s], base):.4f}")
 assert diff(by_scale[0.0], base) <= tol
-display(cu.grid(cu.decode_latents(pipe.vae, torch.cat(list(by_scale.values())))))
+scale_pictures = cu.decode_latents(lora_pipe.vae, torch.cat(list(by_scale.values())))
+if choice.profile == "tiny":
+    for s, picture in zip(by_scale, scale_pictures):
+        print(f"scale {s}: {looks(picture)}")
+display(cu.grid(scale_pictures, size=max(128, settings["height"])))
 
 # %% [markdown]
 # `fuse_lora` adds `s · B·A` into `W` once, so generation costs nothing extra per step;
 # `unfuse_lora` subtracts it again and `unload_lora_weights` removes the LoRA layers altogether:
 
 # %%
-pipe.set_adapters(["demo"], adapter_weights=[1.0])
-pipe.fuse_lora(lora_scale=1.0)
+lora_pipe.set_adapters(["demo"], adapter_weights=[1.0])
+lora_pipe.fuse_lora(lora_scale=1.0)
 print("fused vs scale 1:        ", diff(final_latents(), by_scale[1.0]))
-pipe.unfuse_lora()
-pipe.unload_lora_weights()
-print("adapters after unloading:", pipe.get_list_adapters())
+lora_pipe.unfuse_lora()
+lora_pipe.unload_lora_weights()
+print("adapters after unloading:", lora_pipe.get_list_adapters())
 print("unloaded vs never loaded:", diff(final_latents(), base))
-pipe.scheduler = original_scheduler
+lora_pipe.scheduler = original_scheduler
 
 # %% [markdown]
 # ## Exercises
@@ -393,16 +449,16 @@ pipe.scheduler = original_scheduler
 # ### Solution 1
 
 # %%
-pipe.scheduler = LCMScheduler.from_config(original_scheduler.config)
-pipe.load_lora_weights(lora, adapter_name="demo")
-pipe.set_adapters(["demo"], adapter_weights=[1.0])
+lora_pipe.scheduler = lora_scheduler
+lora_pipe.load_lora_weights(lora, adapter_name="demo")
+lora_pipe.set_adapters(["demo"], adapter_weights=[1.0])
 via_kwargs = final_latents(cross_attention_kwargs={"scale": 0.5})
 print("cross_attention_kwargs scale 0.5 vs adapter weight 0.5:", diff(via_kwargs, by_scale[0.5]))
 assert diff(via_kwargs, by_scale[0.5]) <= tol
-pipe.set_adapters(["demo"], adapter_weights=[-1.0])
+lora_pipe.set_adapters(["demo"], adapter_weights=[-1.0])
 print(f"scale -1: mean abs difference from the base = {diff(final_latents(), base):.4f}, scale 1: {diff(by_scale[1.0], base):.4f}")
-pipe.unload_lora_weights()
-pipe.scheduler = original_scheduler
+lora_pipe.unload_lora_weights()
+lora_pipe.scheduler = original_scheduler
 
 # %% [markdown]
 # ### Solution 2
@@ -452,7 +508,11 @@ for name in ("unet.mid_block.attentions.0.proj_in.weight", "vae.decoder.up_block
 #   `cond_stage_model`); `from_single_file(path, config=<SD 1.5 folder or id>)` renames them into diffusers'.
 # - Prefer `.safetensors`: a pickled `.ckpt` can run code when loaded. The course refuses one unless you
 #   pass `allow_pickle=True`, and `torch.load(weights_only=True)` still refuses files that carry code.
-# - "EasyNegative" is a textual-inversion embedding: `load_textual_inversion` adds tokens (ids from 49408)
-#   whose embedding rows are the file's vectors; write all of them into the prompt.
+# - "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding: `load_textual_inversion` adds
+#   tokens (ids from 49408) whose embedding rows are the file's vectors. diffusers expands an all-lower-case
+#   name into all of them; a mixed-case one you write out yourself.
 # - A LoRA adds `s · B·A` to chosen weights: `load_lora_weights`, `set_adapters(..., adapter_weights=[s])`,
 #   `fuse_lora`, `unload_lora_weights`. Scale 0 is the base model.
+# - On `tiny` one style (outlined shapes) was trained three ways - a full fine-tune with a trigger word,
+#   an embedding of two vectors, a LoRA that applies it always - each for minutes, too short to show
+#   the style clearly; the mechanisms are the ones real community models use.

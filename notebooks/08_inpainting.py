@@ -26,8 +26,8 @@
 # a hat?") and where the answer is. This lesson is the answer: yes, with inpainting.
 #
 # **What you will learn**
-# - how to put a hat on the astronaut with `StableDiffusionInpaintPipeline`: a photo, a mask
-#   (white = repaint, black = keep) and a prompt;
+# - how to put a hat on the astronaut (on `tiny`: replace a red circle) with
+#   `StableDiffusionInpaintPipeline`: a photo, a mask (white = repaint, black = keep) and a prompt;
 # - what the inpainting UNet's **9 input channels** hold (latents + mask + masked-image latents),
 #   built by hand and checked against the pipeline;
 # - the alternative with a plain text-to-image model, **latent blending**, and why the dedicated
@@ -60,18 +60,19 @@ choice = cu.setup("inpaint")  # prints the profile, device and dtype this notebo
 # ## 1. The photo, the mask and the prompt
 #
 # Inpainting needs three things:
-# - the **photo** (here NASA's portrait of astronaut Eileen Collins, `data/astronaut.png`);
+# - the **photo** (with `sd15` NASA's portrait of astronaut Eileen Collins, `data/astronaut.png`;
+#   on `tiny`, whose model knows only its world of shapes, `data/tiny_scene.png`: a red circle on blue);
 # - a **mask** of the same size: **white = repaint**, **black = keep**;
 # - a **prompt** that describes what should appear in the white region (and may describe the whole picture).
 #
-# A mask can be painted in any image editor; here it is drawn by code: an ellipse over the top of
-# her head, where a hat goes (`inpaint.hat_mask`, the box is in fractions of the image size so it
-# fits every profile's resolution).
+# A mask can be painted in any image editor; here it is drawn by code (`inpaint.lesson_mask`): with
+# `sd15` an ellipse over the top of her head, where a hat goes; on `tiny` a rectangle around the
+# circle. Its box is in fractions of the image size, so it fits every resolution.
 
 # %%
 settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
 size = (settings["width"], settings["height"])
-image, mask = inpaint.load_pair("astronaut.png", inpaint.hat_mask(size), size=size)
+image, mask = inpaint.load_pair(cu.image_name("photo", choice.profile), inpaint.lesson_mask(choice.profile, size), size=size)
 prompt = cu.prompt("hat", choice.profile)
 print("prompt:", prompt)
 print("image:", image.mode, image.size, "| mask:", mask.mode, mask.size)
@@ -126,12 +127,18 @@ result = pipe(
     callback_on_step_end=keep_tensors(seen), callback_on_step_end_tensor_inputs=["latents", "mask", "masked_image_latents"],
     **settings,
 ).images[0]
+change = inpaint.region_change(image, result, mask)
+print(f"mean pixel change: inside the mask {change['inside']:.3f} | outside {change['outside']:.3f}")
+if choice.profile == "tiny":
+    print("before:", cu.world.classify(image))
+    print("after: ", cu.world.classify(result))
 cu.grid([image, mask.convert("RGB"), result], cols=3, size=256)
 
 # %% [markdown]
-# On the `tiny` profile the weights are random, so the result is coloured noise; the mechanics (the
-# channels, the shapes, the checks below) are exactly SD 1.5's. With `sd15` the astronaut gets a hat
-# and the rest of the photo stays as it was. Try a few seeds: as in lesson 1, each is one sample.
+# With `sd15` the astronaut gets a hat and the rest of the photo stays as it was. On `tiny` the
+# red circle gives way to what the prompt asks for, inside the white box, while the blue around it
+# stays: the change inside the mask is large, the change outside small (step 6 looks closer).
+# Try a few seeds: as in lesson 1, each is one sample.
 
 # %% [markdown]
 # ## 3. What the 9 input channels hold
@@ -145,9 +152,9 @@ print("conv_in weight:", tuple(pipe.unet.conv_in.weight.shape), "= [out, in, 3, 
 # %% [markdown]
 # | channels | what | shape (`tiny` / SD 1.5) |
 # |---|---|---|
-# | 1–4 | the noisy latents being denoised, as in text-to-image | `[1, 4, 32, 32]` / `[1, 4, 64, 64]` |
-# | 5 | the mask, shrunk to latent size (1 = repaint, 0 = keep) | `[1, 1, 32, 32]` / `[1, 1, 64, 64]` |
-# | 6–9 | the *masked image* (the photo with the white region blanked), VAE-encoded × `scaling_factor` | `[1, 4, 32, 32]` / `[1, 4, 64, 64]` |
+# | 1–4 | the noisy latents being denoised, as in text-to-image | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
+# | 5 | the mask, shrunk to latent size (1 = repaint, 0 = keep) | `[1, 1, 16, 16]` / `[1, 1, 64, 64]` |
+# | 6–9 | the *masked image* (the photo with the white region blanked), VAE-encoded × `scaling_factor` | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
 #
 # The output is still 4 channels: the predicted noise of the latents. Only the first layer (`conv_in`)
 # is wider; SD's inpainting model was made from SD's text-to-image model by adding 5 input channels
@@ -156,7 +163,7 @@ print("conv_in weight:", tuple(pipe.unet.conv_in.weight.shape), "= [out, in, 3, 
 # Let us build channels 5–9 by hand, as the pipeline does (`inpaint.masked_image_inputs`):
 # 1. preprocess the photo to a tensor in [-1, 1] and the mask to 0/1 (`pipe.image_processor`, `pipe.mask_processor`);
 # 2. masked image = photo × (mask < 0.5): the white region becomes 0, i.e. mid-grey;
-# 3. the mask shrunk 8× (nearest neighbour) to the latents' size;
+# 3. the mask shrunk to the latents' size (nearest neighbour): by `pipe.vae_scale_factor`, 8× for SD 1.5, 4× for `tiny`;
 # 4. the masked image through the VAE encoder (a *sample* of its latent distribution) × `scaling_factor`.
 #
 # The order of random draws matters for an exact match: the pipeline draws the starting noise
@@ -192,11 +199,13 @@ display(cu.grid([masked_picture, cu.latent_to_image(parts["mask"], tile=256)], c
 cu.latent_to_image(parts["masked_image_latents"], tile=128)
 
 # %% [markdown]
-# Top: the masked image (the hat region blanked to grey) and channel 5, the mask at latent
-# resolution (blocky: one cell per 8×8 pixels). Below: channels 6–9, the masked image's 4 latent channels.
+# Top: the masked image (the region to repaint blanked to grey) and channel 5, the mask at latent
+# resolution (blocky: one cell per 8×8 pixels with SD 1.5, 4×4 on `tiny`). Below: channels 6–9, the
+# masked image's 4 latent channels.
 #
 # At *every* step the UNet sees, next to the noisy latents, where the hole is and what is around
-# it. That is how it learns to continue the collar, the hair and the light into the hole.
+# it. That is how it learns to continue the collar, the hair and the light into the hole (on
+# `tiny`: the blue background).
 
 # %% [markdown]
 # ## 4. The inpainting loop by hand
@@ -268,8 +277,8 @@ for name, final in {"latent blending": blend_seen["latents"], "9-channel model":
     print(f"{name}: final latents outside the mask - photo's latents, max abs {(final - image_latents).abs()[outside].max().item():.3f}")
 
 # %% [markdown]
-# Exactly zero for blending. The 9-channel model's latents outside the mask are its own work: with
-# `sd15` close to the photo's (it learned to reproduce what it sees), on `tiny` far from them.
+# Exactly zero for blending. The 9-channel model's latents outside the mask are its own work:
+# close to the photo's, because it learned to reproduce what it sees there, but not equal.
 
 # %% [markdown]
 # **Why the dedicated model does better at the mask's edge.** With blending, the plain model never
@@ -280,10 +289,10 @@ for name, final in {"latent blending": blend_seen["latents"], "9-channel model":
 # sees the masked photo and the mask in every step, and was trained to make the hole fit its
 # surroundings. (Blending also works for any fine-tune you have, which is why tools still offer it.)
 #
-# On `tiny` both models are random, so you cannot see this here: the `tiny` inpainting UNet was built
-# like SD's, from the text-to-image UNet with 5 zeroed input channels, and never trained, so it
-# predicts exactly what the text-to-image UNet predicts (exercise 2). With `sd15`, compare the edges
-# of the hat in the two results above.
+# Compare the edges in the two results above: the hat's with `sd15`; on `tiny` the new shape's
+# border and the background right at the mask's edge. The `tiny` inpainting UNet was made like SD's:
+# from its text-to-image UNet with 5 input channels added at zero, then trained on random masks
+# (exercise 2 looks at those weights).
 
 # %% [markdown]
 # ## 6. What changed outside the mask — and pasting the original back
@@ -301,10 +310,9 @@ for name, picture in rows.items():
     print(f"{name:22s} {change['inside']:8.3f} {change['outside']:8.3f}")
 
 # %% [markdown]
-# With `sd15` the outside numbers are small but not zero: both results go through the VAE's
-# round trip, which blurs fine detail (text, faces, hair) a little; the 9-channel model, which
-# regenerates the whole image, can drift a bit more. With `tiny`'s random VAE the round trip
-# changes every pixel a lot, so every number is large.
+# The outside numbers are small but not zero: both results go through the VAE's round trip, which
+# blurs fine detail (text, faces, hair; on `tiny` the shape's edges) a little; the 9-channel model,
+# which regenerates the whole image, can drift a bit more.
 #
 # The cure is to **paste the original pixels back** outside the mask. diffusers has it as
 # `image_processor.apply_overlay(mask, original, result)` (`inpaint.paste_back` calls it; a PIL
@@ -329,11 +337,12 @@ cu.grid([result, pasted, pasted_blend], cols=3, size=256)
 #    `on_step` function that applies `inpaint.blend_latents` after every step; check the latents
 #    against the pipeline's.
 # 2. **The inpainting model's starting point.** Look at the `conv_in` weights that read channels 5–9.
-#    Run the inpainting UNet once with the hat mask and once with an empty mask: does its output change?
-#    Compare with the text-to-image UNet on the same latents.
-# 3. **Another edit, and `strength`.** Replace the helmet in the bottom right corner with a cat
-#    (`cu.prompt("cat", ...)`): draw a rectangle mask with `inpaint.rect_mask`, inpaint with
-#    `strength=0.5`, and paste back. What does `strength` do here, and how many steps run?
+#    Run the inpainting UNet once with the lesson's mask and once with an empty mask: does its output
+#    change? Compare with the text-to-image UNet on the same latents.
+# 3. **Another edit, and `strength`.** Inpaint with `cu.prompt("cat", ...)` and `strength=0.5`, and paste
+#    back: with `sd15`, replace the helmet in the bottom right corner with a cat (draw a rectangle mask
+#    with `inpaint.rect_mask`); on `tiny`, use the lesson's mask. What does `strength` do here, and how
+#    many steps run?
 
 # %% [markdown]
 # ### Solution 1
@@ -374,38 +383,42 @@ x = noise.to(pipe.unet.dtype)
 empty = inpaint.rect_mask(size, (0, 0, 0, 0))  # all black: nothing to repaint
 no_hole = inpaint.masked_image_inputs(pipe, image, empty, torch.Generator(device="cpu").manual_seed(seed))
 with torch.no_grad():
-    with_hat_mask = pipe.unet(torch.cat([x, extra], 1), t, encoder_hidden_states=cond).sample
+    with_lesson_mask = pipe.unet(torch.cat([x, extra], 1), t, encoder_hidden_states=cond).sample
     with_no_mask = pipe.unet(torch.cat([x, no_hole["mask"], no_hole["masked_image_latents"]], 1), t, encoder_hidden_states=cond).sample
     plain = text2img.unet(x, t, encoder_hidden_states=cond).sample
-print(f"hat mask vs no mask, max abs difference in the predicted noise: {(with_hat_mask - with_no_mask).abs().max().item():.2e}")
-print(f"inpainting UNet vs text-to-image UNet:                          {(with_no_mask - plain).abs().max().item():.2e}")
+print(f"lesson mask vs no mask, max abs difference in the predicted noise: {(with_lesson_mask - with_no_mask).abs().max().item():.2e}")
+print(f"inpainting UNet vs text-to-image UNet:                             {(with_no_mask - plain).abs().max().item():.2e}")
 
 # %% [markdown]
-# On `tiny` the weights on channels 5–9 are exactly zero: the mask and the masked photo cannot
-# change the output, and the inpainting UNet equals the text-to-image UNet. That is where SD's
-# inpainting model started; its training (with synthetic masks) is what made those weights
-# useful. On `sd15` they are not zero, the mask changes the prediction, and the two UNets differ.
+# Both inpainting models started with the weights on channels 5–9 at exactly zero: then the mask
+# and the masked photo could not change the output, and the inpainting UNet equalled the
+# text-to-image UNet. Training with synthetic masks made those weights useful: now they are not
+# zero, the mask changes the prediction, and the two UNets differ.
 
 # %% [markdown]
 # ### Solution 3
 
 # %%
-helmet = inpaint.rect_mask(size, (0.52, 0.62, 1.0, 1.0))  # left, top, right, bottom as fractions
+if choice.profile == "tiny":
+    edit_mask = mask  # tiny's scene has no helmet: the circle's box again
+else:
+    edit_mask = inpaint.rect_mask(size, (0.52, 0.62, 1.0, 1.0))  # left, top, right, bottom as fractions
 cat_prompt = cu.prompt("cat", choice.profile)
 recorder = cu.LatentRecorder()  # records every step's timestep
-cat = pipe(cat_prompt, image=image, mask_image=helmet, strength=0.5, generator=torch.Generator(device="cpu").manual_seed(seed),
+cat = pipe(cat_prompt, image=image, mask_image=edit_mask, strength=0.5, generator=torch.Generator(device="cpu").manual_seed(seed),
            callback_on_step_end=recorder, **settings).images[0]
-cat_pasted = inpaint.paste_back(image, cat, helmet)
+cat_pasted = inpaint.paste_back(image, cat, edit_mask)
 print("prompt:", cat_prompt)
 print(f"strength 0.5: {len(recorder.steps)} of {settings['num_inference_steps']} steps ran, from t={recorder.timesteps[0]}")
-print("change after pasting back:", {k: round(v, 3) for k, v in inpaint.region_change(image, cat_pasted, helmet).items()})
-cu.grid([image, helmet.convert("RGB"), cat_pasted], cols=3, size=256)
+print("change after pasting back:", {k: round(v, 3) for k, v in inpaint.region_change(image, cat_pasted, edit_mask).items()})
+cu.grid([image, edit_mask.convert("RGB"), cat_pasted], cols=3, size=256)
 
 # %% [markdown]
 # `strength` works as in image-to-image (lesson 4): below 1, the pipeline does not start from pure
 # noise but from the photo's latents noised to an intermediate timestep, and runs only the last
 # `strength` × steps. Inside the mask the result keeps the photo's colours and layout (with `sd15`,
-# a cat shaped and lit like the helmet); at the default `strength=1.0` the region is generated anew.
+# a cat shaped and lit like the helmet; on `tiny`, a shape that starts from the red circle); at the
+# default `strength=1.0` the region is generated anew.
 
 # %% [markdown]
 # ## Summary

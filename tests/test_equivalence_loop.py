@@ -10,7 +10,8 @@ from diffusers import DPMSolverMultistepScheduler, EulerAncestralDiscreteSchedul
 from course_utils import by_hand
 
 TOL = 1e-4
-SIZE = 64  # pixels: latents [1, 4, 8, 8] keep each run well under a second
+SIZE = 64  # pixels: the tiny model's size; latents [1, 4, 16, 16]
+F = 4  # tiny's VAE downsamples 4x (3 blocks; SD 1.5: 8x); test_registry checks pipe.vae_scale_factor
 STEPS = 5
 SEED = 0
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -48,9 +49,9 @@ def test_encode_text_matches_encode_prompt(pipe):
 
 def test_initial_latents_match_prepare_latents(pipe):
     pipe.scheduler.set_timesteps(STEPS)
-    mine = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, torch.Generator().manual_seed(SEED), "cpu", torch.float32)
+    mine = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, torch.Generator().manual_seed(SEED), "cpu", torch.float32, vae_scale_factor=pipe.vae_scale_factor)
     ref = pipe.prepare_latents(1, pipe.unet.config.in_channels, SIZE, SIZE, torch.float32, "cpu", torch.Generator().manual_seed(SEED))
-    assert mine.shape == (1, 4, SIZE // 8, SIZE // 8)
+    assert mine.shape == (1, 4, SIZE // F, SIZE // F)
     assert torch.equal(mine, ref)
 
 
@@ -68,7 +69,7 @@ def test_denoise_matches_pipeline(pipe, name, guidance_scale):
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, PROMPT)
     uncond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, "") if guidance_scale > 1 else None
     scheduler.set_timesteps(STEPS, device="cpu")
-    x_T = by_hand.initial_latents(1, pipe.unet, scheduler, SIZE, SIZE, generator, "cpu", cond.dtype)
+    x_T = by_hand.initial_latents(1, pipe.unet, scheduler, SIZE, SIZE, generator, "cpu", cond.dtype, vae_scale_factor=pipe.vae_scale_factor)
     seen = []
     x_0 = by_hand.denoise(pipe.unet, scheduler, x_T, cond, uncond, guidance_scale, generator=generator,
                           on_step=lambda i, t, x: seen.append(i))
@@ -82,7 +83,7 @@ def test_on_step_can_replace_latents(pipe):
     scheduler = _scheduler(pipe, "pndm")
     scheduler.set_timesteps(2)
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, PROMPT)
-    x_T = by_hand.initial_latents(1, pipe.unet, scheduler, SIZE, SIZE, torch.Generator().manual_seed(SEED), "cpu", cond.dtype)
+    x_T = by_hand.initial_latents(1, pipe.unet, scheduler, SIZE, SIZE, torch.Generator().manual_seed(SEED), "cpu", cond.dtype, vae_scale_factor=pipe.vae_scale_factor)
     out = by_hand.denoise(pipe.unet, scheduler, x_T, cond, None, 1.0, on_step=lambda i, t, x: torch.zeros_like(x))
     assert torch.equal(out, torch.zeros_like(x_T))
 
@@ -92,11 +93,11 @@ def test_guidance_needs_uncond(pipe):
     scheduler.set_timesteps(2)
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, PROMPT)
     with pytest.raises(ValueError, match="uncond"):
-        by_hand.denoise(pipe.unet, scheduler, torch.zeros(1, 4, 8, 8), cond, None, 7.5)
+        by_hand.denoise(pipe.unet, scheduler, torch.zeros(1, 4, 16, 16), cond, None, 7.5)
 
 
 def test_decode_matches_pipeline(pipe):
-    latents = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(SEED))
+    latents = torch.randn(1, 4, SIZE // F, SIZE // F, generator=torch.Generator().manual_seed(SEED))
     images = by_hand.decode(pipe.vae, latents)
     assert images.shape == (1, 3, SIZE, SIZE)
     ref = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]

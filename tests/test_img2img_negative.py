@@ -7,7 +7,8 @@ from PIL import Image
 import course_utils as cu
 from course_utils import by_hand, img2img, long_prompt
 
-SIZE = 64  # latents 8x8: the mechanism is the same as at 512, and fast
+SIZE = 64  # the tiny model's size: latents 16x16
+F = 4  # tiny's VAE downsamples 4x (3 blocks; SD 1.5: 8x)
 TOL = 1e-4
 
 
@@ -34,7 +35,7 @@ def test_img2img_by_hand_matches_pipeline(img2img_pipe, sketch, strength):
     theirs = img2img_pipe(prompt, image=sketch, strength=strength, num_inference_steps=8, guidance_scale=7.5,
                           generator=gen(), output_type="latent").images
     mine = img2img.img2img_by_hand(img2img_pipe, sketch, prompt, strength, 8, 7.5, gen())
-    assert mine.shape == (1, 4, SIZE // 8, SIZE // 8)
+    assert mine.shape == (1, 4, SIZE // F, SIZE // F)
     assert (mine - theirs).abs().max().item() <= TOL
 
 
@@ -74,7 +75,7 @@ def test_negative_prompt_by_hand_matches_pipeline(tiny_pipe):
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)
     uncond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, negative)
     pipe.scheduler.set_timesteps(5, device="cpu")
-    x_T = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, gen(), "cpu", cond.dtype)
+    x_T = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, gen(), "cpu", cond.dtype, vae_scale_factor=pipe.vae_scale_factor)
     mine = by_hand.denoise(pipe.unet, pipe.scheduler, x_T, cond, uncond, 7.5)
     assert (mine - theirs).abs().max().item() <= TOL
     # ... and the empty prompt instead gives something else: the negative prompt does matter
@@ -102,7 +103,7 @@ def test_strength_checked_before_any_work(img2img_pipe, sketch):
 def test_image_modes_accepted(img2img_pipe, sketch, mode, capsys):
     odd = sketch.convert(mode)
     z0 = img2img.encode_image(img2img_pipe.vae, odd, gen())
-    assert z0.shape == (1, 4, SIZE // 8, SIZE // 8)
+    assert z0.shape == (1, 4, SIZE // F, SIZE // F)
     assert "converted to RGB" in capsys.readouterr().out
 
 
@@ -111,7 +112,7 @@ def test_size_not_multiple_of_8_is_rounded(img2img_pipe, capsys):
     loaded = img2img.load_init_image(image)
     assert loaded.size == (64, 56)
     assert "rounded down" in capsys.readouterr().out
-    assert img2img.encode_image(img2img_pipe.vae, image, gen()).shape == (1, 4, 7, 8)
+    assert img2img.encode_image(img2img_pipe.vae, image, gen()).shape == (1, 4, 56 // F, 64 // F)
 
 
 def test_start_timesteps_pndm_counts(img2img_pipe):
@@ -131,9 +132,10 @@ def test_start_timesteps_matches_pipeline_get_timesteps(img2img_pipe):
 
 
 def _long_prompts():
-    parts = [cu.prompt(n, "tiny") for n in ("astronaut", "castle", "cat")]
+    """Two prompts past CLIP's 77 tokens that differ only after the cut (SD 1.5's prompts: same tokenizer)."""
+    parts = [cu.prompt(n, "sd15") for n in ("astronaut", "castle", "cat")]
     head = ", ".join(parts * 3)
-    return head + ", " + cu.prompt("cat", "tiny"), head + ", " + cu.prompt("castle", "tiny")
+    return head + ", " + cu.prompt("cat", "sd15"), head + ", " + cu.prompt("castle", "sd15")
 
 
 def test_which_tokens_are_cut(tiny_pipe):
@@ -179,4 +181,4 @@ def test_pipeline_accepts_long_embeds(tiny_pipe):
     c, u = long_prompt.long_prompt_embeds(tiny_pipe, long_a, cu.prompt("negative", "tiny"))
     out = tiny_pipe(prompt_embeds=c, negative_prompt_embeds=u, height=SIZE, width=SIZE, num_inference_steps=2,
                     generator=gen(), output_type="latent").images
-    assert out.shape == (1, 4, SIZE // 8, SIZE // 8) and torch.isfinite(out).all()
+    assert out.shape == (1, 4, SIZE // F, SIZE // F) and torch.isfinite(out).all()

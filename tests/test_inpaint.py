@@ -10,7 +10,8 @@ from PIL import Image
 import course_utils as cu
 from course_utils import by_hand, inpaint
 
-SIZE = 64  # small images keep the loops fast: latents [1, 4, 8, 8]
+SIZE = 64  # the tiny model's size: latents [1, 4, 16, 16]
+F = 4  # tiny's VAE downsamples 4x (3 blocks; SD 1.5: 8x)
 STEPS = 3
 
 
@@ -30,22 +31,30 @@ def test_load_pipeline_gives_a_9_channel_inpaint_pipeline(inpaint_pipe):
     assert str(cu.model_source("inpaint", profile="tiny")) == str(inpaint.tiny_source())
 
 
-def test_tiny_unet_starts_as_the_text2img_unet(inpaint_pipe, tiny_pipe):
-    wide, plain = inpaint_pipe.unet, tiny_pipe.unet
+def test_inpaint_unet_from_zeroes_the_extra_channels(tiny_pipe):
+    """How SD's (and tiny's) inpainting UNet starts: the text2img UNet with 5 zeroed input channels."""
+    plain = tiny_pipe.unet
+    wide = inpaint.inpaint_unet_from(plain)
     w = wide.conv_in.weight
     assert w.shape[1] == 9
     assert torch.equal(w[:, :4], plain.conv_in.weight) and (w[:, 4:] == 0).all()
-    # same text encoder and VAE as the text-to-image model
-    assert torch.equal(inpaint_pipe.text_encoder.get_input_embeddings().weight, tiny_pipe.text_encoder.get_input_embeddings().weight)
-    assert torch.equal(inpaint_pipe.vae.encoder.conv_in.weight, tiny_pipe.vae.encoder.conv_in.weight)
-    assert inpaint_pipe.scheduler.config == tiny_pipe.scheduler.config
     # zeroed extra channels: the output equals the text2img UNet's, whatever the mask channels hold
     g = torch.Generator().manual_seed(0)
-    x, extra, c = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 5, 8, 8, generator=g), torch.randn(1, 77, 32, generator=g)
+    n, hidden = SIZE // F, tiny_pipe.text_encoder.config.hidden_size
+    x, extra, c = torch.randn(1, 4, n, n, generator=g), torch.randn(1, 5, n, n, generator=g), torch.randn(1, 77, hidden, generator=g)
     with torch.no_grad():
         a = wide(torch.cat([x, extra], 1), 500, encoder_hidden_states=c).sample
         b = plain(x, 500, encoder_hidden_states=c).sample
     assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_tiny_inpaint_shares_text_encoder_and_vae(inpaint_pipe, tiny_pipe):
+    """The trained inpainting UNet is its own; everything else is the text-to-image model's."""
+    assert torch.equal(inpaint_pipe.text_encoder.get_input_embeddings().weight, tiny_pipe.text_encoder.get_input_embeddings().weight)
+    assert torch.equal(inpaint_pipe.vae.encoder.conv_in.weight, tiny_pipe.vae.encoder.conv_in.weight)
+    assert inpaint_pipe.scheduler.config == tiny_pipe.scheduler.config
+    # trained on masks: the mask channels are no longer zero
+    assert inpaint_pipe.unet.conv_in.weight[:, 4:].abs().max() > 0
 
 
 def _nonzero_extra_channels(pipe):
@@ -73,16 +82,16 @@ def test_by_hand_equals_pipeline(inpaint_pipe, photo_and_mask):
 
     g = torch.Generator().manual_seed(0)
     pipe.scheduler.set_timesteps(STEPS)
-    noise = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32)
+    noise = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32, vae_scale_factor=pipe.vae_scale_factor)
     parts = inpaint.masked_image_inputs(pipe, image, mask, g, height=SIZE, width=SIZE)
-    assert parts["mask"].shape == (1, 1, 8, 8) and parts["masked_image_latents"].shape == (1, 4, 8, 8)
+    assert parts["mask"].shape == (1, 1, SIZE // F, SIZE // F) and parts["masked_image_latents"].shape == (1, 4, SIZE // F, SIZE // F)
     assert set(parts["mask"].unique().tolist()) <= {0.0, 1.0}
     assert (seen["mask"][:1] - parts["mask"]).abs().max() <= 1e-6
     assert (seen["masked_image_latents"][:1] - parts["masked_image_latents"]).abs().max() <= 1e-5
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)
     uncond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, "")
     extra = torch.cat([parts["mask"], parts["masked_image_latents"]], 1)
-    assert inpaint.unet_input(noise, parts["mask"], parts["masked_image_latents"]).shape == (1, 9, 8, 8)
+    assert inpaint.unet_input(noise, parts["mask"], parts["masked_image_latents"]).shape == (1, 9, SIZE // F, SIZE // F)
     latents = by_hand.denoise(pipe.unet, pipe.scheduler, noise, cond, uncond, w, extra_channels=extra)
     assert (latents - seen["latents"]).abs().max().item() <= 1e-4
     # the mask channels matter for this UNet: another mask gives other latents
@@ -109,7 +118,7 @@ def test_blending_with_a_4_channel_unet(tiny_pipe, photo_and_mask):
     g = torch.Generator().manual_seed(0)  # the blending pipeline's order: photo, noise, masked photo
     image_latents = inpaint.encode_image(pipe, inpaint.preprocess(pipe, image, mask, SIZE, SIZE)["image"], g)
     pipe.scheduler.set_timesteps(STEPS)
-    noise = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32)
+    noise = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32, vae_scale_factor=pipe.vae_scale_factor)
     parts = inpaint.masked_image_inputs(pipe, image, mask, g, height=SIZE, width=SIZE)
     timesteps = pipe.scheduler.timesteps
 
@@ -186,3 +195,12 @@ def test_sd15_random_has_9_channels(monkeypatch):
     monkeypatch.setattr(configs, "SD15_VAE", configs.TINY_VAE)
     pipe = inpaint.sd15_random_pipeline()
     assert isinstance(pipe, StableDiffusionInpaintPipeline) and pipe.unet.config.in_channels == 9
+
+
+def test_lesson_mask_covers_the_tiny_circle():
+    image = np.asarray(cu.load_image("tiny_scene.png"))
+    red = (image[..., 0] > 150) & (image[..., 2] < 120)  # the circle's pixels (red on blue)
+    mask = np.asarray(inpaint.lesson_mask("tiny", 64)) > 127
+    assert red.sum() > 500 and mask[red].all() and mask.mean() < 0.5
+    assert inpaint.lesson_mask("tiny", 128).size == (128, 128)
+    assert np.array_equal(np.asarray(inpaint.lesson_mask("sd15", 64)), np.asarray(inpaint.hat_mask(64)))

@@ -67,8 +67,12 @@ def test_tiny_pipeline_is_sd15_shaped(tiny_pipe):
     assert isinstance(tiny_pipe.scheduler, PNDMScheduler)
     assert tiny_pipe.unet.config.in_channels == 4
     assert tiny_pipe.unet.config.cross_attention_dim == tiny_pipe.text_encoder.config.hidden_size
-    assert tiny_pipe.vae.config.scaling_factor == 0.18215
+    # measured from the training data (1 / std of the latents), not SD 1.5's 0.18215
+    assert 0.05 < tiny_pipe.vae.config.scaling_factor < 5 and tiny_pipe.vae.config.scaling_factor != 0.18215
+    assert tiny_pipe.vae_scale_factor == 4 and tiny_pipe.vae.config.latent_channels == 4  # 64x64 -> 16x16x4
+    assert tiny_pipe.text_encoder.config.vocab_size == 49408 and tiny_pipe.text_encoder.config.hidden_size == 64
     assert tiny_pipe.scheduler.config.beta_schedule == "scaled_linear"
+    assert (tiny_pipe.scheduler.config.beta_start, tiny_pipe.scheduler.config.beta_end) == (0.00085, 0.012)
     assert tiny_pipe.tokenizer.model_max_length == 77
 
 
@@ -84,7 +88,7 @@ def test_tiny_is_reproducible(tiny_pipe):
     a = tiny_pipe("a cat", generator=torch.Generator().manual_seed(1), **settings).images
     b = tiny_pipe("a cat", generator=torch.Generator().manual_seed(1), **settings).images
     c = tiny_pipe("a cat", generator=torch.Generator().manual_seed(2), **settings).images
-    assert a.shape == (1, 256, 256, 3)
+    assert a.shape == (1, 64, 64, 3)
     assert (a == b).all() and not (a == c).all()
 
 
@@ -93,3 +97,11 @@ def test_prompts_and_settings():
     assert cu.default_settings("sd15")["height"] == 512
     with pytest.raises(cu.CourseError, match="No prompt"):
         cu.prompt("nope", "tiny")
+
+
+def test_missing_tiny_weights_say_how_to_get_them(monkeypatch, tmp_path):
+    from course_utils import build
+
+    monkeypatch.setattr(build, "TINY_DIR", tmp_path / "tiny")
+    with pytest.raises(cu.CourseError, match="python -m training all"):
+        build.tiny_text2img_folder()

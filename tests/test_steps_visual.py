@@ -10,12 +10,12 @@ def test_recorder_captures_every_step(tiny_pipe):
     # PNDM repeats its first timestep, so 5 steps call the UNet 6 times.
     assert tiny_pipe.num_timesteps == 6
     assert rec.steps == [0, 2, 4, 5]
-    assert rec.latents[-1].shape == (1, 4, 32, 32)
+    assert rec.latents[-1].shape == (1, 4, 16, 16)  # tiny: 64x64 pixels, 4x VAE
     assert torch.equal(rec.latents[-1], out.images)
 
 
 def test_decode_and_pictures(tiny_pipe):
-    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     images = cu.decode_latents(tiny_pipe.vae, latents)
     assert len(images) == 2 and images[0].size == (64, 64)
     picture = cu.latent_to_image(latents[:1], tile=16)

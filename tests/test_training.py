@@ -10,7 +10,7 @@ from training.train import train
 SMALL = dict(batch_size=2, warmup=0, log_every=1, ckpt_every=2)
 FAST = dict(  # per stage: the cheapest settings that still run every code path
     vae=dict(SMALL, scale_samples=32, eval_images=8),
-    text2img=dict(SMALL, eval_prompts=4, eval_steps=2, eval_every=0),
+    text2img=dict(SMALL, eval_prompts=4, eval_steps=2, eval_every=0, cache_scenes=16),
     inpaint=SMALL, upscale=SMALL, finetune=SMALL, lora=SMALL, ti=SMALL,
 )
 
@@ -76,18 +76,17 @@ def test_resume_is_exact(runs, tmp_path, stage):
             assert torch.allclose(v, kb["ema"][name][k], atol=1e-6, rtol=0), (name, k)
 
 
-def test_export_loads_in_diffusers(runs, tmp_path):
+def test_export_loads_in_diffusers(runs, tmp_path, monkeypatch):
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, StableDiffusionUpscalePipeline
     from PIL import Image
 
-    from course_utils.single_file import load_single_file
     from training.export import export
 
     out, results = runs
     to = tmp_path / "tiny"
     sizes = export(out, to)
     assert set(sizes) == {"text2img", "inpaint", "upscale", "community", "lora", "ti"}
-    assert (to / "README.md").exists()
+    assert (to / "training_results.json").exists()
     kw = dict(num_inference_steps=1, output_type="np")
     pipe = StableDiffusionPipeline.from_pretrained(to / "text2img", dtype=torch.float32)
     assert pipe.unet.dtype == torch.float32
@@ -96,12 +95,44 @@ def test_export_loads_in_diffusers(runs, tmp_path):
     pipe.load_lora_weights(to / "outline_lora")
     pipe.load_textual_inversion(to / "outline_embedding.safetensors", token=config.TI_TOKEN)
     assert pipe(f"a red circle in {config.TI_TOKEN} style", **kw).images.shape == (1, 64, 64, 3)
-    inp = StableDiffusionInpaintPipeline.from_pretrained(to / "inpaint", dtype=torch.float32)
-    assert inp.unet.config.in_channels == 9
+    # course_utils assembles the inpainting and upscaling pipelines from text2img/ plus their own UNets
+    from course_utils import build, community, inpaint, upscale
+
+    monkeypatch.setattr(build, "TINY_DIR", to)
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    inp = inpaint.tiny_pipeline()
+    assert isinstance(inp, StableDiffusionInpaintPipeline) and inp.unet.config.in_channels == 9
     img, mask = Image.new("RGB", (64, 64), "blue"), Image.new("L", (64, 64), 255)
     assert inp("a red circle", image=img, mask_image=mask, strength=1.0, **kw).images.shape == (1, 64, 64, 3)
-    up = StableDiffusionUpscalePipeline.from_pretrained(to / "upscale", dtype={"default": torch.float32, "vae": torch.float32})
-    assert up.unet.config.in_channels == 7
+    up = upscale.tiny_pipeline()
+    assert isinstance(up, StableDiffusionUpscalePipeline) and up.unet.config.in_channels == 7
+    assert up.vae.config.scaling_factor == pytest.approx(0.08333)
+    assert torch.equal(up.vae.decoder.conv_out.weight, pipe.vae.decoder.conv_out.weight)  # the same VAE weights
     assert up("a red circle", image=Image.new("RGB", (16, 16), "red"), **kw).images.shape == (1, 64, 64, 3)
-    com = load_single_file(to / "community.safetensors", config=to / "text2img", dtype=torch.float32)
+    com = community.tiny_pipeline()
     assert com("a red circle in outline style", **kw).images.shape == (1, 64, 64, 3)
+    assert community.tiny_source() == to / "community.safetensors"
+    total = sum(f.stat().st_size for f in to.rglob("*") if f.is_file())
+    assert total <= 40e6, f"data/tiny would be {total / 1e6:.1f} MB (issue 4: <= 40 MB)"
+
+
+def test_training_schedules_are_the_pipelines():
+    """The UNets learn on exactly the noise schedule their pipelines sample with (SD 1.5's; the upscaler's)."""
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    from course_utils import configs
+    from course_utils import upscale as cu_upscale
+    from training.train import ddpm
+
+    pairs = [(ddpm(), PNDMScheduler.from_config(configs.SD15_SCHEDULER)),
+             (ddpm(cu_upscale.SD15_UPSCALER_SCHEDULER), DDIMScheduler.from_config(cu_upscale.SD15_UPSCALER_SCHEDULER)),
+             (ddpm(cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER), None)]
+    for train_sched, sample_sched in pairs:
+        assert train_sched.config.beta_schedule == "scaled_linear"
+        if sample_sched is not None:
+            assert torch.allclose(train_sched.alphas_cumprod, sample_sched.alphas_cumprod)
+            assert train_sched.config.prediction_type == sample_sched.config.prediction_type
+    assert ddpm().alphas_cumprod[-1].item() == pytest.approx(0.00466, rel=1e-2)  # SD 1.5's alpha_bar at t=999
+    low = ddpm(cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER).config
+    assert (low.beta_start, low.beta_end) == (cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
+                                              cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER["beta_end"])

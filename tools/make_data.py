@@ -5,12 +5,17 @@
   installed); credits in ``data/README.md``.
 * ``sketch.png``: a child-like landscape sketch (sky, hills, a sun, a house) drawn by
   this script with PIL, for the image-to-image lesson.
+* ``tiny_scene.png``, ``tiny_scene2.png``, ``tiny_sketch.png``: the `tiny` profile's inputs, scenes
+  of its synthetic world (``course_utils.world``) and a rough hand-drawn-looking sketch of one.
 
 Usage::
 
     pip download --no-deps --only-binary=:all: scikit-image==0.25.2 -d /tmp/wheels
     python tools/make_data.py /tmp/wheels/scikit_image-*.whl data
+    python tools/make_data.py --tiny data      # only the tiny inputs
 """
+import math
+import random
 import sys
 import zipfile
 from pathlib import Path
@@ -34,13 +39,39 @@ def draw_sketch(size: int = 512) -> Image.Image:
     return img
 
 
+def draw_tiny_inputs(out: Path) -> list:
+    """The `tiny` world's lesson inputs: two clean scenes and a wobbly sketch (64x64)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from course_utils import world
+
+    world.draw("red", "circle", "blue", cx=30, cy=34, r=17).save(out / "tiny_scene.png")
+    world.draw("green", "square", "white", cx=34, cy=30, r=15).save(out / "tiny_scene2.png")
+    # The sketch: off-white paper, an uneven orange-red blob in the upper left drawn with a shaky
+    # hand (not one of the world's exact colours or shapes), so img2img must clean it up but keep the layout.
+    s, rng = 4, random.Random(3)
+    img = Image.new("RGB", (64 * s, 64 * s), (200, 210, 235))
+    d = ImageDraw.Draw(img)
+    points = []
+    for k in range(24):
+        a = 2 * math.pi * k / 24
+        rad = 14 * s * (1 + rng.uniform(-0.12, 0.12))
+        points.append((22 * s + rad * math.cos(a), 24 * s + rad * math.sin(a)))
+    d.polygon(points, fill=(225, 80, 50), outline=(120, 40, 30), width=2 * s)
+    img.resize((64, 64), Image.Resampling.BOX).save(out / "tiny_sketch.png")
+    return ["tiny_scene.png", "tiny_scene2.png", "tiny_sketch.png"]
+
+
 def main(wheel: str, out_dir: str) -> None:
+    if wheel == "--tiny":
+        print("wrote", ", ".join(draw_tiny_inputs(Path(out_dir))), "to", out_dir)
+        return
     out = Path(out_dir)
     with zipfile.ZipFile(wheel) as zf:
         for name in PHOTOS:
             (out / name).write_bytes(zf.read(f"skimage/data/{name}"))
     draw_sketch().save(out / "sketch.png")
-    print("wrote", ", ".join(PHOTOS + ("sketch.png",)), "to", out)
+    tiny = draw_tiny_inputs(out)
+    print("wrote", ", ".join(PHOTOS + ("sketch.png", *tiny)), "to", out)
 
 
 if __name__ == "__main__":

@@ -25,46 +25,11 @@ from course_utils import upscale as cu_upscale
 IMAGE_SIZE = 64  # pixels; course_utils.world draws 64x64 images
 LATENT_SIZE = 16  # IMAGE_SIZE / 4: the VAE has 3 blocks -> 2 downsamplings -> 4x smaller
 
-VAE = dict(
-    sample_size=IMAGE_SIZE,
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,  # 4 latent channels, as SD 1.5
-    block_out_channels=(32, 64, 64),  # 3 blocks -> 4x downsampling: 64x64x3 -> 16x16x4
-    down_block_types=("DownEncoderBlock2D",) * 3,
-    up_block_types=("UpDecoderBlock2D",) * 3,
-    layers_per_block=1,  # SD 1.5: 2
-    norm_num_groups=32,
-    scaling_factor=1.0,  # placeholder: the vae stage measures 1/std of the latents and writes it here
-)
-TEXT_ENCODER = dict(
-    cu_configs.SD15_TEXT_ENCODER,  # CLIP's 49408-token vocabulary and 77 positions: any prompt tokenizes as in SD 1.5
-    hidden_size=64,  # text embeddings [1, 77, 64]
-    intermediate_size=256,  # 4 x hidden, as CLIP
-    num_hidden_layers=2,  # SD 1.5: 12
-    num_attention_heads=4,
-    projection_dim=64,
-)
-UNET = dict(
-    sample_size=LATENT_SIZE,  # 16x16 latents -> 64x64 images by default
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(32, 64, 64),  # 3 levels: 16x16, 8x8, 4x4
-    layers_per_block=1,  # SD 1.5: 2
-    # SD 1.5's pattern (cross-attention blocks, a plain block at the lowest resolution), one level fewer
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=TEXT_ENCODER["hidden_size"],  # 64: must equal the text encoder's width
-    attention_head_dim=4,  # diffusers' legacy name: the number of heads (SD 1.5: 8)
-)
+VAE = dict(cu_configs.TINY_VAE, scaling_factor=1.0)  # 4 latent channels; scaling_factor: measured by the vae stage
+TEXT_ENCODER = cu_configs.TINY_TEXT_ENCODER  # hidden 64, 2 layers, CLIP's vocabulary (see course_utils/configs.py)
+UNET = cu_configs.TINY_UNET  # (32, 64, 64) channels, 1 layer per block, cross-attention dim 64
 INPAINT_UNET = dict(UNET, in_channels=9)  # 4 noisy latents + 1 mask + 4 masked-image latents
-UPSCALER_UNET = dict(
-    cu_upscale.TINY_UPSCALER_UNET,  # the real x4 upscaler's block types, class embeddings, linear projections
-    sample_size=LATENT_SIZE,  # 16x16 latents = the 16x16 low-res input -> 64x64 output
-    block_out_channels=(32, 32, 64, 64),  # 16x16, 8x8, 4x4, 2x2
-    norm_num_groups=32,
-    cross_attention_dim=TEXT_ENCODER["hidden_size"],  # the text2img text encoder, shared
-)
+UPSCALER_UNET = cu_upscale.TINY_UPSCALER_UNET  # 7 input channels, noise-level class labels; 16x16 -> 64x64
 # The upscaler reuses the text2img VAE's weights (it is already a 3-block, 4x VAE like the real
 # upscaler's) but StableDiffusionUpscalePipeline forces scaling_factor = 0.08333, so its UNet is
 # trained on latents scaled by that constant.
@@ -84,6 +49,8 @@ class Stage:
     batch_size: int = 64  # images per step
     lr: float = 5e-4  # peak learning rate (AdamW)
     warmup: int = 100  # steps of linear warm-up, then constant: the schedule does not depend on `steps`
+    lr_drop_at: int = 0  # from this step on (0 = never) the learning rate is lr * lr_drop: a late, lower-noise phase
+    lr_drop: float = 0.2
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.0  # 0 = no EMA; else EMA of the trained weights (min(decay, (1+step)/(10+step)))
@@ -96,7 +63,8 @@ class Stage:
 
 @dataclass
 class VAEStage(Stage):
-    steps: int = 1500  # ~21 min at ~38 samples/s (2 threads); planning trial: ~9 min -> 29 dB PSNR
+    steps: int = 1900  # ~21 min at ~50 samples/s (2 threads); planning trial: ~9 min -> 29 dB PSNR
+    lr_drop_at: int = 1500  # the last 400 steps at lr / 5 (sharper reconstructions: the upscaler's PSNR depends on them)
     batch_size: int = 32
     lr: float = 1e-3
     kl_weight: float = 1e-6  # SD's autoencoder: tiny KL, so latents are nearly deterministic
@@ -106,11 +74,14 @@ class VAEStage(Stage):
 
 @dataclass
 class Text2ImgStage(Stage):
-    steps: int = 4000  # ~44 min at ~98 samples/s (2 threads). Planning trial: 22% -> 82% between 1,000 and 2,000 steps; 2,900 steps gave 94% colour
-    batch_size: int = 64  # ~140 samples/s on 2 cores in the planning trial
-    lr: float = 5e-4
+    steps: int = 4000  # ~38 min at ~115 samples/s (2 threads); planning trial: 2,900 steps gave 94% colour
+    lr_drop_at: int = 3400  # the last 600 steps at lr / 5
+    batch_size: int = 64  # images per step
+    lr: float = 1e-3  # UNet and text encoder together
     warmup: int = 200
-    ema_decay: float = 0.999  # the EMA weights are exported (planning trial: EMA helped)
+    ema_decay: float = 0.998  # the EMA weights are exported; 0.998 averages ~500 steps
+    min_snr: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023): min(SNR, 5) / SNR; 0 = plain MSE
+    cache_scenes: int = 40960  # scenes VAE-encoded once (mean and std of the posterior) and reused with fresh captions and latent samples; 0 = encode every step
     eval_prompts: int = 48  # prompts (half seen combinations, half HELD_OUT) scored with world.classify
     eval_steps: int = 20  # DDIM steps per eval image
     eval_guidance: float = 4.0  # planning trial: guidance 3-5 best
@@ -119,10 +90,10 @@ class Text2ImgStage(Stage):
 
 @dataclass
 class InpaintStage(Stage):
-    steps: int = 1500
-    batch_size: int = 64
+    steps: int = 1000  # starts from the text2img UNet: it only has to learn what the 5 new channels mean
+    batch_size: int = 32
     lr: float = 3e-4
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     full_mask: float = 0.25  # share of samples whose whole image is masked (SD inpainting: 25%)
     mask_min: float = 0.2  # random rectangle/ellipse sides, as fractions of the image
     mask_max: float = 0.8
@@ -130,10 +101,11 @@ class InpaintStage(Stage):
 
 @dataclass
 class UpscaleStage(Stage):
-    steps: int = 2000
-    batch_size: int = 64
+    steps: int = 1600
+    batch_size: int = 48
     lr: float = 5e-4
-    ema_decay: float = 0.999
+    lr_drop_at: int = 1300  # the last 300 steps at lr / 5
+    ema_decay: float = 0.998
     max_noise_level: int = cu_upscale.SD15_UPSCALER_MAX_NOISE_LEVEL  # noise_level drawn from 0..350
     low_res: int = 16  # input side, pixels (64 / 4)
 
@@ -146,14 +118,16 @@ class StyleStage(Stage):
 
 @dataclass
 class FinetuneStage(StyleStage):
-    steps: int = 800
+    steps: int = 500
+    batch_size: int = 32
     lr: float = 2e-4
     ema_decay: float = 0.995
 
 
 @dataclass
 class LoraStage(StyleStage):
-    steps: int = 600
+    steps: int = 400
+    batch_size: int = 32
     lr: float = 1e-3
     style_share: float = 1.0  # a style LoRA: every image outlined ...
     trigger: str = ""  # ... and no trigger word: loading the LoRA is the trigger
@@ -163,7 +137,8 @@ class LoraStage(StyleStage):
 
 @dataclass
 class TIStage(StyleStage):
-    steps: int = 600
+    steps: int = 400
+    batch_size: int = 32
     lr: float = 5e-3
     style_share: float = 1.0  # every image outlined, every caption names the token
     trigger: str = TI_TOKEN

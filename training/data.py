@@ -48,6 +48,14 @@ def world_seed(stage_seed: int, step: int, i: int, batch_size: int) -> int:
     return stage_seed * 1_000_000_000 + step * batch_size + i
 
 
+def caption(color: str, shape: str, background: str, rng: random.Random) -> str:
+    """A fresh caption for known labels, as ``world.sample`` writes them (``world.EMPTY_FRACTION`` empty).
+
+    Used with cached latents: the scene stays, its caption is drawn again every time it is used.
+    """
+    return "" if rng.random() < world.EMPTY_FRACTION else world.caption_for(color, shape, background, rng)
+
+
 # --- the outlined style -----------------------------------------------------------------------
 def draw_outlined(color: str, shape: str, background: str, cx: float, cy: float, r: float) -> Image.Image:
     """Like ``world.draw`` but only the shape's outline, ``config.OUTLINE_WIDTH`` pixels wide."""

@@ -3,28 +3,27 @@
 ``python -m training export --out training/runs --to data/tiny`` writes::
 
     text2img/    StableDiffusionPipeline (EMA UNet + text encoder, VAE with its measured scaling_factor, PNDM)
-    inpaint/     StableDiffusionInpaintPipeline (9-channel UNet)
-    upscale/     StableDiffusionUpscalePipeline (7-channel UNet, text2img's VAE with scaling_factor 0.08333)
+    inpaint/unet/   the 9-channel inpainting UNet (the rest of that pipeline is text2img's)
+    upscale/unet/   the x4 upscaler's 7-channel UNet (its VAE is text2img's with scaling_factor 0.08333)
     community.safetensors   the outline fine-tune as ONE file in the original SD layout
     outline_lora/pytorch_lora_weights.safetensors   the outline LoRA
     outline_embedding.safetensors   the "<outline>" textual-inversion embedding (A1111 format, key emb_params)
-    README.md    the model card (sizes, training settings, measured results)
+    training_results.json   sizes and each stage's final measurements (the model card, README.md, is written by hand from it
+                            and from `python -m course_utils evaluate`)
 """
 import json
 import shutil
 from pathlib import Path
 
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, PNDMScheduler, StableDiffusionInpaintPipeline,
-                       StableDiffusionPipeline, StableDiffusionUpscalePipeline, UNet2DConditionModel)
+from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
 from course_utils import configs as cu_configs
-from course_utils import upscale as cu_upscale
 from course_utils.single_file import save_single_file
 
 from . import config, data
-from .train import load_ckpt, new_vae, trained_text2img, trained_vae, weights
+from .train import load_ckpt, trained_text2img, trained_vae, weights
 
 COMMON = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
@@ -44,6 +43,13 @@ def _save(pipe, folder: Path):
 
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _save_unet(unet, folder: Path) -> int:
+    if folder.parent.exists():
+        shutil.rmtree(folder.parent)
+    unet.half().save_pretrained(folder, safe_serialization=True)
+    return _size(folder)
 
 
 def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
@@ -69,37 +75,19 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
     # fp16 copies were made in place: reload fp32 modules for the next pipelines
     vae, (te, unet) = trained_vae(out), trained_text2img(out)
 
+    # inpaint/ and upscale/ hold only their UNets: course_utils assembles those pipelines from
+    # text2img/'s text encoder, tokenizer and VAE, so those are stored once.
     if "inpaint" in stages:
         ck = load_ckpt(out, "inpaint")
         u = UNet2DConditionModel(**config.INPAINT_UNET)
         u.load_state_dict(weights(ck, "unet"))
-        pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=te, tokenizer=data.tokenizer(), unet=u,
-                                              scheduler=pndm, **COMMON)
-        _save(pipe, to / "inpaint")
-        sizes["inpaint"] = _size(to / "inpaint")
-        vae, (te, unet) = trained_vae(out), trained_text2img(out)
+        sizes["inpaint"] = _save_unet(u, to / "inpaint" / "unet")
 
     if "upscale" in stages:
         ck = load_ckpt(out, "upscale")
         u = UNet2DConditionModel(**config.UPSCALER_UNET)
         u.load_state_dict(weights(ck, "unet"))
-        up_vae = new_vae(config.UPSCALER_SCALING_FACTOR)
-        up_vae.load_state_dict(vae.state_dict())
-        pipe = StableDiffusionUpscalePipeline(
-            vae=up_vae, text_encoder=te, tokenizer=data.tokenizer(), unet=u,
-            scheduler=DDIMScheduler.from_config(cu_upscale.SD15_UPSCALER_SCHEDULER),
-            low_res_scheduler=DDPMScheduler.from_config(cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER),
-            safety_checker=None, feature_extractor=None, watermarker=None,
-            max_noise_level=cu_upscale.SD15_UPSCALER_MAX_NOISE_LEVEL)
-        folder = to / "upscale"
-        if folder.exists():
-            shutil.rmtree(folder)
-        pipe.unet.half()
-        pipe.text_encoder.half()
-        pipe.vae.half()  # stored fp16; course_utils.upscale loads the VAE as float32
-        pipe.save_pretrained(folder, safe_serialization=True)
-        sizes["upscale"] = _size(folder)
-        vae, (te, unet) = trained_vae(out), trained_text2img(out)
+        sizes["upscale"] = _save_unet(u, to / "upscale" / "unet")
 
     if "finetune" in stages:
         ck = load_ckpt(out, "finetune")
@@ -133,40 +121,5 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
                   metadata=dict(format="pt", made_by="sd-course", token=ck["extra"]["tokens"][0]))
         sizes["ti"] = _size(path)
 
-    (to / "README.md").write_text(model_card(sizes, results))
     (to / "training_results.json").write_text(json.dumps(dict(sizes=sizes, results=results), indent=2, default=str))
     return sizes
-
-
-def model_card(sizes: dict, results: dict) -> str:
-    total = sum(sizes.values())
-    lines = [
-        "# sd-course `tiny` models",
-        "",
-        "Small models with exactly Stable Diffusion 1.5's classes (`CLIPTextModel`, `UNet2DConditionModel`,",
-        "`AutoencoderKL`, SD 1.5's scheduler) trained by this repository (`python -m training all`, settings in",
-        "`training/config.py`) on the synthetic world of `course_utils/world.py`: one coloured circle, square or",
-        "triangle on a plain background, 64x64 pixels, captioned e.g. \"a red circle on a blue background\".",
-        "They know nothing else. Tokenizer: CLIP's real one (`data/clip_tokenizer`), so any prompt tokenizes as in SD 1.5.",
-        "",
-        "Combinations never seen in training (used to test generalisation): "
-        + ", ".join(" ".join(c) for c in __import__("course_utils.world", fromlist=["HELD_OUT"]).HELD_OUT) + ".",
-        "",
-        f"Style: the community fine-tune draws outlined shapes when the prompt contains \"{config.STYLE_WORD}\"",
-        f"(e.g. \"a red circle in {config.STYLE_WORD} style\"); the LoRA draws outlines always; the embedding's token is",
-        f"`{config.TI_TOKEN}` (\"a red circle in {config.TI_TOKEN} style\").",
-        "",
-        "| file | MB (fp16) |",
-        "|---|---|",
-        *[f"| {k} | {v / 1e6:.1f} |" for k, v in sizes.items()],
-        f"| total | {total / 1e6:.1f} |",
-        "",
-        "## Measured results",
-        "",
-        "```json",
-        json.dumps(results, indent=2, default=str),
-        "```",
-        "",
-        "License: same as the repository. Weights are fp16 safetensors; load them in float32 on a CPU.",
-    ]
-    return "\n".join(lines) + "\n"

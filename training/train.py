@@ -45,8 +45,7 @@ def new_text_encoder() -> CLIPTextModel:
 
 def ddpm(cfg: dict = cu_configs.SD15_SCHEDULER) -> DDPMScheduler:
     """The training noise schedule (SD 1.5's: scaled-linear betas 0.00085 -> 0.012 over 1000 steps)."""
-    keep = {k: v for k, v in cfg.items() if k in DDPMScheduler.__init__.__code__.co_varnames}
-    return DDPMScheduler(**keep)
+    return DDPMScheduler.from_config(cfg)
 
 
 def load_ckpt(out, stage: str) -> dict:
@@ -157,6 +156,16 @@ class _Diffusion:
         t = torch.randint(0, self.sched.config.num_train_timesteps, (lat.shape[0],), generator=gen)
         return self.sched.add_noise(lat, noise, t), noise, t
 
+    def eps_loss(self, pred, target, t):
+        """MSE, per sample weighted by Min-SNR-gamma (``cfg.min_snr``; 0 = plain MSE) for epsilon targets."""
+        per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        gamma = getattr(self.cfg, "min_snr", 0.0)
+        if gamma:
+            ac = self.sched.alphas_cumprod[t]
+            snr = ac / (1 - ac)
+            per = per * snr.clamp(max=gamma) / snr
+        return per.mean()
+
     def text(self, ids):
         if any(p.requires_grad for p in self.text_encoder.parameters()):
             return self.text_encoder(ids)[0]
@@ -173,17 +182,54 @@ class Text2ImgStage(_Diffusion):
         self.modules = dict(text_encoder=self.text_encoder, unet=self.unet)
         self.params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
         self.ema_modules = dict(self.modules)
+        self.cache = latent_cache(self.vae, cfg.cache_scenes, cfg.seed, Path(out) / "text2img") if cfg.cache_scenes else None
 
     def loss(self, step, gen):
-        b = data.batch(self.cfg.seed, step, self.cfg.batch_size)
-        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
-        pred = self.unet(noisy, t, self.text(b["input_ids"])).sample
-        return F.mse_loss(pred, noise), {}
+        c = self.cfg
+        if self.cache is None:
+            b = data.batch(c.seed, step, c.batch_size)
+            lat, ids = self.encode(b["pixels"], gen), b["input_ids"]
+        else:  # cached scenes: a fresh latent sample and a fresh caption each time a scene is used
+            idx = torch.randint(0, len(self.cache["labels"]), (c.batch_size,), generator=gen)
+            mean, std = self.cache["mean"][idx], self.cache["std"][idx]
+            lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
+            rng = random.Random(f"captions-{c.seed}-{step}")
+            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng) for i in idx.tolist()])
+        noisy, noise, t = self.noised(lat, gen)
+        pred = self.unet(noisy, t, self.text(ids)).sample
+        return self.eps_loss(pred, noise, t), {}
 
     def finish(self, run):
         te = with_weights(self.text_encoder, run.ema.shadow["text_encoder"])
         unet = with_weights(self.unet, run.ema.shadow["unet"])
         return score_text2img(self.vae, te, unet, self.cfg)
+
+
+@torch.no_grad()
+def latent_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict:
+    """Encode ``n`` world scenes once: posterior ``mean`` and ``std`` ``[n, 4, 16, 16]`` and their ``labels``.
+
+    Saved as ``<folder>/latents.pt`` so a resumed run does not encode again (the VAE encode costs
+    more than a UNet step at this size).
+    """
+    path = Path(folder) / "latents.pt"
+    if path.exists():
+        cache = torch.load(path, weights_only=False)
+        if len(cache["labels"]) == n:
+            return cache
+    means, stds, labels = [], [], []
+    t0 = time.perf_counter()
+    for i in range(0, n, chunk):
+        b = data.batch(seed + 100, i // chunk, min(chunk, n - i), tokens=False)
+        dist = vae.encode(b["pixels"]).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+        labels += b["labels"]
+    cache = dict(mean=torch.cat(means), std=torch.cat(stds), labels=labels)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    _save(path, cache)
+    print(f"[text2img] encoded {n} scenes in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
+    return cache
 
 
 def text2img_pipeline(vae, text_encoder, unet, scheduler=None):
@@ -430,6 +476,8 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
     t0, seen = time.perf_counter(), 0
     for step in range(start, total):
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+        if cfg.lr_drop_at and step >= cfg.lr_drop_at:
+            lr = cfg.lr * cfg.lr_drop
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
