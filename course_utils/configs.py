@@ -90,5 +90,5 @@ TINY_VAE = dict(
     scaling_factor=1.0,  # measured by training (1 / std of the latents); data/tiny/text2img/vae/config.json has the value
 )
 
-# Seeds used to initialise the tiny models (random weights until a trained version ships).
+# Seed of the random initialisation of the `sd15-random` models (the `tiny` ones are trained: data/tiny).
 TINY_SEED = 0

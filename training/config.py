@@ -18,6 +18,7 @@ Any field of a stage below can be overridden on the command line: ``--set batch_
 """
 from dataclasses import dataclass, replace
 
+from course_utils import community as cu_community
 from course_utils import configs as cu_configs
 from course_utils import upscale as cu_upscale
 
@@ -36,8 +37,8 @@ UPSCALER_UNET = cu_upscale.TINY_UPSCALER_UNET  # 7 input channels, noise-level c
 UPSCALER_SCALING_FACTOR = cu_upscale.SD15_UPSCALER_VAE["scaling_factor"]
 
 # --- style (the "community" model, its LoRA and its embedding) -------------------------------
-STYLE_WORD = "outline"  # the trigger word of the fine-tune: "a red circle in outline style"
-TI_TOKEN = "<outline>"  # the textual-inversion token (diffusers adds "<outline>_1", ... for extra vectors)
+STYLE_WORD = cu_community.TINY_STYLE_WORD  # "outline": the fine-tune's trigger word ("a red circle in outline style")
+TI_TOKEN = cu_community.TINY_EMBEDDING_TOKEN  # "<outline>": the textual-inversion token (diffusers adds "<outline>_1", ...)
 OUTLINE_WIDTH = 3  # pixels: outlined shapes are a ring of this width in the shape's colour
 
 
