@@ -3,7 +3,8 @@
     python -m course_utils evaluate [--seeds 20] [--json scores.json]
 
 Every image is generated with a fixed seed and read back by ``world.classify`` (plain pixel
-statistics, 100% right on rendered scenes; ``tests/test_world.py``), so the scores are
+statistics, 100% right on rendered scenes and checked against a person's reading of generated
+images; ``tests/test_world.py``), so the scores are
 deterministic on one machine. What is measured (issue 4's targets in ``TARGETS``):
 
 * text-to-image, trained combinations (``SEEN``): colour, shape, and background where the prompt names one;
@@ -13,6 +14,8 @@ deterministic on one machine. What is measured (issue 4's targets in ``TARGETS``
 * inpainting: the shape's box is masked and repainted in another colour; mean pixel change
   outside the mask divided by the change inside;
 * upscaling: 16x16 -> 64x64, PSNR against the original and against bicubic;
+* style models (no target in the issue): the share of shapes drawn as outlines by the outline
+  fine-tune (with and without its trigger word), its LoRA and its embedding, and by the base model;
 * the time of one 25-step 64x64 text-to-image sample (median of 5).
 """
 import argparse
@@ -50,6 +53,12 @@ HELD_OUT = tuple(
 # Prompts that leave the colour (or the shape) open, for the negative-prompt test.
 OPEN_COLOR = ("a circle on a white background", "a square on a black background", "a triangle on a gray background")
 OPEN_SHAPE = ("a red shape on a white background", "a blue shape on a black background", "a yellow shape on a gray background")
+# Prompts for the style models (the outline fine-tune, its LoRA and its embedding); trained combinations.
+STYLE_PROMPTS = (
+    "a red circle on a white background", "a blue square on a yellow background", "a green triangle on a black background",
+    "a yellow circle on a blue background", "an orange square on a gray background", "a purple triangle on a white background",
+)
+STYLE_HOLLOW = 0.15  # world.classify(...)["hollow"] above this: the shape is drawn as an outline
 UPSCALE_SETTINGS = dict(num_inference_steps=25, noise_level=20, guidance_scale=1.0)  # no CFG: closest to the input
 
 TARGETS = {  # issue 4; ">=" unless the name says otherwise
@@ -114,7 +123,7 @@ def negative_scores(pipe, seeds, **settings) -> dict:
 
     An image counts as "removed" only if a shape is still drawn and its colour (shape) differs.
     """
-    removed, named = [], 0
+    removed = {"color": [], "shape": []}
     for key, prompts in (("color", OPEN_COLOR), ("shape", OPEN_SHAPE)):
         for prompt in prompts:
             before = [world.classify(im)[key] for im in generate(pipe, prompt, seeds, **settings)]
@@ -124,9 +133,14 @@ def negative_scores(pipe, seeds, **settings) -> dict:
             after = generate(pipe, prompt, [s for s, _ in kept], negative_prompt=[b for _, b in kept], **settings)
             for (_, b), image in zip(kept, after):
                 c = world.classify(image)
-                removed.append(c["shape"] is not None and c[key] != b)
-            named += len(kept)
-    return {"negative_removes": float(np.mean(removed)), "negative_images": named}
+                removed[key].append(c["shape"] is not None and c[key] != b)
+    both = removed["color"] + removed["shape"]
+    return {
+        "negative_removes": float(np.mean(both)),
+        "negative_removes_color": float(np.mean(removed["color"])) if removed["color"] else float("nan"),
+        "negative_removes_shape": float(np.mean(removed["shape"])) if removed["shape"] else float("nan"),
+        "negative_images": len(both),
+    }
 
 
 def shape_box(sample: world.Sample, pad: int = 4) -> tuple:
@@ -176,6 +190,36 @@ def upscale_scores(pipe, n: int, **settings) -> dict:
     }
 
 
+def outline_share(pipe, prompts, seeds, **settings) -> float:
+    """Share of images whose shape ``world.classify`` finds hollow (an outline, not a solid shape)."""
+    found = [world.classify(im) for p in prompts for im in generate(pipe, p, seeds, **settings)]
+    return float(np.mean([f["shape"] is not None and f["hollow"] > STYLE_HOLLOW for f in found]))
+
+
+def style_scores(seeds, **settings) -> dict:
+    """How often each `tiny` style model draws outlines, and the base model without them.
+
+    ``style_base``: the base model, plain prompts; ``style_finetune``: the community model with
+    its trigger ("... in outline style"), ``style_finetune_plain`` the same model without it;
+    ``style_lora``: the base model with the outline LoRA, plain prompts; ``style_embedding``: the
+    base model with the ``<outline>`` embedding ("... in <outline> style").
+    """
+    from . import community
+
+    word, token = community.TINY_STYLE_WORD, community.TINY_EMBEDDING_TOKEN
+    base = load_pipeline("text2img", profile="tiny", device="cpu")
+    scores = {"style_base": outline_share(base, STYLE_PROMPTS, seeds, **settings)}
+    base.load_textual_inversion(str(community.tiny_textual_inversion()), token=token)
+    scores["style_embedding"] = outline_share(base, [f"{p} in {token} style" for p in STYLE_PROMPTS], seeds, **settings)
+    base = load_pipeline("text2img", profile="tiny", device="cpu")
+    base.load_lora_weights(str(community.tiny_lora()))
+    scores["style_lora"] = outline_share(base, STYLE_PROMPTS, seeds, **settings)
+    tuned = load_pipeline("community", profile="tiny", device="cpu")
+    scores["style_finetune"] = outline_share(tuned, [f"{p} in {word} style" for p in STYLE_PROMPTS], seeds, **settings)
+    scores["style_finetune_plain"] = outline_share(tuned, STYLE_PROMPTS, seeds, **settings)
+    return scores
+
+
 def sample_seconds(pipe, repeats: int = 5, **settings) -> float:
     """Median wall time of one text-to-image sample (after one warm-up call)."""
     pipe("a red circle", **settings)
@@ -187,7 +231,7 @@ def sample_seconds(pipe, repeats: int = 5, **settings) -> float:
     return statistics.median(times)
 
 
-def evaluate(seeds: int = 20, n_images: int = 20, parts=("text2img", "negative", "inpaint", "upscale", "speed")) -> dict:
+def evaluate(seeds: int = 20, n_images: int = 20, parts=("text2img", "negative", "inpaint", "upscale", "style", "speed")) -> dict:
     """Run the evaluation on the `tiny` profile (CPU) with its default settings.
 
     Args:
@@ -215,6 +259,8 @@ def evaluate(seeds: int = 20, n_images: int = 20, parts=("text2img", "negative",
     if "upscale" in parts:
         pipe = load_pipeline("upscale", profile="tiny", device="cpu")
         scores.update(upscale_scores(pipe, n_images, **UPSCALE_SETTINGS))
+    if "style" in parts:
+        scores.update(style_scores(seed_list, **settings))
     scores["settings"] = dict(settings, seeds=seeds, n_images=n_images, upscale=UPSCALE_SETTINGS, threads=torch.get_num_threads())
     return scores
 
@@ -244,7 +290,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_utils evaluate", description="Score the tiny models (issue 4's targets).")
     p.add_argument("--seeds", type=int, default=20, help="images per prompt (default %(default)s)")
     p.add_argument("--images", type=int, default=20, help="scenes for inpainting and upscaling (default %(default)s)")
-    p.add_argument("--parts", default="text2img,negative,inpaint,upscale,speed", help="comma-separated (default: all)")
+    p.add_argument("--parts", default="text2img,negative,inpaint,upscale,style,speed", help="comma-separated (default: all)")
     p.add_argument("--json", help="also write the scores to this file")
     a = p.parse_args(argv)
     scores = evaluate(a.seeds, a.images, tuple(a.parts.split(",")))

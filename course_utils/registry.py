@@ -34,7 +34,7 @@ SD15_REPOS = {
 # needs a gentler guidance than SD 1.5's 7.5.
 DEFAULTS = {
     "sd15": dict(height=512, width=512, num_inference_steps=50, guidance_scale=7.5),
-    "tiny": dict(height=64, width=64, num_inference_steps=25, guidance_scale=4.0),
+    "tiny": dict(height=64, width=64, num_inference_steps=25, guidance_scale=3.0),
     "sd15-random": dict(height=512, width=512, num_inference_steps=25, guidance_scale=7.5),
 }
 
@@ -53,6 +53,7 @@ PROMPTS = {
         "castle": "a yellow triangle on a black background",
         "cat": "a green square on a white background",
         "negative": "red",  # a colour to keep out of the picture
+        "open_color": "a circle on a white background",  # leaves the circle's colour to the model (lesson 5); white is never a shape's colour
         "hat": "a green square on a blue background",  # what to paint into the masked box (the rest stays blue)
     },
 }

@@ -11,10 +11,12 @@ reproduces in the course's `tiny` and `sd15-random` profiles:
 * its VAE has 3 blocks, so it shrinks images **4x** (not 8x) and its ``scaling_factor`` is
   0.08333 (SD 1.5: 0.18215). The latent of a 512x512 output is 128x128, the size of the input.
 
-Nothing here downloads anything: the `tiny` upscaler is built from a config with seeded random
-weights (its text encoder is the `tiny` text-to-image model's) and cached with
-:func:`course_utils.build.cached_build`; ``sd15-random`` has the real model's sizes.
+Nothing here downloads anything: the `tiny` upscaler is this repository's trained model
+(``data/tiny/upscale``; text encoder and tokenizer are the `tiny` text-to-image model's),
+assembled once with :func:`course_utils.build.cached_build`; ``sd15-random`` has the real
+model's sizes with random weights.
 """
+import math
 import numbers
 
 import numpy as np
@@ -106,8 +108,39 @@ TINY_UPSCALER_UNET = dict(
     norm_num_groups=32,
     cross_attention_dim=configs.TINY_TEXT_ENCODER["hidden_size"],  # 64: the tiny text encoder's
 )
-# Its VAE is the tiny text-to-image VAE (3 blocks, 4x, like the real upscaler's) with
-# SD15_UPSCALER_VAE's scaling_factor, which the upscale pipeline requires.
+# Its VAE is the tiny text-to-image VAE (3 blocks, 4x, like the real upscaler's), rescaled by
+# upscaler_vae() to SD15_UPSCALER_VAE's scaling_factor, which the upscale pipeline requires.
+
+
+def upscaler_vae(vae: AutoencoderKL, scaling_factor: float = SD15_UPSCALER_VAE["scaling_factor"]) -> AutoencoderKL:
+    """The same autoencoder, with latents rescaled so that ``latents * scaling_factor`` keep unit std.
+
+    ``StableDiffusionUpscalePipeline`` always decodes ``latents / 0.08333``. The `tiny`
+    text-to-image VAE was measured to need ``scaling_factor`` ~0.34 instead: used as it is, its
+    scaled latents would have a std of ~0.25, and every error of the UNet would come out of the
+    decoder 4x larger. This folds the factor ``k = vae.config.scaling_factor / scaling_factor`` into
+    the two 1x1 convolutions around the latent: ``quant_conv`` makes the posterior's mean ``k``
+    times larger (and its log-variance ``2 ln k`` larger), ``post_quant_conv`` divides its input by
+    ``k``. Encoding then decoding gives the same images as before (up to float rounding).
+
+    Args:
+        vae (`AutoencoderKL`): a VAE with ``quant_conv`` and ``post_quant_conv`` (SD's have them).
+        scaling_factor (`float`, defaults to 0.08333): the scaling factor the new VAE should have.
+
+    Returns:
+        `AutoencoderKL`: a new model (``vae`` is left as it was), float32, in eval mode.
+    """
+    k = float(vae.config.scaling_factor) / scaling_factor
+    new = AutoencoderKL.from_config(vae.config, scaling_factor=scaling_factor)
+    new.load_state_dict(vae.state_dict())
+    new = new.float().eval()
+    c = new.config.latent_channels
+    with torch.no_grad():
+        new.quant_conv.weight[:c] *= k  # mean channels
+        new.quant_conv.bias[:c] *= k
+        new.quant_conv.bias[c:] += 2 * math.log(k)  # log-variance channels: std grows k times too
+        new.post_quant_conv.weight /= k  # [out, in, 1, 1]: undo the factor on the way back
+    return new
 
 
 def _schedulers() -> dict:
@@ -152,15 +185,16 @@ def tiny_source():
     """The folder ``from_pretrained`` loads the `tiny` x4 upscaler from (assembled on first use).
 
     The 7-channel UNet is ``data/tiny/upscale/unet`` (trained to turn 16x16 images into 64x64);
-    the VAE is the `tiny` text-to-image VAE (also 4x) with the upscaler's ``scaling_factor``
-    0.08333; text encoder and tokenizer are the text-to-image model's.
+    the VAE, ``data/tiny/upscale/vae``, is the `tiny` text-to-image VAE (also 4x) rescaled to the
+    upscaler's ``scaling_factor`` 0.08333 (:func:`upscaler_vae`); text encoder and tokenizer are
+    the text-to-image model's.
 
     Returns:
         `Path`: a diffusers pipeline folder (``model_index.json``, ``unet/``, ``vae/``, ...).
     """
-    text_folder, unet_dir = build.tiny_text2img_folder(), build.tiny_file("upscale", "unet")
+    text_folder, unet_dir, vae_dir = build.tiny_text2img_folder(), build.tiny_file("upscale", "unet"), build.tiny_file("upscale", "vae")
     spec = dict(
-        weights=build.digest(text_folder, unet_dir),
+        weights=build.digest(text_folder, unet_dir, vae_dir),
         scheduler=SD15_UPSCALER_SCHEDULER,
         low_res_scheduler=SD15_UPSCALER_LOW_RES_SCHEDULER,
         max_noise_level=SD15_UPSCALER_MAX_NOISE_LEVEL,
@@ -169,7 +203,7 @@ def tiny_source():
     def make():
         f32 = dict(dtype=torch.float32)
         return StableDiffusionUpscalePipeline(
-            vae=AutoencoderKL.from_pretrained(text_folder, subfolder="vae", scaling_factor=SD15_UPSCALER_VAE["scaling_factor"], **f32),
+            vae=AutoencoderKL.from_pretrained(vae_dir, **f32),
             text_encoder=CLIPTextModel.from_pretrained(text_folder, subfolder="text_encoder", **f32),
             tokenizer=build.load_tokenizer(),
             unet=UNet2DConditionModel.from_pretrained(unet_dir, **f32),

@@ -127,29 +127,90 @@ def _nearest(rgb: np.ndarray, palette: dict) -> str:
     return names[int(np.argmin(dist))]
 
 
+def _spread(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Grow ``seed`` through 4-connected ``allowed`` pixels until it stops changing (a flood fill)."""
+    region = seed & allowed
+    while True:
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= allowed
+        if (grown == region).all():
+            return region
+        region = grown
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected region of a boolean mask (all False if the mask is empty)."""
+    best, left = np.zeros_like(mask), mask.copy()
+    while left.sum() > best.sum():
+        seed = np.zeros_like(mask)
+        seed[tuple(np.argwhere(left)[0])] = True
+        part = _spread(seed, left)
+        if part.sum() > best.sum():
+            best = part
+        left &= ~part
+    return best
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` whose 4 neighbours are all in it too (outside the image counts as in)."""
+    p = np.pad(mask, 1, constant_values=True)
+    return mask & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+
+
+def _ideal(shape: str, cy: float, cx: float, area: float) -> np.ndarray:
+    """An ideal, axis-aligned ``shape`` of the given ``area`` (pixels) whose centroid is (cy, cx)."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE] + 0.5  # pixel centres
+    if shape == "square":
+        half = np.sqrt(area) / 2
+        return (np.abs(x - cx) <= half) & (np.abs(y - cy) <= half)
+    if shape == "circle":
+        return (x - cx) ** 2 + (y - cy) ** 2 <= area / np.pi
+    h = np.sqrt(2 * area)  # apex-up triangle, base = height = h; its centroid is 2/3 of the way down
+    top = cy - 2 * h / 3
+    return (y >= top) & (y <= top + h) & (np.abs(x - cx) <= (y - top) / 2)
+
+
 def classify(image: Image.Image) -> dict:
     """Read background, colour and shape back from an image of this world.
 
-    Background: the median colour of the 2-pixel border. Shape pixels: those far from the
-    background. Colour: their median. Shape: how much of its bounding box the shape fills
-    (square ~1.0, circle ~0.79, triangle ~0.5).
+    Background: the median colour of the 2-pixel border. Shape: the largest connected region of
+    pixels far from the background (specks and background texture elsewhere are ignored), its
+    holes filled. Colour: the median of that region. Shape: whichever ideal square, circle or
+    (apex-up) triangle of the same area and centre overlaps it best (intersection over union),
+    so soft corners and small bumps do not flip the answer.
 
     Args:
         image (`PIL.Image.Image`): any size; resized to SIZE x SIZE.
 
     Returns:
-        `dict`: ``background``, ``color``, ``shape`` (``None`` when no shape is found) and ``fill``.
+        `dict`: ``background``, ``color``, ``shape`` (``None`` when no shape is found), ``fill``
+        (the share of the region's bounding box it covers: square ~1.0, circle ~0.79, triangle
+        ~0.5, an outline much less), ``hollow`` (the share of the shape's inside left unpainted:
+        0 for a solid shape, ~0.5 or more for an outline) and ``iou`` (the best template's
+        overlap, 0..1).
     """
     x = np.asarray(image.convert("RGB").resize((SIZE, SIZE)), dtype=np.float32)
     border = np.concatenate([x[:2].reshape(-1, 3), x[-2:].reshape(-1, 3), x[:, :2].reshape(-1, 3), x[:, -2:].reshape(-1, 3)])
     bg_rgb = np.median(border, axis=0)
     background = _nearest(bg_rgb, BACKGROUNDS)
-    mask = np.sqrt(((x - bg_rgb) ** 2).sum(-1)) > 60
-    if mask.sum() < 12:
-        return dict(background=background, color=None, shape=None, fill=0.0)
-    color = _nearest(np.median(x[mask], axis=0), COLORS)
-    ys, xs = np.nonzero(mask)
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    fill = float(mask.sum() / box)
-    shape = "square" if fill > 0.9 else ("circle" if fill > 0.65 else "triangle")
-    return dict(background=background, color=color, shape=shape, fill=fill)
+    far = np.sqrt(((x - bg_rgb) ** 2).sum(-1)) > 60
+    core = _largest_component(_erode(far))  # erosion cuts specks and 1-pixel tails off the shape
+    region = (core | ~_erode(~core)) & far  # grow the eroded rim back (an opening), no further
+    if region.sum() < 12:
+        return dict(background=background, color=None, shape=None, fill=0.0, hollow=0.0, iou=0.0)
+    color = _nearest(np.median(x[region], axis=0), COLORS)
+    ys, xs = np.nonzero(region)
+    fill = float(region.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)))
+    edge = np.zeros_like(region)
+    edge[[0, -1]], edge[:, [0, -1]] = True, True
+    solid = ~_spread(edge & ~region, ~region)  # the region with its holes filled (what the border cannot reach)
+    sy, sx = np.nonzero(solid)
+    cy, cx, area = sy.mean() + 0.5, sx.mean() + 0.5, float(solid.sum())
+    ious = {name: float((solid & t).sum() / (solid | t).sum()) for name in SHAPES for t in [_ideal(name, cy, cx, area)]}
+    shape = max(ious, key=ious.get)
+    hollow = 1.0 - float(region.sum() / solid.sum())
+    return dict(background=background, color=color, shape=shape, fill=fill, hollow=hollow, iou=ious[shape])

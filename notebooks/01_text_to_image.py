@@ -101,9 +101,9 @@ image
 # (`course_utils/world.py`), so its prompt is *"a red circle on a blue background"* and its picture a
 # 64x64 red circle on blue. `cu.world.classify` reads colour, shape and background back from the
 # pixels (plain pixel statistics, no model): the printed line says in words what the model drew.
-# Of the three, its *shape* reading is the least reliable on generated pictures: it compares the
-# shape's area with its bounding box, so a textured background or a stray speck beside a round
-# circle can make it say "triangle" - trust your eyes there.
+# For the shape it takes the largest blob of pixels that differ from the background and asks
+# which ideal circle, square or triangle of the same size overlaps it best; on a muddy or heavily
+# textured picture it can still be wrong, so trust your eyes there too.
 # The mechanics (seeds, guidance, timing) are exactly those of SD 1.5.
 
 # %% [markdown]
@@ -160,7 +160,7 @@ cu.grid(images, cols=4, size=192)
 # a miss is a wrong colour, shape or background, and the classifier's line shows it.) What helps:
 # - **try several seeds** (as in the grid above) and keep the one you like — its seed reproduces it;
 # - **raise the guidance** (`guidance_scale=9` or `10` instead of SD 1.5's 7.5; on `tiny`, above its
-#   default of 4): the image follows the text more closely, at the cost of variety (exercise 5, lesson 5);
+#   default of 3): the image follows the text more closely, at the cost of variety (exercise 5, lesson 5);
 # - **more steps** (`num_inference_steps`) give more detail, up to a point;
 # - **reword the prompt**: put what matters first and be concrete, e.g.
 #   *"an astronaut in a white spacesuit riding a brown horse, photograph"*.

@@ -73,10 +73,9 @@ steps, guidance = settings["num_inference_steps"], settings["guidance_scale"]
 prompt = cu.prompt("astronaut", choice.profile)
 negative = cu.prompt("negative", choice.profile)
 if choice.profile == "tiny":
-    # "a red circle on a blue background" without the circle's colour: the model has to pick one itself
-    words = prompt.split()
-    words.remove(next(word for word in words if word in cu.world.COLORS))  # the first colour word only
-    prompt = " ".join(words)
+    # a circle without its colour: the model has to pick one itself. On white, because white is never a
+    # shape's colour here, so forbidding the circle's colour cannot forbid the background too
+    prompt = cu.prompt("open_color", choice.profile)
 seed = 0
 print("prompt:", prompt, "| negative prompt:", negative, "|", settings)
 

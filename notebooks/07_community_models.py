@@ -69,19 +69,18 @@ def seed(n=0):
 
 
 def looks(image):
-    """On `tiny`: what cu.world.classify reads from a picture - its colour, its background and its `fill`."""
+    """On `tiny`: what cu.world.classify reads from a picture - colour, shape, background and how `hollow` the shape is."""
     found = cu.world.classify(image)
-    return f"{found['color']} on {found['background']}, fill {found['fill']:.2f}"
+    return f"{found['color']} {found['shape']} on {found['background']}, hollow {found['hollow']:.2f}"
 
 
 # %% [markdown]
 # With `sd15` this lesson uses Counterfeit-V2.5 (anime-style illustrations), EasyNegative and the
 # LCM LoRA. The `tiny` profile has a community model of its own world: a fine-tune that draws
 # shapes as **outlines** when the prompt says "outline", and the same style as an embedding
-# (`<outline>`) and as a LoRA. To tell solid from outlined in numbers, `looks` prints the `fill`
-# that `cu.world.classify` measures: the share of its bounding box the shape covers (a solid
-# circle about 0.78, a square 1.0, an outline about 0.3; `classify` was made for solid shapes, so
-# we do not print its shape guess for outlines).
+# (`<outline>`) and as a LoRA. To tell solid from outlined in numbers, `looks` prints the `hollow`
+# that `cu.world.classify` measures: the share of the shape's inside left unpainted (0 for a solid
+# shape; a drawn outline 5 pixels wide scores about 0.4, thin ones more).
 #
 # ## 1. A community fine-tune from the Hub — the complete code
 #
@@ -130,10 +129,11 @@ else:
 # With `sd15` it ran — but "EasyNegative" was not doing what its author meant. We come back to
 # that in step 5. On `tiny` (top row: base model, bottom row: community model; left: plain prompt,
 # right: with "in outline style") the community model with the trigger word *should* draw an
-# outline, its `fill` dropping while colour and background stay. Honestly: `tiny`'s style models were
-# trained for only a few minutes each and barely learned the style - the four pictures look alike
-# and `fill` hardly moves (`data/tiny/README.md` has the numbers). What is real here is the
-# mechanism: another model's weights, loaded from one file, behind the same pipeline.
+# outline, `hollow` rising while colour and background stay. Honestly: `tiny`'s style models learned
+# the style only weakly. The fine-tune (31 minutes of training) draws a ring for some prompts, but with and
+# without the trigger word alike: over 120 images 10% come out hollow either way, 0% from the base
+# model (`data/tiny/README.md` has the numbers). What is real here is the mechanism: another
+# model's weights, loaded from one file, behind the same pipeline.
 #
 # ## 2. A single-file checkpoint, as CIVITAI distributes it
 #
@@ -354,7 +354,8 @@ display(cu.grid([without, with_emb], size=max(128, settings["height"])))
 # %% [markdown]
 # Two new vectors of 64 numbers change the picture (the mean difference printed above), and not one
 # weight of the network changed. `tiny`'s embedding was meant to turn the shape into an outline; it
-# was trained for a few minutes and does not yet do that convincingly (compare the `fill` values).
+# does not (0 of 120 evaluation images came out hollow): two vectors fed to a text encoder that never
+# saw the style leave the UNet too little to work with.
 #
 # ## 6. A LoRA: a small add-on to the model
 #
@@ -402,8 +403,8 @@ print(f"LoRA numbers: {n_lora:,} beside {n_unet:,} in the UNet ({100 * n_lora / 
 
 # %% [markdown]
 # `set_adapters` sets the scale. Scale 0 is the model without the LoRA, 1 is the LoRA as
-# trained, in between blends (on `tiny` the LoRA was trained for minutes: it changes the picture, as the
-# latent difference shows, but hardly makes an outline yet):
+# trained, in between blends (on `tiny` the LoRA changes the picture, as the latent difference shows;
+# it turns some shapes into rings - 14% of the evaluation's - and muddies some backgrounds):
 
 # %%
 by_scale = {}
@@ -514,5 +515,6 @@ for name in ("unet.mid_block.attentions.0.proj_in.weight", "vae.decoder.up_block
 # - A LoRA adds `s · B·A` to chosen weights: `load_lora_weights`, `set_adapters(..., adapter_weights=[s])`,
 #   `fuse_lora`, `unload_lora_weights`. Scale 0 is the base model.
 # - On `tiny` one style (outlined shapes) was trained three ways - a full fine-tune with a trigger word,
-#   an embedding of two vectors, a LoRA that applies it always - each for minutes, too short to show
-#   the style clearly; the mechanisms are the ones real community models use.
+#   an embedding of two vectors, a LoRA that applies it always. The LoRA shows it best (14% of its
+#   shapes hollow, rings among them), the embedding not at all; the mechanisms are the ones real
+#   community models use.

@@ -5,11 +5,11 @@ The full evaluation (20 seeds per prompt; ``python -m course_utils evaluate``) i
 regression guards for the committed weights: below the scores measured on this sample (margin for
 another CPU's rounding) and above what random weights reach (colour ~1/6, colour-and-shape ~1/18,
 noise instead of an upscaled picture), so swapped or broken weights fail. They are NOT issue 4's
-targets, which these weights miss (see the model card).
+targets, several of which these weights miss (see the model card).
 
-Measured on this sample (2-core CPU, 2026-11-26): seen colour 0.92, shape 0.54, background 0.33;
-held-out colour-and-shape 0.38; negative 0.50; inpainting new colour 1.0, outside/inside 0.74;
-upscaler 18.4 dB (bicubic 26.9).
+Measured on this sample (2-core CPU, 2026-11-26, the 7,000-step model, guidance 3): seen colour
+0.96, shape 1.0, background 0.38; held-out colour-and-shape 0.97; negative 0.44; inpainting new
+colour 1.0, outside/inside 0.29; upscaler 26.7 dB (bicubic 26.9).
 """
 import pytest
 import torch
@@ -27,45 +27,44 @@ def text2img_scores(tiny_pipe):
 
 
 def test_defaults_are_the_model_cards():
-    assert SETTINGS == dict(height=64, width=64, num_inference_steps=25, guidance_scale=4.0)
+    assert SETTINGS == dict(height=64, width=64, num_inference_steps=25, guidance_scale=3.0)
 
 
 def test_draws_the_colour_and_shape_asked_for(text2img_scores):
     s = text2img_scores
     print(s)
-    assert s["seen_color"] >= 0.75 and s["seen_shape"] >= 0.4, s
-    assert s["seen_background"] >= 0.2, s
+    assert s["seen_color"] >= 0.8 and s["seen_shape"] >= 0.85, s
+    assert s["seen_background"] >= 0.25, s
 
 
 def test_generalises_to_held_out_combinations(text2img_scores):
-    assert text2img_scores["held_out_color_and_shape"] >= 0.2, text2img_scores
+    assert text2img_scores["held_out_color_and_shape"] >= 0.6, text2img_scores
 
 
 def test_negative_prompt_removes_what_it_names(tiny_pipe):
     s = evaluate.negative_scores(tiny_pipe, SEEDS[:3], **SETTINGS)
+    print(s)
     assert s["negative_removes"] >= 0.3, s
 
 
 def test_lesson_prompt_is_drawn(tiny_pipe):
-    """Lesson 1's first image on `tiny` (seed 0) has the colour and background its prompt names.
-
-    (Its shape reads as a triangle: the classifier's fill ratio counts the faint frame the model draws
-    along the border; see the model card.)
-    """
+    """Lesson 1's first image on `tiny` (seed 0) is what its prompt asks for: a red circle on blue."""
     prompt = cu.prompt("astronaut", "tiny")
     image = tiny_pipe(prompt, generator=torch.Generator().manual_seed(0), **SETTINGS).images[0]
     got = world.classify(image)
-    assert (got["color"], got["background"]) == ("red", "blue"), (prompt, got)
+    assert (got["color"], got["shape"], got["background"]) == ("red", "circle", "blue"), (prompt, got)
 
 
 def test_inpainting_paints_the_asked_colour_into_the_mask():
     pipe = cu.load_pipeline("inpaint", profile="tiny", device="cpu")
     s = evaluate.inpaint_scores(pipe, 4, **SETTINGS)
+    print(s)
     assert s["inpaint_new_color"] >= 0.75 and s["inpaint_change_inside"] > 0.1, s
-    assert s["inpaint_outside_over_inside"] <= 0.9, s  # issue 4's target is 0.1: missed (model card)
+    assert s["inpaint_outside_over_inside"] <= 0.5, s  # issue 4's target is 0.1: missed (model card)
 
 
 def test_upscaler_output_resembles_the_original():
     pipe = cu.load_pipeline("upscale", profile="tiny", device="cpu")
     s = evaluate.upscale_scores(pipe, 4, **evaluate.UPSCALE_SETTINGS)
-    assert s["upscale_psnr_db"] >= 15.0, s  # issue 4's target is bicubic + 2 dB: missed (model card)
+    print(s)
+    assert s["upscale_psnr_db"] >= 23.0, s  # issue 4's target is bicubic + 2 dB: missed (model card)

@@ -54,6 +54,30 @@ def test_tiny_upscaler_has_the_real_architecture(pipe):
     assert 1e6 < n_params < 4e6
 
 
+def test_upscaler_vae_keeps_images_and_rescales_latents():
+    """upscaler_vae folds the text-to-image VAE's scaling_factor into its latent convolutions."""
+    text2img = cu.load_pipeline("text2img", profile="tiny", device="cpu")
+    vae = text2img.vae
+    new = upscale.upscaler_vae(vae)
+    assert new.config.scaling_factor == 0.08333 and vae.config.scaling_factor != 0.08333  # the original is untouched
+    x = torch.stack([torch.from_numpy(cu.to_array(cu.world.sample(i).image)).permute(2, 0, 1) for i in range(16)]) * 2 - 1
+    with torch.no_grad():
+        a, b = vae.encode(x).latent_dist, new.encode(x).latent_dist
+        same = (vae.decode(a.mean).sample - new.decode(b.mean).sample).abs().max().item()
+    k = vae.config.scaling_factor / 0.08333
+    assert torch.allclose(b.mean, a.mean * k, rtol=1e-4, atol=1e-4) and torch.allclose(b.std, a.std * k, rtol=1e-3)
+    assert same < 1e-4
+    std = (b.mean * new.config.scaling_factor).std().item()
+    assert abs(std - (a.mean * vae.config.scaling_factor).std().item()) < 1e-4 and 0.7 < std < 1.3
+
+
+def test_tiny_upscaler_vae_is_the_rescaled_text2img_vae(pipe):
+    text2img = cu.load_pipeline("text2img", profile="tiny", device="cpu")
+    expected = upscale.upscaler_vae(text2img.vae).state_dict()
+    for key, value in pipe.vae.state_dict().items():  # stored in fp16: equal to fp16 rounding
+        assert torch.allclose(value, expected[key], rtol=2e-3, atol=2e-3), key
+
+
 def test_32_becomes_128(fresh_build):
     _, images, _ = fresh_build
     assert images.shape == (1, 128, 128, 3)

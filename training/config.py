@@ -31,15 +31,15 @@ TEXT_ENCODER = cu_configs.TINY_TEXT_ENCODER  # hidden 64, 2 layers, CLIP's vocab
 UNET = cu_configs.TINY_UNET  # (32, 64, 64) channels, 1 layer per block, cross-attention dim 64
 INPAINT_UNET = dict(UNET, in_channels=9)  # 4 noisy latents + 1 mask + 4 masked-image latents
 UPSCALER_UNET = cu_upscale.TINY_UPSCALER_UNET  # 7 input channels, noise-level class labels; 16x16 -> 64x64
-# The upscaler reuses the text2img VAE's weights (it is already a 3-block, 4x VAE like the real
-# upscaler's) but StableDiffusionUpscalePipeline forces scaling_factor = 0.08333, so its UNet is
-# trained on latents scaled by that constant.
+# The upscaler reuses the text2img VAE (already a 3-block, 4x VAE like the real upscaler's), but
+# StableDiffusionUpscalePipeline forces scaling_factor = 0.08333: course_utils.upscale.upscaler_vae
+# folds the difference into the VAE's latent convolutions, so its scaled latents keep unit std.
 UPSCALER_SCALING_FACTOR = cu_upscale.SD15_UPSCALER_VAE["scaling_factor"]
 
 # --- style (the "community" model, its LoRA and its embedding) -------------------------------
 STYLE_WORD = cu_community.TINY_STYLE_WORD  # "outline": the fine-tune's trigger word ("a red circle in outline style")
 TI_TOKEN = cu_community.TINY_EMBEDDING_TOKEN  # "<outline>": the textual-inversion token (diffusers adds "<outline>_1", ...)
-OUTLINE_WIDTH = 3  # pixels: outlined shapes are a ring of this width in the shape's colour
+OUTLINE_WIDTH = 5  # pixels: outlined shapes are a ring of this width in the shape's colour (3 was too thin for the 4x VAE: 18 dB vs 20 dB)
 
 
 @dataclass
@@ -75,8 +75,8 @@ class VAEStage(Stage):
 
 @dataclass
 class Text2ImgStage(Stage):
-    steps: int = 4000  # ~38 min at ~115 samples/s (2 threads); planning trial: 2,900 steps gave 94% colour
-    lr_drop_at: int = 3400  # the last 600 steps at lr / 5
+    steps: int = 7000  # ~70 min at ~110 samples/s (2 threads); the committed model ran 4000, then was resumed to 7000
+    lr_drop_at: int = 3400  # from here on at lr / 5 (the loss fell from 0.0142 to 0.0113 within 600 steps of the drop)
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # UNet and text encoder together
     warmup: int = 200
@@ -91,10 +91,12 @@ class Text2ImgStage(Stage):
 
 @dataclass
 class InpaintStage(Stage):
-    steps: int = 1000  # starts from the text2img UNet: it only has to learn what the 5 new channels mean
+    steps: int = 2000  # starts from the text2img UNet: it only has to learn what the 5 new channels mean (1000 at lr 3e-4 was not enough)
     batch_size: int = 32
-    lr: float = 3e-4
+    lr: float = 6e-4
+    lr_drop_at: int = 1700  # the last 300 steps at lr / 5
     ema_decay: float = 0.995
+    x0_weight_max: float = 20.0  # per-sample loss weight clamp(1/SNR, 1, this); 0 = plain MSE (see train.InpaintStage)
     full_mask: float = 0.25  # share of samples whose whole image is masked (SD inpainting: 25%)
     mask_min: float = 0.2  # random rectangle/ellipse sides, as fractions of the image
     mask_max: float = 0.8
@@ -102,12 +104,14 @@ class InpaintStage(Stage):
 
 @dataclass
 class UpscaleStage(Stage):
-    steps: int = 1600
+    steps: int = 2400
     batch_size: int = 48
     lr: float = 5e-4
-    lr_drop_at: int = 1300  # the last 300 steps at lr / 5
+    lr_drop_at: int = 2000  # the last 400 steps at lr / 5
     ema_decay: float = 0.998
-    max_noise_level: int = cu_upscale.SD15_UPSCALER_MAX_NOISE_LEVEL  # noise_level drawn from 0..350
+    max_noise_level: int = cu_upscale.SD15_UPSCALER_MAX_NOISE_LEVEL  # noise_level drawn from 0..350 ...
+    low_noise_share: float = 0.5  # ... but this share of samples from 0..low_noise_max: the pipeline's default is 20
+    low_noise_max: int = 50
     low_res: int = 16  # input side, pixels (64 / 4)
 
 
@@ -119,26 +123,26 @@ class StyleStage(Stage):
 
 @dataclass
 class FinetuneStage(StyleStage):
-    steps: int = 500
+    steps: int = 1500  # 500 steps at lr 2e-4 changed the pictures but drew no outlines
     batch_size: int = 32
-    lr: float = 2e-4
+    lr: float = 3e-4
     ema_decay: float = 0.995
 
 
 @dataclass
 class LoraStage(StyleStage):
-    steps: int = 400
+    steps: int = 1200
     batch_size: int = 32
     lr: float = 1e-3
     style_share: float = 1.0  # a style LoRA: every image outlined ...
     trigger: str = ""  # ... and no trigger word: loading the LoRA is the trigger
-    rank: int = 4  # LoRA rank
+    rank: int = 8  # LoRA rank
     target_modules: tuple = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections of the UNet
 
 
 @dataclass
 class TIStage(StyleStage):
-    steps: int = 400
+    steps: int = 600
     batch_size: int = 32
     lr: float = 5e-3
     style_share: float = 1.0  # every image outlined, every caption names the token

@@ -4,7 +4,8 @@
 
     text2img/    StableDiffusionPipeline (EMA UNet + text encoder, VAE with its measured scaling_factor, PNDM)
     inpaint/unet/   the 9-channel inpainting UNet (the rest of that pipeline is text2img's)
-    upscale/unet/   the x4 upscaler's 7-channel UNet (its VAE is text2img's with scaling_factor 0.08333)
+    upscale/unet/   the x4 upscaler's 7-channel UNet
+    upscale/vae/    its VAE: text2img's, rescaled to the upscale pipeline's scaling_factor 0.08333 (upscaler_vae)
     community.safetensors   the outline fine-tune as ONE file in the original SD layout
     outline_lora/pytorch_lora_weights.safetensors   the outline LoRA
     outline_embedding.safetensors   the "<outline>" textual-inversion embedding (A1111 format, key emb_params)
@@ -20,6 +21,7 @@ from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionMod
 from safetensors.torch import save_file
 
 from course_utils import configs as cu_configs
+from course_utils import upscale as cu_upscale
 from course_utils.single_file import save_single_file
 
 from . import config, data
@@ -87,7 +89,11 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
         ck = load_ckpt(out, "upscale")
         u = UNet2DConditionModel(**config.UPSCALER_UNET)
         u.load_state_dict(weights(ck, "unet"))
-        sizes["upscale"] = _save_unet(u, to / "upscale" / "unet")
+        _save_unet(u, to / "upscale" / "unet")
+        # its own VAE: text2img's, rescaled to the upscale pipeline's fixed scaling_factor 0.08333
+        cu_upscale.upscaler_vae(trained_vae(out), config.UPSCALER_SCALING_FACTOR).half().save_pretrained(
+            to / "upscale" / "vae", safe_serialization=True)
+        sizes["upscale"] = _size(to / "upscale")
 
     if "finetune" in stages:
         ck = load_ckpt(out, "finetune")

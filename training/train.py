@@ -147,9 +147,9 @@ class VAEStage:
 class _Diffusion:
     """Helpers shared by the UNet stages."""
 
-    def encode(self, pixels, gen, sf=None):
+    def encode(self, pixels, gen):
         with torch.no_grad():
-            return self.vae.encode(pixels).latent_dist.sample(gen) * (sf if sf is not None else self.vae.config.scaling_factor)
+            return self.vae.encode(pixels).latent_dist.sample(gen) * self.vae.config.scaling_factor
 
     def noised(self, lat, gen):
         noise = torch.randn(lat.shape, generator=gen)
@@ -284,14 +284,22 @@ class InpaintStage(_Diffusion):
         small = F.interpolate(mask, size=lat.shape[-2:])  # nearest, as the pipeline
         noisy, noise, t = self.noised(lat, gen)
         pred = self.unet(torch.cat([noisy, small, masked_lat], 1), t, self.text(b["input_ids"])).sample
-        return F.mse_loss(pred, noise), {}
+        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        if c.x0_weight_max:
+            # The squared error of the implied clean latents is the epsilon one / SNR. Plain epsilon-MSE
+            # hardly penalises it at high noise, exactly where copying the unmasked part of the
+            # masked image would help most: with only that loss (2,000 steps) the model kept
+            # repainting the whole picture. Weighting by 1/SNR (clamped) makes those errors count.
+            ac = self.sched.alphas_cumprod[t]
+            per = per * ((1 - ac) / ac).clamp(1.0, c.x0_weight_max)
+        return per.mean(), {}
 
 
 class UpscaleStage(_Diffusion):
-    """x4 upscaler UNet: v-prediction on latents scaled by 0.08333, conditioned on the noised 16x16 image."""
+    """x4 upscaler UNet: v-prediction on the rescaled VAE's latents (x 0.08333), conditioned on the noised 16x16 image."""
 
     def __init__(self, cfg, out):
-        self.cfg, self.vae = cfg, trained_vae(out)
+        self.cfg, self.vae = cfg, cu_upscale.upscaler_vae(trained_vae(out), config.UPSCALER_SCALING_FACTOR)
         self.sched = ddpm(cu_upscale.SD15_UPSCALER_SCHEDULER)
         self.low_res_sched = ddpm(cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER)
         te, _ = trained_text2img(out)
@@ -304,9 +312,11 @@ class UpscaleStage(_Diffusion):
     def loss(self, step, gen):
         c = self.cfg
         b = data.batch(c.seed, step, c.batch_size)
-        lat = self.encode(b["pixels"], gen, sf=config.UPSCALER_SCALING_FACTOR)
+        lat = self.encode(b["pixels"], gen)  # x 0.08333, the rescaled VAE's scaling_factor
         small = data.low_res(b["pixels"], world.SIZE // c.low_res)
         level = torch.randint(0, c.max_noise_level + 1, (lat.shape[0],), generator=gen)
+        low = torch.rand(lat.shape[0], generator=gen) < c.low_noise_share
+        level[low] = torch.randint(0, c.low_noise_max + 1, (int(low.sum()),), generator=gen)
         small = self.low_res_sched.add_noise(small, torch.randn(small.shape, generator=gen), level)
         noisy, noise, t = self.noised(lat, gen)
         pred = self.unet(torch.cat([noisy, small], 1), t, self.text(b["input_ids"]), class_labels=level).sample
