@@ -354,8 +354,8 @@ display(cu.grid([without, with_emb], size=max(128, settings["height"])))
 # %% [markdown]
 # Two new vectors of 64 numbers change the picture (the mean difference printed above), and not one
 # weight of the network changed. `tiny`'s embedding was meant to turn the shape into an outline; it
-# does not (0 of 120 evaluation images came out hollow): two vectors fed to a text encoder that never
-# saw the style leave the UNet too little to work with.
+# does not (0 of 120 evaluation images came out hollow). Two vectors, read by a text encoder that never
+# saw the style, are probably too little for a model this small.
 #
 # ## 6. A LoRA: a small add-on to the model
 #

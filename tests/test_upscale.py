@@ -60,7 +60,7 @@ def test_upscaler_vae_keeps_images_and_rescales_latents():
     vae = text2img.vae
     new = upscale.upscaler_vae(vae)
     assert new.config.scaling_factor == 0.08333 and vae.config.scaling_factor != 0.08333  # the original is untouched
-    x = torch.stack([torch.from_numpy(cu.to_array(cu.world.sample(i).image)).permute(2, 0, 1) for i in range(16)]) * 2 - 1
+    x = text2img.image_processor.preprocess([cu.world.sample(i).image for i in range(16)])  # [16, 3, 64, 64] in [-1, 1]
     with torch.no_grad():
         a, b = vae.encode(x).latent_dist, new.encode(x).latent_dist
         same = (vae.decode(a.mean).sample - new.decode(b.mean).sample).abs().max().item()
