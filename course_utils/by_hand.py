@@ -247,3 +247,26 @@ def to_pil(images: torch.Tensor) -> list:
     from diffusers.image_processor import VaeImageProcessor
 
     return VaeImageProcessor().postprocess(images.detach(), output_type="pil")
+
+
+def tolerance(dtype: torch.dtype, reference: torch.Tensor | None = None) -> float:
+    """How close "the same" is when a by-hand result is checked against the pipeline's.
+
+    In float32 on one machine the two usually agree exactly; ``1e-4`` leaves room for other
+    maths libraries. float16 keeps about three significant digits, and on a GPU two runs of the
+    *same* pipeline can already differ by one step in the last digit (measured on an H100: lesson
+    8's blending pipeline, run twice, 0.0078 apart on latents near 10). So in half precision we
+    allow 8 last-digit steps at the reference's largest value, and at least ``1e-2``.
+
+    Args:
+        dtype (`torch.dtype`): the dtype the pipeline ran in.
+        reference (`torch.Tensor`, *optional*): the pipeline's result (e.g. latents ``[1, 4, h, w]``);
+            its largest absolute value sets the scale in half precision.
+
+    Returns:
+        `float`: the largest max-abs difference that still counts as a match.
+    """
+    if dtype == torch.float32 or dtype == torch.float64:
+        return 1e-4
+    scale = 1.0 if reference is None else max(1.0, reference.detach().abs().max().item())
+    return max(1e-2, 8 * torch.finfo(dtype).eps * scale)

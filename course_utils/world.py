@@ -41,6 +41,12 @@ HELD_OUT = (
 
 TEMPLATES_NO_BG = ("{a} {color} {shape}", "a {shape} that is {color}", "one {color} {shape}")
 TEMPLATES_BG = ("{a} {color} {shape} on {a_bg} {background} background", "{a} {color} {shape} in front of {background}")
+# Captions that leave the shape or the colour open, so "a red shape" means something and a
+# negative prompt can then rule a shape out ("a red shape", negative prompt "circle"; the
+# evaluator's ``OPEN_SHAPE`` test). Used in training only, through ``caption_for(...,
+# open_share=...)``; ``sample`` never writes them.
+TEMPLATES_OPEN_SHAPE = ("{a} {color} shape", "{a} {color} shape on {a_bg} {background} background", "something {color}")
+TEMPLATES_OPEN_COLOR = ("a {shape}", "a {shape} on {a_bg} {background} background")
 EMPTY_FRACTION = 0.1  # share of empty captions, so the model also learns the unconditional case
 
 
@@ -83,9 +89,19 @@ def draw(color: str, shape: str, background: str, cx: float, cy: float, r: float
     return img.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
-def caption_for(color: str, shape: str, background: str, rng: random.Random) -> str:
-    """A caption from one of the templates; about half name the background."""
+def caption_for(color: str, shape: str, background: str, rng: random.Random, open_share: float = 0.0) -> str:
+    """A caption from one of the templates; about half name the background.
+
+    Args:
+        color, shape, background (`str`): the scene's labels.
+        rng (`random.Random`): where the choice of template comes from.
+        open_share (`float`, defaults to 0): the share of captions that leave the shape or the
+            colour open (``TEMPLATES_OPEN_SHAPE``, ``TEMPLATES_OPEN_COLOR``); 0 draws nothing extra
+            from ``rng``, so captions stay what they were.
+    """
     words = dict(color=color, shape=shape, background=background, a=article(color), a_bg=article(background))
+    if open_share and rng.random() < open_share:
+        return rng.choice(TEMPLATES_OPEN_SHAPE if rng.random() < 0.5 else TEMPLATES_OPEN_COLOR).format(**words)
     return rng.choice(TEMPLATES_NO_BG if rng.random() < 0.5 else TEMPLATES_BG).format(**words)
 
 

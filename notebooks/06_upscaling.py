@@ -107,7 +107,7 @@ print("dtypes: unet", pipe.unet.dtype, "| vae", pipe.vae.dtype)
 # higher is closer. With `sd15` you get sharp fur and whiskers. On `tiny` the upscaler keeps the
 # shape, its colour and the background and draws sharp edges where bicubic blurs - but slightly
 # wobbly ones, not exactly where the original had them, so over 20 scenes it scores about 1 dB
-# *below* bicubic (26.5 vs 27.6 dB; `data/tiny/README.md`), on some pictures, like this one, more.
+# *below* bicubic (26.4 vs 27.6 dB; `data/tiny/README.md`), on some pictures more.
 # That is typical: PSNR rewards blur and
 # punishes invented detail that is not exactly in place, so even a good upscaler can score near or
 # below bicubic. Look at the pictures, not only the number. On `tiny`, `cu.world.classify` says
@@ -257,7 +257,7 @@ assert diff <= (1e-4 if dtype == torch.float32 else 1e-2)
 # ratio into the two 1x1 convolutions around the latent - its latents come out ~4x larger, the
 # images stay the same - so that 0.08333 is right for it too. Used as it was, the UNet would
 # have seen latents of std 0.25, and each of its errors would come out of the decoder 4x larger. The
-# first `tiny` upscaler was trained that way, and for fewer steps: 18.7 dB against this one's 26.5.)
+# first `tiny` upscaler was trained that way, and for fewer steps: 18.7 dB against this one's 26.4.)
 
 # %%
 from course_utils.configs import SD15_VAE  # SD 1.5's vae/config.json values (lesson 2 loads the file)

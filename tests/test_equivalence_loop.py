@@ -104,3 +104,12 @@ def test_decode_matches_pipeline(pipe):
     assert torch.equal(images, ref)
     pil = by_hand.to_pil(images)
     assert len(pil) == 1 and pil[0].size == (SIZE, SIZE)
+
+
+def test_tolerance_grows_with_the_latents_only_in_half_precision():
+    assert by_hand.tolerance(torch.float32) == by_hand.tolerance(torch.float32, torch.full((1, 4, 8, 8), 10.0)) == 1e-4
+    assert by_hand.tolerance(torch.float16) == 1e-2  # small values: at least 1e-2
+    big = torch.full((1, 4, 8, 8), 10.0, dtype=torch.float16)
+    one_step = (torch.nextafter(big, big * 2) - big).abs().max().item()  # one last-digit step at 10: 0.0078 (seen on an H100)
+    assert one_step < 1e-2 < 2 * one_step  # two such steps broke the old fixed 1e-2
+    assert 8 * one_step <= by_hand.tolerance(torch.float16, big) < 0.1

@@ -7,9 +7,9 @@ another CPU's rounding) and above what random weights reach (colour ~1/6, colour
 noise instead of an upscaled picture), so swapped or broken weights fail. They are NOT issue 4's
 targets, several of which these weights miss (see the model card).
 
-Measured on this sample (2-core CPU, 2026-11-26, the 7,000-step model, guidance 3): seen colour
-0.96, shape 1.0, background 0.38; held-out colour-and-shape 0.97; negative 0.44; inpainting new
-colour 1.0, outside/inside 0.29; upscaler 26.7 dB (bicubic 26.9).
+Measured on this sample (2-core CPU, 2026-11-26, the 10,000-step model, guidance 3): seen colour
+1.0, shape 1.0, background 1.0; held-out colour-and-shape 0.97; negative 0.61 (colour 1.0, shape
+0.22); inpainting new colour 1.0, outside/inside 0.067; upscaler 26.6 dB (bicubic 26.9).
 """
 import pytest
 import torch
@@ -33,18 +33,19 @@ def test_defaults_are_the_model_cards():
 def test_draws_the_colour_and_shape_asked_for(text2img_scores):
     s = text2img_scores
     print(s)
-    assert s["seen_color"] >= 0.8 and s["seen_shape"] >= 0.85, s
-    assert s["seen_background"] >= 0.25, s
+    assert s["seen_color"] >= 0.9 and s["seen_shape"] >= 0.9, s
+    assert s["seen_background"] >= 0.8, s  # the background the prompt names, not the one the seed's noise suggests
 
 
 def test_generalises_to_held_out_combinations(text2img_scores):
-    assert text2img_scores["held_out_color_and_shape"] >= 0.6, text2img_scores
+    assert text2img_scores["held_out_color_and_shape"] >= 0.85, text2img_scores
 
 
 def test_negative_prompt_removes_what_it_names(tiny_pipe):
     s = evaluate.negative_scores(tiny_pipe, SEEDS[:3], **SETTINGS)
     print(s)
-    assert s["negative_removes"] >= 0.3, s
+    assert s["negative_removes_color"] >= 0.9, s
+    assert s["negative_removes"] >= 0.4, s  # shapes are rarely removed (model card): issue 4's 0.9 is missed
 
 
 def test_lesson_prompt_is_drawn(tiny_pipe):
@@ -59,8 +60,8 @@ def test_inpainting_paints_the_asked_colour_into_the_mask():
     pipe = cu.load_pipeline("inpaint", profile="tiny", device="cpu")
     s = evaluate.inpaint_scores(pipe, 4, **SETTINGS)
     print(s)
-    assert s["inpaint_new_color"] >= 0.75 and s["inpaint_change_inside"] > 0.1, s
-    assert s["inpaint_outside_over_inside"] <= 0.5, s  # issue 4's target is 0.1: missed (model card)
+    assert s["inpaint_new_color"] >= 0.9 and s["inpaint_change_inside"] > 0.1, s
+    assert s["inpaint_outside_over_inside"] <= 0.2, s  # issue 4's target is 0.1: 0.12 on the full evaluation (model card)
 
 
 def test_upscaler_output_resembles_the_original():

@@ -10,7 +10,7 @@ from training.train import train
 SMALL = dict(batch_size=2, warmup=0, log_every=1, ckpt_every=2)
 FAST = dict(  # per stage: the cheapest settings that still run every code path
     vae=dict(SMALL, scale_samples=32, eval_images=8),
-    text2img=dict(SMALL, eval_prompts=4, eval_steps=2, eval_every=0, cache_scenes=16),
+    text2img=dict(SMALL, eval_prompts=4, eval_steps=2, eval_every=0, cache_scenes=16, refine_from=1),  # steps 1+: offset noise, open captions
     inpaint=SMALL, upscale=SMALL, finetune=SMALL, lora=SMALL, ti=SMALL,
 )
 
@@ -136,3 +136,20 @@ def test_training_schedules_are_the_pipelines():
     low = ddpm(cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER).config
     assert (low.beta_start, low.beta_end) == (cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
                                               cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER["beta_end"])
+
+
+def test_offset_noise_starts_at_refine_from():
+    """Before ``refine_from`` the noise is plain (same random numbers as a run without offset noise); from it on
+    every image and channel gets its own constant of std ``noise_offset``."""
+    from training.train import _Diffusion, ddpm
+
+    d = _Diffusion()
+    d.cfg, d.sched = config.stage_config("text2img", refine_from=5, noise_offset=0.2), ddpm()
+    lat = torch.zeros(256, 4, 16, 16)
+    plain = torch.randn(lat.shape, generator=torch.Generator().manual_seed(0))
+    _, before, t_before = d.noised(lat, torch.Generator().manual_seed(0), step=4)
+    _, after, t_after = d.noised(lat, torch.Generator().manual_seed(0), step=5)
+    assert torch.equal(before, plain) and torch.equal(t_before, t_after)
+    offset = after - plain
+    assert torch.allclose(offset, offset[..., :1, :1].expand_as(offset), atol=1e-6)  # constant over each channel
+    assert 0.15 < offset[..., 0, 0].std().item() < 0.25

@@ -26,6 +26,18 @@ def test_captions():
     assert any("background" in c for c in captions) and not any(" a orange" in c for c in captions)
 
 
+def test_open_captions_leave_the_shape_or_the_colour_out():
+    import random
+
+    plain = [world.caption_for("orange", "circle", "blue", random.Random(i)) for i in range(200)]
+    assert plain == [world.caption_for("orange", "circle", "blue", random.Random(i), open_share=0.0) for i in range(200)]
+    opened = [world.caption_for("orange", "circle", "blue", random.Random(i), open_share=1.0) for i in range(200)]
+    assert all(("orange" in c) != ("circle" in c) for c in opened)  # exactly one of the two named
+    assert {"an orange shape", "something orange", "a circle", "a circle on a blue background"} <= set(opened)
+    some = [world.caption_for("red", "square", "white", random.Random(i), open_share=0.2) for i in range(1000)]
+    assert 0.15 < sum(("red" in c) != ("square" in c) for c in some) / len(some) < 0.25
+
+
 @pytest.mark.parametrize("split", ["train", "held_out"])
 def test_classifier_reads_ground_truth(split):
     right = collections.Counter()

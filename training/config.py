@@ -52,6 +52,7 @@ class Stage:
     warmup: int = 100  # steps of linear warm-up, then constant: the schedule does not depend on `steps`
     lr_drop_at: int = 0  # from this step on (0 = never) the learning rate is lr * lr_drop: a late, lower-noise phase
     lr_drop: float = 0.2
+    lr_later: tuple = ()  # ((step, factor), ...): from each such step on the learning rate is lr * factor (replaces lr_drop)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.0  # 0 = no EMA; else EMA of the trained weights (min(decay, (1+step)/(10+step)))
@@ -60,6 +61,8 @@ class Stage:
     log_every: int = 20  # append a line to log.jsonl every this many steps
     eval_every: int = 0  # run the stage's evaluation every this many steps (0: only at the end)
     data_repeat: int = 0  # 0: new scenes every step; N: cycle through the first N batches (overfitting checks)
+    noise_offset: float = 0.0  # std of a random per-image, per-channel constant added to the noise ("offset noise"); 0 = none
+    refine_from: int = 0  # noise_offset (and text2img's open_captions) apply from this step on
 
 
 @dataclass
@@ -75,8 +78,16 @@ class VAEStage(Stage):
 
 @dataclass
 class Text2ImgStage(Stage):
-    steps: int = 7000  # ~70 min at ~110 samples/s (2 threads); the committed model ran 4000, then was resumed to 7000
+    steps: int = 10000  # ~100 min at ~110 samples/s (2 threads); the committed model ran 4000, then was resumed to 7000, then to 10000
     lr_drop_at: int = 3400  # from here on at lr / 5 (the loss fell from 0.0142 to 0.0113 within 600 steps of the drop)
+    # Steps 7000-10000 refine the 7,000-step model, whose backgrounds followed the seed rather than the
+    # prompt: on 16x16 latents the starting noise's per-channel mean still carries the picture's mean
+    # colour at the first timesteps (SD 1.5's schedule never reaches zero signal), so the model learned to read the
+    # background from the noise. Offset noise makes that mean unreliable, so the prompt has to decide.
+    refine_from: int = 7000
+    noise_offset: float = 0.2  # noise-mean std 0.21 instead of 0.0625 (1/16); backgrounds' latent means differ by ~0.5 x sqrt(alpha_bar) = 0.04 at t=961
+    open_captions: float = 0.2  # share of captions leaving the shape or colour open ("a red shape", "a circle"): from refine_from on
+    lr_later: tuple = ((7000, 0.5), (9000, 0.1))  # refine at lr / 2, the last 1000 steps at lr / 10
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # UNet and text encoder together
     warmup: int = 200
@@ -119,6 +130,7 @@ class UpscaleStage(Stage):
 class StyleStage(Stage):
     style_share: float = 0.5  # share of outlined images per batch (the rest: plain images, plain captions)
     trigger: str = STYLE_WORD  # word added to captions of outlined images ("" for none)
+    noise_offset: float = 0.2  # as text2img's refinement, so fine-tuning keeps backgrounds following the prompt
 
 
 @dataclass

@@ -151,9 +151,14 @@ class _Diffusion:
         with torch.no_grad():
             return self.vae.encode(pixels).latent_dist.sample(gen) * self.vae.config.scaling_factor
 
-    def noised(self, lat, gen):
+    def noised(self, lat, gen, step: int = 0):
+        """``(noisy, noise, t)``: ``lat`` noised at random timesteps; from ``cfg.refine_from`` on the noise
+        gets a per-image, per-channel constant of std ``cfg.noise_offset`` (offset noise)."""
         noise = torch.randn(lat.shape, generator=gen)
         t = torch.randint(0, self.sched.config.num_train_timesteps, (lat.shape[0],), generator=gen)
+        offset = getattr(self.cfg, "noise_offset", 0.0)
+        if offset and step >= self.cfg.refine_from:  # drawn after t: earlier steps keep their random numbers
+            noise = noise + offset * torch.randn((*lat.shape[:2], 1, 1), generator=gen)
         return self.sched.add_noise(lat, noise, t), noise, t
 
     def eps_loss(self, pred, target, t):
@@ -194,8 +199,9 @@ class Text2ImgStage(_Diffusion):
             mean, std = self.cache["mean"][idx], self.cache["std"][idx]
             lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
             rng = random.Random(f"captions-{c.seed}-{step}")
-            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng) for i in idx.tolist()])
-        noisy, noise, t = self.noised(lat, gen)
+            open_share = c.open_captions if step >= c.refine_from else 0.0
+            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng, open_share) for i in idx.tolist()])
+        noisy, noise, t = self.noised(lat, gen, step)
         pred = self.unet(noisy, t, self.text(ids)).sample
         return self.eps_loss(pred, noise, t), {}
 
@@ -343,7 +349,7 @@ class FinetuneStage(_Diffusion):
     def loss(self, step, gen):
         c = self.cfg
         b = data.style_batch(c.seed, step, c.batch_size, c.style_share, c.trigger, tok=self.tok())
-        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
+        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen, step)
         pred = self.unet(noisy, t, self.text(b["input_ids"])).sample
         return F.mse_loss(pred, noise), {}
 
@@ -391,7 +397,7 @@ class TIStage(FinetuneStage):
     def loss(self, step, gen):
         c = self.cfg
         b = data.style_batch(c.seed, step, c.batch_size, c.style_share, " ".join(self.tokens), tok=self.tokenizer)
-        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
+        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen, step)
         pred = self.unet(noisy, t, self.text_encoder(b["input_ids"])[0]).sample
         return F.mse_loss(pred, noise), {}
 
@@ -488,6 +494,9 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
         if cfg.lr_drop_at and step >= cfg.lr_drop_at:
             lr = cfg.lr * cfg.lr_drop
+        for at, factor in cfg.lr_later:
+            if step >= at:
+                lr = cfg.lr * factor
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
