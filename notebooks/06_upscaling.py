@@ -46,6 +46,7 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
 
 # %%
 import course_utils as cu
+from course_utils import by_hand
 
 choice = cu.setup("upscale")  # prints the profile, device and dtype this notebook runs on, and why
 
@@ -241,7 +242,7 @@ with torch.no_grad():
 
 diff = (latents - reference).abs().max().item()
 print(f"max |by hand - pipeline| = {diff:.2e}")
-assert diff <= (1e-4 if dtype == torch.float32 else 1e-2)
+assert diff <= by_hand.tolerance(dtype)  # 1e-4 in float32, 1e-2 in fp16
 
 # %% [markdown]
 # ## 5. A VAE that shrinks 4x, not 8x
