@@ -231,7 +231,10 @@ def sample_seconds(pipe, repeats: int = 5, **settings) -> float:
     return statistics.median(times)
 
 
-def evaluate(seeds: int = 20, n_images: int = 20, parts=("text2img", "negative", "inpaint", "upscale", "style", "speed")) -> dict:
+PARTS = ("text2img", "negative", "inpaint", "upscale", "style", "speed")  # what `evaluate` runs by default, in order
+
+
+def evaluate(seeds: int = 20, n_images: int = 20, parts=PARTS) -> dict:
     """Run the evaluation on the `tiny` profile (CPU) with its default settings.
 
     Args:
@@ -290,7 +293,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_utils evaluate", description="Score the tiny models (issue 4's targets).")
     p.add_argument("--seeds", type=int, default=20, help="images per prompt (default %(default)s)")
     p.add_argument("--images", type=int, default=20, help="scenes for inpainting and upscaling (default %(default)s)")
-    p.add_argument("--parts", default="text2img,negative,inpaint,upscale,style,speed", help="comma-separated (default: all)")
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default: all)")
     p.add_argument("--json", help="also write the scores to this file")
     a = p.parse_args(argv)
     scores = evaluate(a.seeds, a.images, tuple(a.parts.split(",")))

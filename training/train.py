@@ -156,7 +156,7 @@ class _Diffusion:
         gets a per-image, per-channel constant of std ``cfg.noise_offset`` (offset noise)."""
         noise = torch.randn(lat.shape, generator=gen)
         t = torch.randint(0, self.sched.config.num_train_timesteps, (lat.shape[0],), generator=gen)
-        offset = getattr(self.cfg, "noise_offset", 0.0)
+        offset = self.cfg.noise_offset  # every stage has it (config.Stage); 0 for most
         if offset and step >= self.cfg.refine_from:  # drawn after t: earlier steps keep their random numbers
             noise = noise + offset * torch.randn((*lat.shape[:2], 1, 1), generator=gen)
         return self.sched.add_noise(lat, noise, t), noise, t
