@@ -254,9 +254,12 @@ def tolerance(dtype: torch.dtype, reference: torch.Tensor | None = None) -> floa
 
     In float32 on one machine the two usually agree exactly; ``1e-4`` leaves room for other
     maths libraries. float16 keeps about three significant digits, and on a GPU two runs of the
-    *same* pipeline can already differ by one step in the last digit (measured on an H100: lesson
-    8's blending pipeline, run twice, 0.0078 apart on latents near 10). So in half precision we
-    allow 8 last-digit steps at the reference's largest value, and at least ``1e-2``.
+    *same* pipeline can differ in the last digits, and 25 steps carry such differences along
+    (measured with lesson 8's blending pipeline, same seed: on an H100 two runs 0.0078 apart on
+    latents near 10, one last-digit step; on an H200 the first run 0.030 from the next ones on
+    latents up to 2.9, about 15 steps). So in half precision we allow 32 last-digit steps at the
+    reference's largest value (about 3% of it, and 0.031 for values up to 1); a by-hand loop that
+    gets something wrong is off by far more.
 
     Args:
         dtype (`torch.dtype`): the dtype the pipeline ran in.
@@ -269,4 +272,4 @@ def tolerance(dtype: torch.dtype, reference: torch.Tensor | None = None) -> floa
     if dtype == torch.float32 or dtype == torch.float64:
         return 1e-4
     scale = 1.0 if reference is None else max(1.0, reference.detach().abs().max().item())
-    return max(1e-2, 8 * torch.finfo(dtype).eps * scale)
+    return 32 * torch.finfo(dtype).eps * scale

@@ -130,8 +130,8 @@ else:
 # that in step 5. On `tiny` (top row: base model, bottom row: community model; left: plain prompt,
 # right: with "in outline style") the community model with the trigger word *should* draw an
 # outline, `hollow` rising while colour and background stay. Honestly: `tiny`'s style models learned
-# the style only weakly. The fine-tune (32 minutes of training) draws a ring for some prompts, and
-# the trigger word adds little: over 120 images 19% come out hollow with it, 16% without, 0% from
+# the style only weakly. The fine-tune (23 minutes of training) draws a ring for some prompts, and
+# the trigger word adds little: over 120 images 22% come out hollow with it, 22% without, 0% from
 # the base model (`data/tiny/README.md` has the numbers). What is real here is the mechanism: another
 # model's weights, loaded from one file, behind the same pipeline.
 #
@@ -404,7 +404,7 @@ print(f"LoRA numbers: {n_lora:,} beside {n_unet:,} in the UNet ({100 * n_lora / 
 # %% [markdown]
 # `set_adapters` sets the scale. Scale 0 is the model without the LoRA, 1 is the LoRA as
 # trained, in between blends (on `tiny` the LoRA changes the picture, as the latent difference shows;
-# it turns some shapes into rings - 21% of the evaluation's - and muddies some backgrounds):
+# it turns some shapes into rings - 18% of the evaluation's - and muddies some backgrounds):
 
 # %%
 by_scale = {}
@@ -515,6 +515,6 @@ for name in ("unet.mid_block.attentions.0.proj_in.weight", "vae.decoder.up_block
 # - A LoRA adds `s · B·A` to chosen weights: `load_lora_weights`, `set_adapters(..., adapter_weights=[s])`,
 #   `fuse_lora`, `unload_lora_weights`. Scale 0 is the base model.
 # - On `tiny` one style (outlined shapes) was trained three ways - a full fine-tune with a trigger word,
-#   an embedding of two vectors, a LoRA that applies it always. The LoRA shows it best (21% of its
-#   shapes hollow, rings among them), the embedding not at all; the mechanisms are the ones real
+#   an embedding of two vectors, a LoRA that applies it always. The fine-tune and the LoRA show it
+#   (22% and 18% of their shapes hollow, rings among them), the embedding not at all; the mechanisms are the ones real
 #   community models use.

@@ -108,8 +108,10 @@ def test_decode_matches_pipeline(pipe):
 
 def test_tolerance_grows_with_the_latents_only_in_half_precision():
     assert by_hand.tolerance(torch.float32) == by_hand.tolerance(torch.float32, torch.full((1, 4, 8, 8), 10.0)) == 1e-4
-    assert by_hand.tolerance(torch.float16) == 1e-2  # small values: at least 1e-2
+    assert by_hand.tolerance(torch.float16) == 32 * torch.finfo(torch.float16).eps  # small values: 0.031
     big = torch.full((1, 4, 8, 8), 10.0, dtype=torch.float16)
     one_step = (torch.nextafter(big, big * 2) - big).abs().max().item()  # one last-digit step at 10: 0.0078 (seen on an H100)
     assert one_step < 1e-2 < 2 * one_step  # two such steps broke the old fixed 1e-2
-    assert 8 * one_step <= by_hand.tolerance(torch.float16, big) < 0.1
+    assert 8 * one_step <= by_hand.tolerance(torch.float16, big) < 0.5
+    seen = torch.full((1, 4, 8, 8), 2.89, dtype=torch.float16)  # lesson 8 on an H200: first run 0.030 from the next ones
+    assert 0.0303 <= by_hand.tolerance(torch.float16, seen) < 0.1

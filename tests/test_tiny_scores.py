@@ -4,12 +4,13 @@ The full evaluation (20 seeds per prompt; ``python -m course_utils evaluate``) i
 ``data/tiny/README.md``. Here a few seeds per prompt keep the run short. The thresholds are
 regression guards for the committed weights: below the scores measured on this sample (margin for
 another CPU's rounding) and above what random weights reach (colour ~1/6, colour-and-shape ~1/18,
-noise instead of an upscaled picture), so swapped or broken weights fail. They are NOT issue 4's
-targets, several of which these weights miss (see the model card).
+noise instead of an upscaled picture), so swapped or broken weights fail. Most are looser than
+issue 4's targets; the inpainting and upscaling checks use the targets' own bounds, and the
+negative-prompt target (0.9) is missed by these weights (0.83; see the model card).
 
-Measured on this sample (2-core CPU, 2026-11-26, the 10,000-step model, guidance 3): seen colour
-1.0, shape 1.0, background 1.0; held-out colour-and-shape 0.97; negative 0.61 (colour 1.0, shape
-0.22); inpainting new colour 1.0, outside/inside 0.067; upscaler 26.6 dB (bicubic 26.9).
+Measured on this sample (2-core CPU, 2026-11-27, the 13,000-step model, guidance 3): seen colour
+1.0, shape 1.0, background 1.0; held-out colour-and-shape 0.97; negative 0.89 (colour 1.0, shape
+0.78); inpainting new colour 1.0, outside/inside 0.056; upscaler 30.0 dB (bicubic 26.9).
 """
 import pytest
 import torch
@@ -45,7 +46,7 @@ def test_negative_prompt_removes_what_it_names(tiny_pipe):
     s = evaluate.negative_scores(tiny_pipe, SEEDS[:3], **SETTINGS)
     print(s)
     assert s["negative_removes_color"] >= 0.9, s
-    assert s["negative_removes"] >= 0.4, s  # shapes are rarely removed (model card): issue 4's 0.9 is missed
+    assert s["negative_removes_shape"] >= 0.5, s  # a bare shape word ("circle") removes that shape in 2 of 3 images (model card)
 
 
 def test_lesson_prompt_is_drawn(tiny_pipe):
@@ -61,11 +62,12 @@ def test_inpainting_paints_the_asked_colour_into_the_mask():
     s = evaluate.inpaint_scores(pipe, 4, **SETTINGS)
     print(s)
     assert s["inpaint_new_color"] >= 0.9 and s["inpaint_change_inside"] > 0.1, s
-    assert s["inpaint_outside_over_inside"] <= 0.2, s  # issue 4's target is 0.1: 0.12 on the full evaluation (model card)
+    assert s["inpaint_outside_over_inside"] <= 0.1, s  # issue 4's target; 0.091 on the full evaluation (model card)
 
 
 def test_upscaler_output_resembles_the_original():
     pipe = cu.load_pipeline("upscale", profile="tiny", device="cpu")
     s = evaluate.upscale_scores(pipe, 4, **evaluate.UPSCALE_SETTINGS)
     print(s)
-    assert s["upscale_psnr_db"] >= 23.0, s  # issue 4's target is bicubic + 2 dB: missed (model card)
+    assert s["upscale_psnr_db"] >= 28.0, s
+    assert s["upscale_gain_over_bicubic_db"] >= 2.0, s  # issue 4's target; +2.3 dB on the full evaluation (model card)

@@ -10,7 +10,8 @@ from training.train import train
 SMALL = dict(batch_size=2, warmup=0, log_every=1, ckpt_every=2)
 FAST = dict(  # per stage: the cheapest settings that still run every code path
     vae=dict(SMALL, scale_samples=32, eval_images=8),
-    text2img=dict(SMALL, eval_prompts=4, eval_steps=2, eval_every=0, cache_scenes=16, refine_from=1),  # steps 1+: offset noise, open captions
+    # steps 1+: offset noise, open captions and bare-word captions
+    text2img=dict(SMALL, eval_prompts=4, eval_steps=2, eval_every=0, cache_scenes=16, refine_from=1, words_from=1),
     inpaint=SMALL, upscale=SMALL, finetune=SMALL, lora=SMALL, ti=SMALL,
 )
 
@@ -153,3 +154,33 @@ def test_offset_noise_starts_at_refine_from():
     offset = after - plain
     assert torch.allclose(offset, offset[..., :1, :1].expand_as(offset), atol=1e-6)  # constant over each channel
     assert 0.15 < offset[..., 0, 0].std().item() < 0.25
+
+
+def test_restore_from_the_committed_weights(tmp_path):
+    """``python -m training restore`` turns data/tiny back into finished checkpoints: exporting them gives the
+    same fp16 tensors, and a stage continues from them (fresh optimizer)."""
+    from safetensors.torch import load_file
+
+    from course_utils import build
+    from training.export import export
+    from training.restore import STAGES, restore
+
+    torch.set_num_threads(1)
+    runs = tmp_path / "runs"
+    written = restore(runs, build.TINY_DIR)
+    assert set(written) == set(STAGES) and written["text2img"] >= 10000
+    to = tmp_path / "tiny"
+    export(runs, to, stages=["text2img", "inpaint", "upscale"])
+    for part in ("text2img/unet", "text2img/text_encoder", "text2img/vae", "inpaint/unet", "upscale/unet", "upscale/vae"):
+        (a,), (b,) = (list((d / part).glob("*.safetensors")) for d in (build.TINY_DIR, to))
+        ta, tb = load_file(a), load_file(b)
+        assert ta.keys() == tb.keys(), part
+        for k in ta:  # upscale/vae is recomputed from the rounded VAE (upscaler_vae): within one fp16 step
+            same = torch.equal(ta[k], tb[k]) if part != "upscale/vae" else torch.allclose(ta[k].float(), tb[k].float(), rtol=1e-3, atol=1e-6)
+            assert same, (part, k)
+    with pytest.raises(SystemExit, match="exists"):
+        restore(runs, build.TINY_DIR)
+    step = written["upscale"]
+    train("upscale", out=runs, steps=step + 1, resume=True, overrides=SMALL, quiet=True)
+    ck = torch.load(runs / "upscale" / "ckpt.pt", weights_only=False)
+    assert ck["step"] == step + 1 and "optimizer" in ck

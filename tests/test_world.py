@@ -38,6 +38,17 @@ def test_open_captions_leave_the_shape_or_the_colour_out():
     assert 0.15 < sum(("red" in c) != ("square" in c) for c in some) / len(some) < 0.25
 
 
+def test_word_captions_are_bare_words():
+    import random
+
+    plain = [world.caption_for("orange", "circle", "blue", random.Random(i), open_share=0.2) for i in range(200)]
+    assert plain == [world.caption_for("orange", "circle", "blue", random.Random(i), 0.2, word_share=0.0) for i in range(200)]
+    words = {world.caption_for("orange", "circle", "blue", random.Random(i), word_share=1.0) for i in range(200)}
+    assert words == {"circle", "orange", "orange circle"}  # no article, no background: as in a negative prompt
+    some = [world.caption_for("red", "square", "white", random.Random(i), word_share=0.15) for i in range(1000)]
+    assert 0.11 < sum(c in ("red", "square", "red square") for c in some) / len(some) < 0.19
+
+
 @pytest.mark.parametrize("split", ["train", "held_out"])
 def test_classifier_reads_ground_truth(split):
     right = collections.Counter()

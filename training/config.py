@@ -62,7 +62,7 @@ class Stage:
     eval_every: int = 0  # run the stage's evaluation every this many steps (0: only at the end)
     data_repeat: int = 0  # 0: new scenes every step; N: cycle through the first N batches (overfitting checks)
     noise_offset: float = 0.0  # std of a random per-image, per-channel constant added to the noise ("offset noise"); 0 = none
-    refine_from: int = 0  # noise_offset (and text2img's open_captions) apply from this step on
+    refine_from: int = 0  # noise_offset (and text2img's open_captions, upscale's refine_low_noise_share) apply from this step on
 
 
 @dataclass
@@ -78,7 +78,7 @@ class VAEStage(Stage):
 
 @dataclass
 class Text2ImgStage(Stage):
-    steps: int = 10000  # ~100 min at ~110 samples/s (2 threads); the committed model ran 4000, then was resumed to 7000, then to 10000
+    steps: int = 13000  # ~130 min at ~110 samples/s (2 threads); the committed model ran 4000, then was resumed to 7000, 10000, 11000, 13000
     lr_drop_at: int = 3400  # from here on at lr / 5 (the loss fell from 0.0142 to 0.0113 within 600 steps of the drop)
     # Steps 7000-10000 refine the 7,000-step model, whose backgrounds followed the seed rather than the
     # prompt: on 16x16 latents the starting noise's per-channel mean still carries the picture's mean
@@ -87,7 +87,14 @@ class Text2ImgStage(Stage):
     refine_from: int = 7000
     noise_offset: float = 0.2  # noise-mean std 0.21 instead of 0.0625 (1/16); backgrounds' latent means differ by ~0.5 x sqrt(alpha_bar) = 0.04 at t=961
     open_captions: float = 0.2  # share of captions leaving the shape or colour open ("a red shape", "a circle"): from refine_from on
-    lr_later: tuple = ((7000, 0.5), (9000, 0.1))  # refine at lr / 2, the last 1000 steps at lr / 10
+    lr_later: tuple = ((7000, 0.5), (9000, 0.1), (10000, 0.2))  # refine at lr / 2, 1000 steps at lr / 10, the words phase at lr / 5
+    # Steps 10000-13000 teach bare words ("circle", "red", "red circle"), the way people write
+    # negative prompts: before, the text encoder's output for the lone word "circle" differed from
+    # the empty prompt's by at most 1.0 (for "a red circle" vs "a red square": 10.6), so the
+    # negative prompt "circle" removed 7% of circles; after: 6.1, and 67%. Training only the UNet
+    # on such captions did not help (13% after 1000 steps): the text encoder has to learn them too.
+    words_from: int = 10000
+    word_captions: float = 0.25  # share of non-empty captions that are bare words, from words_from on
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # UNet and text encoder together
     warmup: int = 200
@@ -102,10 +109,10 @@ class Text2ImgStage(Stage):
 
 @dataclass
 class InpaintStage(Stage):
-    steps: int = 2000  # starts from the text2img UNet: it only has to learn what the 5 new channels mean (1000 at lr 3e-4 was not enough)
+    steps: int = 4000  # starts from the text2img UNet: it only has to learn what the 5 new channels mean (1000 at lr 3e-4 was not enough); the committed model: 2000, then resumed to 3000 and 4000
     batch_size: int = 32
     lr: float = 6e-4
-    lr_drop_at: int = 1700  # the last 300 steps at lr / 5
+    lr_later: tuple = ((1700, 0.2), (2000, 0.5), (2700, 0.2))  # 1700-2000 at lr / 5; the continuation at lr / 2, from 2700 on at lr / 5
     ema_decay: float = 0.995
     x0_weight_max: float = 20.0  # per-sample loss weight clamp(1/SNR, 1, this); 0 = plain MSE (see train.InpaintStage)
     full_mask: float = 0.25  # share of samples whose whole image is masked (SD inpainting: 25%)
@@ -115,14 +122,16 @@ class InpaintStage(Stage):
 
 @dataclass
 class UpscaleStage(Stage):
-    steps: int = 2400
+    steps: int = 4800  # the committed model: 2400 steps, then resumed to 4800 (26.4 -> 28.7 dB in the first 800 of them)
     batch_size: int = 48
     lr: float = 5e-4
-    lr_drop_at: int = 2000  # the last 400 steps at lr / 5
+    lr_later: tuple = ((2000, 0.2), (2400, 0.6), (4400, 0.12))  # 2000-2400 at lr / 5; the continuation at 0.6 lr, its last 400 steps at 0.12 lr
     ema_decay: float = 0.998
     max_noise_level: int = cu_upscale.SD15_UPSCALER_MAX_NOISE_LEVEL  # noise_level drawn from 0..350 ...
     low_noise_share: float = 0.5  # ... but this share of samples from 0..low_noise_max: the pipeline's default is 20
     low_noise_max: int = 50
+    refine_from: int = 2400  # from this step on ...
+    refine_low_noise_share: float = 1.0  # ... every sample's noise_level is drawn from 0..low_noise_max
     low_res: int = 16  # input side, pixels (64 / 4)
 
 

@@ -48,15 +48,17 @@ def world_seed(stage_seed: int, step: int, i: int, batch_size: int) -> int:
     return stage_seed * 1_000_000_000 + step * batch_size + i
 
 
-def caption(color: str, shape: str, background: str, rng: random.Random, open_share: float = 0.0) -> str:
+def caption(color: str, shape: str, background: str, rng: random.Random, open_share: float = 0.0,
+            word_share: float = 0.0) -> str:
     """A fresh caption for known labels, as ``world.sample`` writes them (``world.EMPTY_FRACTION`` empty).
 
     Used with cached latents: the scene stays, its caption is drawn again every time it is used.
-    ``open_share`` of the non-empty captions leave the shape or colour open (``world.caption_for``).
+    ``open_share`` of the non-empty captions leave the shape or colour open, ``word_share`` are
+    bare words ("circle", "red"; see ``world.caption_for``).
     """
     if rng.random() < world.EMPTY_FRACTION:
         return ""
-    return world.caption_for(color, shape, background, rng, open_share)
+    return world.caption_for(color, shape, background, rng, open_share, word_share)
 
 
 # --- the outlined style -----------------------------------------------------------------------

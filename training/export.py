@@ -55,7 +55,10 @@ def _save_unet(unet, folder: Path) -> int:
 
 
 def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
-    """Export every finished stage of ``out`` into ``to``; returns {name: bytes}."""
+    """Export every finished stage of ``out`` (or only ``stages``) into ``to``; returns {name: bytes}.
+
+    Files of stages not exported are left as they are, and so are their entries in ``training_results.json``.
+    """
     out, to = Path(out), Path(to)
     to.mkdir(parents=True, exist_ok=True)
     done = [s for s in config.STAGES if (out / s / "ckpt.pt").exists()]
@@ -127,5 +130,10 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
                   metadata=dict(format="pt", made_by="sd-course", token=ck["extra"]["tokens"][0]))
         sizes["ti"] = _size(path)
 
-    (to / "training_results.json").write_text(json.dumps(dict(sizes=sizes, results=results), indent=2, default=str))
+    old = to / "training_results.json"
+    if old.exists():  # stages not exported this time keep their entries (their files are left as they are)
+        kept = json.loads(old.read_text())
+        sizes = {**{k: v for k, v in kept["sizes"].items() if k not in stages}, **sizes}
+        results = {**{k: v for k, v in kept["results"].items() if k not in stages}, **results}
+    old.write_text(json.dumps(dict(sizes=sizes, results=results), indent=2, default=str))
     return sizes

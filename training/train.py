@@ -200,7 +200,8 @@ class Text2ImgStage(_Diffusion):
             lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
             rng = random.Random(f"captions-{c.seed}-{step}")
             open_share = c.open_captions if step >= c.refine_from else 0.0
-            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng, open_share) for i in idx.tolist()])
+            word_share = c.word_captions if step >= c.words_from else 0.0
+            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng, open_share, word_share) for i in idx.tolist()])
         noisy, noise, t = self.noised(lat, gen, step)
         pred = self.unet(noisy, t, self.text(ids)).sample
         return self.eps_loss(pred, noise, t), {}
@@ -321,7 +322,8 @@ class UpscaleStage(_Diffusion):
         lat = self.encode(b["pixels"], gen)  # x 0.08333, the rescaled VAE's scaling_factor
         small = data.low_res(b["pixels"], world.SIZE // c.low_res)
         level = torch.randint(0, c.max_noise_level + 1, (lat.shape[0],), generator=gen)
-        low = torch.rand(lat.shape[0], generator=gen) < c.low_noise_share
+        share = c.refine_low_noise_share if step >= c.refine_from else c.low_noise_share
+        low = torch.rand(lat.shape[0], generator=gen) < share
         level[low] = torch.randint(0, c.low_noise_max + 1, (int(low.sum()),), generator=gen)
         small = self.low_res_sched.add_noise(small, torch.randn(small.shape, generator=gen), level)
         noisy, noise, t = self.noised(lat, gen)
@@ -469,14 +471,17 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
     if ck is not None:
         for k, m in stage.modules.items():
             m.load_state_dict(ck["modules"][k])
-        opt.load_state_dict(ck["optimizer"])
-        run.ema.shadow = ck["ema"]
-        torch.set_rng_state(ck["rng"]["torch"])
-        random.setstate(ck["rng"]["python"])
-        np.random.set_state(ck["rng"]["numpy"])
+        if cfg.ema_decay:
+            run.ema.shadow = ck["ema"]
+        if "optimizer" in ck:
+            opt.load_state_dict(ck["optimizer"])
+            torch.set_rng_state(ck["rng"]["torch"])
+            random.setstate(ck["rng"]["python"])
+            np.random.set_state(ck["rng"]["numpy"])
+        # else: a checkpoint written by `restore` (exported weights only): a fresh AdamW, the seeds' RNG states
         start = ck["step"]
         if not quiet:
-            print(f"[{name}] resuming at step {start}")
+            print(f"[{name}] resuming at step {start}" + ("" if "optimizer" in ck else f" from weights restored from {ck.get('restored_from')}"))
     (run.dir / "config.json").write_text(json.dumps(dict(stage=name, steps=total, settings=asdict(cfg),
                                                          threads=torch.get_num_threads()), indent=2, default=str))
 
