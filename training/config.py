@@ -94,7 +94,7 @@ class Text2ImgStage(Stage):
     # negative prompt "circle" removed 7% of circles; after: 6.1, and 67%. Training only the UNet
     # on such captions did not help (13% after 1000 steps): the text encoder has to learn them too.
     words_from: int = 10000
-    word_captions: float = 0.25  # share of non-empty captions that are bare words, from words_from on
+    word_captions: float = 0.25  # share of non-empty captions that are bare words, from words_from on (drawn first: open_captions applies to the rest)
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # UNet and text encoder together
     warmup: int = 200

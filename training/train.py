@@ -471,8 +471,7 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
     if ck is not None:
         for k, m in stage.modules.items():
             m.load_state_dict(ck["modules"][k])
-        if cfg.ema_decay:
-            run.ema.shadow = ck["ema"]
+        run.ema.shadow = ck["ema"]
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
             torch.set_rng_state(ck["rng"]["torch"])
