@@ -54,6 +54,7 @@ PROMPTS = {
         "cat": "a green square on a white background",
         "negative": "red",  # a colour to keep out of the picture
         "open_color": "a circle on a white background",  # leaves the circle's colour to the model (lesson 5); white is never a shape's colour
+        "open_shape": "a red shape on a white background",  # leaves the shape to the model (lesson 5, exercise 4)
         "hat": "a green square on a blue background",  # what to paint into the masked box (the rest stays blue)
     },
 }

@@ -340,7 +340,7 @@ cu.grid(swept, cols=4, size=192)
 # the picture follows the prompt only as closely as that plain prediction does — often loosely. Raising
 # it pushes the picture away from "any image" towards the prompt: cleaner colours and shapes, less
 # variety. Too high overshoots (harsh, oversaturated colours); a model as small as `tiny`
-# overshoots sooner, which is why its default is 4 rather than SD 1.5's 7.5.
+# overshoots sooner, which is why its default is 3 rather than SD 1.5's 7.5.
 
 # %% [markdown]
 # ## Summary

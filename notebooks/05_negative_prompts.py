@@ -25,6 +25,7 @@
 # - what a negative prompt is: the text that *replaces the empty prompt* in classifier-free guidance;
 # - how to build it by hand and get exactly the pipeline's `negative_prompt=` result;
 # - what `guidance_scale` does, from 1 (no guidance) to 12;
+# - when during sampling a negative prompt acts, switched off part-way with `callback_on_step_end`;
 # - what happens to a prompt longer than 77 tokens (which words are cut) and one way past the limit;
 # - answers to "Prompt longer than 77 tokens" and "Why doesn't the image match my text?".
 
@@ -44,7 +45,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 
 import course_utils as cu
-from course_utils import by_hand, long_prompt
+from course_utils import by_hand, evaluate, long_prompt
 
 choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
 
@@ -179,7 +180,7 @@ cu.grid([sketch] + pictures, cols=3, size=192)
 # `guidance_scale` is `w` above. At `w = 1` the formula reduces to `ε(x_t, c)`: diffusers then skips
 # the unconditional half of the batch entirely (the UNet sees a batch of 1, and a negative prompt has no
 # effect). Larger `w` follows the text more strictly; too large gives harsh, over-saturated colours.
-# SD 1.5's usual range is 7–8; `tiny`'s default is 4 (`settings` above): a model this small
+# SD 1.5's usual range is 7–8; `tiny`'s default is 3 (`settings` above): a model this small
 # follows its text at a gentler guidance. Compare what `classify` reads at each scale.
 
 # %%
@@ -199,7 +200,66 @@ if choice.profile == "tiny":
 cu.grid(sweep_pictures, cols=len(scales), size=192)
 
 # %% [markdown]
-# ## 5. Prompts longer than 77 tokens
+# ## 5. When does a negative prompt act?
+#
+# A sampler settles the big things first, colours and layout, and spends its later steps on
+# detail. A negative prompt can only steer what is still undecided. To see when that is, give the
+# negative prompt to the first `k` steps only and the empty prompt to the rest.
+# `callback_on_step_end` runs after every step and may hand back new tensors for the next one; with
+# guidance on, its `prompt_embeds` is the stacked batch `[negative, prompt]` of section 2, so after
+# step `k` we swap its first half for the empty prompt's embedding (`empty`, section 3). diffusers'
+# documentation uses the same hook to switch guidance off part-way through a run.
+# The callback runs once per entry of `pipe.scheduler.timesteps`; PNDM, SD 1.5's default scheduler,
+# has one entry more than `num_inference_steps` (it repeats its first timestep).
+
+# %%
+def negative_for_first(k):
+    """A ``callback_on_step_end`` that replaces the negative prompt by the empty prompt after step ``k``."""
+
+    def callback(pipeline, i, t, tensors):
+        if i + 1 != k:  # i counts from 0: after step k, i == k - 1
+            return {}
+        negative_half, prompt_half = tensors["prompt_embeds"].chunk(2)
+        return {"prompt_embeds": torch.cat([empty.expand_as(negative_half), prompt_half])}
+
+    return callback
+
+
+calls = len(pipe.scheduler.timesteps)  # set by the last run: the callback runs once per timestep
+print(f"{steps} inference steps -> {calls} timesteps, {pipe.scheduler.timesteps[:4].tolist()} ...")
+windows = sorted({0, 2, 4, 6, 10, calls})  # timesteps that get the negative prompt; 0: none, `calls`: all
+window_latents = []
+for k in windows:
+    if k == 0:
+        window_latents.append(plain)  # section 2, no negative prompt
+    elif k == calls:
+        window_latents.append(with_negative)  # section 2, the negative prompt at every step
+    else:
+        window_latents.append(generate(prompt=prompt, negative_prompt=negative, callback_on_step_end=negative_for_first(k),
+                                       callback_on_step_end_tensor_inputs=["prompt_embeds"]))
+window_pictures = cu.decode_latents(pipe.vae, torch.cat(window_latents))
+for k, latents, picture in zip(windows, window_latents, window_pictures):
+    line = f"negative prompt for the first {k:2d} of {calls} timesteps: max latent change vs none {(latents - plain).abs().max():.3f}"
+    if choice.profile == "tiny":
+        drawn = cu.world.classify(picture)
+        line += f" | {drawn['color']} {drawn['shape']} on {drawn['background']}"
+    print(line)
+cu.grid(window_pictures, cols=len(windows), size=192)
+
+# %% [markdown]
+# Left to right: the negative prompt for the first 0, 2, 4, 6, 10 timesteps, then for all of them. On
+# `tiny` two timesteps with the negative prompt leave the picture nearly as it was. From about four
+# on, the picture changes (size, position), and the colour moves away from the forbidden one step
+# by step: it ends somewhere else only if the negative prompt keeps acting. Which colour the circle
+# gets instead can differ between windows: a negative prompt only says what *not* to draw. With
+# `sd15`, read the printed changes the same way: how much of the full effect the first `k` steps
+# already carry.
+#
+# So a negative prompt can only move what is still movable while it acts. Things the starting
+# noise has already settled are hard to remove: on `tiny`, shapes more than colours (exercise 4).
+
+# %% [markdown]
+# ## 6. Prompts longer than 77 tokens
 #
 # CLIP's text encoder has 77 positions: `<|startoftext|>` + **75 content tokens** + `<|endoftext|>`.
 # The pipeline cuts everything after the 75th token — silently, except for a logged warning. Here is
@@ -260,7 +320,7 @@ cu.grid(cu.decode_latents(pipe.vae, torch.cat(long_images)), cols=2, size=256)
 # was lost; `long_prompt_embeds` + `prompt_embeds=` keeps everything.
 
 # %% [markdown]
-# ## 6. "Why doesn't the image match my text?"
+# ## 7. "Why doesn't the image match my text?"
 #
 # - **One seed is one sample** (lesson 1): a missing astronaut (on `tiny`: a wrong colour) may
 #   appear with the next seed.
@@ -284,6 +344,9 @@ cu.grid(cu.decode_latents(pipe.vae, torch.cat(long_images)), cols=2, size=256)
 # 3. Guidance in numbers: at the first step, compute `ε_∅`, `ε_neg` and `ε_text` with the UNet and
 #    check that the pipeline's guided prediction with the negative prompt is
 #    `ε_neg + w · (ε_text − ε_neg)` — not `ε_∅ + w · (ε_text − ε_∅)`.
+# 4. On `tiny`, forbid the *shape* instead of the colour: ask for a red shape without saying which
+#    (`cu.prompt("open_shape", "tiny")`), and for 8 seeds name the shape drawn in the negative prompt.
+#    How often does it change? Compare with forbidding the colour, as in section 2.
 
 # %% [markdown]
 # ### Solution 1
@@ -340,6 +403,41 @@ hook.remove()  # done looking at the UNet's inputs
 # (up to float rounding of a batch of 3 instead of 2).
 
 # %% [markdown]
+# ### Solution 4
+#
+# Seed by seed: draw without a negative prompt, read what was drawn, then forbid exactly that
+# (`evaluate.generate` makes one image per seed with one generator each, so seed `s` starts
+# from the same noise in both calls). The same for the colour of section 2's prompt.
+
+# %%
+if choice.profile == "tiny":
+    seeds = list(range(8))
+    rows = []
+    for name, key in (("open_color", "color"), ("open_shape", "shape")):
+        open_prompt = cu.prompt(name, choice.profile)
+        before = [cu.world.classify(im)[key] for im in evaluate.generate(pipe, open_prompt, seeds, **settings)]
+        forbidden = [b or "" for b in before]  # "": nothing was drawn, nothing to forbid
+        after_images = evaluate.generate(pipe, open_prompt, seeds, negative_prompt=forbidden, **settings)
+        after = [cu.world.classify(im)[key] for im in after_images]
+        changed = [b is not None and a not in (None, b) for b, a in zip(before, after)]
+        print(f"{open_prompt!r}, negative prompt = the {key} drawn: changed in {sum(changed)} of {len(seeds)} seeds")
+        print("   ", ", ".join(f"{b} -> {a}" for b, a in zip(before, after)))
+        rows.append(after_images)
+    display(cu.grid(rows[0] + rows[1], cols=len(seeds), size=96))  # top: colour forbidden, bottom: shape forbidden
+else:
+    print("cu.world.classify only reads tiny's world; on", choice.profile, "compare the pictures by eye instead.")
+
+# %% [markdown]
+# A colour is easy to forbid: it covers the whole shape and is settled early, and the negative
+# prompt moves it every time. A shape is harder: circle, square and triangle of the same size
+# differ only at their edges, and once the starting noise has made a round blob, the prompt and
+# the negative prompt ("circle") both predict a circle, so their difference, which is all that
+# guidance adds, hardly points away from it. The evaluator measures the same on 20 seeds per
+# prompt: named colours removed in all images, named shapes in about two thirds (`data/tiny/README.md`).
+# Look at the backgrounds too: a negative prompt pushes away from everything its own picture
+# would have, not only from the word you meant.
+
+# %% [markdown]
 # ## Summary
 # - A negative prompt is encoded like any prompt and **replaces the empty prompt** in
 #   classifier-free guidance: `ε = ε_neg + w·(ε_text − ε_neg)`; by hand == pipeline.
@@ -347,4 +445,7 @@ hook.remove()  # done looking at the UNet's inputs
 #   usual range; very high values distort.
 # - CLIP reads 75 content tokens; the pipeline drops the rest with a warning (`which_tokens_are_cut`
 #   shows them). Chunked embeddings (`long_prompt_embeds` → `prompt_embeds=`) are one way past it.
+# - A negative prompt can only move what is still undecided while it acts: the first timesteps
+#   alone do almost nothing, and what the starting noise has settled (on `tiny`: large shapes) is
+#   hard to remove. `callback_on_step_end` can switch it off after any timestep.
 # - Image not matching the text: try seeds, guidance, a negative prompt, a shorter prompt.
