@@ -1,8 +1,9 @@
 """Negative-prompt diagnosis: per prompt, shape removal; bare words alone. Optional ckpt to swap in."""
-import sys, json, collections, torch, numpy as np
+import sys, json, collections, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[4]))  # the repository root
 from course_utils import evaluate as ev, world
 from course_utils.registry import DEFAULTS, load_pipeline
+from training.train import weights  # a checkpoint's EMA weights
 import argparse
 p = argparse.ArgumentParser(); p.add_argument("--ckpt"); p.add_argument("--seeds", default="0-19"); p.add_argument("--g", type=float, nargs="*")
 p.add_argument("--threads", type=int, default=1); p.add_argument("--full", action="store_true")
@@ -12,9 +13,8 @@ lo, hi = map(int, a.seeds.split("-")); seeds = list(range(lo, hi + 1))
 pipe = load_pipeline("text2img", profile="tiny", device="cpu"); pipe.set_progress_bar_config(disable=True)
 if a.ckpt:
     ck = torch.load(a.ckpt, map_location="cpu", weights_only=False)
-    w = lambda n: ck["ema"].get(n) or ck["modules"][n]
-    pipe.text_encoder.load_state_dict({k: v.to(pipe.text_encoder.dtype) for k, v in w("text_encoder").items()})
-    pipe.unet.load_state_dict({k: v.to(pipe.unet.dtype) for k, v in w("unet").items()})
+    pipe.text_encoder.load_state_dict(weights(ck, "text_encoder"))
+    pipe.unet.load_state_dict(weights(ck, "unet"))
     print("ckpt step", ck["step"])
 settings = dict(DEFAULTS["tiny"])
 for g in (a.g or [settings["guidance_scale"]]):

@@ -3,12 +3,13 @@ import sys, json, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[4]))  # the repository root
 from course_utils import evaluate as ev
 from course_utils.registry import DEFAULTS, load_pipeline
-from diffusers import PNDMScheduler, DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+from training.train import weights  # a checkpoint's EMA weights
+from diffusers import PNDMScheduler, DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler
 torch.set_num_threads(int(sys.argv[1])); seeds = list(range(int(sys.argv[2]), int(sys.argv[3])))
 pipe = load_pipeline("text2img", profile="tiny", device="cpu"); pipe.set_progress_bar_config(disable=True)
 if len(sys.argv) > 4:
-    ck = torch.load(sys.argv[4], map_location="cpu", weights_only=False); w = lambda n: ck["ema"].get(n) or ck["modules"][n]
-    pipe.text_encoder.load_state_dict(w("text_encoder")); pipe.unet.load_state_dict(w("unet")); print("step", ck["step"])
+    ck = torch.load(sys.argv[4], map_location="cpu", weights_only=False)
+    pipe.text_encoder.load_state_dict(weights(ck, "text_encoder")); pipe.unet.load_state_dict(weights(ck, "unet")); print("step", ck["step"])
 base = pipe.scheduler.config
 variants = {
     "pndm_leading": PNDMScheduler.from_config(base),
