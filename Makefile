@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make course   - run every notebook headless on the default profile -> build/ (+ a table)
 #   make test     - unit tests, every notebook through nbval on `tiny`, equivalence tests
+#   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.course-installed
 
-.PHONY: course test install sync clean
+.PHONY: course test test-fast install sync clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,14 @@ install: $(STAMP)
 course: $(STAMP)
 	$(PY) -m course_utils course --out build
 
+TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1
+
 test: $(STAMP)
-	COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -q
+
+# The unit tests without the slow ones (notebooks, full evaluations, training runs): under a minute.
+test-fast: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
 
 # After editing a notebook's .py (or .ipynb), bring its pair up to date.
 sync: $(STAMP)

@@ -5,53 +5,83 @@ The notebooks import everything from here::
     import course_utils as cu
     choice = cu.setup()                   # prints profile, device, dtype and why
     pipe = cu.load_pipeline("text2img")   # the right model for this machine
+
+Importing the package is cheap and changes nothing global: each name below is imported from
+its module the first time it is used (so ``import course_utils`` does not import torch or
+diffusers), and only :func:`setup` installs warning filters. The layers, bottom up:
+
+* ``errors``, ``paths``, ``device`` - the basics;
+* ``models`` - the model layer: architectures, where weights come from, builders, the registry;
+* ``world``, ``scores`` - `tiny`'s synthetic world, its classifier, and the one text-to-image scorer;
+* lesson modules - one mechanism each: ``by_hand``, ``img2img``, ``inpaint``, ``upscale``,
+  ``long_prompt``, ``community``, ``single_file``, ``visual``, ``steps``, ``images``;
+* ``notebook`` (``setup``), ``evaluate``, ``cli`` - what notebooks and commands call.
 """
-import logging
-import os
-import warnings
+from .errors import CourseError
 
-# transformers 5 says once that CLIPImageProcessor "requires torchvision" and falls back to its PIL
-# twin. The course does not install torchvision off Colab (it pulls a multi-GB CUDA torch), and the
-# PIL processor does the same job for the safety checker: drop just that note.
-logging.getLogger("transformers.utils.import_utils").addFilter(
-    lambda record: "requires torchvision (not installed)" not in record.getMessage()
-)
+_DEVICE = ("DEVICES", "describe_device", "get_device", "get_dtype")
+_IMAGES = ("check_size", "load_image", "round_size", "to_rgb")
+_REGISTRY = ("ROLES", "Choice", "choose", "load_pipeline", "model_source")
+_PROFILES = ("PROFILES", "default_settings", "image_name", "prompt")
+_HUB = ("SD15_REPOS", "resolve_model")
+_VISUAL = ("decode_latents", "grid", "latent_to_image", "step_slider", "to_array")
 
-from . import by_hand, community, img2img, inpaint, long_prompt, single_file, upscale, world
-from .device import DEVICES, CourseError, describe_device, get_device, get_dtype
-from .images import check_size, load_image, round_size, to_rgb
-from .registry import (
-    PROFILES,
-    ROLES,
-    SD15_REPOS,
-    Choice,
-    choose,
-    default_settings,
-    image_name,
-    load_pipeline,
-    model_source,
-    prompt,
-    resolve_model,
-    setup,
-)
-from .steps import LatentRecorder
-from .visual import decode_latents, grid, latent_to_image, step_slider, to_array
 
-if os.environ.get("COURSE_STRICT_WARNINGS"):
-    # Set by `make test`: any deprecation coming from the libraries (or from notebook code
-    # calling them) becomes an error, so an outdated API fails the test run.
-    warnings.filterwarnings("error", category=FutureWarning)
-    warnings.filterwarnings("error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|__main__)")
-# Not an outdated API of ours: torch 2.13's Tensor.__array__ lacks numpy 2's `copy` keyword, which
-# numpy reports when diffusers' schedulers (DPM-Solver, Euler, ...) call np.array on a tensor.
-warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning)
+def __getattr__(name: str):
+    """Import a public name (or lesson module) on first use: ``cu.grid`` imports ``course_utils.visual``."""
+    if name in _DEVICE:
+        from . import device as module
+    elif name in _IMAGES:
+        from . import images as module
+    elif name in _REGISTRY:
+        from .models import registry as module
+    elif name in _PROFILES:
+        from .models import profiles as module
+    elif name in _HUB:
+        from .models import hub as module
+    elif name in _VISUAL:
+        from . import visual as module
+    elif name == "LatentRecorder":
+        from . import steps as module
+    elif name == "setup":
+        from . import notebook as module
+    # lesson modules and the world, as attributes: cu.world.classify(...), cu.by_hand.denoise(...)
+    # (`import course_utils.x`, not `from . import x`: the latter asks this very function first)
+    elif name == "by_hand":
+        import course_utils.by_hand as value
+        return value
+    elif name == "community":
+        import course_utils.community as value
+        return value
+    elif name == "img2img":
+        import course_utils.img2img as value
+        return value
+    elif name == "inpaint":
+        import course_utils.inpaint as value
+        return value
+    elif name == "long_prompt":
+        import course_utils.long_prompt as value
+        return value
+    elif name == "single_file":
+        import course_utils.single_file as value
+        return value
+    elif name == "upscale":
+        import course_utils.upscale as value
+        return value
+    elif name == "world":
+        import course_utils.world as value
+        return value
+    elif name == "models":
+        import course_utils.models as value
+        return value
+    else:
+        raise AttributeError(f"module 'course_utils' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
 
 __all__ = [
-    "by_hand", "community", "img2img", "inpaint", "long_prompt", "single_file", "upscale", "world",
-    "DEVICES", "CourseError", "describe_device", "get_device", "get_dtype",
-    "check_size", "load_image", "round_size", "to_rgb",
-    "PROFILES", "ROLES", "SD15_REPOS", "Choice", "choose", "default_settings", "image_name", "load_pipeline", "model_source",
-    "prompt",
-    "resolve_model", "setup",
-    "LatentRecorder", "decode_latents", "grid", "latent_to_image", "step_slider", "to_array",
+    "CourseError", *_DEVICE, *_IMAGES, *_REGISTRY, *_PROFILES, *_HUB, *_VISUAL, "LatentRecorder", "setup",
+    "by_hand", "community", "img2img", "inpaint", "long_prompt", "single_file", "upscale", "world", "models",
 ]

@@ -1,5 +1,8 @@
 """Stable Diffusion by hand: the pipeline's steps as plain functions (the reference the lessons match).
 
+Lesson 03 derives these: §3 the text embeddings, §4 the starting noise x_T, §5 the loop, §7 the check
+against the pipeline; lesson 02, §6 encodes and decodes with the VAE by hand.
+
 ``StableDiffusionPipeline.__call__`` does, in order (diffusers 0.42, same numbering as its source)::
 
     c        = encode_text(tokenizer, text_encoder, prompt)            # 3. text embedding  [B, 77, hidden]
@@ -23,12 +26,14 @@ from typing import Callable
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-__all__ = ["encode_text", "initial_latents", "denoise", "encode", "decode", "to_pil", "guidance_enabled"]
+__all__ = ["encode_text", "initial_latents", "denoise", "encode", "decode", "to_pil", "guidance_enabled", "tolerance"]
 
 
 @torch.no_grad()
 def encode_text(tokenizer, text_encoder, prompt: str | list[str]) -> torch.Tensor:
     """Turn a prompt into the text embedding ``c`` that conditions the UNet (as ``pipe.encode_prompt`` does).
+
+    Lesson 03, §3 writes this out (lesson 02, §5 runs the text encoder alone); used again in lessons 04, 05, 08.
 
     1. tokenize: pad (with CLIP's end token) or cut to ``tokenizer.model_max_length`` = 77 tokens;
     2. run CLIP's text transformer; its last hidden state is the embedding.
@@ -71,6 +76,8 @@ def initial_latents(
 ) -> torch.Tensor:
     """The starting point x_T: Gaussian noise, scaled as the scheduler expects (the pipeline's ``prepare_latents``).
 
+    Lesson 03, §4 draws x_T by hand; §8 uses this for other schedulers; used again in lessons 05, 08.
+
     1. draw ``randn`` with diffusers' ``randn_tensor`` (a CPU generator draws on the CPU, then moves to ``device``,
        so a seed gives the same noise on every device);
     2. multiply by ``scheduler.init_noise_sigma`` (1.0 for PNDM/DDIM/DPM-Solver, about 14.6 for Euler).
@@ -99,7 +106,17 @@ def initial_latents(
 
 
 def guidance_enabled(unet, guidance_scale: float) -> bool:
-    """Whether classifier-free guidance runs (as the pipeline decides): ``w > 1`` and no guidance-embedding UNet."""
+    """Whether classifier-free guidance runs (as the pipeline decides): ``w > 1`` and no guidance-embedding UNet.
+
+    The condition behind lesson 03, §5's guidance step (lesson 05, §1 explains guidance); `denoise` asks it.
+
+    Args:
+        unet (`UNet2DConditionModel`): its ``config.time_cond_proj_dim`` is set for guidance-embedding UNets.
+        guidance_scale (`float`): w.
+
+    Returns:
+        `bool`: `True` when the UNet runs on the unconditional and the text batch.
+    """
     return guidance_scale > 1 and getattr(unet.config, "time_cond_proj_dim", None) is None
 
 
@@ -129,6 +146,10 @@ def denoise(
     eta: float = 0.0,
 ) -> torch.Tensor:
     """The denoising loop: from x_t down to x_0, one ``scheduler.step`` per timestep (the pipeline's step 7).
+
+    Lesson 03, §5 writes this loop out (§7 checks it against the pipeline, §8 swaps the scheduler); this is the
+    reference the equality checks use. Used again in lessons 04 (§4, a tail of the timesteps), 05 (§3, a
+    negative prompt as ``uncond``) and 08 (§4, ``extra_channels``).
 
     For each timestep t:
 
@@ -202,6 +223,9 @@ def denoise(
 def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pixels to scaled latents with the VAE encoder, as img2img and inpainting pipelines do.
 
+    Lesson 02, §6 encodes a photo by hand; ``img2img.encode_image`` (lesson 04, §4) and ``inpaint.encode_image``
+    (lesson 08, §3) call this.
+
     1. ``vae.encode`` gives a Gaussian per latent cell; draw a *sample* from it with ``generator``
        (diffusers' ``retrieve_latents(..., sample_mode="sample")``);
     2. multiply by ``vae.config.scaling_factor`` (0.18215 for SD 1.5).
@@ -224,6 +248,9 @@ def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) 
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """Latents back to pixels with the VAE decoder (undoing the scaling factor first).
 
+    Lesson 02, §6 decodes by hand, as lesson 03, §7 does for the loop's result; used again in lesson 08 (§4, §6)
+    and by ``visual.decode_latents``.
+
     Args:
         vae (`AutoencoderKL`): the pipeline's VAE.
         latents (`torch.Tensor`): ``[batch, 4, h, w]``, scaled latents as the UNet sees them.
@@ -238,6 +265,8 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
 def to_pil(images: torch.Tensor) -> list:
     """Images in [-1, 1] (from `decode`) to PIL images, as the pipeline's ``image_processor.postprocess`` does.
 
+    Lesson 02, §6 writes its own ``to_pil``; this one is used in lesson 08 (§4, §6) and by ``visual.decode_latents``.
+
     Args:
         images (`torch.Tensor`): ``[batch, 3, H, W]``.
 
@@ -251,6 +280,9 @@ def to_pil(images: torch.Tensor) -> list:
 
 def tolerance(dtype: torch.dtype, reference: torch.Tensor | None = None) -> float:
     """How close "the same" is when a by-hand result is checked against the pipeline's.
+
+    Lesson 02 (§5, §8) first compares with it, lesson 03, §7 explains it for the loop; every later lesson's
+    by-hand check uses it (lessons 04 §4, 05 §3, 06 §4, 07, 08 §3-4).
 
     In float32 on one machine the two usually agree exactly; ``1e-4`` leaves room for other
     maths libraries. float16 keeps about three significant digits, and on a GPU two runs of the

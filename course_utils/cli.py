@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .models.hub import SD15_REPOS
 from .paths import NOTEBOOKS_DIR, ROOT
 
 CHOICE_RE = re.compile(r"course_utils: (?:role=\S+ )?profile=(\S+) device=(\S+)")
@@ -46,7 +47,7 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             data = output.get("data", {})
-            images += sum(1 for k in data if k.startswith("image/"))
+            images += any(k.startswith("image/") for k in data)  # one picture may come as PNG and JPEG
             text = output.get("text", "") or data.get("text/plain", "")
             match = CHOICE_RE.search(text)
             if match and profile == "?":
@@ -77,41 +78,46 @@ def course(args) -> int:
 
 def download(args) -> int:
     """Download a profile's Hub models into a plain folder to copy to an offline machine."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
-    from .registry import FP16_VARIANTS, SD15_REPOS
+    from .models import hub
 
     if args.profile != "sd15":
         print(f"Only the sd15 profile downloads anything; {args.profile!r} is built offline.")
         return 0
-    repos = sorted(set(SD15_REPOS.values())) if not args.role else [SD15_REPOS[r] for r in args.role]
+    repos = sorted(set(SD15_REPOS.values())) if not args.role else sorted({SD15_REPOS[r] for r in args.role})
+    jobs = []
     for repo in repos:
-        target = Path(args.to) / repo
-        print(f"downloading {repo} -> {target}", flush=True)
         # Configs and the weights the course loads on a GPU: the fp16 variant where the repo has one,
         # else the components' safetensors (not the repo's big single-file checkpoints at the top level).
-        weights = "*fp16.safetensors" if repo in FP16_VARIANTS else "*/*.safetensors"
-        snapshot_download(repo, local_dir=target, allow_patterns=["*.json", "*.txt", "*.model", weights])
+        weights = "*fp16.safetensors" if repo in hub.FP16_VARIANTS else "*/*.safetensors"
+        patterns = ["*.json", "*.txt", "*.model", weights]
+        jobs.append((repo, f"{repo} -> {Path(args.to) / repo}",
+                     lambda repo=repo, patterns=patterns: snapshot_download(repo, local_dir=Path(args.to) / repo, allow_patterns=patterns)))
     if not args.role or "community" in args.role:
-        from huggingface_hub import hf_hub_download
-
-        from . import community
-
         # Single files lesson 07 loads: the CIVITAI-style checkpoint, EasyNegative, and a LoRA.
         for repo, filename, repo_type in (
-            (community.COUNTERFEIT_REPO, community.COUNTERFEIT_FILE, "model"),
-            (community.EASYNEGATIVE_REPO, community.EASYNEGATIVE_FILE, "dataset"),
-            (community.SD15_LORA_REPO, "pytorch_lora_weights.safetensors", "model"),
+            (hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE, "model"),
+            (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, "dataset"),
+            (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE, "model"),
         ):
-            print(f"downloading {repo}/{filename}", flush=True)
-            hf_hub_download(repo, filename, repo_type=repo_type, local_dir=Path(args.to) / repo)
+            jobs.append((repo, f"{repo}/{filename}",
+                         lambda repo=repo, filename=filename, repo_type=repo_type: hf_hub_download(
+                             repo, filename, repo_type=repo_type, local_dir=Path(args.to) / repo)))
+    for repo, what, fetch in jobs:
+        print(f"downloading {what}", flush=True)
+        try:
+            fetch()
+        except Exception as err:  # offline, DNS failure, proxy, missing repo, ...
+            print(hub.unreachable_message(repo, err), file=sys.stderr)
+            return 1
     print(f"done. Copy {args.to} to the offline machine and set COURSE_MODELS_DIR={Path(args.to).resolve()}")
     return 0
 
 
 def info(args) -> int:
     """Print what the course would choose on this machine."""
-    from .registry import choose
+    from .models.registry import choose
 
     print("course_utils:", choose())
     for var in ("COURSE_PROFILE", "COURSE_DEVICE", "COURSE_MODELS_DIR", "COURSE_CACHE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE"):
@@ -129,7 +135,8 @@ def main(argv=None) -> None:
     p = sub.add_parser("download", help="download models into a folder for offline use")
     p.add_argument("profile", choices=["sd15"])
     p.add_argument("--to", required=True, help="target folder; later set COURSE_MODELS_DIR to it")
-    p.add_argument("--role", action="append", help="only this role's model (repeatable)")
+    p.add_argument("--role", action="append", choices=list(SD15_REPOS),
+                   help="only this role's model (repeatable)")
     p.set_defaults(func=download)
     p = sub.add_parser("info", help="show the profile and device the course would use")
     p.set_defaults(func=info)

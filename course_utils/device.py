@@ -7,11 +7,9 @@ import os
 
 import torch
 
+from .errors import CourseError
+
 DEVICES = ("cuda", "mps", "cpu")
-
-
-class CourseError(RuntimeError):
-    """An error the learner can fix; its message says how."""
 
 
 def get_device() -> str:

@@ -7,10 +7,11 @@ statistics, 100% right on rendered scenes and checked against a person's reading
 images; ``tests/test_world.py``), so the scores are
 deterministic on one machine. What is measured (issue 4's targets in ``TARGETS``):
 
-* text-to-image, trained combinations (``SEEN``): colour, shape, and background where the prompt names one;
+* text-to-image, trained combinations (``scores.SEEN``): colour, shape, and background where the prompt names one;
 * text-to-image, ``world.HELD_OUT`` combinations (never trained on): colour and shape both right;
 * negative prompts: seed by seed, the colour (or shape) an image has without a negative prompt is
-  named in the negative prompt; the share of images where it is then gone;
+  named in the negative prompt; the share of images where it is then gone (the text-to-image and
+  negative-prompt scorers are ``course_utils.scores``', shared with ``training/``);
 * inpainting: the shape's box is masked and repainted in another colour; mean pixel change
   outside the mask divided by the change inside;
 * upscaling: 16x16 -> 64x64, PSNR against the original and against bicubic;
@@ -29,30 +30,12 @@ from PIL import Image
 
 from . import world
 from .inpaint import region_change
-from .registry import DEFAULTS, load_pipeline
+from .models import tiny
+from .models.profiles import DEFAULTS
+from .models.registry import load_pipeline
+from .scores import generate, negative_scores, text2img_scores  # the text-to-image scores, shared with training/
 from .upscale import low_res_input, psnr
 
-# (prompt, colour, shape, background or None): trained combinations, every colour and shape, half naming a background
-SEEN = (
-    ("a red circle", "red", "circle", None),
-    ("an orange square", "orange", "square", None),
-    ("a yellow triangle", "yellow", "triangle", None),
-    ("a green circle", "green", "circle", None),
-    ("a blue square", "blue", "square", None),
-    ("a purple triangle", "purple", "triangle", None),
-    ("a red square on a white background", "red", "square", "white"),
-    ("an orange triangle on a blue background", "orange", "triangle", "blue"),
-    ("a yellow circle on a black background", "yellow", "circle", "black"),
-    ("a green square on a gray background", "green", "square", "gray"),
-    ("a blue triangle on a red background", "blue", "triangle", "red"),
-    ("a purple circle on a yellow background", "purple", "circle", "yellow"),
-)
-HELD_OUT = tuple(
-    (f"{world.article(c)} {c} {s} on {world.article(b)} {b} background", c, s, b) for c, s, b in world.HELD_OUT
-)
-# Prompts that leave the colour (or the shape) open, for the negative-prompt test.
-OPEN_COLOR = ("a circle on a white background", "a square on a black background", "a triangle on a gray background")
-OPEN_SHAPE = ("a red shape on a white background", "a blue shape on a black background", "a yellow shape on a gray background")
 # Prompts for the style models (the outline fine-tune, its LoRA and its embedding); trained combinations.
 STYLE_PROMPTS = (
     "a red circle on a white background", "a blue square on a yellow background", "a green triangle on a black background",
@@ -72,75 +55,6 @@ TARGETS = {  # issue 4; ">=" unless the name says otherwise
     "sample_seconds": 0.5,  # <=
 }
 LOWER_IS_BETTER = ("inpaint_outside_over_inside", "sample_seconds")
-
-
-def generate(pipe, prompt: str, seeds, negative_prompt: str | list | None = None, **settings) -> list:
-    """One image per seed for ``prompt``; seed ``s`` always starts from the same latents.
-
-    Args:
-        pipe: a text-to-image pipeline.
-        prompt (`str`): the prompt.
-        seeds (`list[int]`): one image per seed (one generator each, so results are seed-matched
-            between calls with and without a negative prompt).
-        negative_prompt (`str` or `list[str]`, *optional*): one for all, or one per seed.
-        **settings: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
-
-    Returns:
-        `list[PIL.Image.Image]`.
-    """
-    seeds = list(seeds)
-    if isinstance(negative_prompt, str):
-        negative_prompt = [negative_prompt] * len(seeds)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    return pipe([prompt] * len(seeds), negative_prompt=negative_prompt, generator=generators, **settings).images
-
-
-def text2img_scores(pipe, seeds, **settings) -> dict:
-    """Colour/shape/background accuracy on ``SEEN`` and colour-and-shape accuracy on ``HELD_OUT``."""
-    rows = {"seen": [], "held_out": []}
-    for split, prompts in (("seen", SEEN), ("held_out", HELD_OUT)):
-        for prompt, color, shape, background in prompts:
-            for image in generate(pipe, prompt, seeds, **settings):
-                c = world.classify(image)
-                rows[split].append((c["color"] == color, c["shape"] == shape,
-                                    None if background is None else c["background"] == background))
-    seen, held = rows["seen"], rows["held_out"]
-    named = [r[2] for r in seen if r[2] is not None]
-    return {
-        "seen_color": float(np.mean([r[0] for r in seen])),
-        "seen_shape": float(np.mean([r[1] for r in seen])),
-        "seen_background": float(np.mean(named)),
-        "seen_all": float(np.mean([r[0] and r[1] and r[2] is not False for r in seen])),
-        "held_out_color": float(np.mean([r[0] for r in held])),
-        "held_out_shape": float(np.mean([r[1] for r in held])),
-        "held_out_color_and_shape": float(np.mean([r[0] and r[1] for r in held])),
-        "held_out_background": float(np.mean([r[2] for r in held])),
-    }
-
-
-def negative_scores(pipe, seeds, **settings) -> dict:
-    """Seed by seed: name the colour (shape) an image has in the negative prompt; is it gone?
-
-    An image counts as "removed" only if a shape is still drawn and its colour (shape) differs.
-    """
-    removed = {"color": [], "shape": []}
-    for key, prompts in (("color", OPEN_COLOR), ("shape", OPEN_SHAPE)):
-        for prompt in prompts:
-            before = [world.classify(im)[key] for im in generate(pipe, prompt, seeds, **settings)]
-            kept = [(s, b) for s, b in zip(seeds, before) if b is not None]
-            if not kept:
-                continue
-            after = generate(pipe, prompt, [s for s, _ in kept], negative_prompt=[b for _, b in kept], **settings)
-            for (_, b), image in zip(kept, after):
-                c = world.classify(image)
-                removed[key].append(c["shape"] is not None and c[key] != b)
-    both = removed["color"] + removed["shape"]
-    return {
-        "negative_removes": float(np.mean(both)),
-        "negative_removes_color": float(np.mean(removed["color"])) if removed["color"] else float("nan"),
-        "negative_removes_shape": float(np.mean(removed["shape"])) if removed["shape"] else float("nan"),
-        "negative_images": len(both),
-    }
 
 
 def shape_box(sample: world.Sample, pad: int = 4) -> tuple:
@@ -204,15 +118,13 @@ def style_scores(seeds, **settings) -> dict:
     ``style_lora``: the base model with the outline LoRA, plain prompts; ``style_embedding``: the
     base model with the ``<outline>`` embedding ("... in <outline> style").
     """
-    from . import community
-
-    word, token = community.TINY_STYLE_WORD, community.TINY_EMBEDDING_TOKEN
+    word, token = tiny.STYLE_WORD, tiny.EMBEDDING_TOKEN
     base = load_pipeline("text2img", profile="tiny", device="cpu")
     scores = {"style_base": outline_share(base, STYLE_PROMPTS, seeds, **settings)}
-    base.load_textual_inversion(str(community.tiny_textual_inversion()), token=token)
+    base.load_textual_inversion(str(tiny.embedding_file()), token=token)
     scores["style_embedding"] = outline_share(base, [f"{p} in {token} style" for p in STYLE_PROMPTS], seeds, **settings)
     base = load_pipeline("text2img", profile="tiny", device="cpu")
-    base.load_lora_weights(str(community.tiny_lora()))
+    base.load_lora_weights(str(tiny.lora_folder()))
     scores["style_lora"] = outline_share(base, STYLE_PROMPTS, seeds, **settings)
     tuned = load_pipeline("community", profile="tiny", device="cpu")
     scores["style_finetune"] = outline_share(tuned, [f"{p} in {word} style" for p in STYLE_PROMPTS], seeds, **settings)

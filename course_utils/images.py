@@ -1,4 +1,4 @@
-"""Load and check the images the lessons feed to pipelines.
+"""Load and check the images the lessons feed to pipelines (lesson 04, §5; used from lesson 02 on).
 
 Every image the course passes to a pipeline goes through :func:`load_image`, so a learner's
 own file in an odd mode (RGBA, grayscale, palette, CMYK) or size gets a clear conversion
@@ -9,7 +9,7 @@ from pathlib import Path
 import diffusers.utils
 from PIL import Image
 
-from .device import CourseError
+from .errors import CourseError
 from .paths import DATA_DIR
 
 
@@ -20,6 +20,8 @@ def _data_listing() -> str:
 
 def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     """Convert any PIL image to RGB, printing a note when the mode changes.
+
+    Lesson 04, §5 shows its note (an RGBA horse); :func:`load_image` calls it.
 
     RGBA/LA/P-with-transparency images are put on a white background (their transparent
     parts become white); grayscale, palette and CMYK images are converted with PIL.
@@ -50,6 +52,8 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
 def round_size(size, multiple: int = 8) -> tuple[int, int]:
     """Round a size down to multiples of ``multiple`` (SD's VAE needs multiples of 8).
 
+    Lesson 04, §5 shows the rounding (through ``img2img.load_init_image``); :func:`load_image` calls it.
+
     Args:
         size (`int` or `tuple[int, int]`): one side of a square, or ``(width, height)``.
         multiple (`int`, defaults to 8): the step to round to.
@@ -65,6 +69,8 @@ def round_size(size, multiple: int = 8) -> tuple[int, int]:
 
 def load_image(path_or_url, size=None) -> Image.Image:
     """Open an image as RGB, optionally resized to multiples of 8.
+
+    Lesson 04, §5 explains its conversions; lessons load their images with it from lesson 02, §6 on.
 
     Args:
         path_or_url (`str` or `Path` or `PIL.Image.Image`): a file path, a bare name of a file in
@@ -105,7 +111,16 @@ def load_image(path_or_url, size=None) -> Image.Image:
 
 
 def check_size(width: int, height: int) -> None:
-    """Raise a clear error unless ``width`` and ``height`` are multiples of 8 (the VAE downsamples 8x)."""
+    """Raise a clear error unless ``width`` and ``height`` are multiples of 8 (the VAE downsamples 8x).
+
+    Lesson 08, §1 checks its photo with it (through ``inpaint.check_mask``).
+
+    Args:
+        width (`int`), height (`int`): the image's size in pixels.
+
+    Raises:
+        CourseError: a side is not a multiple of 8; the message suggests the size to use.
+    """
     if width % 8 or height % 8:
         raise CourseError(
             f"Image size {width}x{height} is not a multiple of 8: the VAE shrinks images 8x, so SD needs "

@@ -1,4 +1,6 @@
-"""Image to image by hand: what ``StableDiffusionImg2ImgPipeline`` does before its denoising loop.
+"""Image to image by hand: what ``StableDiffusionImg2ImgPipeline`` does before its denoising loop (lesson 04).
+
+Lesson 04, §4 derives the mechanism in four moves (one function each, below); §5 the input checks.
 
 Text-to-image starts from pure noise x_T. Image-to-image starts from *your image*, moved part of
 the way towards noise (diffusers 0.42, ``StableDiffusionImg2ImgPipeline.__call__``)::
@@ -20,14 +22,14 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import by_hand
-from .device import CourseError
+from .errors import CourseError
 from .images import load_image, round_size
 
 __all__ = ["check_strength", "start_timesteps", "load_init_image", "encode_image", "noise_latents", "img2img_by_hand"]
 
 
 def check_strength(strength: float) -> float:
-    """Raise a clear error unless ``0 <= strength <= 1``.
+    """Raise a clear error unless ``0 <= strength <= 1`` (lesson 04, §5).
 
     Args:
         strength (`float`): how much of the image img2img may change.
@@ -51,6 +53,8 @@ def check_strength(strength: float) -> float:
 
 def start_timesteps(scheduler, num_inference_steps: int, strength: float, device=None) -> torch.Tensor:
     """The timesteps img2img denoises: the tail of ``scheduler.timesteps`` that ``strength`` picks.
+
+    Lesson 04, §4 derives this (move 1, "pick the start"), including PNDM's 7 UNet calls for "6 steps".
 
     Reproduces the pipeline's ``retrieve_timesteps`` + ``get_timesteps``:
     ``init = min(int(num_inference_steps * strength), num_inference_steps)``,
@@ -84,7 +88,7 @@ def start_timesteps(scheduler, num_inference_steps: int, strength: float, device
 
 
 def load_init_image(image, size=None):
-    """The input image as RGB with sides that are multiples of 8 (via `cu.load_image`).
+    """The input image as RGB with sides that are multiples of 8 (via `cu.load_image`; lesson 04, §5).
 
     Args:
         image (`str`, `Path` or `PIL.Image.Image`): a path, a name in ``data/`` or an opened image, any mode
@@ -103,6 +107,8 @@ def load_init_image(image, size=None):
 @torch.no_grad()
 def encode_image(vae, image, generator: torch.Generator | None = None) -> torch.Tensor:
     """VAE-encode an image to *scaled* latents, exactly as the img2img pipeline's ``prepare_latents``.
+
+    Lesson 04, §4 derives this (move 2, the first random draw).
 
     1. ``VaeImageProcessor.preprocess``: PIL ``[H, W, 3]`` in 0..255 -> tensor ``[1, 3, H, W]`` in [-1, 1];
     2. ``vae.encode`` gives a Gaussian per latent cell; draw a sample from it with ``generator``
@@ -125,6 +131,8 @@ def encode_image(vae, image, generator: torch.Generator | None = None) -> torch.
 
 def noise_latents(scheduler, latents: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
     """Noise clean latents up to timestep ``t`` (the forward process), as the pipeline does.
+
+    Lesson 04, §4 derives this (move 3, the second random draw).
 
     ``z_t = sqrt(alpha_bar_t) * z_0 + sqrt(1 - alpha_bar_t) * noise`` via ``scheduler.add_noise``, with
     ``noise`` drawn by diffusers' ``randn_tensor`` from ``generator`` (the draw after `encode_image`'s).
@@ -155,6 +163,8 @@ def img2img_by_hand(
     negative_prompt: str = "",
 ) -> torch.Tensor:
     """The whole img2img mechanism with the pipeline's parts; returns latents, like ``output_type="latent"``.
+
+    Lesson 04, §4's four moves in one call (with ``by_hand.denoise`` as move 4); the lesson's exercises use it.
 
     Args:
         pipe (`StableDiffusionImg2ImgPipeline` or `StableDiffusionPipeline`): supplies the five components.

@@ -11,103 +11,31 @@ So at every step the model sees what is around the hole. The alternative for a p
 4-channel model is *latent blending*: after each step, paste the original latents
 (re-noised to the next step's noise level) back outside the mask.
 
-This module builds the `tiny` and `sd15-random` inpainting pipelines, loads and draws
-masks, builds the 9 channels by hand exactly as ``StableDiffusionInpaintPipeline`` does,
-and measures how much a result changed inside and outside the mask.
+This module holds what lesson 08 derives: drawing and loading masks (§1), the 9 channels
+built by hand exactly as ``StableDiffusionInpaintPipeline`` does (§3-4), latent blending (§5),
+how much a result changed inside and outside the mask (§2, §6) and pasting back (§6). The pipelines themselves
+come from the model layer (``course_utils.models``), like every lesson's.
 """
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image, ImageDraw
 
-from . import build, by_hand, configs
-from .device import CourseError
+from . import by_hand
+from .errors import CourseError
 from .images import check_size, load_image
 from .paths import DATA_DIR
 
-# Inpainting adds these input channels to the UNet: 1 mask + 4 masked-image latents.
-EXTRA_CHANNELS = 5
 # Where a hat goes on data/astronaut.png: an ellipse over the top of her head, as fractions
 # (left, top, right, bottom) of the image's width and height (its top lies above the frame).
+# Lesson 08, §1's `sd15` mask (via `lesson_mask`).
 HAT_BOX = (0.26, -0.14, 0.64, 0.17)
 # The box around the red circle of data/tiny_scene.png (64x64, centre (30, 34), radius 17; see
 # tools/make_data.py) with 3 pixels to spare on each side, as fractions: pixels (10, 14, 50, 54).
+# Lesson 08, §1's `tiny` mask (via `lesson_mask`).
 TINY_SCENE_BOX = (10 / 64, 14 / 64, 50 / 64, 54 / 64)
-
-
-# --- models ---------------------------------------------------------------------------------
-def inpaint_unet_from(unet: UNet2DConditionModel, extra_channels: int = EXTRA_CHANNELS) -> UNet2DConditionModel:
-    """A copy of a text-to-image UNet with ``extra_channels`` more input channels, set to zero.
-
-    This is how SD's inpainting model was initialised before its training: all weights come
-    from the text-to-image model, and ``conv_in`` (the first 3x3 convolution) gets new input
-    channels whose weights are zero. At that point the mask and masked-image channels have no
-    effect: the new UNet's output equals the old one's for the same latents.
-
-    Args:
-        unet (`UNet2DConditionModel`): the text-to-image UNet, ``in_channels=4``.
-        extra_channels (`int`, defaults to 5): channels to add (1 mask + 4 masked-image latents).
-
-    Returns:
-        `UNet2DConditionModel`: ``in_channels = unet.config.in_channels + extra_channels``;
-        ``conv_in.weight`` has shape ``[out, in_channels, 3, 3]`` with ``[:, 4:]`` all zero.
-    """
-    config = dict(unet.config)
-    config["in_channels"] = unet.config.in_channels + extra_channels
-    wide = UNet2DConditionModel.from_config(config)
-    state = unet.state_dict()
-    weight = state["conv_in.weight"]  # [out, 4, 3, 3]
-    zeros = weight.new_zeros(weight.shape[0], extra_channels, *weight.shape[2:])
-    state["conv_in.weight"] = torch.cat([weight, zeros], dim=1)
-    wide.load_state_dict(state)
-    return wide if unet.dtype == wide.dtype else wide.to(unet.dtype)
-
-
-def tiny_source() -> Path:
-    """The folder ``from_pretrained`` loads the `tiny` inpainting model from (assembled on first use).
-
-    Its 9-channel UNet (``data/tiny/inpaint/unet``) was trained from the `tiny` text-to-image UNet
-    with the extra ``conv_in`` channels zeroed (see :func:`inpaint_unet_from`), as SD's inpainting
-    model was; text encoder, tokenizer, VAE and scheduler are the text-to-image model's.
-    """
-    base, unet_dir = build.tiny_text2img_folder(), build.tiny_file("inpaint", "unet")
-    spec = dict(weights=build.digest(base, unet_dir))
-
-    def make():
-        parts = StableDiffusionPipeline.from_pretrained(base, dtype=torch.float32).components
-        parts["unet"] = UNet2DConditionModel.from_pretrained(unet_dir, dtype=torch.float32)
-        parts.update(safety_checker=None, feature_extractor=None, image_encoder=None)
-        return StableDiffusionInpaintPipeline(**parts, requires_safety_checker=False)
-
-    return build.cached_build("tiny-inpaint", spec, make)
-
-
-def tiny_pipeline(cls=StableDiffusionInpaintPipeline, dtype: torch.dtype = torch.float32):
-    """The trained `tiny` inpainting model (9-channel UNet) as a pipeline of class ``cls``.
-
-    Args:
-        cls (`type`, defaults to ``StableDiffusionInpaintPipeline``): the pipeline class.
-        dtype (`torch.dtype`): weights dtype.
-    """
-    return cls.from_pretrained(tiny_source(), dtype=dtype)
-
-
-def sd15_random_pipeline(cls=StableDiffusionInpaintPipeline, dtype: torch.dtype = torch.float32):
-    """SD 1.5's full-size inpainting architecture (9-channel UNet) with random weights, in memory.
-
-    For speed and memory measurements only: the images are noise.
-
-    Args:
-        cls (`type`, defaults to ``StableDiffusionInpaintPipeline``): the pipeline class.
-        dtype (`torch.dtype`): weights dtype.
-    """
-    unet_cfg = dict(configs.SD15_UNET, in_channels=4 + EXTRA_CHANNELS)
-    parts = build.text2img_components(configs.SD15_TEXT_ENCODER, unet_cfg, configs.SD15_VAE)
-    pipe = cls(**parts)
-    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)  # built in float32
 
 
 # --- masks ----------------------------------------------------------------------------------
@@ -125,6 +53,8 @@ def _pixels(size, box) -> list[float]:
 
 def rect_mask(size, box) -> Image.Image:
     """A mask with a white rectangle (the region to repaint) on black (the region to keep).
+
+    Lesson 08, §1 draws masks with it (the `tiny` mask, and a wrong-size one for `check_mask`); its exercises too.
 
     Args:
         size (`int` or `tuple[int, int]`): the image's ``(width, height)`` (or a square's side).
@@ -144,6 +74,8 @@ def rect_mask(size, box) -> Image.Image:
 def ellipse_mask(size, box) -> Image.Image:
     """A mask with a white ellipse inside ``box`` on black; like :func:`rect_mask`.
 
+    Lesson 08, §1's `sd15` mask is one (via :func:`hat_mask`).
+
     Args:
         size (`int` or `tuple[int, int]`): the image's ``(width, height)``.
         box (`tuple`): the ellipse's bounding box ``(left, top, right, bottom)``; ints are pixels,
@@ -160,12 +92,21 @@ def ellipse_mask(size, box) -> Image.Image:
 
 
 def hat_mask(size) -> Image.Image:
-    """The region where a hat goes on ``data/astronaut.png`` (an ellipse over her head, :data:`HAT_BOX`)."""
+    """The region where a hat goes on ``data/astronaut.png`` (an ellipse over her head, :data:`HAT_BOX`).
+
+    Lesson 08, §1's `sd15` mask (via :func:`lesson_mask`).
+
+    Args:
+        size (`int` or `tuple[int, int]`): the image's ``(width, height)``; the ellipse scales with it.
+
+    Returns:
+        `PIL.Image.Image`: mode ``"L"``, white (255) = repaint, black (0) = keep.
+    """
     return ellipse_mask(size, HAT_BOX)
 
 
 def lesson_mask(profile: str, size) -> Image.Image:
-    """The mask lesson 08 repaints on ``cu.image_name("photo", profile)``.
+    """The mask lesson 08, §1 repaints on ``cu.image_name("photo", profile)``.
 
     * `sd15` (and `sd15-random`): :func:`hat_mask`, an ellipse over the astronaut's head.
     * `tiny`: a rectangle around the red circle of ``data/tiny_scene.png`` (:data:`TINY_SCENE_BOX`).
@@ -184,6 +125,8 @@ def lesson_mask(profile: str, size) -> Image.Image:
 
 def load_mask(path_or_image, size=None) -> Image.Image:
     """Open a mask as a mode ``"L"`` image: white (255) = repaint, black (0) = keep.
+
+    Lesson 08, §1 gives the rules it enforces (white = repaint, binarised at 128); :func:`load_pair` calls it.
 
     RGB/palette masks are converted to grayscale. Masks with transparency (RGBA, LA) are put on
     black, so transparent pixels are kept and opaque painted strokes are repainted. Grey values
@@ -239,6 +182,8 @@ def load_mask(path_or_image, size=None) -> Image.Image:
 def check_mask(image: Image.Image, mask: Image.Image) -> Image.Image:
     """Check that ``mask`` fits ``image`` and return it as mode ``"L"``.
 
+    Lesson 08, §1 shows its error ("same size as the photo, pixel for pixel").
+
     Args:
         image (`PIL.Image.Image`): the photo to edit; its sides must be multiples of 8.
         mask (`PIL.Image.Image`): white = repaint, black = keep.
@@ -264,6 +209,8 @@ def check_mask(image: Image.Image, mask: Image.Image) -> Image.Image:
 def load_pair(image, mask, size=None) -> tuple[Image.Image, Image.Image]:
     """Load a photo and its mask, ready for the pipeline: RGB image, ``"L"`` mask, same size.
 
+    Lesson 08, §1 loads its photo and mask with it.
+
     Args:
         image (`str`, `Path` or `PIL.Image.Image`): the photo (any mode; RGBA/grayscale are
             converted to RGB with a note, see :func:`course_utils.load_image`).
@@ -287,6 +234,9 @@ def encode_image(pipe, pixels: torch.Tensor, generator: torch.Generator | None =
     """VAE-encode image tensors as the inpainting pipeline does: a *sample* of the latent
     distribution (drawn with ``generator``), times ``vae.config.scaling_factor``.
 
+    Lesson 08, §3 derives it (channels 6-9, via :func:`masked_image_inputs`); §5 encodes the photo with it
+    for latent blending, §6 its VAE round trip.
+
     Args:
         pipe (`StableDiffusionInpaintPipeline`): gives the VAE.
         pixels (`torch.Tensor`): shape ``[batch, 3, height, width]``, values in [-1, 1].
@@ -302,6 +252,8 @@ def encode_image(pipe, pixels: torch.Tensor, generator: torch.Generator | None =
 
 def preprocess(pipe, image, mask, height: int | None = None, width: int | None = None) -> dict:
     """The pipeline's preprocessing of photo and mask (no randomness, no VAE).
+
+    Lesson 08, §3 derives it (steps 1-2, via :func:`masked_image_inputs`); §5 takes the photo tensor from it.
 
     Args:
         pipe (`StableDiffusionInpaintPipeline`): gives ``image_processor`` and ``mask_processor``.
@@ -328,6 +280,8 @@ def preprocess(pipe, image, mask, height: int | None = None, width: int | None =
 def masked_image_inputs(pipe, image, mask, generator: torch.Generator | None = None, height: int | None = None,
                         width: int | None = None) -> dict:
     """Build the inpainting UNet's extra inputs by hand, exactly as ``StableDiffusionInpaintPipeline`` does.
+
+    Lesson 08, §3 derives this (channels 5-9, checked against the pipeline's); used again in §5.
 
     Call it *after* drawing the initial noise with the same ``generator``: the VAE encoding of the
     masked image draws from the generator too, and the pipeline draws in this order -
@@ -361,6 +315,8 @@ def masked_image_inputs(pipe, image, mask, generator: torch.Generator | None = N
 def unet_input(latents: torch.Tensor, mask: torch.Tensor, masked_image_latents: torch.Tensor) -> torch.Tensor:
     """The 9-channel UNet input: ``cat([latents, mask, masked_image_latents], dim=1)``.
 
+    Lesson 08, §3 writes this concatenation out (``by_hand.denoise`` does it with ``extra_channels``, §4).
+
     Args:
         latents (`torch.Tensor`): ``[batch, 4, h, w]`` (after ``scheduler.scale_model_input``).
         mask (`torch.Tensor`): ``[1, 1, h, w]``; repeated to the batch.
@@ -376,6 +332,8 @@ def unet_input(latents: torch.Tensor, mask: torch.Tensor, masked_image_latents: 
 def blend_latents(latents: torch.Tensor, image_latents: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
                   scheduler, next_timestep=None) -> torch.Tensor:
     """Latent blending, one step: keep ``latents`` inside the mask, the original outside.
+
+    Lesson 08, §5 derives this step; its exercise 1 applies it after every step of ``by_hand.denoise``.
 
     The original latents are first re-noised to ``next_timestep`` with the *initial* noise, so
     they are as noisy as the latents the next step expects. After the last step
@@ -402,6 +360,8 @@ def blend_latents(latents: torch.Tensor, image_latents: torch.Tensor, noise: tor
 def region_change(before: Image.Image, after: Image.Image, mask: Image.Image) -> dict:
     """How much an edit changed the image inside and outside the mask.
 
+    Lesson 08, §2 measures the pipeline's edit with it, §6 what changed outside the mask.
+
     Args:
         before (`PIL.Image.Image`): the original photo.
         after (`PIL.Image.Image`): the result (resized to ``before``'s size if it differs).
@@ -422,6 +382,8 @@ def region_change(before: Image.Image, after: Image.Image, mask: Image.Image) ->
 def paste_back(original: Image.Image, result: Image.Image, mask: Image.Image) -> Image.Image:
     """Put the original pixels back outside the mask (undoes the VAE round trip there).
 
+    Lesson 08, §6 derives this.
+
     Uses diffusers' ``VaeImageProcessor.apply_overlay``: the result shows through where the mask is
     white, the original where it is black (grey mask values blend the two).
 
@@ -439,7 +401,7 @@ def paste_back(original: Image.Image, result: Image.Image, mask: Image.Image) ->
 
 
 __all__ = [
-    "EXTRA_CHANNELS", "HAT_BOX", "TINY_SCENE_BOX", "inpaint_unet_from", "tiny_source", "tiny_pipeline", "sd15_random_pipeline",
+    "HAT_BOX", "TINY_SCENE_BOX",
     "rect_mask", "ellipse_mask", "hat_mask", "lesson_mask", "load_mask", "check_mask", "load_pair",
     "encode_image", "preprocess", "masked_image_inputs", "unet_input", "blend_latents", "region_change", "paste_back",
 ]

@@ -1,4 +1,6 @@
-"""Prompts longer than CLIP's 77-token window: what is cut off, and one way past the limit.
+"""Prompts longer than CLIP's 77-token window: what is cut off, and one way past the limit (lesson 05, §6).
+
+Lesson 02, §4 shows the 77-token window by hand; lesson 05, §6 derives everything here.
 
 SD 1.5's text encoder has 77 position embeddings, so the pipeline tokenizes a prompt as
 ``[BOS] + 75 content tokens + [EOS]`` (padded with ``<|endoftext|>``) and *drops* every token
@@ -22,7 +24,7 @@ __all__ = ["content_token_ids", "which_tokens_are_cut", "long_prompt_embeds", "c
 
 
 def content_token_ids(tokenizer, prompt: str) -> list[int]:
-    """The prompt's token ids without BOS/EOS/padding and without truncation.
+    """The prompt's token ids without BOS/EOS/padding and without truncation (lesson 05, §6).
 
     Args:
         tokenizer (`CLIPTokenizer`): the pipeline's tokenizer.
@@ -36,6 +38,8 @@ def content_token_ids(tokenizer, prompt: str) -> list[int]:
 
 def which_tokens_are_cut(tokenizer, prompt: str) -> list[str]:
     """The words the pipeline drops: everything after the first ``model_max_length - 2`` = 75 content tokens.
+
+    Lesson 05, §6 derives this (lesson 02, §4 cuts a prompt by hand).
 
     Args:
         tokenizer (`CLIPTokenizer`): the pipeline's tokenizer (``model_max_length`` = 77: BOS + 75 + EOS).
@@ -77,6 +81,8 @@ def _encode_rows(text_encoder, rows: list[list[int]]) -> torch.Tensor:
 def long_prompt_embeds(pipe, prompt: str, negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings for a prompt of any length: 75-token chunks, each in BOS/EOS, encoded and concatenated.
 
+    Lesson 05, §6 derives this ("one way past the limit"); its exercises use it for a long negative prompt.
+
     For a prompt that fits in one chunk the result equals ``pipe.encode_prompt``'s exactly.
 
     Args:
@@ -109,6 +115,8 @@ class _ListHandler(logging.Handler):
 @contextmanager
 def captured_warnings(logger_name: str = "diffusers"):
     """Collect the warnings a library logs (e.g. diffusers' truncation warning) into a list.
+
+    Lesson 05, §6 catches the pipeline's truncation warning with it.
 
     Example::
 

@@ -1,4 +1,4 @@
-"""Watch a pipeline work: capture the latents at each denoising step.
+"""Watch a pipeline work: capture the latents at each denoising step (lesson 03, §7).
 
 Uses diffusers' ``callback_on_step_end`` hook, which calls a function after every
 ``scheduler.step`` with the current tensors (``callback_kwargs["latents"]``).
@@ -8,6 +8,9 @@ import torch
 
 class LatentRecorder:
     """A ``callback_on_step_end`` that keeps a CPU copy of the latents every few steps.
+
+    Lesson 03, §7 records the pipeline's latents with it, to compare them step by step with the loop by hand;
+    used again in lesson 08's exercises.
 
     Args:
         every (`int`, defaults to 1): keep every ``every``-th step; the last step is always kept.

@@ -1,4 +1,8 @@
-"""Pictures of what happens inside: decoded latents, raw latent channels, grids, a step slider."""
+"""Pictures of what happens inside: decoded latents, raw latent channels, grids, a step slider.
+
+Lesson 03, §6 ("Watch it happen") is where they come together; lesson 02, §6 first shows latents, and every
+lesson lays its pictures out with :func:`grid`.
+"""
 import io
 
 import numpy as np
@@ -13,6 +17,9 @@ from . import by_hand
 def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
     """Decode SD latents to images with the VAE.
 
+    Lesson 02, §6 decodes latents by hand; this is that (``by_hand.decode`` + ``by_hand.to_pil``), used from
+    lesson 03 (§2, §6) on, in lessons 04-07 too.
+
     Args:
         vae (`AutoencoderKL`): the pipeline's VAE.
         latents (`torch.Tensor`): shape ``[batch, 4, h, w]``, *scaled* latents as the UNet sees them.
@@ -25,6 +32,8 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
 
 def latent_to_image(latents: torch.Tensor, tile: int = 128) -> Image.Image:
     """Show a latent's channels side by side as grayscale tiles.
+
+    Lesson 02, §6 first shows a photo's latent channels with it; used again in lessons 03 (§6) and 08 (§3).
 
     Each channel is stretched to black..white on its own, so the picture shows structure,
     not absolute values.
@@ -51,6 +60,8 @@ def latent_to_image(latents: torch.Tensor, tile: int = 128) -> Image.Image:
 def grid(images: list[Image.Image], cols: int | None = None, size: int | None = None) -> Image.Image:
     """Lay images out in a grid with diffusers' ``make_image_grid``.
 
+    A display helper, no lesson derives it: used from lesson 01, §2 on, in every lesson.
+
     Args:
         images (`list[PIL.Image.Image]`): the images, any sizes.
         cols (`int`, *optional*): columns; default all in one row.
@@ -71,6 +82,8 @@ def grid(images: list[Image.Image], cols: int | None = None, size: int | None = 
 
 def step_slider(images: list[Image.Image], labels: list[str] | None = None):
     """An ipywidgets slider that shows one image per position (e.g. one per denoising step).
+
+    Lesson 03, §6 shows every step of the loop with it.
 
     Args:
         images (`list[PIL.Image.Image]`): the frames.
@@ -102,5 +115,14 @@ def step_slider(images: list[Image.Image], labels: list[str] | None = None):
 
 
 def to_array(image: Image.Image) -> np.ndarray:
-    """An image as a float array in [0, 1], shape ``[height, width, 3]`` (handy for differences)."""
+    """An image as a float array in [0, 1], shape ``[height, width, 3]`` (handy for differences).
+
+    Lesson 07, §5 measures with it what an embedding changes in the picture.
+
+    Args:
+        image (`PIL.Image.Image`): any mode; converted to RGB.
+
+    Returns:
+        `np.ndarray`: float32, ``[height, width, 3]``.
+    """
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

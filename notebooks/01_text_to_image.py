@@ -83,7 +83,7 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # %%
 pipe = cu.load_pipeline("text2img")
 settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
-prompt = cu.prompt("astronaut", choice.profile)
+prompt = cu.prompt("main", choice.profile)
 print("prompt:  ", prompt)
 print("settings:", settings)
 
@@ -189,8 +189,9 @@ print(f"one {settings['width']}x{settings['height']} image, {steps} steps, profi
 # | a Colab T4 GPU, fp16, 50 steps | roughly 5–10 s |
 #
 # The `tiny` model is a few million parameters (printed below) instead of about a billion, and its images
-# have 64x64 pixels instead of 512x512, so its time says nothing about SD 1.5's; lesson 9 measures
-# full-size models on your hardware.
+# have 64x64 pixels instead of 512x512, so its time says nothing about SD 1.5's. To time SD 1.5's
+# full-size architecture on your own machine without downloading it, load `cu.load_pipeline("text2img",
+# profile="sd15-random")` (random weights, real sizes: its pictures are noise, its time is real).
 
 # %%
 parameters = sum(p.numel() for m in (pipe.text_encoder, pipe.unet, pipe.vae) for p in m.parameters())
@@ -263,7 +264,7 @@ print("back to:", cu.get_device())
 #    (circle, square, triangle) or the colours; on `sd15` the style or the animal. Does the rest of the
 #    picture stay?
 # 5. **A guidance sweep.** Same prompt and seed at `guidance_scale` 1, half the default, the default
-#    (7.5 for SD 1.5, 4 for `tiny`) and twice the default. What changes?
+#    (7.5 for SD 1.5, 3 for `tiny`) and twice the default. What changes?
 
 # %% [markdown]
 # ### Solution 1
@@ -348,7 +349,7 @@ cu.grid(swept, cols=4, size=192)
 #   `.to(device)`, `pipe(prompt).images[0]`; the course's `cu.load_pipeline` picks model and device for you.
 # - A seed fixes the starting noise, and with it the image: same seed, same image; other seeds, other images.
 # - On `tiny` the prompt names a colour, a shape and a background; `cu.world.classify` reads them back from the picture.
-# - `guidance_scale` sets how hard the prompt steers: 1 = no extra push, 7.5 for SD 1.5, 4 for `tiny`.
+# - `guidance_scale` sets how hard the prompt steers: 1 = no extra push, 7.5 for SD 1.5, 3 for `tiny`.
 # - A miss (a horse without an astronaut) is one random sample: try seeds, raise guidance, reword.
 # - Time per image depends on the hardware: measure it (`time.perf_counter`); a GPU is what makes SD 1.5 practical.
 # - No GPU ("Found no NVIDIA driver")? Change the Colab runtime, or learn on `tiny`; `COURSE_DEVICE` and `COURSE_PROFILE` override the choice.

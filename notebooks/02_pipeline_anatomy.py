@@ -66,7 +66,7 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # %%
 pipe = cu.load_pipeline("text2img")
 settings = cu.default_settings(choice.profile)
-prompt = cu.prompt("astronaut", choice.profile)
+prompt = cu.prompt("main", choice.profile)
 print(pipe)
 
 # %% [markdown]
@@ -123,7 +123,7 @@ assert count(unet) == count(pipe.unet)  # the same model the pipeline loaded
 # CLIP's real one in every profile (`tiny` included), so we look at the source lesson's prompt:
 
 # %%
-lesson_prompt = cu.prompt("astronaut", "sd15")
+lesson_prompt = cu.prompt("main", "sd15")
 print(lesson_prompt)
 print(tokenizer.tokenize(lesson_prompt))
 

@@ -73,7 +73,7 @@ height, width = settings["height"], settings["width"]
 num_inference_steps = settings["num_inference_steps"]
 w = settings["guidance_scale"]  # the guidance scale w
 vae_scale = pipe.vae_scale_factor  # pixels per latent cell: 2 ** (number of VAE blocks - 1)
-prompt = cu.prompt("astronaut", choice.profile)
+prompt = cu.prompt("main", choice.profile)
 seed = 0
 print(settings, "|", prompt)
 print(f"latents: {height // vae_scale}x{width // vae_scale} for a {height}x{width} image (vae_scale_factor {vae_scale})")
@@ -354,7 +354,7 @@ print("left to right:", list(finals))
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Guidance scale 1 vs the default** (7.5 for SD 1.5, 4 for `tiny`). With `guidance_scale=1` the formula gives ε = ε_text, so the pipeline
+# 1. **Guidance scale 1 vs the default** (7.5 for SD 1.5, 3 for `tiny`). With `guidance_scale=1` the formula gives ε = ε_text, so the pipeline
 #    skips the unconditional half altogether. Count the UNet's batch size with a forward hook for both
 #    scales, time them, and check that `by_hand.denoise` still matches the pipeline at w = 1.
 

@@ -80,7 +80,7 @@ sketch
 # more so at higher strength. Same seed for every image; a callback counts the UNet calls.
 
 # %%
-prompt = cu.prompt("astronaut", choice.profile)
+prompt = cu.prompt("main", choice.profile)
 seed = 0
 
 
@@ -127,7 +127,7 @@ cu.grid([sketch] + results, cols=5, size=192)
 # and the colours change, the place tends to stay.
 
 # %%
-castle = cu.prompt("castle", choice.profile)
+castle = cu.prompt("restyle", choice.profile)
 out, ran = run(0.75, text=castle)
 print("prompt:", castle, "|", len(ran), "UNet calls")
 if choice.profile == "tiny":
@@ -239,7 +239,7 @@ print(horse.mode, horse.size)
 # 2. Swap the scheduler for `DDIMScheduler` (lesson 3) and check that the by-hand
 #    img2img (`img2img.img2img_by_hand`) still matches the pipeline. How many UNet calls now?
 # 3. Turn your own picture into a castle: `data/horse.png` (RGBA, 400×328), scaled to this
-#    profile's width, at strength 0.6 with `cu.prompt("castle", ...)`. What does the course print
+#    profile's width, at strength 0.6 with `cu.prompt("restyle", ...)`. What does the course print
 #    about the image?
 
 # %% [markdown]

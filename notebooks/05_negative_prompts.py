@@ -71,7 +71,7 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 pipe = cu.load_pipeline("text2img")
 settings = cu.default_settings(choice.profile)
 steps, guidance = settings["num_inference_steps"], settings["guidance_scale"]
-prompt = cu.prompt("astronaut", choice.profile)
+prompt = cu.prompt("main", choice.profile)
 negative = cu.prompt("negative", choice.profile)
 if choice.profile == "tiny":
     # a circle without its colour: the model has to pick one itself. On white, because white is never a
@@ -160,7 +160,7 @@ assert difference <= tolerance
 img2img_pipe = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=pipe.config.requires_safety_checker)
 img2img_pipe.set_progress_bar_config(disable=choice.profile == "tiny")  # as cu.load_pipeline does: tiny steps take milliseconds
 sketch = cu.load_image(cu.image_name("sketch", choice.profile), size=(settings["width"], settings["height"]))
-castle = cu.prompt("castle", choice.profile)
+castle = cu.prompt("restyle", choice.profile)
 lesson_negative = cu.prompt("negative", choice.profile)
 pictures = [
     img2img_pipe(castle, image=sketch, strength=0.75, negative_prompt=text, num_inference_steps=steps,
@@ -267,12 +267,12 @@ cu.grid(window_pictures, cols=len(windows), size=192)
 
 # %%
 tokenizer = pipe.tokenizer
-parts = [cu.prompt(name, choice.profile) for name in ("astronaut", "castle", "cat")]
+parts = [cu.prompt(name, choice.profile) for name in ("main", "restyle", "describe_photo")]
 head = ", ".join(parts)
 while len(long_prompt.content_token_ids(tokenizer, head)) < tokenizer.model_max_length - 2:
     head += ", " + ", ".join(parts)  # repeat until the head alone fills the 75-token window
-long_a = head + ", " + cu.prompt("cat", choice.profile)
-long_b = head + ", " + cu.prompt("castle", choice.profile)  # differs from long_a only at the end
+long_a = head + ", " + cu.prompt("describe_photo", choice.profile)
+long_b = head + ", " + cu.prompt("restyle", choice.profile)  # differs from long_a only at the end
 n_head = len(long_prompt.content_token_ids(tokenizer, head))
 assert n_head >= tokenizer.model_max_length - 2, "the head must fill the 75-token window"
 print("content tokens:", len(long_prompt.content_token_ids(tokenizer, long_a)), "| window:", tokenizer.model_max_length, "incl. start/end")

@@ -56,7 +56,7 @@ choice = cu.setup("upscale")  # prints the profile, device and dtype this notebo
 # To judge an upscaler we need the answer: we take a picture, shrink it 4x, let the upscaler
 # enlarge it again and compare with the original. With `sd15` the picture is a photo of Chelsea
 # the cat; the `tiny` upscaler was trained on the course's world of shapes, so there it is a green
-# square on white (`cu.image_name("cat", ...)` picks the file). `low_res_input` averages each 4x4
+# square on white (`cu.image_name("upscale", ...)` picks the file). `low_res_input` averages each 4x4
 # block of pixels into one, like a camera with bigger pixels. The sizes come from the profile:
 # 512 → 128 → 512 with `sd15`, 64 → 16 → 64 with `tiny`.
 
@@ -75,7 +75,7 @@ def show(images):
     return cu.grid([im.resize((im.width * zoom, im.height * zoom), Image.Resampling.NEAREST) for im in images])
 
 
-original = cu.load_image(cu.image_name("cat", choice.profile), size=settings["height"])
+original = cu.load_image(cu.image_name("upscale", choice.profile), size=settings["height"])
 low = low_res_input(original, factor=4)
 print("original:", original.size, " low-res input:", low.size)
 # nearest-neighbour enlargement shows the low-res pixels as they are
@@ -115,7 +115,7 @@ print("dtypes: unet", pipe.unet.dtype, "| vae", pipe.vae.dtype)
 # survived.
 
 # %%
-prompt = cu.prompt("cat", choice.profile)
+prompt = cu.prompt("describe_photo", choice.profile)
 steps = settings["num_inference_steps"]
 print(f"prompt: {prompt!r}  steps: {steps}")
 
@@ -254,14 +254,14 @@ assert diff <= by_hand.tolerance(dtype)  # 1e-4 in float32, ~0.03 in fp16
 # multiplied by the number that gives them roughly unit variance, and for this VAE that is 0.08333.
 # The pipeline insists on it: loaded with any other value, it warns and overwrites it with 0.08333.
 # (The `tiny` upscaler's VAE is the `tiny` text-to-image VAE, which also has 3 blocks, but whose
-# latents need a factor of ~0.34. Rather than fight the pipeline, `upscale.upscaler_vae` folds the
+# latents need a factor of ~0.34. Rather than fight the pipeline, `models.surgery.upscaler_vae` folds the
 # ratio into the two 1x1 convolutions around the latent - its latents come out ~4x larger, the
 # images stay the same - so that 0.08333 is right for it too. Used as it was, the UNet would
 # have seen latents of std 0.25, and each of its errors would come out of the decoder 4x larger. The
 # first `tiny` upscaler was trained that way, and for fewer steps: 18.7 dB against this one's 29.9.)
 
 # %%
-from course_utils.configs import SD15_VAE  # SD 1.5's vae/config.json values (lesson 2 loads the file)
+from course_utils.models.configs import SD15_VAE  # SD 1.5's vae/config.json values (lesson 2 loads the file)
 
 for name, config in [("x4 upscaler", pipe.vae.config), ("SD 1.5", SD15_VAE)]:
     blocks = len(config["block_out_channels"])
@@ -281,13 +281,13 @@ print("latents", list(latents.shape), "-> decoded image", decoded.size)
 # pipe.vae.enable_tiling()
 # ```
 #
-# Lesson 9 measures what these cost and save.
+# Each trades a little time for memory; the diffusers guide "Reduce memory usage" lists what they save.
 
 # %% [markdown]
 # ## Exercises
 #
 # 1. **Does the prompt matter?** Upscale the same low-res input with the matching prompt and with a
-#    wrong one (`cu.prompt("castle", ...)`), same seed. Show both next to each other and print
+#    wrong one (`cu.prompt("restyle", ...)`), same seed. Show both next to each other and print
 #    their PSNR. (With `sd15` the wrong prompt adds odd texture; on `tiny`, check with
 #    `cu.world.classify` whether it changes the colour or the shape.)
 # 2. **A safe upscale.** Write `safe_upscale(pipe, image, prompt, noise_level=20)` that checks the
@@ -302,7 +302,7 @@ print("latents", list(latents.shape), "-> decoded image", decoded.size)
 # ### Solution 1
 
 # %%
-wrong_prompt = cu.prompt("castle", choice.profile)
+wrong_prompt = cu.prompt("restyle", choice.profile)
 wrong = pipe(wrong_prompt, image=low, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images[0]
 # `upscaled` (section 2) used the matching prompt, the same seed and the same settings
 for text_prompt, image in [(prompt, upscaled), (wrong_prompt, wrong)]:
@@ -338,7 +338,7 @@ for bad in (350.5, 400):
 
 # %%
 wide_size = (96, 64) if choice.profile == "tiny" else (256, 192)  # (width, height), sides multiples of 32
-wide = low_res_input(cu.load_image(cu.image_name("cat", choice.profile), size=wide_size))
+wide = low_res_input(cu.load_image(cu.image_name("upscale", choice.profile), size=wide_size))
 wide_latents = pipe(prompt, image=wide, num_inference_steps=2, output_type="latent").images
 print("low-res:", wide.size, "latents:", list(wide_latents.shape), "output:", cu.decode_latents(pipe.vae, wide_latents)[0].size)
 

@@ -55,6 +55,7 @@ from safetensors.torch import load_file, save_file
 
 import course_utils as cu
 from course_utils import by_hand, community, single_file
+from course_utils.models import files  # where lesson 07's files come from, per profile
 
 choice = cu.setup("community")  # prints the profile, device and dtype this notebook runs on, and why
 settings = cu.default_settings(choice.profile)
@@ -115,7 +116,7 @@ else:
     pipeline = cu.load_pipeline("community")  # no download: read from one .safetensors file (step 2)
     base_pipe = cu.load_pipeline("text2img")  # the model it was fine-tuned from
     prompt = "a red circle on a white background"  # a scene of tiny's world (course_utils.world)
-    styled = f"{prompt} in {community.TINY_STYLE_WORD} style"  # the same with the trigger word
+    styled = community.style_prompt(prompt)  # the same with the trigger word
     pictures = []
     for name, model in (("base model", base_pipe), ("community model", pipeline)):
         # one batch of two prompts, each with its own generator seeded alike: the same starting noise
@@ -149,8 +150,8 @@ else:
 # the original layout.
 
 # %%
-ckpt_path = community.checkpoint_file(choice.profile)
-config = community.checkpoint_config(choice.profile)
+ckpt_path = files.checkpoint_file(choice.profile)
+config = files.checkpoint_config(choice.profile)
 print(f"file:    {ckpt_path.name}  ({ckpt_path.stat().st_size / 1e6:.1f} MB)")
 print(f"configs: {config}")
 
@@ -250,11 +251,11 @@ restored = pickle.loads(data)  # just loading runs the code
 
 # %%
 workdir = Path(tempfile.mkdtemp())
-tiny_weights = load_file(community.tiny_source())
+tiny_weights = load_file(files.checkpoint_file("tiny"))
 ckpt = workdir / "community_model.ckpt"
 torch.save({"state_dict": tiny_weights}, ckpt)  # the .ckpt layout: the same keys, pickled
 try:
-    single_file.load_single_file(ckpt, config=community.checkpoint_config("tiny"))
+    single_file.load_single_file(ckpt, config=files.checkpoint_config("tiny"))
 except cu.CourseError as err:
     print("CourseError:", err)
 
@@ -264,14 +265,14 @@ except cu.CourseError as err:
 # containers. A checkpoint that carries code is still refused — and nothing is printed:
 
 # %%
-opted_in = single_file.load_single_file(ckpt, config=community.checkpoint_config("tiny"), allow_pickle=True)
+opted_in = single_file.load_single_file(ckpt, config=files.checkpoint_config("tiny"), allow_pickle=True)
 print("loaded with allow_pickle=True:", type(opted_in).__name__)
 del opted_in
 
 evil = workdir / "evil_model.ckpt"
 torch.save({"state_dict": tiny_weights, "extra": Payload()}, evil)
 try:
-    single_file.load_single_file(evil, config=community.checkpoint_config("tiny"), allow_pickle=True)
+    single_file.load_single_file(evil, config=files.checkpoint_config("tiny"), allow_pickle=True)
 except cu.CourseError as err:
     print("CourseError:", err)
 
@@ -283,7 +284,7 @@ except cu.CourseError as err:
 # pieces, so in step 1 SD 1.5 read "easy negative":
 
 # %%
-token = community.embedding_token(choice.profile)  # "EasyNegative" on sd15, "<outline>" on tiny
+token = files.embedding_token(choice.profile)  # "EasyNegative" on sd15, "<outline>" on tiny
 pieces = pipe.tokenizer.tokenize(token)
 print(token, "->", pieces, pipe.tokenizer(token).input_ids)
 assert len(pieces) > 1  # ordinary sub-words, no token of its own
@@ -300,9 +301,9 @@ print("vocabulary size:", len(pipe.tokenizer))
 
 # %%
 ti_pipe = pipe if choice.profile == "sd15" else base_pipe  # where the embedding belongs
-emb_path = community.embedding_file(choice.profile)
-vectors = load_file(emb_path)["emb_params"]
-print(emb_path.name, "-> emb_params", tuple(vectors.shape), "| text encoder hidden size:", ti_pipe.text_encoder.config.hidden_size)
+emb_path = files.embedding_file(choice.profile)
+vectors = community.embedding_vectors(emb_path)  # the file's one tensor (A1111 names it emb_params)
+print(emb_path.name, "->", tuple(vectors.shape), "| text encoder hidden size:", ti_pipe.text_encoder.config.hidden_size)
 
 ti_pipe.load_textual_inversion(str(emb_path), token=token)
 names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]  # one new token per vector
@@ -371,7 +372,7 @@ display(cu.grid([without, with_emb], size=max(128, settings["height"])))
 # the same; diffusers logs that the LoRA has no text-encoder part, which is expected.
 
 # %%
-lora = community.lora_source(choice.profile)
+lora = files.lora_source(choice.profile)
 if choice.profile == "sd15":  # LCM-LoRA on the community model: 4 steps with LCMScheduler
     lora_pipe = pipe
     lora_scheduler = LCMScheduler.from_config(pipe.scheduler.config)

@@ -73,7 +73,7 @@ choice = cu.setup("inpaint")  # prints the profile, device and dtype this notebo
 settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
 size = (settings["width"], settings["height"])
 image, mask = inpaint.load_pair(cu.image_name("photo", choice.profile), inpaint.lesson_mask(choice.profile, size), size=size)
-prompt = cu.prompt("hat", choice.profile)
+prompt = cu.prompt("inpaint", choice.profile)
 print("prompt:", prompt)
 print("image:", image.mode, image.size, "| mask:", mask.mode, mask.size)
 print("mask values:", np.unique(np.asarray(mask)), f"- white (repaint) share: {np.mean(np.asarray(mask) == 255):.1%}")
@@ -340,7 +340,7 @@ cu.grid([result, pasted, pasted_blend], cols=3, size=256)
 # 2. **The inpainting model's starting point.** Look at the `conv_in` weights that read channels 5–9.
 #    Run the inpainting UNet once with the lesson's mask and once with an empty mask: does its output
 #    change? Compare with the text-to-image UNet on the same latents.
-# 3. **Another edit, and `strength`.** Inpaint with `cu.prompt("cat", ...)` and `strength=0.5`, and paste
+# 3. **Another edit, and `strength`.** Inpaint with `cu.prompt("another_edit", ...)` and `strength=0.5`, and paste
 #    back: with `sd15`, replace the helmet in the bottom right corner with a cat (draw a rectangle mask
 #    with `inpaint.rect_mask`); on `tiny`, use the lesson's mask. What does `strength` do here, and how
 #    many steps run?
@@ -405,7 +405,7 @@ if choice.profile == "tiny":
     edit_mask = mask  # tiny's scene has no helmet: the circle's box again
 else:
     edit_mask = inpaint.rect_mask(size, (0.52, 0.62, 1.0, 1.0))  # left, top, right, bottom as fractions
-cat_prompt = cu.prompt("cat", choice.profile)
+cat_prompt = cu.prompt("another_edit", choice.profile)
 recorder = cu.LatentRecorder()  # records every step's timestep
 cat = pipe(cat_prompt, image=image, mask_image=edit_mask, strength=0.5, generator=torch.Generator(device="cpu").manual_seed(seed),
            callback_on_step_end=recorder, **settings).images[0]

@@ -7,6 +7,13 @@ os.environ.setdefault("COURSE_PROFILE", "tiny")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every notebook cell nbval runs counts as slow: `make test-fast` (``-m "not slow"``) skips the notebooks."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """The `tiny` text-to-image pipeline on the CPU (built once per test session)."""

@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 import course_utils as cu
-from course_utils import build, community, configs
+from course_utils import community
+from course_utils.models import builders, configs, files, hub, original_layout, tiny
 from course_utils import single_file as sf
 
 COMPONENTS = ("unet", "vae", "text_encoder")
@@ -23,12 +24,12 @@ def _assert_same_weights(a, b):
 @pytest.fixture
 def fresh_community():
     """A new `tiny` community pipeline (textual inversion and LoRA change the pipeline they load into)."""
-    return community.tiny_pipeline()
+    return builders.tiny_community()
 
 
 def test_round_trip_save_then_from_single_file(tiny_pipe, tmp_path):
     path = sf.save_single_file(tiny_pipe, tmp_path / "tiny.safetensors")
-    loaded = sf.load_single_file(path, config=build.tiny_text2img_folder())
+    loaded = sf.load_single_file(path, config=tiny.text2img_folder())
     _assert_same_weights(tiny_pipe, loaded)
     assert loaded.vae.config.scaling_factor == tiny_pipe.vae.config.scaling_factor
 
@@ -59,20 +60,20 @@ def test_sd15_sized_layout_matches_diffusers_converter():
     with torch.device("meta"):
         unet, vae = UNet2DConditionModel(**configs.SD15_UNET), AutoencoderKL(**configs.SD15_VAE)
     unet_map, vae_map = sf.unet_prefix_map(unet.config), sf.vae_prefix_map(vae.config)
-    original = {sf.UNET_PREFIX + sf._rename(k, unet_map): v for k, v in unet.state_dict().items()}
+    original = {sf.UNET_PREFIX + original_layout._rename(k, unet_map): v for k, v in unet.state_dict().items()}
     # The key diffusers uses to detect SD 1.x, and the upsamplers after (2, 5) or without (8) attention:
     for key in ("output_blocks.11.0.skip_connection.weight", "output_blocks.2.1.conv.weight", "output_blocks.5.2.conv.weight"):
         assert sf.UNET_PREFIX + key in original
     assert set(convert_ldm_unet_checkpoint(original, dict(unet.config))) == set(unet.state_dict())
-    original_vae = {sf.VAE_PREFIX + sf._rename(k, vae_map): v for k, v in vae.state_dict().items()}
+    original_vae = {sf.VAE_PREFIX + original_layout._rename(k, vae_map): v for k, v in vae.state_dict().items()}
     assert set(convert_ldm_vae_checkpoint(original_vae, dict(vae.config))) == set(vae.state_dict())
 
 
 def test_pickled_ckpt_is_refused_unless_opted_in(tmp_path):
-    weights = load_file(community.tiny_source())
+    weights = load_file(tiny.community_file())
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": weights}, ckpt)
-    config = build.tiny_text2img_folder()
+    config = tiny.text2img_folder()
     with pytest.raises(cu.CourseError) as info:
         sf.load_single_file(ckpt, config=config)
     message = str(info.value)
@@ -91,27 +92,27 @@ class _Payload:
 
 def test_weights_only_refuses_a_ckpt_that_carries_code(tmp_path, capsys):
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": load_file(community.tiny_source()), "payload": _Payload()}, evil)
+    torch.save({"state_dict": load_file(tiny.community_file()), "payload": _Payload()}, evil)
     with pytest.raises(cu.CourseError, match="weights_only=True"):
-        sf.load_single_file(evil, config=build.tiny_text2img_folder(), allow_pickle=True)
+        sf.load_single_file(evil, config=tiny.text2img_folder(), allow_pickle=True)
     assert "this ran while loading" not in capsys.readouterr().out
 
 
 def test_missing_file_and_wrong_suffix(tmp_path, tiny_pipe):
     with pytest.raises(cu.CourseError, match="No checkpoint file"):
-        sf.load_single_file(tmp_path / "nothing.safetensors", config=build.tiny_text2img_folder())
+        sf.load_single_file(tmp_path / "nothing.safetensors", config=tiny.text2img_folder())
     with pytest.raises(cu.CourseError, match=".safetensors"):
         sf.save_single_file(tiny_pipe, tmp_path / "model.ckpt")
 
 
 def test_textual_inversion_adds_tokens_and_vectors(fresh_community):
     """The A1111 file format, bound to a mixed-case token as lesson 07 does with EasyNegative on `sd15`."""
-    pipe, token = fresh_community, community.EASYNEGATIVE_TOKEN
-    vectors = load_file(community.tiny_textual_inversion())["emb_params"]
+    pipe, token = fresh_community, files.EASYNEGATIVE_TOKEN
+    vectors = community.embedding_vectors(tiny.embedding_file())
     assert vectors.ndim == 2 and vectors.shape[1] == configs.TINY_TEXT_ENCODER["hidden_size"]
     before = pipe.tokenizer(token).input_ids
     assert len(before) > 3 and max(before[1:-1]) < 49406  # ordinary sub-word pieces between <start> and <end>
-    pipe.load_textual_inversion(str(community.tiny_textual_inversion()), token=token)
+    pipe.load_textual_inversion(str(tiny.embedding_file()), token=token)
     names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]
     ids = pipe.tokenizer.convert_tokens_to_ids(names)
     assert ids == list(range(49408, 49408 + len(vectors)))
@@ -127,10 +128,10 @@ def test_textual_inversion_adds_tokens_and_vectors(fresh_community):
 
 def test_tiny_embedding_token_expands(fresh_community):
     """tiny's own token, lower-case, is expanded by the pipeline into all its vectors."""
-    pipe, token = fresh_community, community.embedding_token("tiny")
-    assert token == community.TINY_EMBEDDING_TOKEN
-    vectors = load_file(community.embedding_file("tiny"))["emb_params"]
-    pipe.load_textual_inversion(str(community.embedding_file("tiny")), token=token)
+    pipe, token = fresh_community, files.embedding_token("tiny")
+    assert token == tiny.EMBEDDING_TOKEN
+    vectors = community.embedding_vectors(files.embedding_file("tiny"))
+    pipe.load_textual_inversion(str(files.embedding_file("tiny")), token=token)
     names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]
     assert pipe.maybe_convert_prompt(f"a red circle in {token} style", pipe.tokenizer) == f"a red circle in {' '.join(names)} style"
 
@@ -146,7 +147,7 @@ def _unet_out(pipe):
 def test_lora_scale_zero_is_no_lora_and_one_differs(fresh_community):
     pipe = fresh_community
     base = _unet_out(pipe)
-    pipe.load_lora_weights(community.lora_source("tiny"), adapter_name="demo")
+    pipe.load_lora_weights(files.lora_source("tiny"), adapter_name="demo")
     assert pipe.get_list_adapters() == {"unet": ["demo"]}
     pipe.set_adapters(["demo"], adapter_weights=[0.0])
     assert torch.equal(_unet_out(pipe), base)
@@ -166,26 +167,37 @@ def test_load_pipeline_community_offline_without_warnings(monkeypatch):
         warnings.simplefilter("error", FutureWarning)
         warnings.filterwarnings("error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|peft)")
         pipe = cu.load_pipeline("community", profile="tiny", device="cpu")
-        pipe.load_lora_weights(community.lora_source("tiny"), adapter_name="demo")
+        pipe.load_lora_weights(files.lora_source("tiny"), adapter_name="demo")
         pipe.set_adapters(["demo"], adapter_weights=[0.5])
-        pipe.load_textual_inversion(str(community.tiny_textual_inversion()), token=community.EASYNEGATIVE_TOKEN)
-    weights = load_file(community.tiny_source())
+        pipe.load_textual_inversion(str(tiny.embedding_file()), token=files.EASYNEGATIVE_TOKEN)
+    weights = load_file(tiny.community_file())
     assert torch.equal(pipe.unet.conv_out.weight, weights["model.diffusion_model.out.2.weight"].float())
-    base = build.tiny_pipeline()
+    base = builders.tiny_text2img()
     assert not torch.equal(pipe.unet.conv_in.weight, base.unet.conv_in.weight)  # the fine-tune changed the UNet
     assert torch.equal(pipe.vae.encoder.conv_in.weight, base.vae.encoder.conv_in.weight)  # ... and nothing else
 
 
-def test_sd15_sources_offline_give_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("COURSE_MODELS_DIR", raising=False)
+def test_sd15_sources_offline_give_a_clear_error(monkeypatch, tmp_path):
+    """With an empty Hub cache and HF_HUB_OFFLINE, lesson 07's sd15 files are a CourseError that names the repo."""
     from huggingface_hub import constants
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("COURSE_MODELS_DIR", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    try:
-        path = community.embedding_file("sd15")
-    except cu.CourseError as err:
-        assert "gsdf/EasyNegative" in str(err) and "COURSE_PROFILE=tiny" in str(err)
-    else:  # it is in this machine's Hub cache
-        assert path.name == community.EASYNEGATIVE_FILE
-    assert community.lora_source("sd15") == community.SD15_LORA_REPO
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    with pytest.raises(cu.CourseError) as info:
+        files.embedding_file("sd15")
+    assert "gsdf/EasyNegative" in str(info.value) and "COURSE_PROFILE=tiny" in str(info.value)
+    with pytest.raises(cu.CourseError, match="gsdf/Counterfeit-V2.5"):
+        files.checkpoint_file("sd15")
+    assert files.lora_source("sd15") == hub.LCM_LORA_REPO  # a Hub id: load_lora_weights downloads it
+
+
+def test_sd15_sources_from_course_models_dir(monkeypatch, tmp_path):
+    """Files copied into COURSE_MODELS_DIR/<repo id>/ are used before the Hub."""
+    for repo, name in ((hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE), (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE)):
+        (tmp_path / repo).mkdir(parents=True)
+        (tmp_path / repo / name).write_bytes(b"")
+    monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path))
+    assert files.embedding_file("sd15") == tmp_path / hub.EASYNEGATIVE_REPO / hub.EASYNEGATIVE_FILE
+    assert files.lora_source("sd15") == str(tmp_path / hub.LCM_LORA_REPO)

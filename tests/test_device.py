@@ -2,11 +2,18 @@ import pytest
 import torch
 
 import course_utils as cu
+from course_utils import device
 
 
-def test_default_device_is_cpu_here(monkeypatch):
+@pytest.mark.parametrize(
+    "cuda, mps, expected",
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    """The rule, with the hardware faked: a GPU wins, then Apple's MPS, then the CPU."""
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(device, "_mps_available", lambda: mps)
     assert cu.get_device() == expected
 
 

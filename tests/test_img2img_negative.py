@@ -31,7 +31,7 @@ def gen(seed=0):
 
 @pytest.mark.parametrize("strength", [0.3, 0.75])
 def test_img2img_by_hand_matches_pipeline(img2img_pipe, sketch, strength):
-    prompt = cu.prompt("castle", "tiny")
+    prompt = cu.prompt("restyle", "tiny")
     theirs = img2img_pipe(prompt, image=sketch, strength=strength, num_inference_steps=8, guidance_scale=7.5,
                           generator=gen(), output_type="latent").images
     mine = img2img.img2img_by_hand(img2img_pipe, sketch, prompt, strength, 8, 7.5, gen())
@@ -41,7 +41,7 @@ def test_img2img_by_hand_matches_pipeline(img2img_pipe, sketch, strength):
 
 def test_img2img_step_by_step_matches_pipeline(img2img_pipe, sketch):
     """The four moves of lesson 4, spelled out, with a negative prompt and a generator drawn in the pipeline's order."""
-    prompt, negative = cu.prompt("castle", "tiny"), cu.prompt("negative", "tiny")
+    prompt, negative = cu.prompt("restyle", "tiny"), cu.prompt("negative", "tiny")
     theirs = img2img_pipe(prompt, image=sketch, strength=0.6, negative_prompt=negative, num_inference_steps=10,
                           generator=gen(3), output_type="latent").images
     g = gen(3)
@@ -69,7 +69,7 @@ def test_img2img_by_hand_other_scheduler(img2img_pipe, sketch):
 
 def test_negative_prompt_by_hand_matches_pipeline(tiny_pipe):
     pipe = tiny_pipe
-    prompt, negative = cu.prompt("astronaut", "tiny"), cu.prompt("negative", "tiny")
+    prompt, negative = cu.prompt("main", "tiny"), cu.prompt("negative", "tiny")
     theirs = pipe(prompt, negative_prompt=negative, height=SIZE, width=SIZE, num_inference_steps=5, guidance_scale=7.5,
                   generator=gen(), output_type="latent").images
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)
@@ -133,14 +133,14 @@ def test_start_timesteps_matches_pipeline_get_timesteps(img2img_pipe):
 
 def _long_prompts():
     """Two prompts past CLIP's 77 tokens that differ only after the cut (SD 1.5's prompts: same tokenizer)."""
-    parts = [cu.prompt(n, "sd15") for n in ("astronaut", "castle", "cat")]
+    parts = [cu.prompt(n, "sd15") for n in ("main", "restyle", "describe_photo")]
     head = ", ".join(parts * 3)
-    return head + ", " + cu.prompt("cat", "sd15"), head + ", " + cu.prompt("castle", "sd15")
+    return head + ", " + cu.prompt("describe_photo", "sd15"), head + ", " + cu.prompt("restyle", "sd15")
 
 
 def test_which_tokens_are_cut(tiny_pipe):
     tok = tiny_pipe.tokenizer
-    assert long_prompt.which_tokens_are_cut(tok, cu.prompt("astronaut", "tiny")) == []
+    assert long_prompt.which_tokens_are_cut(tok, cu.prompt("main", "tiny")) == []
     assert long_prompt.which_tokens_are_cut(tok, " ".join(["cat"] * 75)) == []
     assert long_prompt.which_tokens_are_cut(tok, " ".join(["cat"] * 75) + " red hat") == ["red", "hat"]
     long_a, _ = _long_prompts()
@@ -154,7 +154,7 @@ def test_which_tokens_are_cut(tiny_pipe):
 def test_long_prompt_embeds_shapes_and_content(tiny_pipe):
     pipe = tiny_pipe
     hidden = pipe.text_encoder.config.hidden_size
-    short = cu.prompt("astronaut", "tiny")
+    short = cu.prompt("main", "tiny")
     c, u = long_prompt.long_prompt_embeds(pipe, short, "blurry")
     with torch.no_grad():
         pc, pu = pipe.encode_prompt(short, "cpu", 1, True, "blurry")

@@ -9,6 +9,7 @@ from PIL import Image
 
 import course_utils as cu
 from course_utils import by_hand, inpaint
+from course_utils.models import builders, configs, surgery
 
 SIZE = 64  # the tiny model's size: latents [1, 4, 16, 16]
 F = 4  # tiny's VAE downsamples 4x (3 blocks; SD 1.5: 8x)
@@ -28,13 +29,13 @@ def photo_and_mask():
 def test_load_pipeline_gives_a_9_channel_inpaint_pipeline(inpaint_pipe):
     assert isinstance(inpaint_pipe, StableDiffusionInpaintPipeline)
     assert inpaint_pipe.unet.config.in_channels == 9 and inpaint_pipe.unet.config.out_channels == 4
-    assert str(cu.model_source("inpaint", profile="tiny")) == str(inpaint.tiny_source())
+    assert str(cu.model_source("inpaint", profile="tiny")) == str(builders.tiny_inpaint_folder())
 
 
 def test_inpaint_unet_from_zeroes_the_extra_channels(tiny_pipe):
     """How SD's (and tiny's) inpainting UNet starts: the text2img UNet with 5 zeroed input channels."""
     plain = tiny_pipe.unet
-    wide = inpaint.inpaint_unet_from(plain)
+    wide = surgery.inpaint_unet_from(plain)
     w = wide.conv_in.weight
     assert w.shape[1] == 9
     assert torch.equal(w[:, :4], plain.conv_in.weight) and (w[:, 4:] == 0).all()
@@ -187,13 +188,11 @@ def test_region_change_and_paste_back(photo_and_mask):
 
 
 def test_sd15_random_has_9_channels(monkeypatch):
-    from course_utils import configs
-
     # the full-size model takes ~4 GB; the same code with the tiny sizes checks the wiring
-    monkeypatch.setattr(configs, "SD15_UNET", configs.TINY_UNET)
+    monkeypatch.setattr(configs, "SD15_INPAINT_UNET", configs.TINY_INPAINT_UNET)
     monkeypatch.setattr(configs, "SD15_TEXT_ENCODER", configs.TINY_TEXT_ENCODER)
     monkeypatch.setattr(configs, "SD15_VAE", configs.TINY_VAE)
-    pipe = inpaint.sd15_random_pipeline()
+    pipe = builders.random_inpaint()
     assert isinstance(pipe, StableDiffusionInpaintPipeline) and pipe.unet.config.in_channels == 9
 
 

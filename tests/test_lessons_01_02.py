@@ -7,7 +7,7 @@ from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextModel, CLIPTokenizer
 
 import course_utils as cu
-from course_utils.build import load_tokenizer, make_scheduler
+from course_utils.models.builders import load_tokenizer, pndm_scheduler
 
 ASTRONAUT_IDS = [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
 FAST = dict(height=64, width=64, num_inference_steps=3, guidance_scale=7.5)
@@ -15,12 +15,12 @@ FAST = dict(height=64, width=64, num_inference_steps=3, guidance_scale=7.5)
 
 def _generate(pipe, seed, **kwargs):
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    return pipe(cu.prompt("astronaut", "tiny"), generator=generator, output_type="np", **{**FAST, **kwargs}).images
+    return pipe(cu.prompt("main", "tiny"), generator=generator, output_type="np", **{**FAST, **kwargs}).images
 
 
 def test_astronaut_token_ids_and_padding():
     tokenizer = load_tokenizer()
-    prompt = cu.prompt("astronaut", "sd15")
+    prompt = cu.prompt("main", "sd15")
     assert tokenizer(prompt).input_ids == ASTRONAUT_IDS
     padded = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
     assert tokenizer.model_max_length == 77 and len(padded) == 77
@@ -29,7 +29,7 @@ def test_astronaut_token_ids_and_padding():
 
 def test_truncation_keeps_75_text_tokens_and_pipeline_encodes_exactly_those(tiny_pipe):
     tokenizer = tiny_pipe.tokenizer
-    long_prompt = ", ".join([cu.prompt("astronaut", "tiny")] * 12)
+    long_prompt = ", ".join([cu.prompt("main", "tiny")] * 12)
     all_ids = tokenizer(long_prompt).input_ids
     assert len(all_ids) > 77
     kept = tokenizer(long_prompt, padding="max_length", max_length=77, truncation=True).input_ids
@@ -42,7 +42,7 @@ def test_truncation_keeps_75_text_tokens_and_pipeline_encodes_exactly_those(tiny
 
 
 def test_pndm_takes_its_first_step_twice():
-    scheduler = make_scheduler()
+    scheduler = pndm_scheduler()
     for steps in (10, 25, 50):
         scheduler.set_timesteps(steps)
         timesteps = scheduler.timesteps.tolist()
@@ -72,7 +72,7 @@ def test_tiny_has_no_safety_checker(tiny_pipe):
 @pytest.fixture(scope="module")
 def components():
     src = cu.model_source("text2img", profile="tiny")
-    f32 = dict(dtype=torch.float32)  # tiny is stored in fp16; without dtype= the modules would stay fp16
+    f32 = dict(dtype=torch.float32)  # what the lessons pass on the CPU (it is also the default: data/tiny declares float32)
     return dict(
         tokenizer=CLIPTokenizer.from_pretrained(src, subfolder="tokenizer"),
         text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **f32),

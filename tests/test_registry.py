@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import course_utils as cu
-from course_utils import registry
+from course_utils.models import hub, registry, tiny
 
 
 def test_env_profile_wins(monkeypatch):
@@ -30,7 +30,7 @@ def test_default_without_gpu_is_tiny_and_says_why(monkeypatch, capsys):
 
 def test_hub_unreachable_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(registry, "_cached", lambda repo: None)
+    monkeypatch.setattr(hub, "cached", lambda repo: None)
     with pytest.raises(cu.CourseError) as info:
         cu.load_pipeline("text2img", profile="sd15", device="cpu")
     message = str(info.value)
@@ -41,7 +41,7 @@ def test_hub_unreachable_offline(monkeypatch, tmp_path):
 def test_hub_unreachable_online(monkeypatch):
     """A Hub that refuses connections (here: a closed local port) gives the same advice."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(registry, "_cached", lambda repo: None)
+    monkeypatch.setattr(hub, "cached", lambda repo: None)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
@@ -77,7 +77,7 @@ def test_tiny_pipeline_is_sd15_shaped(tiny_pipe):
 
 
 def test_tokenizer_is_clips():
-    from course_utils.build import load_tokenizer
+    from course_utils.models.builders import load_tokenizer
 
     ids = load_tokenizer()("a photograph of an astronaut riding a horse").input_ids
     assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
@@ -93,15 +93,34 @@ def test_tiny_is_reproducible(tiny_pipe):
 
 
 def test_prompts_and_settings():
-    assert cu.prompt("astronaut", "sd15") == "a photograph of an astronaut riding a horse"
+    assert cu.prompt("main", "sd15") == "a photograph of an astronaut riding a horse"
     assert cu.default_settings("sd15")["height"] == 512
     with pytest.raises(cu.CourseError, match="No prompt"):
         cu.prompt("nope", "tiny")
 
 
 def test_missing_tiny_weights_say_how_to_get_them(monkeypatch, tmp_path):
-    from course_utils import build
-
-    monkeypatch.setattr(build, "TINY_DIR", tmp_path / "tiny")
+    monkeypatch.setattr(tiny, "TINY_DIR", tmp_path / "tiny")
     with pytest.raises(cu.CourseError, match="python -m training all"):
-        build.tiny_text2img_folder()
+        tiny.text2img_folder()
+
+
+def test_the_reason_names_what_decided(monkeypatch):
+    """A profile passed by the caller wins over COURSE_PROFILE, and the printed reason says so."""
+    monkeypatch.setenv("COURSE_PROFILE", "tiny")
+    choice = cu.choose("text2img", profile="sd15-random", device="cpu")
+    assert choice.profile == "sd15-random"
+    assert "profile= passed by the caller" in choice.reason and "COURSE_PROFILE=tiny does not apply" in choice.reason
+    assert "COURSE_PROFILE=tiny" == cu.choose("text2img", device="cpu").reason
+    monkeypatch.delenv("COURSE_PROFILE")
+    assert cu.choose("text2img", profile="tiny", device="cpu").reason == "profile= passed by the caller"
+
+
+def test_every_role_has_a_builder_per_profile():
+    """The registry's one row per role: a pipeline class, an sd15 repo, a tiny and an sd15-random builder."""
+    from diffusers import DiffusionPipeline
+
+    for name, spec in registry.ROLES.items():
+        assert issubclass(spec.pipeline, DiffusionPipeline), name
+        assert spec.repo in hub.SD15_REPOS.values() and callable(spec.tiny) and callable(spec.random), name
+        assert spec.tiny_source().exists(), name

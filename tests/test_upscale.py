@@ -8,6 +8,7 @@ from PIL import Image
 
 import course_utils as cu
 from course_utils import upscale
+from course_utils.models import builders, configs, surgery
 from course_utils.paths import DATA_DIR
 
 
@@ -44,9 +45,9 @@ def test_tiny_upscaler_has_the_real_architecture(pipe):
     assert pipe.vae.dtype == torch.float32
     assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.scheduler.config.prediction_type == "v_prediction"
     assert isinstance(pipe.low_res_scheduler, DDPMScheduler)
-    for key, value in upscale.SD15_UPSCALER_SCHEDULER.items():
+    for key, value in configs.X4_UPSCALER_SCHEDULER.items():
         assert pipe.scheduler.config[key] == value, key
-    for key, value in upscale.SD15_UPSCALER_LOW_RES_SCHEDULER.items():
+    for key, value in configs.X4_UPSCALER_LOW_RES_SCHEDULER.items():
         assert pipe.low_res_scheduler.config[key] == value, key
     assert pipe.config.max_noise_level == 350
     assert pipe.tokenizer.model_max_length == 77
@@ -58,7 +59,7 @@ def test_upscaler_vae_keeps_images_and_rescales_latents():
     """upscaler_vae folds the text-to-image VAE's scaling_factor into its latent convolutions."""
     text2img = cu.load_pipeline("text2img", profile="tiny", device="cpu")
     vae = text2img.vae
-    new = upscale.upscaler_vae(vae)
+    new = surgery.upscaler_vae(vae)
     assert new.config.scaling_factor == 0.08333 and vae.config.scaling_factor != 0.08333  # the original is untouched
     x = text2img.image_processor.preprocess([cu.world.sample(i).image for i in range(16)])  # [16, 3, 64, 64] in [-1, 1]
     with torch.no_grad():
@@ -73,7 +74,7 @@ def test_upscaler_vae_keeps_images_and_rescales_latents():
 
 def test_tiny_upscaler_vae_is_the_rescaled_text2img_vae(pipe):
     text2img = cu.load_pipeline("text2img", profile="tiny", device="cpu")
-    expected = upscale.upscaler_vae(text2img.vae).state_dict()
+    expected = surgery.upscaler_vae(text2img.vae).state_dict()
     for key, value in pipe.vae.state_dict().items():  # stored in fp16: equal to fp16 rounding
         assert torch.allclose(value, expected[key], rtol=2e-3, atol=2e-3), key
 
@@ -110,7 +111,7 @@ def test_good_noise_level_passes(pipe, level):
 
 def test_model_source_is_the_tiny_folder():
     folder = cu.model_source("upscale", profile="tiny")
-    assert folder == str(upscale.tiny_source())
+    assert folder == str(builders.tiny_upscale_folder())
 
 
 def test_low_res_input_and_psnr():
@@ -129,7 +130,7 @@ def test_low_res_input_and_psnr():
 def test_sd15_random_has_the_real_sizes():
     """Built on the meta device: the real shapes without allocating ~3.5 GB."""
     with torch.device("meta"):
-        big = upscale.sd15_random_pipeline(StableDiffusionUpscalePipeline, torch.float16)
+        big = builders.random_upscale(StableDiffusionUpscalePipeline, torch.float16)
     assert big.unet.config.in_channels == 7 and big.unet.config.block_out_channels == (256, 512, 512, 1024)
     assert big.unet.config.cross_attention_dim == big.text_encoder.config.hidden_size == 1024
     assert 470e6 < sum(p.numel() for p in big.unet.parameters()) < 480e6

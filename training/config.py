@@ -1,8 +1,9 @@
-"""Every setting of the `tiny` training, in one place (nanoGPT style: each value commented where it is set).
+"""The training recipe of the `tiny` models: every setting of a from-scratch run, in one place.
 
-The models keep Stable Diffusion 1.5's classes and block types; only widths, depths and the
-image size shrink. Images are 64x64 (``course_utils.world``), the VAE downsamples 4x, so the
-UNets work on 16x16x4 latents.
+The architectures are the model layer's (``course_utils.models.configs``: ``TINY_VAE``,
+``TINY_TEXT_ENCODER``, ``TINY_UNET``, ``TINY_INPAINT_UNET``, ``TINY_UPSCALER_UNET``): SD 1.5's
+classes and block types, only smaller. Images are 64x64 (``course_utils.world``), the VAE
+downsamples 4x, so the UNets work on 16x16x4 latents.
 
 Stages (``python -m training STAGE``), in the order ``all`` runs them:
 
@@ -14,36 +15,29 @@ Stages (``python -m training STAGE``), in the order ``all`` runs them:
     lora      a LoRA on the text2img UNet that draws outlines (no trigger word needed)
     ti        a textual-inversion embedding "<outline>" for the text2img model
 
-Any field of a stage below can be overridden on the command line: ``--set batch_size=8``.
+Any setting can be changed for one run: ``--set batch_size=8`` on the command line, or a file of
+settings, ``--overrides FILE`` (:func:`load_overrides`).
+
+The committed weights in ``data/tiny`` were NOT made by one run of this recipe: they grew over
+four sessions, each resuming the last with changed settings. Those runs, one override file per
+run, are in ``training/runs_that_made_data_tiny/``; what each changed and what it scored is in
+``docs/training.md``. This recipe is what those runs amount to as one run from scratch (every
+data setting from step 0, one learning-rate drop); at full length it has not been run.
 """
+import dataclasses
+import tomllib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from course_utils import community as cu_community
-from course_utils import configs as cu_configs
-from course_utils import upscale as cu_upscale
+from course_utils.models import configs, profiles, tiny
 
-# --- models -------------------------------------------------------------------------------
-IMAGE_SIZE = 64  # pixels; course_utils.world draws 64x64 images
-LATENT_SIZE = 16  # IMAGE_SIZE / 4: the VAE has 3 blocks -> 2 downsamplings -> 4x smaller
-
-VAE = dict(cu_configs.TINY_VAE, scaling_factor=1.0)  # 4 latent channels; scaling_factor: measured by the vae stage
-TEXT_ENCODER = cu_configs.TINY_TEXT_ENCODER  # hidden 64, 2 layers, CLIP's vocabulary (see course_utils/configs.py)
-UNET = cu_configs.TINY_UNET  # (32, 64, 64) channels, 1 layer per block, cross-attention dim 64
-INPAINT_UNET = dict(UNET, in_channels=9)  # 4 noisy latents + 1 mask + 4 masked-image latents
-UPSCALER_UNET = cu_upscale.TINY_UPSCALER_UNET  # 7 input channels, noise-level class labels; 16x16 -> 64x64
-# The upscaler reuses the text2img VAE (already a 3-block, 4x VAE like the real upscaler's), but
-# StableDiffusionUpscalePipeline forces scaling_factor = 0.08333: course_utils.upscale.upscaler_vae
-# folds the difference into the VAE's latent convolutions, so its scaled latents keep unit std.
-UPSCALER_SCALING_FACTOR = cu_upscale.SD15_UPSCALER_VAE["scaling_factor"]
-
-# --- style (the "community" model, its LoRA and its embedding) -------------------------------
-STYLE_WORD = cu_community.TINY_STYLE_WORD  # "outline": the fine-tune's trigger word ("a red circle in outline style")
-TI_TOKEN = cu_community.TINY_EMBEDDING_TOKEN  # "<outline>": the textual-inversion token (diffusers adds "<outline>_1", ...)
 OUTLINE_WIDTH = 5  # pixels: outlined shapes are a ring of this width in the shape's colour (3 was too thin for the 4x VAE: 18 dB vs 20 dB)
+DEFAULT_OUT = "training/runs"  # where runs go: <out>/<stage>/{ckpt.pt, log.jsonl, config.json, result.json}
+HISTORY_DIR = Path(__file__).resolve().parent / "runs_that_made_data_tiny"  # the override files of the committed runs
 
 
 @dataclass
-class Stage:
+class Settings:
     """Settings shared by every stage."""
 
     steps: int = 1000  # optimiser steps of a full run (--steps overrides)
@@ -52,7 +46,6 @@ class Stage:
     warmup: int = 100  # steps of linear warm-up, then constant: the schedule does not depend on `steps`
     lr_drop_at: int = 0  # from this step on (0 = never) the learning rate is lr * lr_drop: a late, lower-noise phase
     lr_drop: float = 0.2
-    lr_later: tuple = ()  # ((step, factor), ...): from each such step on the learning rate is lr * factor (replaces lr_drop)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.0  # 0 = no EMA; else EMA of the trained weights (min(decay, (1+step)/(10+step)))
@@ -62,12 +55,11 @@ class Stage:
     eval_every: int = 0  # run the stage's evaluation every this many steps (0: only at the end)
     data_repeat: int = 0  # 0: new scenes every step; N: cycle through the first N batches (overfitting checks)
     noise_offset: float = 0.0  # std of a random per-image, per-channel constant added to the noise ("offset noise"); 0 = none
-    refine_from: int = 0  # noise_offset (and text2img's open_captions, upscale's refine_low_noise_share) apply from this step on
 
 
 @dataclass
-class VAEStage(Stage):
-    steps: int = 1900  # ~21 min at ~50 samples/s (2 threads); planning trial: ~9 min -> 29 dB PSNR
+class VAESettings(Settings):
+    steps: int = 1900  # ~30 min at ~50 samples/s (2 threads); a 9-minute trial reached 29 dB PSNR
     lr_drop_at: int = 1500  # the last 400 steps at lr / 5 (sharper reconstructions: the upscaler's PSNR depends on them)
     batch_size: int = 32
     lr: float = 1e-3
@@ -77,42 +69,34 @@ class VAEStage(Stage):
 
 
 @dataclass
-class Text2ImgStage(Stage):
-    steps: int = 13000  # ~130 min at ~110 samples/s (2 threads); the committed model ran 4000, then was resumed to 7000, 10000, 11000, 13000
-    lr_drop_at: int = 3400  # from here on at lr / 5 (the loss fell from 0.0142 to 0.0113 within 600 steps of the drop)
-    # Steps 7000-10000 refine the 7,000-step model, whose backgrounds followed the seed rather than the
-    # prompt: on 16x16 latents the starting noise's per-channel mean still carries the picture's mean
-    # colour at the first timesteps (SD 1.5's schedule never reaches zero signal), so the model learned to read the
-    # background from the noise. Offset noise makes that mean unreliable, so the prompt has to decide.
-    refine_from: int = 7000
-    noise_offset: float = 0.2  # noise-mean std 0.21 instead of 0.0625 (1/16); backgrounds' latent means differ by ~0.5 x sqrt(alpha_bar) = 0.04 at t=961
-    open_captions: float = 0.2  # share of captions leaving the shape or colour open ("a red shape", "a circle"): from refine_from on
-    lr_later: tuple = ((7000, 0.5), (9000, 0.1), (10000, 0.2))  # refine at lr / 2, 1000 steps at lr / 10, the words phase at lr / 5
-    # Steps 10000-13000 teach bare words ("circle", "red", "red circle"), the way people write
-    # negative prompts: before, the text encoder's output for the lone word "circle" differed from
-    # the empty prompt's by at most 1.0 (for "a red circle" vs "a red square": 10.6), so the
-    # negative prompt "circle" removed 7% of circles; after: 6.1, and 67%. Training only the UNet
-    # on such captions did not help (13% after 1000 steps): the text encoder has to learn them too.
-    words_from: int = 10000
-    word_captions: float = 0.25  # share of non-empty captions that are bare words, from words_from on (drawn first: open_captions applies to the rest)
-    batch_size: int = 64  # images per step
+class Text2ImgSettings(Settings):
+    steps: int = 13000  # ~130 min at ~110 samples/s (2 threads)
+    batch_size: int = 64
     lr: float = 1e-3  # UNet and text encoder together
     warmup: int = 200
+    lr_drop_at: int = 3400  # from here on at lr / 5 (the loss fell from 0.0142 to 0.0113 within 600 steps of the drop)
     ema_decay: float = 0.998  # the EMA weights are exported; 0.998 averages ~500 steps
     min_snr: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023): min(SNR, 5) / SNR; 0 = plain MSE
+    # Offset noise: on 16x16 latents the starting noise's per-channel mean (std 1/16) still carries the
+    # picture's mean colour at the first timesteps (SD 1.5's schedule never reaches zero signal), so
+    # without it the model reads the background from the noise instead of the prompt (43% right; 100% with it).
+    noise_offset: float = 0.2  # noise-mean std 0.21 instead of 0.0625; backgrounds' latent means differ by ~0.5 x sqrt(alpha_bar) = 0.04 at t=961
+    word_captions: float = 0.25  # share of non-empty captions that are bare words ("circle", "red", "red circle"), drawn first:
+    # the way people write negative prompts; without them "circle" as a negative prompt removed 7% of circles (67% with)
+    open_captions: float = 0.2  # share of the other captions leaving the shape or colour open ("a red shape", "a circle")
     cache_scenes: int = 40960  # scenes VAE-encoded once (mean and std of the posterior) and reused with fresh captions and latent samples; 0 = encode every step
-    eval_prompts: int = 48  # prompts (half seen combinations, half HELD_OUT) scored with world.classify
-    eval_steps: int = 20  # DDIM steps per eval image
-    eval_guidance: float = 4.0  # planning trial: guidance 3-5 best
     eval_every: int = 1000
+    eval_seeds: int = 2  # images per prompt of course_utils.scores (20 prompts: 12 seen combinations, 8 held out)
+    eval_steps: int = profiles.DEFAULTS["tiny"]["num_inference_steps"]  # sampler steps per image (PNDM, as the exported pipeline)
+    eval_guidance: float = profiles.DEFAULTS["tiny"]["guidance_scale"]  # the model card's guidance
 
 
 @dataclass
-class InpaintStage(Stage):
-    steps: int = 4000  # starts from the text2img UNet: it only has to learn what the 5 new channels mean (1000 at lr 3e-4 was not enough); the committed model: 2000, then resumed to 3000 and 4000
+class InpaintSettings(Settings):
+    steps: int = 4000  # starts from the text2img UNet: it only has to learn what the 5 new channels mean (1000 at lr 3e-4 was not enough)
     batch_size: int = 32
     lr: float = 6e-4
-    lr_later: tuple = ((1700, 0.2), (2000, 0.5), (2700, 0.2))  # 1700-2000 at lr / 5; the continuation at lr / 2, from 2700 on at lr / 5
+    lr_drop_at: int = 2700  # the last 1,300 steps at lr / 5, as the committed model's
     ema_decay: float = 0.995
     x0_weight_max: float = 20.0  # per-sample loss weight clamp(1/SNR, 1, this); 0 = plain MSE (see train.InpaintStage)
     full_mask: float = 0.25  # share of samples whose whole image is masked (SD inpainting: 25%)
@@ -121,29 +105,28 @@ class InpaintStage(Stage):
 
 
 @dataclass
-class UpscaleStage(Stage):
-    steps: int = 4800  # the committed model: 2400 steps, then resumed to 4800 (26.4 -> 28.7 dB in the first 800 of them)
+class UpscaleSettings(Settings):
+    steps: int = 4800
     batch_size: int = 48
     lr: float = 5e-4
-    lr_later: tuple = ((2000, 0.2), (2400, 0.6), (4400, 0.12))  # 2000-2400 at lr / 5; the continuation at 0.6 lr, its last 400 steps at 0.12 lr
+    lr_drop_at: int = 4400  # the last 400 steps at lr / 5
     ema_decay: float = 0.998
-    max_noise_level: int = cu_upscale.SD15_UPSCALER_MAX_NOISE_LEVEL  # noise_level drawn from 0..350 ...
-    low_noise_share: float = 0.5  # ... but this share of samples from 0..low_noise_max: the pipeline's default is 20
+    max_noise_level: int = configs.X4_UPSCALER_MAX_NOISE_LEVEL  # noise_level drawn from 0..350 ...
+    low_noise_share: float = 0.5  # ... but this share of samples from 0..low_noise_max (the pipeline's default is 20);
+    # 1.0 for the committed model's last 2,400 steps (+3.5 dB), but lesson 6 also shows levels 100 and 350
     low_noise_max: int = 50
-    refine_from: int = 2400  # from this step on ...
-    refine_low_noise_share: float = 1.0  # ... every sample's noise_level is drawn from 0..low_noise_max
     low_res: int = 16  # input side, pixels (64 / 4)
 
 
 @dataclass
-class StyleStage(Stage):
+class StyleSettings(Settings):
     style_share: float = 0.5  # share of outlined images per batch (the rest: plain images, plain captions)
-    trigger: str = STYLE_WORD  # word added to captions of outlined images ("" for none)
-    noise_offset: float = 0.2  # as text2img's refinement, so fine-tuning keeps backgrounds following the prompt
+    trigger: str = tiny.STYLE_WORD  # word added to captions of outlined images ("" for none): "a red circle in outline style"
+    noise_offset: float = 0.2  # as text2img, so fine-tuning keeps backgrounds following the prompt
 
 
 @dataclass
-class FinetuneStage(StyleStage):
+class FinetuneSettings(StyleSettings):
     steps: int = 1500  # 500 steps at lr 2e-4 changed the pictures but drew no outlines
     batch_size: int = 32
     lr: float = 3e-4
@@ -151,7 +134,7 @@ class FinetuneStage(StyleStage):
 
 
 @dataclass
-class LoraStage(StyleStage):
+class LoraSettings(StyleSettings):
     steps: int = 1200
     batch_size: int = 32
     lr: float = 1e-3
@@ -162,44 +145,84 @@ class LoraStage(StyleStage):
 
 
 @dataclass
-class TIStage(StyleStage):
+class TISettings(StyleSettings):
     steps: int = 600
     batch_size: int = 32
     lr: float = 5e-3
     style_share: float = 1.0  # every image outlined, every caption names the token
-    trigger: str = TI_TOKEN
+    trigger: str = tiny.EMBEDDING_TOKEN  # "<outline>" (diffusers adds "<outline>_1", ... for the further vectors)
     n_vectors: int = 2  # embedding vectors the token stands for
-    init_word: str = STYLE_WORD  # vectors start as this word's embedding
+    init_word: str = tiny.STYLE_WORD  # vectors start as this word's embedding
 
 
-STAGES = {
-    "vae": VAEStage(seed=1),
-    "text2img": Text2ImgStage(seed=2),
-    "inpaint": InpaintStage(seed=3),
-    "upscale": UpscaleStage(seed=4),
-    "finetune": FinetuneStage(seed=5),
-    "lora": LoraStage(seed=6),
-    "ti": TIStage(seed=7),
+STAGES = {  # stage name -> its settings, in the order `all` runs them (each starts from the ones before)
+    "vae": VAESettings(seed=1),
+    "text2img": Text2ImgSettings(seed=2),
+    "inpaint": InpaintSettings(seed=3),
+    "upscale": UpscaleSettings(seed=4),
+    "finetune": FinetuneSettings(seed=5),
+    "lora": LoraSettings(seed=6),
+    "ti": TISettings(seed=7),
 }
-# What each stage starts from (their final checkpoints must exist).
-DEPENDS = {
-    "vae": (),
-    "text2img": ("vae",),
-    "inpaint": ("vae", "text2img"),
-    "upscale": ("vae", "text2img"),
-    "finetune": ("vae", "text2img"),
-    "lora": ("vae", "text2img"),
-    "ti": ("vae", "text2img"),
-}
-DEFAULT_OUT = "training/runs"  # where runs go: <out>/<stage>/{ckpt.pt, log.jsonl, config.json}
 
 
-def stage_config(name: str, **overrides) -> Stage:
-    """The settings of stage ``name`` with ``overrides`` applied (unknown keys are an error)."""
+def _check_stage(name: str):
     if name not in STAGES:
         raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+
+
+def _typed(name: str, field: dataclasses.Field, value):
+    """``value`` as the type of setting ``field`` (an int where a float is expected becomes a float, a list a tuple)."""
+    kind = field.type
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif kind is tuple and isinstance(value, list):
+        value = tuple(value)
+    if type(value) is not kind:
+        raise SystemExit(f"stage {name}: setting {field.name} must be {kind.__name__}, not {value!r} ({type(value).__name__})")
+    return value
+
+
+def stage_config(name: str, **overrides) -> Settings:
+    """The settings of stage ``name`` with ``overrides`` applied (unknown keys and wrong types are an error)."""
+    _check_stage(name)
     cfg = STAGES[name]
-    unknown = set(overrides) - set(cfg.__dataclass_fields__)
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    unknown = set(overrides) - set(fields)
     if unknown:
-        raise SystemExit(f"stage {name} has no setting(s) {sorted(unknown)}; settings: {sorted(cfg.__dataclass_fields__)}")
-    return replace(cfg, **overrides)
+        raise SystemExit(f"stage {name} has no setting(s) {sorted(unknown)}; settings: {sorted(fields)}")
+    return replace(cfg, **{k: _typed(name, fields[k], v) for k, v in overrides.items()})
+
+
+def load_overrides(path, stage: str | None = None) -> dict:
+    """Read an override file: the settings one run changed (``training/runs_that_made_data_tiny/*.toml``).
+
+    The file names its ``stage``, the step it continues from (``from_step``, 0 = from scratch) and
+    a ``[settings]`` table, e.g.::
+
+        stage = "text2img"
+        from_step = 7000
+        [settings]
+        steps = 9000
+        lr_drop = 0.5
+
+    Args:
+        path (`str` or `Path`): the ``.toml`` file.
+        stage (`str`, *optional*): the stage it is applied to; another ``stage`` in the file is an error.
+
+    Returns:
+        `dict`: ``stage``, ``from_step`` and ``settings`` (checked against the stage's settings).
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"{path}: {e}") from None
+    extra = set(data) - {"stage", "from_step", "settings"}
+    if extra or "stage" not in data:
+        raise SystemExit(f"{path}: expected the keys stage, from_step and a [settings] table, got {sorted(data)}")
+    if stage is not None and data["stage"] != stage:
+        raise SystemExit(f"{path} is for stage {data['stage']!r}, not {stage!r}")
+    settings = dict(data.get("settings", {}))
+    stage_config(data["stage"], **settings)  # unknown names or wrong types: an error now, not after hours
+    return dict(stage=data["stage"], from_step=int(data.get("from_step", 0)), settings=settings)

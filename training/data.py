@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from course_utils import world
-from course_utils.build import load_tokenizer
+from course_utils.models.builders import load_tokenizer
 
 from . import config
 
@@ -156,21 +156,3 @@ def low_res(pixels: torch.Tensor, factor: int = 4) -> torch.Tensor:
     """The upscaler's input: each ``factor x factor`` block averaged (= ``Image.Resampling.BOX``), 64 -> 16."""
     return torch.nn.functional.avg_pool2d(pixels, factor)
 
-
-def eval_prompts(n: int, seed: int = 12345):
-    """``n`` evaluation prompts with their labels: half from seen combinations, half ``HELD_OUT``.
-
-    Returns:
-        `list[tuple[str, tuple]]`: ``(caption, (color, shape, background))``; captions always name the background.
-    """
-    out = []
-    for i in range(n):
-        split = "held_out" if i % 2 else "train"
-        j = 0
-        while True:  # a caption that names the background, so the background is scorable
-            s = world.sample(seed + 1000 * i + j, split)
-            j += 1
-            if "background" in s.caption or "in front of" in s.caption:
-                break
-        out.append((s.caption, (s.color, s.shape, s.background), split))
-    return out

@@ -1,4 +1,12 @@
-"""Write the trained models as fp16 ``.safetensors`` diffusers folders (what ``from_pretrained`` loads).
+"""Write the trained models as ``.safetensors`` diffusers folders (what ``from_pretrained`` loads).
+
+Every model folder holds its weights in fp16 under the default file names (``diffusion_pytorch_model.safetensors``,
+``model.safetensors``) and loads as float32 when no ``dtype`` is passed, as a Hub repo's default files do:
+diffusers builds a model in torch's default dtype (float32) and casts what it reads to it, and the text
+encoder's ``config.json`` declares ``"dtype": "float32"`` (transformers 5 loads a model in its config's dtype,
+else in its file's; :func:`_declare_float32`). ``dtype=torch.float16`` gives the stored fp16 tensors. fp32
+files (56 MB, 77 MB with ``*.fp16.safetensors`` variants beside them, as SD 1.5 ships) would not fit the
+40 MB budget; fp16 variants alone would not load without ``variant="fp16"``.
 
 ``python -m training export --out training/runs --to data/tiny`` writes::
 
@@ -20,9 +28,9 @@ import torch
 from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
-from course_utils import configs as cu_configs
-from course_utils import upscale as cu_upscale
-from course_utils.single_file import save_single_file
+from course_utils.models import configs
+from course_utils.models.original_layout import save_single_file
+from course_utils.models.surgery import upscaler_vae
 
 from . import config, data
 from .train import load_ckpt, trained_text2img, trained_vae, weights
@@ -37,20 +45,42 @@ def _half(pipe):
     return pipe
 
 
+def _declare_float32(folder: Path):
+    """Make every transformers ``config.json`` under ``folder`` declare ``"dtype": "float32"``; the weights stay fp16.
+
+    transformers' ``save_pretrained`` writes the saved tensors' dtype there, and transformers 5 loads a model in
+    that dtype when none is passed: a float16 text encoder beside diffusers' float32 UNet and VAE, and a
+    pipeline that fails on its first call. Declared float32, ``from_pretrained()`` upcasts the fp16 values
+    exactly (diffusers' configs hold no dtype: its models always load in float32 unless told otherwise).
+    """
+    for path in sorted(Path(folder).rglob("config.json")):
+        cfg = json.loads(path.read_text())
+        if cfg.get("dtype") not in (None, "float32"):
+            cfg["dtype"] = "float32"
+            path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")  # transformers' own format
+
+
 def _save(pipe, folder: Path):
     if folder.exists():
         shutil.rmtree(folder)
     _half(pipe).save_pretrained(folder, safe_serialization=True)
+    _declare_float32(folder)
 
 
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
+def _save_model(model, folder: Path):
+    """One model folder: fp16 weights in the default file name, a config that loads it as float32."""
+    model.half().save_pretrained(folder, safe_serialization=True)
+    _declare_float32(folder)
+
+
 def _save_unet(unet, folder: Path) -> int:
     if folder.parent.exists():
         shutil.rmtree(folder.parent)
-    unet.half().save_pretrained(folder, safe_serialization=True)
+    _save_model(unet, folder)
     return _size(folder)
 
 
@@ -70,7 +100,7 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
             results[s] = json.loads(r.read_text())
     vae = trained_vae(out)
     te, unet = trained_text2img(out)
-    pndm = PNDMScheduler.from_config(cu_configs.SD15_SCHEDULER)
+    pndm = PNDMScheduler.from_config(configs.SD15_SCHEDULER)
 
     def base(unet_):
         return StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=data.tokenizer(), unet=unet_, scheduler=pndm, **COMMON)
@@ -84,23 +114,22 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
     # text2img/'s text encoder, tokenizer and VAE, so those are stored once.
     if "inpaint" in stages:
         ck = load_ckpt(out, "inpaint")
-        u = UNet2DConditionModel(**config.INPAINT_UNET)
+        u = UNet2DConditionModel(**configs.TINY_INPAINT_UNET)
         u.load_state_dict(weights(ck, "unet"))
         sizes["inpaint"] = _save_unet(u, to / "inpaint" / "unet")
 
     if "upscale" in stages:
         ck = load_ckpt(out, "upscale")
-        u = UNet2DConditionModel(**config.UPSCALER_UNET)
+        u = UNet2DConditionModel(**configs.TINY_UPSCALER_UNET)
         u.load_state_dict(weights(ck, "unet"))
         _save_unet(u, to / "upscale" / "unet")
         # its own VAE: text2img's, rescaled to the upscale pipeline's fixed scaling_factor 0.08333
-        cu_upscale.upscaler_vae(trained_vae(out), config.UPSCALER_SCALING_FACTOR).half().save_pretrained(
-            to / "upscale" / "vae", safe_serialization=True)
+        _save_model(upscaler_vae(trained_vae(out)), to / "upscale" / "vae")
         sizes["upscale"] = _size(to / "upscale")
 
     if "finetune" in stages:
         ck = load_ckpt(out, "finetune")
-        u = UNet2DConditionModel(**config.UNET)
+        u = UNet2DConditionModel(**configs.TINY_UNET)
         u.load_state_dict(weights(ck, "unet"))
         path = to / "community.safetensors"
         save_single_file(_half(base(u)), path, metadata=dict(made_by="sd-course", trigger=config.STAGES["finetune"].trigger))

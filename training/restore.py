@@ -18,7 +18,6 @@ the rounded VAE (``upscaler_vae``): within one fp16 step of the committed file, 
 import json
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel
 

@@ -1,8 +1,9 @@
 """The training loop shared by every stage, and the stages themselves.
 
-A stage is an object with ``modules`` (everything saved in the checkpoint), ``params`` (what the
-optimiser updates), ``ema_modules`` (what gets an EMA copy) and ``loss(step, generator)``. The
-loop adds AdamW, warm-up, gradient clipping, EMA, checkpoints, logs and resume.
+Every stage is a :class:`Stage`: ``modules`` (everything saved in the checkpoint), ``params``
+(what the optimiser updates), ``ema_modules`` (what gets an EMA copy), ``loss(step, generator)``,
+``after_step()``, ``evaluate(run)`` and ``checkpoint_extra()``. The loop calls all of them for
+every stage and adds AdamW, warm-up, gradient clipping, EMA, checkpoints, logs and resume.
 
 Reproducibility: initial weights come from ``torch.manual_seed(cfg.seed)``; the batch of a step
 depends only on (seed, step) (see ``data.py``); the noise, timesteps and latent samples of a step
@@ -21,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from course_utils import configs as cu_configs
-from course_utils import upscale as cu_upscale
-from course_utils import world
-from course_utils.inpaint import inpaint_unet_from
+from course_utils import scores, world
+from course_utils.models import builders, configs
+from course_utils.models.surgery import inpaint_unet_from, upscaler_vae
 
 from . import config, data
 
@@ -36,14 +36,14 @@ CKPT = "ckpt.pt"
 
 # --- models -------------------------------------------------------------------------------------
 def new_vae(scaling_factor: float = 1.0) -> AutoencoderKL:
-    return AutoencoderKL(**dict(config.VAE, scaling_factor=float(scaling_factor)))
+    return AutoencoderKL(**dict(configs.TINY_VAE, scaling_factor=float(scaling_factor)))
 
 
 def new_text_encoder() -> CLIPTextModel:
-    return CLIPTextModel(CLIPTextConfig(**config.TEXT_ENCODER))
+    return CLIPTextModel(CLIPTextConfig(**configs.TINY_TEXT_ENCODER))
 
 
-def ddpm(cfg: dict = cu_configs.SD15_SCHEDULER) -> DDPMScheduler:
+def ddpm(cfg: dict = configs.SD15_SCHEDULER) -> DDPMScheduler:
     """The training noise schedule (SD 1.5's: scaled-linear betas 0.00085 -> 0.012 over 1000 steps)."""
     return DDPMScheduler.from_config(cfg)
 
@@ -74,7 +74,7 @@ def trained_vae(out) -> AutoencoderKL:
 def trained_text2img(out):
     """(text_encoder, unet) of the text2img stage, EMA weights."""
     ck = load_ckpt(out, "text2img")
-    te, unet = new_text_encoder(), UNet2DConditionModel(**config.UNET)
+    te, unet = new_text_encoder(), UNet2DConditionModel(**configs.TINY_UNET)
     te.load_state_dict(weights(ck, "text_encoder"))
     unet.load_state_dict(weights(ck, "unet"))
     return te, unet
@@ -108,11 +108,43 @@ def with_weights(module, state):
 
 
 # --- stages ---------------------------------------------------------------------------------------
-class VAEStage:
+class Stage:
+    """What the loop needs of a stage; each stage sets the attributes in ``__init__`` and overrides ``loss``.
+
+    Attributes:
+        modules (`dict[str, torch.nn.Module]`): everything saved in the checkpoint (and restored on resume).
+        params (`list[torch.nn.Parameter]`): what the optimiser updates.
+        ema_modules (`dict[str, torch.nn.Module]`): what gets an EMA copy (when ``ema_decay`` > 0); empty: none.
+    """
+
+    modules: dict
+    params: list
+    ema_modules: dict
+
+    def __init__(self, cfg, out):
+        self.cfg = cfg  # the stage's settings (config.STAGES); ``out``: the runs folder it starts from
+
+    def loss(self, step: int, gen: torch.Generator):
+        """``(loss, info)`` of one step: the batch depends only on (seed, step), the noise only on ``gen``."""
+        raise NotImplementedError
+
+    def after_step(self):
+        """Called after every optimiser step (e.g. to undo updates of frozen rows)."""
+
+    def evaluate(self, run) -> dict:
+        """Measurements, every ``eval_every`` steps and at the end (the end's go into the checkpoint's ``extra``)."""
+        return {}
+
+    def checkpoint_extra(self) -> dict:
+        """What the final checkpoint's ``extra`` holds besides the measurements (e.g. tensors export needs)."""
+        return {}
+
+
+class VAEStage(Stage):
     """AutoencoderKL: reconstruction (MSE) + a tiny KL term; then scaling_factor = 1 / std(latents)."""
 
     def __init__(self, cfg, out):
-        self.cfg = cfg
+        super().__init__(cfg, out)
         self.vae = new_vae()
         self.modules = dict(vae=self.vae)
         self.params = list(self.vae.parameters())
@@ -127,7 +159,8 @@ class VAEStage:
         return mse + self.cfg.kl_weight * kl, dict(mse=mse.item())
 
     @torch.no_grad()
-    def finish(self, run):
+    def evaluate(self, run):
+        """Measure ``scaling_factor`` (and set it in the VAE's config) and the reconstruction PSNR."""
         vae = self.vae.eval()
         n, bs = self.cfg.scale_samples, 64
         gen = torch.Generator().manual_seed(self.cfg.seed)
@@ -144,32 +177,21 @@ class VAEStage:
         return dict(scaling_factor=sf, latent_std=std, psnr_db=10 * math.log10(1 / mse))
 
 
-class _Diffusion:
+class _Diffusion(Stage):
     """Helpers shared by the UNet stages."""
 
     def encode(self, pixels, gen):
         with torch.no_grad():
             return self.vae.encode(pixels).latent_dist.sample(gen) * self.vae.config.scaling_factor
 
-    def noised(self, lat, gen, step: int = 0):
-        """``(noisy, noise, t)``: ``lat`` noised at random timesteps; from ``cfg.refine_from`` on the noise
-        gets a per-image, per-channel constant of std ``cfg.noise_offset`` (offset noise)."""
+    def noised(self, lat, gen):
+        """``(noisy, noise, t)``: ``lat`` noised at random timesteps; with ``cfg.noise_offset`` > 0 the noise
+        gets a per-image, per-channel constant of that std (offset noise)."""
         noise = torch.randn(lat.shape, generator=gen)
         t = torch.randint(0, self.sched.config.num_train_timesteps, (lat.shape[0],), generator=gen)
-        offset = self.cfg.noise_offset  # every stage has it (config.Stage); 0 for most
-        if offset and step >= self.cfg.refine_from:  # drawn after t: earlier steps keep their random numbers
-            noise = noise + offset * torch.randn((*lat.shape[:2], 1, 1), generator=gen)
+        if self.cfg.noise_offset:  # drawn after t: without offset noise a step's random numbers are the same
+            noise = noise + self.cfg.noise_offset * torch.randn((*lat.shape[:2], 1, 1), generator=gen)
         return self.sched.add_noise(lat, noise, t), noise, t
-
-    def eps_loss(self, pred, target, t):
-        """MSE, per sample weighted by Min-SNR-gamma (``cfg.min_snr``; 0 = plain MSE) for epsilon targets."""
-        per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        gamma = getattr(self.cfg, "min_snr", 0.0)
-        if gamma:
-            ac = self.sched.alphas_cumprod[t]
-            snr = ac / (1 - ac)
-            per = per * snr.clamp(max=gamma) / snr
-        return per.mean()
 
     def text(self, ids):
         if any(p.requires_grad for p in self.text_encoder.parameters()):
@@ -182,8 +204,9 @@ class Text2ImgStage(_Diffusion):
     """UNet2DConditionModel + CLIPTextModel, jointly, epsilon prediction on SD 1.5's schedule."""
 
     def __init__(self, cfg, out):
-        self.cfg, self.vae, self.sched = cfg, trained_vae(out), ddpm()
-        self.text_encoder, self.unet = new_text_encoder(), UNet2DConditionModel(**config.UNET)
+        super().__init__(cfg, out)
+        self.vae, self.sched = trained_vae(out), ddpm()
+        self.text_encoder, self.unet = new_text_encoder(), UNet2DConditionModel(**configs.TINY_UNET)
         self.modules = dict(text_encoder=self.text_encoder, unet=self.unet)
         self.params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
         self.ema_modules = dict(self.modules)
@@ -199,17 +222,26 @@ class Text2ImgStage(_Diffusion):
             mean, std = self.cache["mean"][idx], self.cache["std"][idx]
             lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
             rng = random.Random(f"captions-{c.seed}-{step}")
-            open_share = c.open_captions if step >= c.refine_from else 0.0
-            word_share = c.word_captions if step >= c.words_from else 0.0
-            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng, open_share, word_share) for i in idx.tolist()])
-        noisy, noise, t = self.noised(lat, gen, step)
+            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng, c.open_captions, c.word_captions)
+                                 for i in idx.tolist()])
+        noisy, noise, t = self.noised(lat, gen)
         pred = self.unet(noisy, t, self.text(ids)).sample
-        return self.eps_loss(pred, noise, t), {}
+        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        if c.min_snr:  # Min-SNR-gamma: weight min(SNR, gamma) / SNR per sample
+            ac = self.sched.alphas_cumprod[t]
+            snr = ac / (1 - ac)
+            per = per * snr.clamp(max=c.min_snr) / snr
+        return per.mean(), {}
 
-    def finish(self, run):
+    @torch.no_grad()
+    def evaluate(self, run):
+        """``course_utils.scores.text2img_scores`` of the EMA weights (``eval_seeds`` images per prompt)."""
+        c = self.cfg
         te = with_weights(self.text_encoder, run.ema.shadow["text_encoder"])
         unet = with_weights(self.unet, run.ema.shadow["unet"])
-        return score_text2img(self.vae, te, unet, self.cfg)
+        pipe = text2img_pipeline(self.vae, te, unet)
+        return scores.text2img_scores(pipe, range(c.eval_seeds), height=world.SIZE, width=world.SIZE,
+                                      num_inference_steps=c.eval_steps, guidance_scale=c.eval_guidance)
 
 
 @torch.no_grad()
@@ -239,42 +271,22 @@ def latent_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict
     return cache
 
 
-def text2img_pipeline(vae, text_encoder, unet, scheduler=None):
-    return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=data.tokenizer(), unet=unet,
-        scheduler=scheduler or DDIMScheduler.from_config(cu_configs.SD15_SCHEDULER),
+def text2img_pipeline(vae, text_encoder, unet) -> StableDiffusionPipeline:
+    """The models as the exported pipeline (PNDM, SD 1.5's schedule), quiet."""
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=data.tokenizer(), unet=unet, scheduler=builders.pndm_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-
-
-@torch.no_grad()
-def score_text2img(vae, text_encoder, unet, cfg, suffix: str = "") -> dict:
-    """Generate one image per evaluation prompt and read it back with ``world.classify``.
-
-    Returns accuracies of colour, shape, background and all three, on seen combinations and on ``HELD_OUT``.
-    """
-    pipe = text2img_pipeline(vae, text_encoder, unet)
     pipe.set_progress_bar_config(disable=True)
-    prompts = data.eval_prompts(cfg.eval_prompts)
-    gen = torch.Generator().manual_seed(0)
-    images = pipe([p + suffix for p, _, _ in prompts], num_inference_steps=cfg.eval_steps,
-                  guidance_scale=cfg.eval_guidance, generator=gen).images
-    res = {}
-    for split in ("train", "held_out"):
-        rows = [(world.classify(im), lab) for im, (_, lab, sp) in zip(images, prompts) if sp == split]
-        if not rows:
-            continue
-        for key, i in (("color", 0), ("shape", 1), ("background", 2)):
-            res[f"{split}_{key}"] = sum(c[key] == lab[i] for c, lab in rows) / len(rows)
-        res[f"{split}_all"] = sum((c["color"], c["shape"], c["background"]) == lab for c, lab in rows) / len(rows)
-    return res
+    return pipe
 
 
 class InpaintStage(_Diffusion):
     """9-channel UNet from text2img's EMA UNet (new conv_in channels zero), random masks; text encoder frozen."""
 
     def __init__(self, cfg, out):
-        self.cfg, self.vae, self.sched = cfg, trained_vae(out), ddpm()
+        super().__init__(cfg, out)
+        self.vae, self.sched = trained_vae(out), ddpm()
         te, unet = trained_text2img(out)
         self.text_encoder = te.requires_grad_(False).eval()
         self.unet = inpaint_unet_from(unet)
@@ -306,12 +318,13 @@ class UpscaleStage(_Diffusion):
     """x4 upscaler UNet: v-prediction on the rescaled VAE's latents (x 0.08333), conditioned on the noised 16x16 image."""
 
     def __init__(self, cfg, out):
-        self.cfg, self.vae = cfg, cu_upscale.upscaler_vae(trained_vae(out), config.UPSCALER_SCALING_FACTOR)
-        self.sched = ddpm(cu_upscale.SD15_UPSCALER_SCHEDULER)
-        self.low_res_sched = ddpm(cu_upscale.SD15_UPSCALER_LOW_RES_SCHEDULER)
+        super().__init__(cfg, out)
+        self.vae = upscaler_vae(trained_vae(out))  # scaling_factor 0.08333, which the upscale pipeline insists on
+        self.sched = ddpm(configs.X4_UPSCALER_SCHEDULER)
+        self.low_res_sched = ddpm(configs.X4_UPSCALER_LOW_RES_SCHEDULER)
         te, _ = trained_text2img(out)
         self.text_encoder = te.requires_grad_(False).eval()
-        self.unet = UNet2DConditionModel(**config.UPSCALER_UNET)
+        self.unet = UNet2DConditionModel(**configs.TINY_UPSCALER_UNET)
         self.modules = dict(unet=self.unet)
         self.params = list(self.unet.parameters())
         self.ema_modules = dict(self.modules)
@@ -322,8 +335,7 @@ class UpscaleStage(_Diffusion):
         lat = self.encode(b["pixels"], gen)  # x 0.08333, the rescaled VAE's scaling_factor
         small = data.low_res(b["pixels"], world.SIZE // c.low_res)
         level = torch.randint(0, c.max_noise_level + 1, (lat.shape[0],), generator=gen)
-        share = c.refine_low_noise_share if step >= c.refine_from else c.low_noise_share
-        low = torch.rand(lat.shape[0], generator=gen) < share
+        low = torch.rand(lat.shape[0], generator=gen) < c.low_noise_share
         level[low] = torch.randint(0, c.low_noise_max + 1, (int(low.sum()),), generator=gen)
         small = self.low_res_sched.add_noise(small, torch.randn(small.shape, generator=gen), level)
         noisy, noise, t = self.noised(lat, gen)
@@ -335,23 +347,26 @@ class FinetuneStage(_Diffusion):
     """The "community" fine-tune: text2img's UNet learns outlined shapes for captions with the trigger word."""
 
     def __init__(self, cfg, out):
-        self.cfg, self.vae, self.sched = cfg, trained_vae(out), ddpm()
+        super().__init__(cfg, out)
+        self.vae, self.sched = trained_vae(out), ddpm()
         te, self.unet = trained_text2img(out)
         self.text_encoder = te.requires_grad_(False).eval()
+        self.tokenizer = data.tokenizer()
         self.setup()
 
     def setup(self):
+        """What is trained (LoRA and TI train other parameters of the same models)."""
         self.modules = dict(unet=self.unet)
         self.params = list(self.unet.parameters())
         self.ema_modules = dict(self.modules)
 
-    def tok(self):
-        return None
+    def trigger(self) -> str:
+        return self.cfg.trigger
 
     def loss(self, step, gen):
         c = self.cfg
-        b = data.style_batch(c.seed, step, c.batch_size, c.style_share, c.trigger, tok=self.tok())
-        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen, step)
+        b = data.style_batch(c.seed, step, c.batch_size, c.style_share, self.trigger(), tok=self.tokenizer)
+        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
         pred = self.unet(noisy, t, self.text(b["input_ids"])).sample
         return F.mse_loss(pred, noise), {}
 
@@ -375,7 +390,7 @@ class TIStage(FinetuneStage):
 
     def setup(self):
         c = self.cfg
-        self.tokenizer = copy.deepcopy(data.tokenizer())
+        self.tokenizer = copy.deepcopy(self.tokenizer)
         self.tokens = [c.trigger] + [f"{c.trigger}_{i}" for i in range(1, c.n_vectors)]
         self.tokenizer.add_tokens(self.tokens)
         self.ids = self.tokenizer.convert_tokens_to_ids(self.tokens)
@@ -393,15 +408,8 @@ class TIStage(FinetuneStage):
         self.params = [emb]
         self.ema_modules = {}
 
-    def tok(self):
-        return self.tokenizer
-
-    def loss(self, step, gen):
-        c = self.cfg
-        b = data.style_batch(c.seed, step, c.batch_size, c.style_share, " ".join(self.tokens), tok=self.tokenizer)
-        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen, step)
-        pred = self.unet(noisy, t, self.text_encoder(b["input_ids"])[0]).sample
-        return F.mse_loss(pred, noise), {}
+    def trigger(self) -> str:
+        return " ".join(self.tokens)  # every vector in every caption: "a red circle in <outline> <outline>_1 style"
 
     @torch.no_grad()
     def after_step(self):
@@ -410,8 +418,9 @@ class TIStage(FinetuneStage):
         keep[self.ids] = False
         emb[keep] = self.frozen[keep]  # only the new tokens' rows change
 
-    def vectors(self):
-        return self.text_encoder.get_input_embeddings().weight[self.ids].detach().clone()
+    def checkpoint_extra(self):
+        vectors = self.text_encoder.get_input_embeddings().weight[self.ids].detach().clone()
+        return dict(tokens=self.tokens, vectors=vectors)
 
 
 IMPL = dict(vae=VAEStage, text2img=Text2ImgStage, inpaint=InpaintStage, upscale=UpscaleStage,
@@ -423,6 +432,13 @@ class Run:
     def __init__(self, name, cfg, out):
         self.name, self.cfg, self.dir = name, cfg, Path(out) / name
         self.ema = EMA(cfg.ema_decay)
+
+
+def learning_rate(cfg, step: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then ``lr``; from ``lr_drop_at`` on (if set) ``lr * lr_drop``."""
+    if cfg.lr_drop_at and step >= cfg.lr_drop_at:
+        return cfg.lr * cfg.lr_drop
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
 
 
 def _save(path: Path, state: dict):
@@ -495,12 +511,7 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
     log = open(run.dir / "log.jsonl", "a")
     t0, seen = time.perf_counter(), 0
     for step in range(start, total):
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
-        if cfg.lr_drop_at and step >= cfg.lr_drop_at:
-            lr = cfg.lr * cfg.lr_drop
-        for at, factor in cfg.lr_later:
-            if step >= at:
-                lr = cfg.lr * factor
+        lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -509,8 +520,7 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(stage.params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
         opt.step()
-        if hasattr(stage, "after_step"):
-            stage.after_step()
+        stage.after_step()
         if cfg.ema_decay:
             run.ema.update(step, stage.ema_modules)
         seen += cfg.batch_size
@@ -525,8 +535,8 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
             if not quiet:
                 print(f"[{name}] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             t0, seen = time.perf_counter(), 0
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total and hasattr(stage, "finish"):
-            ev = stage.finish(run)
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
+            ev = stage.evaluate(run)
             log.write(json.dumps(dict(step=step + 1, eval=ev)) + "\n")
             log.flush()
             if not quiet:
@@ -534,11 +544,9 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
             t0 = time.perf_counter()
         if (step + 1) % cfg.ckpt_every == 0 and step + 1 < total:
             save(step + 1)
-    extra = stage.finish(run) if hasattr(stage, "finish") else {}
-    if isinstance(stage, TIStage):
-        extra = dict(extra, tokens=stage.tokens, vectors=stage.vectors())
+    extra = {**stage.evaluate(run), **stage.checkpoint_extra()}
     save(total, done=True, extra=extra)
-    shown = {k: v for k, v in extra.items() if k != "vectors"}
+    shown = {k: v for k, v in extra.items() if not torch.is_tensor(v)}  # result.json: what JSON can hold
     log.write(json.dumps(dict(step=total, final=shown)) + "\n")
     log.close()
     (run.dir / "result.json").write_text(json.dumps(dict(step=total, **shown), indent=2, default=str))

@@ -1,0 +1,181 @@
+"""Every architecture the course builds, in one place: SD 1.5, the x4 upscaler and the ``tiny`` models.
+
+All use exactly the same classes (``CLIPTextModel``, ``UNet2DConditionModel``,
+``AutoencoderKL``, ``PNDMScheduler``/``DDIMScheduler``/``DDPMScheduler``); only the sizes
+differ. Every setting is an argument of that class's constructor. Nothing here imports torch:
+``training/`` and the builders (:mod:`course_utils.models.builders`) read these dicts.
+"""
+
+# SD 1.5's scheduler config (stable-diffusion-v1-5/stable-diffusion-v1-5, scheduler/scheduler_config.json).
+SD15_SCHEDULER = {
+    "beta_start": 0.00085,  # variance of the noise added at the first step
+    "beta_end": 0.012,  # ... and at the last (1000th) step
+    "beta_schedule": "scaled_linear",  # betas = linspace(sqrt(start), sqrt(end), 1000) ** 2
+    "num_train_timesteps": 1000,  # training used t = 0 .. 999
+    "skip_prk_steps": True,  # PNDM: use only the fast PLMS steps
+    "set_alpha_to_one": False,
+    "steps_offset": 1,  # timesteps are 981, 961, ... instead of 980, 960, ...
+    "clip_sample": False,
+    "prediction_type": "epsilon",  # the UNet predicts the added noise
+    "trained_betas": None,
+    "timestep_spacing": "leading",
+}
+
+# --- SD 1.5, full size (used by the `sd15-random` profile) -------------------------------
+SD15_TEXT_ENCODER = dict(
+    vocab_size=49408,  # CLIP's BPE vocabulary
+    hidden_size=768,  # width of each token's embedding -> text embeddings [1, 77, 768]
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,  # the 77-token window
+    hidden_act="quick_gelu",
+    projection_dim=768,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=1,
+)
+SD15_UNET = dict(
+    sample_size=64,  # latents are 64x64 for 512x512 images
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768,  # = the text encoder's hidden size
+    attention_head_dim=8,
+)
+# The inpainting UNet takes these input channels more: 1 mask + 4 masked-image latents (4 + 5 = 9).
+INPAINT_EXTRA_CHANNELS = 5
+SD15_INPAINT_UNET = dict(SD15_UNET, in_channels=4 + INPAINT_EXTRA_CHANNELS)  # stable-diffusion-inpainting/unet
+SD15_VAE = dict(
+    sample_size=512,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),  # 4 blocks -> 3 downsamplings -> 8x smaller
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    scaling_factor=0.18215,  # latents are multiplied by this so they have roughly unit variance
+)
+
+# --- the x4 upscaler (stabilityai/stable-diffusion-x4-upscaler), a Stable Diffusion 2 model ---------
+# Sources: the Hub folder's scheduler/, low_res_scheduler/, unet/ and vae/ configs, and the original
+# model's config it was converted from, Stability-AI/stablediffusion
+# configs/stable-diffusion/x4-upscaling.yaml (linear_start 0.0001, linear_end 0.02 for both schedules -
+# LDM's "linear" is diffusers' "scaled_linear" -; parameterization "v"; max_noise_level 350;
+# scale_factor 0.08333). diffusers' single-file loader (loaders/single_file_utils.py) builds the same
+# low_res_scheduler.
+
+# Denoises the latents, like SD 1.5's PNDM, but the UNet predicts v (a mix of noise and image).
+X4_UPSCALER_SCHEDULER = {
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+# Adds noise to the low-res *image* (pixels, not latents): noise_level is its timestep.
+X4_UPSCALER_LOW_RES_SCHEDULER = {
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "clip_sample": True,
+    "prediction_type": "epsilon",
+    "variance_type": "fixed_small",
+    "trained_betas": None,
+}
+X4_UPSCALER_MAX_NOISE_LEVEL = 350  # the pipeline refuses larger noise_level values
+
+# The text encoder is SD 2's OpenCLIP ViT-H/14 (penultimate layer, so 23 of its 24 layers).
+X4_UPSCALER_TEXT_ENCODER = dict(
+    SD15_TEXT_ENCODER,
+    hidden_size=1024,  # text embeddings [1, 77, 1024]
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    hidden_act="gelu",
+    projection_dim=512,
+)
+X4_UPSCALER_UNET = dict(
+    sample_size=128,  # latents 128x128 -> 512x512 images (from 128x128 inputs)
+    in_channels=7,  # 4 noisy latents + 3 channels of the (noised) low-res RGB image
+    out_channels=4,
+    block_out_channels=(256, 512, 512, 1024),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    # no self-attention at the three highest resolutions (too expensive on 128x128 latents):
+    only_cross_attention=(True, True, True, False),
+    cross_attention_dim=1024,  # = the text encoder's hidden size
+    attention_head_dim=8,  # diffusers' legacy name: 8 attention *heads*
+    use_linear_projection=True,
+    num_class_embeds=1000,  # an embedding of noise_level (0..999), added to the timestep embedding
+    class_embed_type=None,
+)
+X4_UPSCALER_VAE = dict(
+    sample_size=256,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512),  # 3 blocks -> 2 downsamplings -> 4x smaller (SD 1.5: 8x)
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    layers_per_block=2,
+    scaling_factor=0.08333,  # the pipeline overwrites any other value (with a deprecation warning)
+)
+
+# --- tiny: the same classes, trained by this repository (training/, weights in data/tiny) ---
+# 64x64 images, a 4x VAE -> 16x16x4 latents; ~8 M parameters, most of them CLIP's 49408-word
+# token embedding. `python -m training` trains exactly these configs.
+TINY_TEXT_ENCODER = dict(
+    SD15_TEXT_ENCODER,  # CLIP's vocabulary and 77 positions: any prompt tokenizes as in SD 1.5
+    hidden_size=64,  # text embeddings [1, 77, 64] (SD 1.5: 768)
+    intermediate_size=256,  # 4 x hidden, as CLIP
+    num_hidden_layers=2,  # SD 1.5: 12
+    num_attention_heads=4,
+    projection_dim=64,
+)
+TINY_UNET = dict(
+    SD15_UNET,
+    sample_size=16,  # 16x16 latents -> 64x64 images by default
+    block_out_channels=(32, 64, 64),  # 3 levels: 16x16, 8x8, 4x4 (SD 1.5: 4 levels, 320-1280 channels)
+    layers_per_block=1,  # SD 1.5: 2
+    # SD 1.5's pattern (cross-attention blocks, a plain block at the lowest resolution), one level fewer
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=64,  # = TINY_TEXT_ENCODER hidden_size
+    attention_head_dim=4,  # diffusers' legacy name: the number of heads (SD 1.5: 8)
+)
+TINY_VAE = dict(
+    SD15_VAE,
+    sample_size=64,
+    block_out_channels=(32, 64, 64),  # 3 blocks -> 4x downsampling: 64x64x3 -> 16x16x4 (SD 1.5: 8x)
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    layers_per_block=1,  # SD 1.5: 2
+    norm_num_groups=32,
+    scaling_factor=1.0,  # measured by training (1 / std of the latents); data/tiny/text2img/vae/config.json has the value
+)
+
+TINY_INPAINT_UNET = dict(TINY_UNET, in_channels=4 + INPAINT_EXTRA_CHANNELS)  # 4 noisy latents + 1 mask + 4 masked-image latents
+TINY_UPSCALER_UNET = dict(
+    X4_UPSCALER_UNET,  # the real upscaler's block types, class embeddings, linear projections
+    sample_size=16,  # 16x16 input -> 16x16 latents -> 64x64 output
+    block_out_channels=(32, 32, 64, 64),  # 16x16, 8x8, 4x4, 2x2
+    layers_per_block=1,
+    norm_num_groups=32,
+    cross_attention_dim=TINY_TEXT_ENCODER["hidden_size"],  # 64: the tiny text encoder's
+)
+# The tiny upscaler's VAE is the tiny text-to-image VAE (3 blocks, 4x, like the real upscaler's),
+# rescaled by models.surgery.upscaler_vae to X4_UPSCALER_VAE's scaling_factor, which the pipeline requires.
+
+# Seed of the random initialisation of the `sd15-random` models (the `tiny` ones are trained: data/tiny).
+RANDOM_WEIGHTS_SEED = 0

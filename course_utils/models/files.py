@@ -1,0 +1,56 @@
+"""Single files that lesson 07 loads, per profile: a checkpoint, its configs, an embedding, a LoRA.
+
+* `sd15`: Counterfeit-V2.5's single file, SD 1.5's configs, the EasyNegative embedding (a Hub
+  *dataset*) and the LCM LoRA for SD 1.5 - all from :mod:`course_utils.models.hub`.
+* `tiny` (and `sd15-random`, whose own files would be noise): the course's trained outline-style
+  models in ``data/tiny`` (:mod:`course_utils.models.tiny`).
+
+The `sd15` downloads could not be run where this was written (no network): they follow the
+huggingface_hub / diffusers API documentation.
+"""
+from pathlib import Path
+
+from . import hub, tiny
+
+EASYNEGATIVE_TOKEN = "EasyNegative"  # the word EasyNegative is used as in prompts
+
+
+def checkpoint_file(profile: str) -> Path:
+    """A single-file checkpoint (original layout, ``.safetensors``) for ``profile``.
+
+    `sd15`: ``Counterfeit-V2.5_fp16.safetensors`` from ``gsdf/Counterfeit-V2.5`` (about 2.1 GB).
+    Otherwise: the `tiny` community file, ``data/tiny/community.safetensors``.
+    """
+    if profile == "sd15":
+        return hub.hub_file(hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE)
+    return tiny.community_file()
+
+
+def checkpoint_config(profile: str) -> str:
+    """The diffusers configs ``from_single_file`` builds the pipeline from (the file holds only weights).
+
+    `sd15`: SD 1.5's repository (a local folder or cache snapshot when there is one, else the Hub id:
+    only its small config files are fetched). Otherwise: the `tiny` text-to-image folder.
+    """
+    if profile == "sd15":
+        return hub.resolve_model(hub.SD15_CONFIG_REPO)
+    return str(tiny.text2img_folder())
+
+
+def embedding_file(profile: str) -> Path:
+    """An A1111-format embedding: EasyNegative (`sd15`, Hub dataset ``gsdf/EasyNegative``) or tiny's ``<outline>``."""
+    if profile == "sd15":
+        return hub.hub_file(hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, repo_type="dataset")
+    return tiny.embedding_file()
+
+
+def embedding_token(profile: str) -> str:
+    """The token the lesson binds the embedding to: ``"EasyNegative"`` (`sd15`) or ``"<outline>"`` (tiny)."""
+    return EASYNEGATIVE_TOKEN if profile == "sd15" else tiny.EMBEDDING_TOKEN
+
+
+def lora_source(profile: str) -> str:
+    """What to pass to ``pipe.load_lora_weights``: the LCM LoRA (`sd15`, folder or Hub id) or tiny's outline LoRA folder."""
+    if profile == "sd15":
+        return hub.lora_source()
+    return str(tiny.lora_folder())

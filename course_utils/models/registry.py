@@ -1,0 +1,161 @@
+"""One registry of roles: which model each lesson loads, on which profile, device and dtype - and why.
+
+A *role* is what a lesson needs a pipeline for (``text2img``, ``img2img``, ``inpaint``,
+``upscale``, ``community``). :data:`ROLES` gives each role, in one row, its diffusers pipeline
+class, its `sd15` Hub repository and its builders for `tiny` and `sd15-random`. Adding a role is
+one row here (plus its builders in :mod:`course_utils.models.builders`) and its lesson.
+
+Default profile: ``sd15`` where a CUDA GPU is present and the weights are reachable, else
+``tiny``; ``COURSE_PROFILE`` or the ``profile=`` argument overrides. Every choice is printed
+with what decided it.
+"""
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionUpscalePipeline,
+)
+
+from ..device import CourseError, describe_device, get_device, get_dtype
+from . import builders, hub, tiny
+from .profiles import check_profile
+
+
+@dataclass(frozen=True)
+class Role:
+    """Everything the course needs to load one role's pipeline on any profile.
+
+    Attributes:
+        pipeline (`type`): the diffusers pipeline class.
+        repo (`str`): the `sd15` Hub repository (see :mod:`course_utils.models.hub`).
+        tiny (`Callable[[type, torch.dtype], DiffusionPipeline]`): builds the `tiny` pipeline.
+        random (`Callable[[type, torch.dtype], DiffusionPipeline]`): builds the `sd15-random` pipeline.
+        tiny_source (`Callable[[], Path]`): what ``from_pretrained`` (or ``from_single_file``) loads on `tiny`.
+        vae_fp32 (`bool`): keep the VAE in float32 whatever the dtype (the x4 upscaler's overflows in fp16).
+    """
+
+    pipeline: type
+    repo: str
+    tiny: Callable
+    random: Callable
+    tiny_source: Callable
+    vae_fp32: bool = False
+
+
+ROLES = {
+    "text2img": Role(StableDiffusionPipeline, hub.SD15_REPOS["text2img"], builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
+    "img2img": Role(StableDiffusionImg2ImgPipeline, hub.SD15_REPOS["img2img"], builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
+    "inpaint": Role(StableDiffusionInpaintPipeline, hub.SD15_REPOS["inpaint"], builders.tiny_inpaint, builders.random_inpaint, builders.tiny_inpaint_folder),
+    "upscale": Role(StableDiffusionUpscalePipeline, hub.SD15_REPOS["upscale"], builders.tiny_upscale, builders.random_upscale, builders.tiny_upscale_folder,
+                    vae_fp32=True),
+    # a community fine-tune; on `tiny` ONE original-layout file, so its source is a file, not a folder
+    "community": Role(StableDiffusionPipeline, hub.SD15_REPOS["community"], builders.tiny_community, builders.random_text2img, tiny.community_file),
+}
+
+
+def role(name: str) -> Role:
+    """The :class:`Role` called ``name``; a `CourseError` listing the roles for an unknown one."""
+    if name not in ROLES:
+        raise CourseError(f"Unknown role {name!r}; expected one of {tuple(ROLES)}.")
+    return ROLES[name]
+
+
+@dataclass
+class Choice:
+    """What the course runs on: ``profile``, ``device``, ``dtype`` and the ``reason`` for the profile."""
+
+    profile: str
+    device: str
+    dtype: torch.dtype
+    reason: str
+
+    def __str__(self) -> str:
+        return f"profile={self.profile} device={describe_device(self.device)} dtype={str(self.dtype).replace('torch.', '')} ({self.reason})"
+
+
+def choose(role_name: str = "text2img", profile: str | None = None, device: str | None = None) -> Choice:
+    """Decide profile, device and dtype, and say what decided the profile.
+
+    Args:
+        role_name (`str`): the pipeline role (see :data:`ROLES`); its `sd15` repo is the one checked.
+        profile (`str`, *optional*): force a profile; default ``COURSE_PROFILE`` or the rule below.
+        device (`str`, *optional*): force a device; default :func:`course_utils.device.get_device`.
+
+    The rule: ``sd15`` when there is a CUDA GPU and the weights are reachable (Hub, mirror,
+    cache or ``COURSE_MODELS_DIR``), otherwise ``tiny``.
+    """
+    spec = role(role_name)
+    device = device or get_device()
+    dtype = get_dtype(device)
+    env = os.environ.get("COURSE_PROFILE", "").strip()
+    if profile:
+        reason = "profile= passed by the caller"
+        if env and env != profile:
+            reason += f"; COURSE_PROFILE={env} does not apply here"
+        return Choice(check_profile(profile), device, dtype, reason)
+    if env:
+        return Choice(check_profile(env), device, dtype, f"COURSE_PROFILE={env}")
+    if device != "cuda":
+        return Choice("tiny", device, dtype, "no CUDA GPU here, so the offline teaching model; COURSE_PROFILE=sd15 forces the real one")
+    try:
+        hub.resolve_model(spec.repo)
+    except CourseError:
+        return Choice("tiny", device, dtype, "CUDA found, but SD 1.5 is neither cached nor reachable; see HF_ENDPOINT / COURSE_MODELS_DIR")
+    return Choice("sd15", device, dtype, "CUDA GPU found and SD 1.5 reachable")
+
+
+def load_pipeline(role_name: str = "text2img", profile: str | None = None, device: str | None = None, **kwargs) -> DiffusionPipeline:
+    """Load the pipeline for a lesson, on the right device, and print what was chosen.
+
+    Args:
+        role_name (`str`, defaults to ``"text2img"``): one of ``"text2img"``, ``"img2img"``,
+            ``"inpaint"``, ``"upscale"``, ``"community"``.
+        profile (`str`, *optional*): ``"sd15"``, ``"tiny"`` or ``"sd15-random"``; default from
+            :func:`choose` (``COURSE_PROFILE`` or the GPU/Hub rule).
+        device (`str`, *optional*): default :func:`course_utils.device.get_device`.
+        **kwargs: passed to ``from_pretrained`` for `sd15` (e.g. ``scheduler=...``).
+
+    Returns:
+        `DiffusionPipeline`: the pipeline, moved to the device, with ``dtype`` fp16 on CUDA
+        and fp32 elsewhere.
+    """
+    spec = role(role_name)
+    choice = choose(role_name, profile, device)
+    print(f"course_utils: role={role_name}", choice)
+    if choice.profile == "sd15":
+        source = hub.resolve_model(spec.repo)
+        variant = "fp16" if choice.dtype == torch.float16 and spec.repo in hub.FP16_VARIANTS else None
+        dtype = builders.upscaler_dtypes(choice.dtype) if spec.vae_fp32 else choice.dtype
+        pipe = spec.pipeline.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
+    elif choice.profile == "tiny":
+        pipe = spec.tiny(spec.pipeline, choice.dtype)
+        pipe.set_progress_bar_config(disable=True)  # a tiny step takes milliseconds
+    else:
+        pipe = spec.random(spec.pipeline, choice.dtype)
+    return pipe.to(choice.device)
+
+
+def model_source(role_name: str = "text2img", profile: str | None = None) -> str:
+    """Where ``from_pretrained`` loads a role's model from: a Hub id, a cache snapshot or a local folder.
+
+    Handy for loading components one by one, e.g.
+    ``UNet2DConditionModel.from_pretrained(cu.model_source(), subfolder="unet")``.
+
+    Args:
+        role_name (`str`): a role (see :data:`ROLES`); for ``"community"`` the `tiny` source is one
+            ``.safetensors`` file (load it with ``from_single_file``).
+        profile (`str`, *optional*): default from :func:`choose`. ``sd15-random`` has no folder.
+    """
+    spec = role(role_name)
+    profile = choose(role_name, profile).profile
+    if profile == "sd15":
+        return hub.resolve_model(spec.repo)
+    if profile == "tiny":
+        return str(spec.tiny_source())
+    raise CourseError(f"The {profile!r} profile has no folder for role {role_name!r}: its models are built in memory; use load_pipeline().")

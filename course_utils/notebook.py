@@ -1,0 +1,56 @@
+"""What every notebook calls first: :func:`setup` quiets known library notes and prints the choice.
+
+Importing ``course_utils`` changes nothing global; ``setup()`` is where a notebook opts in to
+the course's warning and logging filters (and, under ``make test``, to strict warnings).
+"""
+import logging
+import os
+import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported in setup(), after the filters
+    from .models.registry import Choice
+
+
+def _not_torchvision_note(record: logging.LogRecord) -> bool:
+    return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def quiet_library_notes() -> None:
+    """Install the course's filters for notes that are harmless here (called by :func:`setup`).
+
+    * transformers 5 says once that ``CLIPImageProcessor`` "requires torchvision" and falls back to
+      its PIL twin. The course does not install torchvision off Colab (it pulls a multi-GB CUDA
+      torch), and the PIL processor does the same job for the safety checker.
+    * torch 2.13's ``Tensor.__array__`` lacks numpy 2's ``copy`` keyword, which numpy reports when
+      diffusers' schedulers (DPM-Solver, Euler, ...) call ``np.array`` on a tensor: not an outdated
+      API of ours.
+    * With ``COURSE_STRICT_WARNINGS`` set (``make test`` sets it), every ``FutureWarning`` and every
+      ``DeprecationWarning`` from diffusers, transformers, huggingface_hub or the notebook becomes an
+      error, so an outdated API fails the run.
+    """
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if _not_torchvision_note not in logger.filters:
+        logger.addFilter(_not_torchvision_note)
+    if os.environ.get("COURSE_STRICT_WARNINGS"):
+        warnings.filterwarnings("error", category=FutureWarning)
+        warnings.filterwarnings("error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|__main__)")
+    warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning)
+
+
+def setup(role: str = "text2img") -> "Choice":
+    """Prepare a notebook: install the course's warning filters, then print and return the choice.
+
+    Args:
+        role (`str`, defaults to ``"text2img"``): the role whose `sd15` model decides whether the
+            real weights are reachable (see ``course_utils.models.registry.choose``).
+
+    Returns:
+        `course_utils.models.registry.Choice`: ``profile``, ``device``, ``dtype`` and the ``reason``, also printed as one line.
+    """
+    quiet_library_notes()
+    from .models.registry import choose  # after the filters: importing diffusers' pipelines logs the torchvision note
+
+    choice = choose(role)
+    print("course_utils:", choice)
+    return choice

@@ -1,0 +1,114 @@
+"""How well a text-to-image pipeline draws `tiny`'s world: the one scorer of ``evaluate`` and ``training``.
+
+``python -m course_utils evaluate`` (the model card's numbers, 20 seeds per prompt) and the
+text-to-image stage's in-run evaluation (``python -m training text2img``, a few seeds) both call
+:func:`text2img_scores`; the evaluator also calls :func:`negative_scores`, and so does
+``python -m training diagnose``. Every image is read back with ``world.classify``. This module
+imports only ``world`` (and torch), so ``training/`` may use it.
+"""
+import numpy as np
+import torch
+
+from . import world
+
+# (prompt, colour, shape, background or None): trained combinations, every colour and shape, half naming a background
+SEEN = (
+    ("a red circle", "red", "circle", None),
+    ("an orange square", "orange", "square", None),
+    ("a yellow triangle", "yellow", "triangle", None),
+    ("a green circle", "green", "circle", None),
+    ("a blue square", "blue", "square", None),
+    ("a purple triangle", "purple", "triangle", None),
+    ("a red square on a white background", "red", "square", "white"),
+    ("an orange triangle on a blue background", "orange", "triangle", "blue"),
+    ("a yellow circle on a black background", "yellow", "circle", "black"),
+    ("a green square on a gray background", "green", "square", "gray"),
+    ("a blue triangle on a red background", "blue", "triangle", "red"),
+    ("a purple circle on a yellow background", "purple", "circle", "yellow"),
+)
+HELD_OUT = tuple(
+    (f"{world.article(c)} {c} {s} on {world.article(b)} {b} background", c, s, b) for c, s, b in world.HELD_OUT
+)
+# Prompts that leave the colour (or the shape) open, for the negative-prompt test.
+OPEN_COLOR = ("a circle on a white background", "a square on a black background", "a triangle on a gray background")
+OPEN_SHAPE = ("a red shape on a white background", "a blue shape on a black background", "a yellow shape on a gray background")
+
+
+def generate(pipe, prompt: str, seeds, negative_prompt: str | list | None = None, **settings) -> list:
+    """One image per seed for ``prompt``; seed ``s`` always starts from the same latents.
+
+    Args:
+        pipe: a text-to-image pipeline.
+        prompt (`str`): the prompt.
+        seeds (`list[int]`): one image per seed (one generator each, so results are seed-matched
+            between calls with and without a negative prompt).
+        negative_prompt (`str` or `list[str]`, *optional*): one for all, or one per seed.
+        **settings: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
+
+    Returns:
+        `list[PIL.Image.Image]`.
+    """
+    seeds = list(seeds)
+    if isinstance(negative_prompt, str):
+        negative_prompt = [negative_prompt] * len(seeds)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipe([prompt] * len(seeds), negative_prompt=negative_prompt, generator=generators, **settings).images
+
+
+def text2img_scores(pipe, seeds, **settings) -> dict:
+    """Colour/shape/background accuracy on ``SEEN`` and colour-and-shape accuracy on ``HELD_OUT``.
+
+    Args:
+        pipe: a text-to-image pipeline of `tiny`'s world.
+        seeds (`list[int]`): one image per prompt and seed (12 + 8 prompts).
+        **settings: passed to the pipeline (``num_inference_steps``, ``guidance_scale``, ...).
+
+    Returns:
+        `dict`: ``seen_color``, ``seen_shape``, ``seen_background`` (prompts naming one),
+        ``seen_all``, ``held_out_color``, ``held_out_shape``, ``held_out_color_and_shape``,
+        ``held_out_background``: shares in [0, 1].
+    """
+    rows = {"seen": [], "held_out": []}
+    for split, prompts in (("seen", SEEN), ("held_out", HELD_OUT)):
+        for prompt, color, shape, background in prompts:
+            for image in generate(pipe, prompt, seeds, **settings):
+                c = world.classify(image)
+                rows[split].append((c["color"] == color, c["shape"] == shape,
+                                    None if background is None else c["background"] == background))
+    seen, held = rows["seen"], rows["held_out"]
+    named = [r[2] for r in seen if r[2] is not None]
+    return {
+        "seen_color": float(np.mean([r[0] for r in seen])),
+        "seen_shape": float(np.mean([r[1] for r in seen])),
+        "seen_background": float(np.mean(named)),
+        "seen_all": float(np.mean([r[0] and r[1] and r[2] is not False for r in seen])),
+        "held_out_color": float(np.mean([r[0] for r in held])),
+        "held_out_shape": float(np.mean([r[1] for r in held])),
+        "held_out_color_and_shape": float(np.mean([r[0] and r[1] for r in held])),
+        "held_out_background": float(np.mean([r[2] for r in held])),
+    }
+
+
+def negative_scores(pipe, seeds, **settings) -> dict:
+    """Seed by seed: name the colour (shape) an image has in the negative prompt; is it gone?
+
+    An image counts as "removed" only if a shape is still drawn and its colour (shape) differs.
+    """
+    removed = {"color": [], "shape": []}
+    for key, prompts in (("color", OPEN_COLOR), ("shape", OPEN_SHAPE)):
+        for prompt in prompts:
+            before = [world.classify(im)[key] for im in generate(pipe, prompt, seeds, **settings)]
+            kept = [(s, b) for s, b in zip(seeds, before) if b is not None]
+            if not kept:
+                continue
+            after = generate(pipe, prompt, [s for s, _ in kept], negative_prompt=[b for _, b in kept], **settings)
+            for (_, b), image in zip(kept, after):
+                c = world.classify(image)
+                removed[key].append(c["shape"] is not None and c[key] != b)
+    both = removed["color"] + removed["shape"]
+    return {
+        "negative_removes": float(np.mean(both)),
+        "negative_removes_color": float(np.mean(removed["color"])) if removed["color"] else float("nan"),
+        "negative_removes_shape": float(np.mean(removed["shape"])) if removed["shape"] else float("nan"),
+        "negative_images": len(both),
+    }
