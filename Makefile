@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 # torch is installed only if the venv has none; on this course's CI machine this is a local CPU build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.course-installed
+HUB_VENV ?= .venv-hub
+HUB_STAMP := $(HUB_VENV)/.hub-installed
 
-.PHONY: course test test-fast install sync clean
+.PHONY: course test test-fast install hub sync clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,16 +22,24 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
+# olah, the Hub mirror that serves the sd15 lookalike repositories (tests; `python -m course_utils hub --serve`).
+$(HUB_STAMP): requirements-hub.txt
+	test -x $(HUB_VENV)/bin/python || $(PYTHON) -m venv $(HUB_VENV)
+	$(HUB_VENV)/bin/python -m pip install -q -r requirements-hub.txt
+	touch $(HUB_STAMP)
+
+hub: $(HUB_STAMP)
+
 course: $(STAMP)
 	$(PY) -m course_utils course --out build
 
 TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1
 
-test: $(STAMP)
+test: $(STAMP) $(HUB_STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q
 
 # The unit tests without the slow ones (notebooks, full evaluations, training runs): under a minute.
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(HUB_STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
 
 # After editing a notebook's .py (or .ipynb), bring its pair up to date.

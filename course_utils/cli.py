@@ -2,6 +2,7 @@
 
     python -m course_utils course [--out build] [NOTEBOOK ...]
     python -m course_utils download sd15 --to models
+    python -m course_utils hub --serve [--size small|full] [--port N]
     python -m course_utils info
     python -m course_utils evaluate [--seeds 20] [--json scores.json]
 """
@@ -85,15 +86,15 @@ def download(args) -> int:
     if args.profile != "sd15":
         print(f"Only the sd15 profile downloads anything; {args.profile!r} is built offline.")
         return 0
-    repos = sorted(set(SD15_REPOS.values())) if not args.role else sorted({SD15_REPOS[r] for r in args.role})
+    repos = sorted({hub.repo_id(r) for r in (args.role or SD15_REPOS)})
     jobs = []
     for repo in repos:
         # Configs and the weights the course loads on a GPU: the fp16 variant where the repo has one,
         # else the components' safetensors (not the repo's big single-file checkpoints at the top level).
-        weights = "*fp16.safetensors" if repo in hub.FP16_VARIANTS else "*/*.safetensors"
-        patterns = ["*.json", "*.txt", "*.model", weights]
+        allow, ignore = hub.weight_patterns("fp16" if repo in hub.FP16_VARIANTS else None)
         jobs.append((repo, f"{repo} -> {Path(args.to) / repo}",
-                     lambda repo=repo, patterns=patterns: snapshot_download(repo, local_dir=Path(args.to) / repo, allow_patterns=patterns)))
+                     lambda repo=repo, allow=allow, ignore=ignore: snapshot_download(
+                         repo, local_dir=Path(args.to) / repo, allow_patterns=allow, ignore_patterns=ignore or None)))
     if not args.role or "community" in args.role:
         # Single files lesson 07 loads: the CIVITAI-style checkpoint, EasyNegative, and a LoRA.
         for repo, filename, repo_type in (
@@ -109,10 +110,17 @@ def download(args) -> int:
         try:
             fetch()
         except Exception as err:  # offline, DNS failure, proxy, missing repo, ...
-            print(hub.unreachable_message(repo, err), file=sys.stderr)
+            print(hub.course_error(repo, err), file=sys.stderr)  # the repo is missing, or the Hub unreachable
             return 1
     print(f"done. Copy {args.to} to the offline machine and set COURSE_MODELS_DIR={Path(args.to).resolve()}")
     return 0
+
+
+def hub_serve(args) -> int:
+    """Serve the lookalike repositories through olah (see course_utils/hub_mirror.py)."""
+    from . import hub_mirror
+
+    return hub_mirror.serve(Path(args.root) / args.size, size=args.size, port=args.port)
 
 
 def info(args) -> int:
@@ -138,6 +146,12 @@ def main(argv=None) -> None:
     p.add_argument("--role", action="append", choices=list(SD15_REPOS),
                    help="only this role's model (repeatable)")
     p.set_defaults(func=download)
+    p = sub.add_parser("hub", help="serve lookalikes of the sd15 repositories through a local Hub mirror (olah)")
+    p.add_argument("--serve", action="store_true", required=True, help="build the lookalikes (first use) and serve them until Ctrl-C")
+    p.add_argument("--size", choices=["small", "full"], default="small", help="small: CPU-sized random weights; full: SD 1.5's sizes")
+    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--root", default=str(ROOT / ".cache" / "hub-mirror"), help="working folder (default %(default)s)")
+    p.set_defaults(func=hub_serve)
     p = sub.add_parser("info", help="show the profile and device the course would use")
     p.set_defaults(func=info)
     p = sub.add_parser("evaluate", help="score the trained tiny models (table + JSON); see course_utils/evaluate.py",

@@ -100,7 +100,11 @@ def looks(image):
 if choice.profile == "sd15":
     from diffusers import DiffusionPipeline
 
-    pipeline = DiffusionPipeline.from_pretrained("gsdf/Counterfeit-V2.5", dtype=choice.dtype)  # the missing line
+    # The missing line: DiffusionPipeline.from_pretrained("gsdf/Counterfeit-V2.5", dtype=...). cu.model_source gives
+    # that Hub id, or the local copy when there is one (COURSE_MODELS_DIR, the Hub cache), so it also runs offline.
+    source = cu.model_source("community")
+    print("loading from:", source)
+    pipeline = DiffusionPipeline.from_pretrained(source, dtype=choice.dtype)
     pipeline = pipeline.to(choice.device)
     # The lesson's prompt. It is 84 tokens long, so CLIP cuts the last few (lesson 5).
     prompt = (

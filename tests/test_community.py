@@ -190,7 +190,8 @@ def test_sd15_sources_offline_give_a_clear_error(monkeypatch, tmp_path):
     assert "gsdf/EasyNegative" in str(info.value) and "COURSE_PROFILE=tiny" in str(info.value)
     with pytest.raises(cu.CourseError, match="gsdf/Counterfeit-V2.5"):
         files.checkpoint_file("sd15")
-    assert files.lora_source("sd15") == hub.LCM_LORA_REPO  # a Hub id: load_lora_weights downloads it
+    with pytest.raises(cu.CourseError, match="latent-consistency/lcm-lora-sdv1-5"):
+        files.lora_source("sd15")
 
 
 def test_sd15_sources_from_course_models_dir(monkeypatch, tmp_path):

@@ -38,3 +38,18 @@ def test_pair_in_sync(path):
     py = jupytext.read(path.with_suffix(".py"))
     strip = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
     assert strip(ipynb) == strip(py)
+
+
+def test_repository_url_is_set_in_one_place():
+    """pyproject.toml names the repository; every first cell and the README's Colab links use exactly it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", Path(__file__).resolve().parent.parent / "tools" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    repo = publish.repository_url()
+    for path in NOTEBOOKS:
+        first = "".join(next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")["source"])
+        assert f'os.environ.get("COURSE_REPO", "{repo}.git")' in first, f"{path.name}: run tools/publish.py and make sync"
+    readme = (path.parent.parent / "README.md").read_text()
+    assert publish.badge_table(repo) in readme, "README's Colab badges: run tools/publish.py"

@@ -30,7 +30,7 @@ def test_default_without_gpu_is_tiny_and_says_why(monkeypatch, capsys):
 
 def test_hub_unreachable_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub, "cached", lambda repo: None)
+    monkeypatch.setattr(hub, "cached", lambda *args, **kwargs: None)
     with pytest.raises(cu.CourseError) as info:
         cu.load_pipeline("text2img", profile="sd15", device="cpu")
     message = str(info.value)
@@ -41,7 +41,7 @@ def test_hub_unreachable_offline(monkeypatch, tmp_path):
 def test_hub_unreachable_online(monkeypatch):
     """A Hub that refuses connections (here: a closed local port) gives the same advice."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "cached", lambda repo: None)
+    monkeypatch.setattr(hub, "cached", lambda *args, **kwargs: None)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
@@ -117,10 +117,43 @@ def test_the_reason_names_what_decided(monkeypatch):
 
 
 def test_every_role_has_a_builder_per_profile():
-    """The registry's one row per role: a pipeline class, an sd15 repo, a tiny and an sd15-random builder."""
+    """The registry's one row per role: a pipeline class, a tiny and an sd15-random builder (the sd15 repo: hub)."""
     from diffusers import DiffusionPipeline
 
     for name, spec in registry.ROLES.items():
         assert issubclass(spec.pipeline, DiffusionPipeline), name
-        assert spec.repo in hub.SD15_REPOS.values() and callable(spec.tiny) and callable(spec.random), name
+        assert hub.repo_id(name) == hub.SD15_REPOS[name] and callable(spec.tiny) and callable(spec.random), name
         assert spec.tiny_source().exists(), name
+
+
+def test_repo_override_and_weight_patterns(monkeypatch):
+    assert hub.repo_id("upscale") == "stabilityai/stable-diffusion-x4-upscaler"
+    monkeypatch.setenv("COURSE_REPO_UPSCALE", "someone/x4-upscaler-copy")
+    assert hub.repo_id("upscale") == "someone/x4-upscaler-copy" and hub.repo_id("text2img") == hub.SD15_REPOS["text2img"]
+    allow, ignore = hub.weight_patterns("fp16")
+    assert "*/*.fp16.safetensors" in allow and not ignore
+    allow, ignore = hub.weight_patterns(None)
+    assert "*/*.safetensors" in allow and ignore == ["*/*.fp16.safetensors", "*/*.non_ema.safetensors"]
+
+
+def test_folder_variant(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
+    assert hub.folder_variant(tmp_path, None) == "fp16"  # only fp16 files (a GPU's download): load those
+    assert hub.folder_variant(tmp_path, "fp16") == "fp16"
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert hub.folder_variant(tmp_path, None) is None and hub.folder_variant(tmp_path, "fp16") == "fp16"
+
+
+def test_missing_and_unreachable_are_told_apart():
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    not_found = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as raised for a 401/404 (it wants a response)
+    Exception.__init__(not_found, "404 Client Error: Repository Not Found")
+    missing = hub.course_error("nobody/nothing", not_found, role="upscale")
+    assert isinstance(missing, hub.RepoMissing) and "nobody/nothing" in str(missing) and "COURSE_REPO_UPSCALE" in str(missing)
+    assert "not reachable" not in str(missing)
+    offline = hub.course_error("nobody/nothing", LocalEntryNotFoundError("not cached"))
+    refused = hub.course_error("nobody/nothing", ConnectionRefusedError("refused"))
+    for err in (offline, refused):
+        assert not isinstance(err, hub.RepoMissing) and "not reachable" in str(err) and "HF_ENDPOINT" in str(err)

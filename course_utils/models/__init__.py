@@ -10,6 +10,7 @@ Modules (each imports only those above it in this list, and ``course_utils.devic
 * :mod:`.builders` - one builder per profile for every role (`tiny`, `sd15-random`);
 * :mod:`.files`    - the single files lesson 07 loads (checkpoint, embedding, LoRA), per profile;
 * :mod:`.registry` - the roles, :func:`~.registry.choose` and :func:`~.registry.load_pipeline`.
+* :mod:`.lookalike` - lookalikes of the `sd15` Hub repositories (random weights) for a local Hub mirror.
 
 Lesson modules (``course_utils.inpaint``, ``upscale``, ...) and ``training/`` build on this layer;
 it never imports them.

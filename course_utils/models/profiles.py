@@ -7,6 +7,8 @@
 `tiny` only knows its synthetic world (``course_utils.world``: one coloured circle, square or
 triangle on a plain background, 64x64), so it gets settings and prompts of that world.
 """
+import os
+
 from ..errors import CourseError
 
 PROFILES = ("sd15", "tiny", "sd15-random")
@@ -59,8 +61,26 @@ def check_profile(profile: str) -> str:
 
 
 def default_settings(profile: str) -> dict:
-    """Generation settings (``height``, ``width``, ``num_inference_steps``, ``guidance_scale``) that suit ``profile``."""
-    return dict(DEFAULTS[check_profile(profile)])
+    """Generation settings (``height``, ``width``, ``num_inference_steps``, ``guidance_scale``) that suit ``profile``.
+
+    ``COURSE_SETTINGS`` overrides them for every lesson, e.g. ``COURSE_SETTINGS=num_inference_steps=20`` on a
+    slow GPU, or ``height=64,width=64,num_inference_steps=10`` for the small lookalike repositories of
+    ``python -m course_utils hub --serve`` (the tests run every lesson on `sd15` that way).
+
+    Raises:
+        CourseError: ``COURSE_SETTINGS`` names an unknown setting or a value that is not a number.
+    """
+    settings = dict(DEFAULTS[check_profile(profile)])
+    for item in filter(None, (part.strip() for part in os.environ.get("COURSE_SETTINGS", "").split(","))):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in settings:
+            raise CourseError(f"COURSE_SETTINGS: unknown setting {key!r}; known: {sorted(settings)} (e.g. COURSE_SETTINGS=num_inference_steps=20).")
+        try:
+            settings[key] = type(settings[key])(float(value)) if isinstance(settings[key], float) else int(value)
+        except ValueError:
+            raise CourseError(f"COURSE_SETTINGS: {key}={value!r} is not a number.") from None
+    return settings
 
 
 def image_name(name: str, profile: str) -> str:

@@ -33,7 +33,6 @@ class Role:
 
     Attributes:
         pipeline (`type`): the diffusers pipeline class.
-        repo (`str`): the `sd15` Hub repository (see :mod:`course_utils.models.hub`).
         tiny (`Callable[[type, torch.dtype], DiffusionPipeline]`): builds the `tiny` pipeline.
         random (`Callable[[type, torch.dtype], DiffusionPipeline]`): builds the `sd15-random` pipeline.
         tiny_source (`Callable[[], Path]`): what ``from_pretrained`` (or ``from_single_file``) loads on `tiny`.
@@ -41,21 +40,20 @@ class Role:
     """
 
     pipeline: type
-    repo: str
     tiny: Callable
     random: Callable
     tiny_source: Callable
     vae_fp32: bool = False
 
 
+# The `sd15` repository of each role is hub.repo_id(role): hub.SD15_REPOS, or COURSE_REPO_<ROLE>.
 ROLES = {
-    "text2img": Role(StableDiffusionPipeline, hub.SD15_REPOS["text2img"], builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
-    "img2img": Role(StableDiffusionImg2ImgPipeline, hub.SD15_REPOS["img2img"], builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
-    "inpaint": Role(StableDiffusionInpaintPipeline, hub.SD15_REPOS["inpaint"], builders.tiny_inpaint, builders.random_inpaint, builders.tiny_inpaint_folder),
-    "upscale": Role(StableDiffusionUpscalePipeline, hub.SD15_REPOS["upscale"], builders.tiny_upscale, builders.random_upscale, builders.tiny_upscale_folder,
-                    vae_fp32=True),
+    "text2img": Role(StableDiffusionPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
+    "img2img": Role(StableDiffusionImg2ImgPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
+    "inpaint": Role(StableDiffusionInpaintPipeline, builders.tiny_inpaint, builders.random_inpaint, builders.tiny_inpaint_folder),
+    "upscale": Role(StableDiffusionUpscalePipeline, builders.tiny_upscale, builders.random_upscale, builders.tiny_upscale_folder, vae_fp32=True),
     # a community fine-tune; on `tiny` ONE original-layout file, so its source is a file, not a folder
-    "community": Role(StableDiffusionPipeline, hub.SD15_REPOS["community"], builders.tiny_community, builders.random_text2img, tiny.community_file),
+    "community": Role(StableDiffusionPipeline, builders.tiny_community, builders.random_text2img, tiny.community_file),
 }
 
 
@@ -90,7 +88,7 @@ def choose(role_name: str = "text2img", profile: str | None = None, device: str 
     The rule: ``sd15`` when there is a CUDA GPU and the weights are reachable (Hub, mirror,
     cache or ``COURSE_MODELS_DIR``), otherwise ``tiny``.
     """
-    spec = role(role_name)
+    role(role_name)  # an unknown role is an error before anything else
     device = device or get_device()
     dtype = get_dtype(device)
     env = os.environ.get("COURSE_PROFILE", "").strip()
@@ -103,11 +101,19 @@ def choose(role_name: str = "text2img", profile: str | None = None, device: str 
         return Choice(check_profile(env), device, dtype, f"COURSE_PROFILE={env}")
     if device != "cuda":
         return Choice("tiny", device, dtype, "no CUDA GPU here, so the offline teaching model; COURSE_PROFILE=sd15 forces the real one")
+    repo = hub.repo_id(role_name)
     try:
-        hub.resolve_model(spec.repo)
+        hub.resolve_model(repo, variant=_variant(repo, dtype), role=role_name)
+    except hub.RepoMissing:
+        return Choice("tiny", device, dtype, f"CUDA found, but the Hub has no {repo}; see COURSE_REPO_{role_name.upper()}")
     except CourseError:
         return Choice("tiny", device, dtype, "CUDA found, but SD 1.5 is neither cached nor reachable; see HF_ENDPOINT / COURSE_MODELS_DIR")
     return Choice("sd15", device, dtype, "CUDA GPU found and SD 1.5 reachable")
+
+
+def _variant(repo: str, dtype: torch.dtype) -> str | None:
+    """The weights to ask a repository for: its fp16 variant for float16 where it publishes one."""
+    return "fp16" if dtype == torch.float16 and repo in hub.FP16_VARIANTS else None
 
 
 def load_pipeline(role_name: str = "text2img", profile: str | None = None, device: str | None = None, **kwargs) -> DiffusionPipeline:
@@ -129,8 +135,10 @@ def load_pipeline(role_name: str = "text2img", profile: str | None = None, devic
     choice = choose(role_name, profile, device)
     print(f"course_utils: role={role_name}", choice)
     if choice.profile == "sd15":
-        source = hub.resolve_model(spec.repo)
-        variant = "fp16" if choice.dtype == torch.float16 and spec.repo in hub.FP16_VARIANTS else None
+        repo = hub.repo_id(role_name)
+        variant = _variant(repo, choice.dtype)
+        source = hub.resolve_model(repo, variant=variant, role=role_name, download=True)
+        variant = hub.folder_variant(source, variant)  # the weights the folder has (fp16 only, on a CPU: upcast)
         dtype = builders.upscaler_dtypes(choice.dtype) if spec.vae_fp32 else choice.dtype
         pipe = spec.pipeline.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
     elif choice.profile == "tiny":
@@ -142,7 +150,10 @@ def load_pipeline(role_name: str = "text2img", profile: str | None = None, devic
 
 
 def model_source(role_name: str = "text2img", profile: str | None = None) -> str:
-    """Where ``from_pretrained`` loads a role's model from: a Hub id, a cache snapshot or a local folder.
+    """Where ``from_pretrained`` loads a role's model from: a local folder or the Hub cache's snapshot.
+
+    On `sd15` a repository that is neither in ``COURSE_MODELS_DIR`` nor cached is downloaded first
+    (the files of its pipeline only; see ``hub.resolve_model``).
 
     Handy for loading components one by one, e.g.
     ``UNet2DConditionModel.from_pretrained(cu.model_source(), subfolder="unet")``.
@@ -155,7 +166,8 @@ def model_source(role_name: str = "text2img", profile: str | None = None) -> str
     spec = role(role_name)
     profile = choose(role_name, profile).profile
     if profile == "sd15":
-        return hub.resolve_model(spec.repo)
+        repo = hub.repo_id(role_name)
+        return hub.resolve_model(repo, variant=_variant(repo, get_dtype(get_device())), role=role_name, download=True)
     if profile == "tiny":
         return str(spec.tiny_source())
     raise CourseError(f"The {profile!r} profile has no folder for role {role_name!r}: its models are built in memory; use load_pipeline().")
