@@ -128,7 +128,7 @@ def test_every_role_has_a_builder_per_profile():
 
 def test_repo_override_and_weight_patterns(monkeypatch):
     assert hub.repo_id("upscale") == "stabilityai/stable-diffusion-x4-upscaler"
-    monkeypatch.setenv("COURSE_REPO_UPSCALE", "someone/x4-upscaler-copy")
+    monkeypatch.setenv("COURSE_HUB_UPSCALE", "someone/x4-upscaler-copy")
     assert hub.repo_id("upscale") == "someone/x4-upscaler-copy" and hub.repo_id("text2img") == hub.SD15_REPOS["text2img"]
     allow, ignore = hub.weight_patterns("fp16")
     assert "*/*.fp16.safetensors" in allow and not ignore
@@ -151,9 +151,20 @@ def test_missing_and_unreachable_are_told_apart():
     not_found = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as raised for a 401/404 (it wants a response)
     Exception.__init__(not_found, "404 Client Error: Repository Not Found")
     missing = hub.course_error("nobody/nothing", not_found, role="upscale")
-    assert isinstance(missing, hub.RepoMissing) and "nobody/nothing" in str(missing) and "COURSE_REPO_UPSCALE" in str(missing)
+    assert isinstance(missing, hub.RepoMissing) and "nobody/nothing" in str(missing) and "COURSE_HUB_UPSCALE" in str(missing)
     assert "not reachable" not in str(missing)
     offline = hub.course_error("nobody/nothing", LocalEntryNotFoundError("not cached"))
     refused = hub.course_error("nobody/nothing", ConnectionRefusedError("refused"))
     for err in (offline, refused):
         assert not isinstance(err, hub.RepoMissing) and "not reachable" in str(err) and "HF_ENDPOINT" in str(err)
+
+
+def test_course_settings_override(monkeypatch):
+    monkeypatch.setenv("COURSE_SETTINGS", "height=64, width=64,num_inference_steps=10,guidance_scale=2")
+    assert cu.default_settings("sd15") == dict(height=64, width=64, num_inference_steps=10, guidance_scale=2.0)
+    monkeypatch.setenv("COURSE_SETTINGS", "steps=10")
+    with pytest.raises(cu.CourseError, match="unknown setting 'steps'"):
+        cu.default_settings("tiny")
+    monkeypatch.setenv("COURSE_SETTINGS", "height=big")
+    with pytest.raises(cu.CourseError, match="not a number"):
+        cu.default_settings("tiny")

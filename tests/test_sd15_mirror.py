@@ -133,7 +133,7 @@ def test_fp16_only_cache_is_found_and_used_on_a_cpu(mirror, tmp_path):
 
 
 def test_missing_repo_is_missing_not_unreachable_and_a_setting_points_elsewhere(mirror, tmp_path):
-    env = course_env(mirror["endpoint"], tmp_path / "hf", COURSE_REPO_UPSCALE="nobody/no-such-upscaler")
+    env = course_env(mirror["endpoint"], tmp_path / "hf", COURSE_HUB_UPSCALE="nobody/no-such-upscaler")
     code = (
         "import course_utils as cu\n"
         "try:\n    cu.load_pipeline('upscale', profile='sd15', device='cpu')\n"
@@ -142,13 +142,13 @@ def test_missing_repo_is_missing_not_unreachable_and_a_setting_points_elsewhere(
     proc = python(code, env)
     assert "ERROR RepoMissing" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "nobody/no-such-upscaler" in proc.stdout and "is missing" in proc.stdout and "not reachable" not in proc.stdout
-    assert "COURSE_REPO_UPSCALE" in proc.stdout
+    assert "COURSE_HUB_UPSCALE" in proc.stdout
     # a copy of the upscaler under another id (as a community mirror would be), chosen by one setting
     src = mirror["root"] / "mirrors" / "models" / hub.SD15_REPOS["upscale"]
     copy = mirror["root"] / "mirrors" / "models" / "course-test" / "x4-upscaler-copy"
     if not copy.exists():
         shutil.copytree(src, copy)
-    env = course_env(mirror["endpoint"], tmp_path / "hf", COURSE_REPO_UPSCALE="course-test/x4-upscaler-copy")
+    env = course_env(mirror["endpoint"], tmp_path / "hf", COURSE_HUB_UPSCALE="course-test/x4-upscaler-copy")
     loaded = result(python(LOAD_EVERY_ROLE % (("upscale",),), env))
     assert "course-test--x4-upscaler-copy" in loaded["upscale"]["source"]
 

@@ -9,7 +9,7 @@ order is the same for every file the course loads:
 
 When all three fail the error says so and names the three ways out (:func:`unreachable_message`);
 a repository the Hub (or mirror) does not have gets its own message (:func:`missing_message`), and
-``COURSE_REPO_<ROLE>`` (e.g. ``COURSE_REPO_UPSCALE=<org>/<name>``) points a role at another copy.
+``COURSE_HUB_<ROLE>`` (e.g. ``COURSE_HUB_UPSCALE=<org>/<name>``) points a role at another copy.
 """
 import os
 from pathlib import Path
@@ -44,15 +44,15 @@ LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def repo_id(role: str) -> str:
-    """The Hub repository of ``role`` on the `sd15` profile: ``COURSE_REPO_<ROLE>`` if set, else :data:`SD15_REPOS`.
+    """The Hub repository of ``role`` on the `sd15` profile: ``COURSE_HUB_<ROLE>`` if set, else :data:`SD15_REPOS`.
 
     Args:
         role (`str`): ``"text2img"``, ``"img2img"``, ``"inpaint"``, ``"upscale"`` or ``"community"``.
 
     Returns:
-        `str`: e.g. ``"stabilityai/stable-diffusion-x4-upscaler"``; with ``COURSE_REPO_UPSCALE=me/x4`` set, ``"me/x4"``.
+        `str`: e.g. ``"stabilityai/stable-diffusion-x4-upscaler"``; with ``COURSE_HUB_UPSCALE=me/x4`` set, ``"me/x4"``.
     """
-    return os.environ.get(f"COURSE_REPO_{role.upper()}", "").strip() or SD15_REPOS[role]
+    return os.environ.get(f"COURSE_HUB_{role.upper()}", "").strip() or SD15_REPOS[role]
 
 
 def weight_patterns(variant: str | None) -> tuple[list[str], list[str]]:
@@ -102,13 +102,14 @@ def folder_variant(folder, wanted: str | None) -> str | None:
 
     A folder downloaded for a GPU holds only ``*.fp16.safetensors``; on a CPU the course then loads
     those (``variant="fp16"``, upcast to ``dtype=float32``) rather than fail or download fp32 weights.
+    A folder without fp16 files is loaded as it is (and cast, for a float16 run).
     """
-    folder = Path(folder)
-    has = {v: any(folder.glob(f"*/*{'.' + v if v else ''}.safetensors")) for v in ("fp16",)}
-    has[None] = any(p for p in folder.glob("*/*.safetensors") if ".fp16." not in p.name)
-    if has.get(wanted):
-        return wanted
-    return "fp16" if has["fp16"] and not has[None] else None
+    files = list(Path(folder).glob("*/*.safetensors"))
+    fp16 = any(".fp16." in f.name for f in files)
+    default = any(".fp16." not in f.name and ".non_ema." not in f.name for f in files)
+    if wanted == "fp16":
+        return "fp16" if fp16 else None
+    return "fp16" if fp16 and not default else None
 
 
 class RepoMissing(CourseError):
@@ -119,12 +120,12 @@ def missing_message(repo_id: str, error: object = None, role: str | None = None)
     """The message shown when the Hub answers that ``repo_id`` does not exist (or is gated): not a network problem."""
     from huggingface_hub import constants
 
-    setting = f"COURSE_REPO_{role.upper()}" if role else "COURSE_REPO_<ROLE>"
+    setting = f"COURSE_HUB_{role.upper()}" if role else "COURSE_HUB_<ROLE>"
     return (
         f"'{repo_id}' is missing on {constants.ENDPOINT}: the server answered, so the network is fine, but it has "
         f"no such repository (or file), or it needs a login.{f' [{type(error).__name__}]' if error else ''}\n"
         "Ways out:\n"
-        f"  1. it moved or was removed (Stability AI removed its SD 2.x repositories in November 2025): point the course\n"
+        "  1. it moved or was removed (Stability AI removed its SD 2.x repositories in November 2025): point the course\n"
         f"     at a copy with {setting}=<org>/<name> before starting Python;\n"
         "  2. it is gated: accept its terms on the Hub and log in (`hf auth login`);\n"
         "  3. the offline teaching model: set COURSE_PROFILE=tiny."

@@ -46,7 +46,7 @@ class Role:
     vae_fp32: bool = False
 
 
-# The `sd15` repository of each role is hub.repo_id(role): hub.SD15_REPOS, or COURSE_REPO_<ROLE>.
+# The `sd15` repository of each role is hub.repo_id(role): hub.SD15_REPOS, or COURSE_HUB_<ROLE>.
 ROLES = {
     "text2img": Role(StableDiffusionPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
     "img2img": Role(StableDiffusionImg2ImgPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
@@ -105,7 +105,7 @@ def choose(role_name: str = "text2img", profile: str | None = None, device: str 
     try:
         hub.resolve_model(repo, variant=_variant(repo, dtype), role=role_name)
     except hub.RepoMissing:
-        return Choice("tiny", device, dtype, f"CUDA found, but the Hub has no {repo}; see COURSE_REPO_{role_name.upper()}")
+        return Choice("tiny", device, dtype, f"CUDA found, but the Hub has no {repo}; see COURSE_HUB_{role_name.upper()}")
     except CourseError:
         return Choice("tiny", device, dtype, "CUDA found, but SD 1.5 is neither cached nor reachable; see HF_ENDPOINT / COURSE_MODELS_DIR")
     return Choice("sd15", device, dtype, "CUDA GPU found and SD 1.5 reachable")
