@@ -2,8 +2,10 @@
 
 A *role* is what a lesson needs a pipeline for (``text2img``, ``img2img``, ``inpaint``,
 ``upscale``, ``community``). :data:`ROLES` gives each role, in one row, its diffusers pipeline
-class, its `sd15` Hub repository and its builders for `tiny` and `sd15-random`. Adding a role is
-one row here (plus its builders in :mod:`course_utils.models.builders`) and its lesson.
+class and its builders for `tiny` and `sd15-random`; its `sd15` Hub repository is
+``hub.repo_id(role)``. Adding a role is one row here, its builders in
+:mod:`course_utils.models.builders`, its repository in ``hub.SD15_REPOS`` (and a lookalike in
+:mod:`course_utils.models.lookalike`), and its lesson.
 
 Default profile: ``sd15`` where a CUDA GPU is present and the weights are reachable, else
 ``tiny``; ``COURSE_PROFILE`` or the ``profile=`` argument overrides. Every choice is printed
