@@ -109,9 +109,10 @@ def start(root, size: str = "small", port: int | None = None, log=None) -> tuple
     build_lookalikes(root / "mirrors", size=size)
     port = port or free_port()
     config = write_config(root, port)
-    log = log or open(root / "olah.log", "ab")
-    process = subprocess.Popen(olah_command() + ["-c", str(config), "--log-path", str(root / "logs")],
-                               cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    with contextlib.ExitStack() as files:  # a log file opened here is the child's; the parent closes its copy
+        log = log or files.enter_context(open(root / "olah.log", "ab"))
+        process = subprocess.Popen(olah_command() + ["-c", str(config), "--log-path", str(root / "logs")],
+                                   cwd=root, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(endpoint, process)

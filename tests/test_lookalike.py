@@ -55,8 +55,8 @@ _SD_COMPONENTS = {
 }
 # The real repositories' model_index.json, class names only.
 REAL_MODEL_INDEX = {
-    # diffusers docs, using-diffusers/loading.md: the model_index.json of runwayml/stable-diffusion-v1-5
-    # (stable-diffusion-v1-5/stable-diffusion-v1-5 is its official copy).
+    # diffusers docs, using-diffusers/loading.md: the model_index.json of SD 1.5 (shown there under RunwayML's
+    # removed repository id; stable-diffusion-v1-5/stable-diffusion-v1-5 is its official copy).
     SD15: dict(_class_name="StableDiffusionPipeline", **_SD_COMPONENTS),
     # The inpainting pipeline with SD 1.5's components; DDIMScheduler: its scheduler_config.json as quoted in
     # third-party code ("_class_name": "DDIMScheduler", "_diffusers_version": "0.6.0.dev0"). Unverified on the Hub.

@@ -25,10 +25,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
-from course_utils.models import configs
+from course_utils.models import builders, configs
 from course_utils.models.original_layout import save_single_file
 from course_utils.models.surgery import upscaler_vae
 
@@ -100,7 +100,7 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
             results[s] = json.loads(r.read_text())
     vae = trained_vae(out)
     te, unet = trained_text2img(out)
-    pndm = PNDMScheduler.from_config(configs.SD15_SCHEDULER)
+    pndm = builders.pndm_scheduler()
 
     def base(unet_):
         return StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=data.tokenizer(), unet=unet_, scheduler=pndm, **COMMON)

@@ -166,10 +166,11 @@ def model_source(role_name: str = "text2img", profile: str | None = None) -> str
         profile (`str`, *optional*): default from :func:`choose`. ``sd15-random`` has no folder.
     """
     spec = role(role_name)
-    profile = choose(role_name, profile).profile
+    choice = choose(role_name, profile)
+    profile = choice.profile
     if profile == "sd15":
         repo = hub.repo_id(role_name)
-        return hub.resolve_model(repo, variant=_variant(repo, get_dtype(get_device())), role=role_name, download=True)
+        return hub.resolve_model(repo, variant=_variant(repo, choice.dtype), role=role_name, download=True)
     if profile == "tiny":
         return str(spec.tiny_source())
     raise CourseError(f"The {profile!r} profile has no folder for role {role_name!r}: its models are built in memory; use load_pipeline().")
