@@ -2,6 +2,9 @@
 #   make course   - run every notebook headless on the default profile -> build/ (+ a table)
 #   make test     - unit tests, every notebook through nbval on `tiny`, equivalence tests
 #   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
+#   make gpu-check - on a CUDA machine: every lesson on `tiny` and full-size `sd15`, time + peak GPU memory, the bench
+#                    -> docs/gpu-report.md + .json (docs/gpu-check.md); without an NVIDIA GPU it says to run `make test`
+#   make gpu-wheels - where pip works: the wheels a bare GPU machine lacks -> .whl/ (for `make gpu-check` there)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +14,7 @@ STAMP := $(VENV)/.course-installed
 HUB_VENV ?= .venv-hub
 HUB_STAMP := $(HUB_VENV)/.hub-installed
 
-.PHONY: course test test-fast install hub sync clean
+.PHONY: course test test-fast install hub sync clean gpu-check gpu-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +48,19 @@ test-fast: $(STAMP) $(HUB_STAMP)
 # After editing a notebook's .py (or .ipynb), bring its pair up to date.
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+# The GPU validation run. No prerequisites: a bare GPU machine has no network. tools/gpu_check.py uses .venv when its
+# torch has CUDA, else this python3 with .whl/ installed offline (torch stays the machine's). GPU_CHECK_ARGS: e.g.
+# --profile sd15 --notebooks 03 06, --sd15-settings num_inference_steps=25, --no-bench (see --help).
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONUNBUFFERED=1 $(PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Wheels for CPython 3.12 / manylinux x86-64, no dependencies resolved: exactly what the GPU image lacks (the list is in
+# tools/gpu_check.py); prints their size and what a device call would carry. GPU_WHEELS_ARGS=--with-pins adds transformers.
+GPU_WHEELS_ARGS ?=
+gpu-wheels:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) tools/gpu_check.py wheels --dest .whl $(GPU_WHEELS_ARGS)
 
 clean:
 	rm -rf build

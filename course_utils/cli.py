@@ -1,10 +1,13 @@
-"""Command line: run the whole course headless, download models for offline use, show the choice.
+"""Command line: run the whole course headless, download models for offline use, show the choice, check a seat.
 
     python -m course_utils course [--out build] [NOTEBOOK ...]
     python -m course_utils download sd15 --to models
     python -m course_utils hub --serve [--size small|full] [--port N]
+    python -m course_utils hub --serve --room [--upstream URL] [--host 0.0.0.0] [--port 8090] [--offline]
     python -m course_utils info
+    python -m course_utils doctor [--json PATH]
     python -m course_utils evaluate [--seeds 20] [--json scores.json]
+    python -m course_utils bench [--full] [--profile P] [--json PATH]
 """
 import argparse
 import os
@@ -117,9 +120,12 @@ def download(args) -> int:
 
 
 def hub_serve(args) -> int:
-    """Serve the lookalike repositories through olah (see course_utils/hub_mirror.py)."""
+    """Serve the lookalike repositories, or with ``--room`` a caching room mirror, through olah (see course_utils/hub_mirror.py)."""
     from . import hub_mirror
 
+    if args.room:
+        return hub_mirror.serve_room(Path(args.root) / "room", upstream=args.upstream, host=args.host,
+                                     port=args.port or 8090, public_host=args.public_host, offline=args.offline)
     return hub_mirror.serve(Path(args.root) / args.size, size=args.size, port=args.port)
 
 
@@ -131,6 +137,13 @@ def info(args) -> int:
     for var in ("COURSE_PROFILE", "COURSE_DEVICE", "COURSE_MODELS_DIR", "COURSE_CACHE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE"):
         print(f"  {var}={os.environ.get(var, '')}")
     return 0
+
+
+def doctor(args) -> int:
+    """Check this seat and print the report (see course_utils/doctor.py); exit 1 on a real problem."""
+    from .doctor import main as doctor_main
+
+    return doctor_main(json_path=args.json, timeout=args.timeout)
 
 
 def main(argv=None) -> None:
@@ -149,12 +162,24 @@ def main(argv=None) -> None:
     p = sub.add_parser("hub", help="serve lookalikes of the sd15 repositories through a local Hub mirror (olah)")
     p.add_argument("--serve", action="store_true", required=True, help="build the lookalikes (first use) and serve them until Ctrl-C")
     p.add_argument("--size", choices=["small", "full"], default="small", help="small: CPU-sized random weights; full: SD 1.5's sizes")
-    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--port", type=int, help="default: a free port (8090 with --room)")
     p.add_argument("--root", default=str(ROOT / ".cache" / "hub-mirror"), help="working folder (default %(default)s)")
+    p.add_argument("--room", action="store_true", help="a caching mirror of the real Hub for a classroom (cache in ROOT/room)")
+    p.add_argument("--upstream", default="https://huggingface.co", help="with --room: the Hub or mirror to fetch from")
+    p.add_argument("--host", default="0.0.0.0", help="with --room: the interface to listen on (default: all)")
+    p.add_argument("--public-host", help="with --room: the address seats use (default: this machine's LAN address)")
+    p.add_argument("--offline", action="store_true", help="with --room: serve only what the cache holds")
     p.set_defaults(func=hub_serve)
     p = sub.add_parser("info", help="show the profile and device the course would use")
     p.set_defaults(func=info)
+    p = sub.add_parser("doctor", help="check this seat: device, memory, disk, profile, models, libraries, widgets")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the Hub per repository (default 5)")
+    p.set_defaults(func=doctor)
     p = sub.add_parser("evaluate", help="score the trained tiny models (table + JSON); see course_utils/evaluate.py",
+                       add_help=False)
+    p.set_defaults(func=None)
+    p = sub.add_parser("bench", help="measure time and memory per image on this machine; see course_utils/bench.py",
                        add_help=False)
     p.set_defaults(func=None)
     args, rest = parser.parse_known_args(argv)
@@ -162,6 +187,11 @@ def main(argv=None) -> None:
         from .evaluate import main as evaluate_main
 
         evaluate_main(rest)
+        return
+    if args.command == "bench":
+        from .bench import main as bench_main
+
+        bench_main(rest)
         return
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

@@ -10,18 +10,30 @@ transformers, the course) then downloads from it exactly as from the Hub::
     HF_ENDPOINT=http://127.0.0.1:8090 COURSE_PROFILE=sd15 jupyter lab
 
 olah serves git repositories laid out as ``<mirrors>/<models|datasets>/<org>/<name>`` (branch
-``main``) with ``[accessibility] offline = true``: nothing is fetched from the real Hub. A room
-mirror for a workshop is the same server with ``offline = false`` in front of the real Hub (see
-olah's documentation). olah lives in its own virtual environment (``.venv-hub``, made by ``make``:
-its dependency fastapi-utils pins ``psutil<6``, which the notebook kernel's IPython refuses).
+``main``) with ``[accessibility] offline = true``: nothing is fetched from the real Hub.
+
+``python -m course_utils hub --serve --room`` is the workshop's *room mirror*: the same server with
+``offline = false`` in front of an upstream (``https://huggingface.co`` by default; any Hub or Hub
+mirror, olah's ``hf-scheme`` / ``hf-netloc`` / ``hf-lfs-netloc``), listening on every interface and
+keeping every file it passes on in a cache folder (olah's ``repos-path``). The first seat that asks
+for a file fetches it once; every other seat then gets it from the room machine. olah 0.5.4 still asks
+the upstream for each request's metadata while online (a stopped upstream gives 504s, even for cached
+files), so when the room loses its link, restart it with ``--offline``: the same cache, served with
+``offline = true``, upstream never asked. ``docs/instructors.md`` shows both in use.
+
+olah lives in its own virtual environment (``.venv-hub``, made by ``make``: its dependency
+fastapi-utils pins ``psutil<6``, which the notebook kernel's IPython refuses).
 """
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -31,6 +43,7 @@ from .paths import ROOT
 
 OLAH_VENV = ROOT / ".venv-hub"  # made by `make` (requirements-hub.txt)
 PROBE_REPO = SD15_REPOS["text2img"]  # asked for until the server answers
+HUB_URL = "https://huggingface.co"  # the room mirror's default upstream
 
 
 def olah_command() -> list[str]:
@@ -72,9 +85,54 @@ def write_config(root: Path, port: int) -> Path:
     return config
 
 
-def wait_until_up(endpoint: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    """Block until the mirror answers for :data:`PROBE_REPO` (or raise when it died or ``timeout`` passed)."""
-    url = f"{endpoint}/api/models/{PROBE_REPO}/revision/main"
+def write_room_config(root: Path, port: int, host: str = "0.0.0.0", upstream: str = HUB_URL,
+                      public_host: str | None = None, offline: bool = False) -> Path:
+    """olah's settings for a caching room mirror in front of ``upstream``; returns the ``.toml`` file.
+
+    Args:
+        root (`Path`): the working folder; the cache is ``root/cache`` (olah's ``repos-path``).
+        port (`int`): the port to listen on.
+        host (`str`, defaults to ``"0.0.0.0"``): the interface to listen on (``0.0.0.0``: every seat in the room).
+        upstream (`str`, defaults to ``"https://huggingface.co"``): the Hub, or another mirror, to fetch from.
+        public_host (`str`, *optional*): the name or address seats use (olah shows it on its index page).
+        offline (`bool`, defaults to `False`): serve only what the cache holds, never asking the upstream.
+
+    Returns:
+        `Path`: ``root/olah.toml``.
+    """
+    root = Path(root)
+    url = urllib.parse.urlsplit(upstream.rstrip("/"))
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise CourseError(f"--upstream {upstream!r} is not a URL like https://huggingface.co or http://10.0.0.2:8090.")
+    # The real Hub sends large files through its CDN; any other upstream serves them itself.
+    lfs = "cdn-lfs.huggingface.co" if url.netloc == "huggingface.co" else url.netloc
+    config = root / "olah.toml"
+    config.write_text(
+        "[basic]\n"
+        f'host = "{host}"\n'
+        f"port = {port}\n"
+        f'repos-path = "{root / "cache"}"\n'  # every file passed on is kept here
+        f'hf-scheme = "{url.scheme}"\n'
+        f'hf-netloc = "{url.netloc}"\n'
+        f'hf-lfs-netloc = "{lfs}"\n'
+        f'mirror-netloc = "{public_host or "localhost"}:{port}"\n'
+        "\n[accessibility]\n"
+        f"offline = {str(offline).lower()}\n"  # false: ask the upstream for what the cache lacks (and for metadata)
+    )
+    return config
+
+
+def wait_until_up(endpoint: str, process: subprocess.Popen, timeout: float = 60.0, path: str | None = None) -> None:
+    """Block until the mirror answers (or raise when it died or ``timeout`` passed).
+
+    Args:
+        endpoint (`str`): e.g. ``"http://127.0.0.1:8090"``.
+        process (`subprocess.Popen`): the server; its exit ends the wait with an error.
+        timeout (`float`, defaults to 60): seconds.
+        path (`str`, *optional*): what to ask for, any HTTP answer counting (e.g. a 404 from a path
+            olah has no route for); default the revision of :data:`PROBE_REPO`, which must answer 200.
+    """
+    url = endpoint + (path or f"/api/models/{PROBE_REPO}/revision/main")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -83,6 +141,9 @@ def wait_until_up(endpoint: str, process: subprocess.Popen, timeout: float = 60.
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError:
+            if path:  # the server answered
+                return
         except OSError:
             pass
         time.sleep(0.3)
@@ -108,18 +169,66 @@ def start(root, size: str = "small", port: int | None = None, log=None) -> tuple
     root.mkdir(parents=True, exist_ok=True)
     build_lookalikes(root / "mirrors", size=size)
     port = port or free_port()
-    config = write_config(root, port)
+    return launch(root, write_config(root, port), f"http://127.0.0.1:{port}", log)
+
+
+def launch(root: Path, config: Path, endpoint: str, log=None, probe: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start olah with ``config`` in ``root`` and wait until ``endpoint`` answers ``probe`` (see :func:`wait_until_up`).
+
+    Returns:
+        `tuple[subprocess.Popen, str]`: the server process and ``endpoint``.
+    """
     with contextlib.ExitStack() as files:  # a log file opened here is the child's; the parent closes its copy
         log = log or files.enter_context(open(root / "olah.log", "ab"))
         process = subprocess.Popen(olah_command() + ["-c", str(config), "--log-path", str(root / "logs")],
                                    cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(endpoint, process)
+        wait_until_up(endpoint, process, path=probe)
     except BaseException:
         process.kill()
         raise
     return process, endpoint
+
+
+def start_room(root, upstream: str = HUB_URL, host: str = "0.0.0.0", port: int | None = None,
+               public_host: str | None = None, offline: bool = False, log=None) -> tuple[subprocess.Popen, str]:
+    """Start a caching room mirror: olah in front of ``upstream`` (or, ``offline``, its cache only), the cache in ``root/cache``.
+
+    Args:
+        root (`str` or `Path`): a working folder: ``cache/`` (every file served so far), ``olah.toml``, ``logs/``.
+        upstream (`str`, defaults to ``"https://huggingface.co"``): the Hub or another mirror.
+        host (`str`, defaults to ``"0.0.0.0"``): the interface to listen on; ``127.0.0.1`` for this machine only.
+        port (`int`, *optional*): default a free port.
+        public_host (`str`, *optional*): the address seats use; default :func:`room_address`.
+        offline (`bool`, defaults to `False`): serve the cache only (the room has lost its link to the upstream).
+        log (file, *optional*): where olah's output goes (default ``root/olah.log``).
+
+    Returns:
+        `tuple[subprocess.Popen, str]`: the server process and the ``HF_ENDPOINT`` seats set,
+        e.g. ``"http://192.168.1.20:8090"``. The server answers before it has asked the upstream
+        anything, so a room mirror starts even while the upstream is down.
+    """
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    public_host = public_host or (host if host not in ("0.0.0.0", "::") else room_address())
+    config = write_room_config(root, port, host, upstream, public_host, offline)
+    process, _ = launch(root, config, f"http://127.0.0.1:{port}" if host in ("0.0.0.0", "::") else f"http://{host}:{port}",
+                        log, probe="/course-probe")  # no such route: a 404 that asks the upstream nothing
+    return process, f"http://{public_host}:{port}"
+
+
+def room_address() -> str:
+    """This machine's address on the local network (the one a route to the outside would use), else ``127.0.0.1``.
+
+    Nothing is sent: connecting a UDP socket only picks the interface.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
 
 
 @contextlib.contextmanager
@@ -147,8 +256,29 @@ def serve(root, size: str = "small", port: int | None = None) -> int:
     process, endpoint = start(root, size, port, log=sys.stdout.buffer)
     print(f"Serving the sd15 lookalike repositories ({size}) from {Path(root).resolve() / 'mirrors'}", flush=True)
     print(f"HF_ENDPOINT={endpoint}", flush=True)
+    return wait_then_stop(process)
+
+
+def wait_then_stop(process: subprocess.Popen) -> int:
+    """Wait for the server; on Ctrl-C or SIGTERM stop it too, so that no olah outlives this command."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         process.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         stop(process)
     return 0
+
+
+def serve_room(root, upstream: str = HUB_URL, host: str = "0.0.0.0", port: int | None = None,
+               public_host: str | None = None, offline: bool = False) -> int:
+    """Serve a caching room mirror until Ctrl-C (``python -m course_utils hub --serve --room``).
+
+    Prints the ``HF_ENDPOINT`` every seat sets. See :func:`start_room` for the arguments.
+    """
+    process, endpoint = start_room(root, upstream, host, port, public_host, offline, log=sys.stdout.buffer)
+    what = "serving its cache only (--offline)" if offline else f"in front of {upstream}"
+    print(f"Room mirror {what}; cache in {Path(root).resolve() / 'cache'}", flush=True)
+    print(f"On every seat: export HF_ENDPOINT={endpoint}", flush=True)
+    return wait_then_stop(process)

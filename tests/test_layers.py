@@ -11,7 +11,7 @@ PACKAGE = ROOT / "course_utils"
 MODELS = PACKAGE / "models"
 LESSON_MODULES = {"by_hand", "img2img", "inpaint", "upscale", "long_prompt", "community", "single_file", "visual", "steps", "images"}
 BASICS = {"errors", "paths", "device"}
-TOP = {"notebook", "cli", "evaluate", "hub_mirror", "__main__"}
+TOP = {"notebook", "cli", "evaluate", "bench", "doctor", "hub_mirror", "__main__"}
 
 
 def sources(folder: Path):
