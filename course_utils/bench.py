@@ -9,7 +9,7 @@ one warm-up call, and the peak memory of those calls. Four groups of rows:
   against the course's recommended settings (half precision where the device has it, PyTorch's
   SDPA attention, DPM-Solver++ with 20 steps), and LCM at 4 steps without guidance;
 * ``memory`` - each memory lever alone, on top of the recommended settings: attention slicing,
-  VAE slicing (a batch of 4), VAE tiling (a 1024x1024 decode on `sd15`), model and sequential
+  VAE slicing (a batch of 4), VAE tiling (a decode twice the image side: 1024x1024 on `sd15`), model and sequential
   CPU offload (CUDA only), channels-last, and ``torch.compile`` (``--full`` only);
 * ``full_size`` - SD 1.5's full-size architecture with random weights (`sd15-random`): one text
   encode, one UNet step, one 512x512 VAE decode and one decode by the tiny autoencoder (TAESD's
@@ -330,7 +330,7 @@ def memory_rows(pipe, device: str, profile: str, repeats: int = 3, full: bool = 
     rows.append(measure(image(4), device, "memory", "batch of 4 + VAE slicing", repeats, note="decodes one image at a time"))
     pipe.vae.disable_slicing()
 
-    rows += big_decode_rows(pipe.vae, device, 4 * settings["height"] if profile == "tiny" else 1024, repeats)
+    rows += big_decode_rows(pipe.vae, device, 2 * settings["height"], repeats)  # 1024x1024 on sd15
 
     pipe.unet.to(memory_format=torch.channels_last)
     rows.append(measure(image(), device, "memory", "channels-last UNet", repeats, note="a memory layout convolutions may prefer"))
