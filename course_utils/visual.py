@@ -90,11 +90,12 @@ def step_slider(images: list[Image.Image], labels: list[str] | None = None):
         labels (`list[str]`, *optional*): a caption per frame, e.g. ``"step 3, t=841"``.
 
     Returns:
-        `ipywidgets.VBox`: display it (it is the last expression of a cell, or ``display(...)``).
+        `ipywidgets.VBox`: display it (it is the last expression of a cell, or ``display(...)``). The
+        slider counts from 1, as captions such as "step 3/26" do; it starts on the last frame.
     """
     import ipywidgets as widgets
 
-    labels = labels or [f"frame {i}" for i in range(len(images))]
+    labels = labels or [f"frame {i + 1}" for i in range(len(images))]
 
     def png(im):
         buf = io.BytesIO()
@@ -104,11 +105,11 @@ def step_slider(images: list[Image.Image], labels: list[str] | None = None):
     frames = [png(im) for im in images]
     view = widgets.Image(value=frames[-1], format="png")
     caption = widgets.Label(labels[-1])
-    slider = widgets.IntSlider(value=len(images) - 1, min=0, max=len(images) - 1, description="step")
+    slider = widgets.IntSlider(value=len(images), min=1, max=len(images), description="step")
 
     def on_change(change):
-        view.value = frames[change["new"]]
-        caption.value = labels[change["new"]]
+        view.value = frames[change["new"] - 1]
+        caption.value = labels[change["new"] - 1]
 
     slider.observe(on_change, names="value")
     return widgets.VBox([slider, caption, view])

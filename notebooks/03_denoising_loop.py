@@ -198,11 +198,17 @@ print(len(scheduler.timesteps), "timesteps:", scheduler.timesteps[:6].tolist(), 
 # 4. guidance: ε = ε_uncond + w · (ε_text − ε_uncond), pushing away from "any image" towards "this prompt";
 # 5. `scheduler.step` removes the right amount of that noise: x_t → x_{t-1}.
 #
-# We keep the latents after every step, to look at them afterwards.
+# We keep the latents after every step, to look at them afterwards, and one more thing: the
+# model's current **guess of the clean latents**, x̂_0. Training noised a clean z_0 as
+# x_t = √ᾱ_t · z_0 + √(1 − ᾱ_t) · ε (ᾱ_t is `scheduler.alphas_cumprod[t]`), so with the predicted
+# noise ε̂ in place of ε we can solve for it: x̂_0 = (x_t − √(1 − ᾱ_t) · ε̂) / √ᾱ_t. x_t stays mostly
+# noise until the last steps; x̂_0 shows what the model is aiming at all along. (DDIM's and Euler's
+# `scheduler.step` return it as `pred_original_sample`; PNDM's does not, so we write it out.)
 
 # %%
 latents = x_T
 every_latent = []  # x_{t-1} after each step, on the CPU
+every_guess = []  # x̂_0 at each step: the model's guess of the clean latents
 start = time.perf_counter()
 with torch.no_grad():
     for i, t in enumerate(scheduler.timesteps):
@@ -211,23 +217,28 @@ with torch.no_grad():
         # 2. scale for this scheduler and timestep
         x_in = scheduler.scale_model_input(x_in, t)
         # 3. ε_θ(x_t, t, c) for c = c_uncond and c = prompt, in one UNet call
-        eps = unet(x_in, t, encoder_hidden_states=text_embeddings).sample
+        unet_out = unet(x_in, t, encoder_hidden_states=text_embeddings).sample
         # 4. classifier-free guidance with scale w
-        eps_uncond, eps_text = eps.chunk(2)
+        eps_uncond, eps_text = unet_out.chunk(2)
         eps = eps_uncond + w * (eps_text - eps_uncond)
+        # (x̂_0 from x_t and the guided ε̂, before the step changes x_t)
+        alpha_bar = scheduler.alphas_cumprod[int(t)].to(device, torch.float32)
+        every_guess.append(((latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()).cpu())
         # 5. x_t -> x_{t-1}
         latents = scheduler.step(eps, t, latents).prev_sample
         every_latent.append(latents.detach().to("cpu", torch.float32).clone())
-print(f"{len(every_latent)} steps in {time.perf_counter() - start:.1f} s; UNet input {tuple(x_in.shape)} -> output {tuple(eps.shape)}")
+print(f"{len(every_latent)} steps in {time.perf_counter() - start:.1f} s")
+print(f"UNet input {tuple(x_in.shape)} -> output {tuple(unet_out.shape)} (one ε̂ per copy); guided ε̂ {tuple(eps.shape)}")
 x_0 = latents
 
 # %% [markdown]
 # ## 6. Watch it happen
 #
-# Every few steps: the raw latent (its 4 channels side by side, each stretched to black..white) and
-# the image the VAE decodes from it. The rough layout appears in the first steps and the details come
-# last: with `sd15` the figure and the horse, then the texture; with `tiny` the background colour and a
-# blob where the shape will be, then its colour and clean edges.
+# Every few steps: the raw latent (its 4 channels side by side, each stretched to black..white), the
+# image the VAE decodes from it, and below that the decoded guess x̂_0. Decoded x_t stays noisy until
+# near the end; x̂_0 shows the picture forming: first the rough layout (with `sd15` the figure and the
+# horse; with `tiny` the background colour and a blob where the shape will be), then its colour and,
+# last, the details.
 
 # %%
 n_steps = len(every_latent)
@@ -235,7 +246,9 @@ every = max(1, n_steps // 5)
 kept = [i for i in range(n_steps) if i % every == 0 or i == n_steps - 1]
 print("steps shown:", kept)
 display(cu.grid([cu.latent_to_image(every_latent[i], tile=64) for i in kept], cols=1))
-display(cu.grid(cu.decode_latents(vae, torch.cat([every_latent[i] for i in kept])), size=128))
+print("top: x_t decoded after steps", [i + 1 for i in kept], "| bottom: the guess x̂_0 at those steps")
+display(cu.grid(cu.decode_latents(vae, torch.cat([every_latent[i] for i in kept] + [every_guess[i] for i in kept])),
+                size=128, cols=len(kept)))
 
 # %% [markdown]
 # **Where the overall colour comes from.** SD 1.5's schedule never noises a picture away
@@ -265,22 +278,24 @@ print("x_T's mean per channel:", [round(v, 3) for v in x_T.float().mean(dim=(2, 
 # Steps are Flawed").
 
 # %% [markdown]
-# And every step, with a slider (the image on the left, its 4 latent channels on the right):
+# And every step, with a slider: x_t decoded, the guess x̂_0 decoded, and x_t's 4 latent channels.
 
 # %%
 decoded = [cu.decode_latents(vae, lat)[0] for lat in every_latent]
+guessed = [cu.decode_latents(vae, g)[0] for g in every_guess]
 
 
-def frame(latent, image, side=256):
+def frame(latent, image, guess, side=256):
     strip = cu.latent_to_image(latent, tile=side // 2)
-    canvas = Image.new("RGB", (side + strip.width, side), "white")
-    canvas.paste(image.resize((side, side)), (0, 0))
-    canvas.paste(strip, (side, side // 4))
+    canvas = Image.new("RGB", (2 * side + strip.width, side), "white")
+    canvas.paste(image.resize((side, side), Image.Resampling.NEAREST), (0, 0))
+    canvas.paste(guess.resize((side, side), Image.Resampling.NEAREST), (side, 0))
+    canvas.paste(strip, (2 * side, side // 4))
     return canvas
 
 
-frames = [frame(lat, im) for lat, im in zip(every_latent, decoded)]
-labels = [f"step {i + 1}/{n_steps}, t={int(t)}" for i, t in enumerate(scheduler.timesteps)]
+frames = [frame(lat, im, g) for lat, im, g in zip(every_latent, decoded, guessed)]
+labels = [f"step {i + 1}/{n_steps}, t={int(t)}: x_t | x̂_0 | x_t's 4 channels" for i, t in enumerate(scheduler.timesteps)]
 cu.step_slider(frames, labels)
 
 # %% [markdown]
@@ -449,5 +464,6 @@ print(f"start: PNDM {pndm_std[0]:.2f}, Euler {euler_std[0]:.2f};  end: PNDM {pnd
 # ## Summary
 # - Noise is added to the image's *latents* in training and the UNet learns to predict it; generation starts from pure noise x_T and removes predicted noise step by step. The text embedding is never noised: it only conditions the UNet.
 # - Classifier-free guidance: embeddings `[c_uncond, c]` in one UNet batch of 2, then ε = ε_uncond + w · (ε_text − ε_uncond); with w = 1 the unconditional half is skipped.
-# - The loop is four operations per step: `scale_model_input`, the UNet, guidance, `scheduler.step`; with the same CPU-generator seed it reproduces the pipeline exactly (checked above, step by step).
+# - The loop is five operations per step: duplicate the latents, `scale_model_input`, the UNet (one call on a batch of 2), guidance, `scheduler.step`; with the same CPU-generator seed it reproduces the pipeline exactly (checked above, step by step).
+# - The model's guess of the clean picture, x̂_0 = (x_t − √(1 − ᾱ_t) · ε̂) / √ᾱ_t, shows the picture forming long before x_t stops looking like noise.
 # - Schedulers change the timesteps and the update, not the UNet; `init_noise_sigma` and `scale_model_input` make the same loop work for all of them.

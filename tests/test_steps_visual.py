@@ -22,4 +22,7 @@ def test_decode_and_pictures(tiny_pipe):
     assert picture.size == (64, 16)
     assert cu.grid(images + [picture], cols=2, size=32).size == (64, 64)
     slider = cu.step_slider(images, ["a", "b"])
-    assert slider.children[0].max == 1
+    bar, caption, view = slider.children
+    assert (bar.min, bar.max, bar.value, caption.value) == (1, 2, 2, "b")  # counts from 1, like "step 2/2"
+    bar.value = 1
+    assert caption.value == "a" and view.value != cu.step_slider(images).children[2].value
