@@ -282,7 +282,7 @@ def speed_rows(pipe, device: str, profile: str, repeats: int = 3) -> list[Row]:
 
         pipe.load_lora_weights(hub.lora_source(), adapter_name="lcm")
         pipe.fuse_lora()
-    note = ("LCM-LoRA fused" if lora else "no LCM-LoRA for this profile: timing only, the images are not LCM's") + f", {LCM_STEPS} steps, guidance 1"
+    note = ("LCM-LoRA fused" if lora else "no LCM-LoRA for this profile: the 4-step schedule alone") + f", {LCM_STEPS} steps, guidance 1"
     rows.append(measure(run(num_inference_steps=LCM_STEPS, guidance_scale=1.0), device, "speed", "LCM, 4 steps", repeats, note=note))
     if profile == "tiny":
         rows[-1].score = drawn_right(pipe, **size, num_inference_steps=LCM_STEPS, guidance_scale=1.0)
