@@ -134,9 +134,12 @@ if choice.device == "cpu":
     assert max_pixel_difference(image, again) == 0
 
 # %% [markdown]
-# Zero means the two images are identical, pixel for pixel. (On a GPU, the same seed on the same
-# card and library versions gives the same image too; across different GPUs or versions tiny
-# differences can appear.)
+# Zero means the two images are identical, pixel for pixel. On a CPU that is guaranteed here (the
+# cell checks it). On a GPU it is not: some CUDA kernels add numbers in a varying order, and this
+# course measured two runs of the same pipeline, same seed, same card (an NVIDIA H200) whose latents
+# differed in the last digits of fp16 - invisible in the picture, but not zero. Different GPUs or
+# library versions differ more. (`torch.use_deterministic_algorithms(True)` trades speed for strict
+# repeatability.)
 #
 # Four seeds, four different images of the same prompt:
 
@@ -299,8 +302,9 @@ for n, t in sorted(timings.items()):
     print(f"{n:3d} steps: {t:6.2f} s  ({t / n * 1000:.0f} ms per step)")
 
 # %% [markdown]
-# The time grows about linearly with the number of steps: each step is one UNet pass (two, in fact:
-# with and without the prompt, lesson 3), plus a fixed cost for the text encoder and the decoder.
+# The time grows about linearly with the number of steps: each step is one UNet call (on a batch of
+# two latents: one with the prompt, one without - lesson 3), plus a fixed cost for the text encoder
+# and the decoder.
 
 # %% [markdown]
 # ### Solution 4

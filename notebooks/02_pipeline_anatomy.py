@@ -151,6 +151,7 @@ for token, token_id in zip(tokenizer.tokenize(prompt), tokenizer(prompt, add_spe
 # %%
 padded = tokenizer(lesson_prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
 print("model_max_length:", tokenizer.model_max_length)
+print("without padding: ", len(tokenizer(lesson_prompt).input_ids), "ids (start + the text's tokens + end)")
 print("input_ids shape: ", tuple(padded.input_ids.shape))
 print(padded.input_ids[0, :14].tolist(), "...")
 assert tuple(padded.input_ids.shape) == (1, 77)
@@ -410,7 +411,8 @@ print(f"SNR goes from {snr[0]:.0f} at t=0 to {snr[-1]:.4f} at t=999; signal = no
 # - A pipeline = tokenizer + CLIP text encoder → UNet + scheduler on latents → VAE decoder
 #   (+ SD 1.5's safety checker and feature extractor); `print(pipe)` lists them.
 # - Each part loads alone: `Class.from_pretrained(folder, subfolder="unet")`.
-# - The tokenizer always produces 77 ids: start + 75 text tokens + end; the rest is cut off.
+# - With `padding="max_length"` and `truncation=True`, as the pipeline calls it, the tokenizer produces exactly
+#   77 ids: start + up to 75 text tokens + end, then padding; longer text is cut off. Without them it returns as many ids as the text needs.
 # - Text embeddings are `[1, 77, 768]` in SD 1.5 (`[1, 77, 64]` in `tiny`), computed locally by the model's own CLIP text encoder.
 # - SD 1.5's VAE maps an image `[1, 3, 512, 512]` to latents `[1, 4, 64, 64]` (48x fewer numbers); `tiny`'s maps
 #   `[1, 3, 64, 64]` to `[1, 4, 16, 16]` (12x fewer). Latents are scaled by `vae.config.scaling_factor` (0.18215 for SD 1.5).
