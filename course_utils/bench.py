@@ -39,14 +39,13 @@ from pathlib import Path
 
 import torch
 
+from . import scores
 from .device import describe_device, get_device, get_dtype
 from .errors import CourseError
 
 GIB = 2**30
-# Prompts of tiny's world used for the quality score: every colour and every shape once.
-QUALITY_PROMPTS = (("a red circle", "red", "circle"), ("an orange square", "orange", "square"),
-                   ("a yellow triangle", "yellow", "triangle"), ("a green circle", "green", "circle"),
-                   ("a blue square", "blue", "square"), ("a purple triangle", "purple", "triangle"))
+# Prompts of tiny's world used for the quality score: the evaluator's first six, every colour and shape once.
+QUALITY_PROMPTS = tuple((prompt, color, shape) for prompt, color, shape, _ in scores.SEEN[:6])
 RECOMMENDED_STEPS = 20  # DPM-Solver++ (2nd order, multistep) reaches a clean image in about 20 steps
 OUT_OF_THE_BOX_STEPS = 50  # a diffusers pipeline's default num_inference_steps
 LCM_STEPS = 4  # LCM-LoRA's model card: 2-8 steps, guidance 1-2
