@@ -53,6 +53,9 @@ def __getattr__(name: str):
     elif name == "community":
         import course_utils.community as value
         return value
+    elif name == "diagrams":
+        import course_utils.diagrams as value
+        return value
     elif name == "img2img":
         import course_utils.img2img as value
         return value
@@ -64,6 +67,12 @@ def __getattr__(name: str):
         return value
     elif name == "single_file":
         import course_utils.single_file as value
+        return value
+    elif name == "text_embeddings":
+        import course_utils.text_embeddings as value
+        return value
+    elif name == "unet_inside":
+        import course_utils.unet_inside as value
         return value
     elif name == "upscale":
         import course_utils.upscale as value
@@ -83,5 +92,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "CourseError", *_DEVICE, *_IMAGES, *_REGISTRY, *_PROFILES, *_HUB, *_VISUAL, "LatentRecorder", "setup",
-    "by_hand", "community", "img2img", "inpaint", "long_prompt", "single_file", "upscale", "world", "models",
+    "by_hand", "community", "diagrams", "img2img", "inpaint", "long_prompt", "single_file", "text_embeddings",
+    "unet_inside", "upscale", "world", "models",
 ]

@@ -16,12 +16,21 @@ def _not_torchvision_note(record: logging.LogRecord) -> bool:
     return "requires torchvision (not installed)" not in record.getMessage()
 
 
+def _not_empty_fp32_note(record: logging.LogRecord) -> bool:
+    return "should be kept in float32: []" not in record.getMessage()
+
+
 def quiet_library_notes() -> None:
     """Install the course's filters for notes that are harmless here (called by :func:`setup`).
 
     * transformers 5 says once that ``CLIPImageProcessor`` "requires torchvision" and falls back to
       its PIL twin. The course does not install torchvision off Colab (it pulls a multi-GB CUDA
       torch), and the PIL processor does the same job for the safety checker.
+    * diffusers' ``ModelMixin.to`` warns that a model has "modules ... that should be kept in float32: []"
+      whenever it is given a dtype, even when that list is empty (it tests ``fp32_modules is not None``
+      after ``fp32_modules = self._keep_in_fp32_modules or []``), and ``from_pipe`` always calls
+      ``.to(dtype=...)``. SD 1.5's models keep no module in float32, so the note with ``[]`` says
+      nothing; a note naming real modules still shows.
     * torch 2.13's ``Tensor.__array__`` lacks numpy 2's ``copy`` keyword, which numpy reports when
       diffusers' schedulers (DPM-Solver, Euler, ...) call ``np.array`` on a tensor: not an outdated
       API of ours.
@@ -32,6 +41,9 @@ def quiet_library_notes() -> None:
     logger = logging.getLogger("transformers.utils.import_utils")
     if _not_torchvision_note not in logger.filters:
         logger.addFilter(_not_torchvision_note)
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    if _not_empty_fp32_note not in logger.filters:
+        logger.addFilter(_not_empty_fp32_note)
     if os.environ.get("COURSE_STRICT_WARNINGS"):
         warnings.filterwarnings("error", category=FutureWarning)
         warnings.filterwarnings("error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|__main__)")

@@ -216,7 +216,7 @@ def classify(image: Image.Image) -> dict:
         (the share of the region's bounding box it covers: square ~1.0, circle ~0.79, triangle
         ~0.5, an outline much less), ``hollow`` (the share of the shape's inside left unpainted:
         0 for a solid shape, ~0.5 or more for an outline) and ``iou`` (the best template's
-        overlap, 0..1).
+        overlap, 0..1); the three numbers are rounded to 3 decimals, so a printed dict fits a line.
     """
     x = np.asarray(image.convert("RGB").resize((SIZE, SIZE)), dtype=np.float32)
     border = np.concatenate([x[:2].reshape(-1, 3), x[-2:].reshape(-1, 3), x[:, :2].reshape(-1, 3), x[:, -2:].reshape(-1, 3)])
@@ -238,4 +238,5 @@ def classify(image: Image.Image) -> dict:
     ious = {name: float((solid & t).sum() / (solid | t).sum()) for name in SHAPES for t in [_ideal(name, cy, cx, area)]}
     shape = max(ious, key=ious.get)
     hollow = 1.0 - float(region.sum() / solid.sum())
-    return dict(background=background, color=color, shape=shape, fill=fill, hollow=hollow, iou=ious[shape])
+    return dict(background=background, color=color, shape=shape, fill=round(fill, 3), hollow=round(hollow, 3),
+                iou=round(ious[shape], 3))

@@ -59,15 +59,16 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # ```python
 # import torch
 # from diffusers import DiffusionPipeline
+# import course_utils as cu  # the course's helpers: without this line, `cu.get_device()` is a NameError
 #
 # device = cu.get_device()  # the NVIDIA GPU on a Colab GPU runtime
-# pipe = DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)
+# pipe = DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16, variant="fp16")
 # pipe = pipe.to(device)
 # image = pipe("a photograph of an astronaut riding a horse").images[0]
 # ```
 #
-# 1. `from_pretrained` downloads the model once (roughly 5 GB; adding `variant="fp16"` fetches the
-#    half-size copies instead, which is what the course does), then loads it from the cache;
+# 1. `from_pretrained` downloads the model once (`variant="fp16"` fetches the half-size copies of the
+#    weights, about 2 GB, instead of the float32 ones), then loads it from the cache;
 #    `dtype=torch.float16` keeps the weights in half precision: half the memory, and fast on a GPU.
 # 2. `.to(device)` moves every weight to the GPU.
 # 3. Calling the pipeline with a sentence runs text encoder → 50 denoising steps → image decoder
@@ -78,7 +79,7 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 #
 # The notebooks do the same through `cu.load_pipeline`, which picks the model *and* the device
 # for the machine at hand: SD 1.5 on a GPU with access to the Hub, else the course's offline
-# `tiny` model. It prints what it chose.
+# `tiny` model. It prints what it chose. The three lines themselves run two cells below, on `sd15`.
 
 # %%
 pipe = cu.load_pipeline("text2img")
@@ -87,13 +88,39 @@ prompt = cu.prompt("main", choice.profile)
 print("prompt:  ", prompt)
 print("settings:", settings)
 
+# %% [markdown]
+# The three lines, for real. On `sd15` this cell runs them as written above (the files are already on
+# disk: `cu.load_pipeline` fetched them, so nothing is downloaded twice); on `tiny` it says why not.
+
+# %%
+from diffusers import DiffusionPipeline
+
+device = cu.get_device()  # `cu` comes from `import course_utils as cu` in the imports cell
+dtype = cu.get_dtype(device)  # float16 on an NVIDIA GPU, float32 elsewhere
+print("device:", device, "| dtype:", dtype, "| repository:", cu.SD15_REPOS["text2img"])
+if choice.profile == "sd15":
+    three = DiffusionPipeline.from_pretrained(cu.SD15_REPOS["text2img"], dtype=dtype,
+                                              variant="fp16" if dtype == torch.float16 else None)
+    three = three.to(device)
+    astronaut = three("a photograph of an astronaut riding a horse").images[0]
+    print(type(three).__name__, astronaut.size)
+    del three  # one copy of SD 1.5 in memory is enough: the lesson goes on with `pipe`
+    display(astronaut)
+else:
+    print(f"profile {choice.profile}: no GPU or no Hub here, so the three lines would download about 2 GB and "
+          f"take minutes per image on this machine; `pipe` above is the course's small model instead:",
+          type(pipe).__name__, "on", pipe.device)
+
+# %% [markdown]
+# Now the course's pipeline `pipe`, with the prompt and settings of this profile:
+
 # %%
 generator = torch.Generator(device="cpu").manual_seed(0)
 image = pipe(prompt, generator=generator, **settings).images[0]
 print(image.size)
 if choice.profile == "tiny":
     print("what the picture shows:", cu.world.classify(image))
-image
+cu.grid([image], size=256, titles=[f"{prompt!r}, seed 0"])
 
 # %% [markdown]
 # With `sd15` you get an astronaut on a horse. The `tiny` profile is the course's own small model,
@@ -149,7 +176,7 @@ images = [image, other] + [generate(s) for s in seeds[2:]]
 if choice.profile == "tiny":
     for s, im in zip(seeds, images):
         print(f"seed {s}:", cu.world.classify(im))
-cu.grid(images, cols=4, size=192)
+cu.grid(images, cols=4, size=192, titles=[f"seed {s}" for s in seeds])
 
 # %% [markdown]
 # On `tiny` the seeds change where the shape sits and how big it is, while colour, shape and
@@ -163,7 +190,7 @@ cu.grid(images, cols=4, size=192)
 # a miss is a wrong colour, shape or background, and the classifier's line shows it.) What helps:
 # - **try several seeds** (as in the grid above) and keep the one you like — its seed reproduces it;
 # - **raise the guidance** (`guidance_scale=9` or `10` instead of SD 1.5's 7.5; on `tiny`, above its
-#   default of 3): the image follows the text more closely, at the cost of variety (exercise 5, lesson 5);
+#   default of 3): the image follows the text more closely, at the cost of variety (lesson 5 sweeps it);
 # - **more steps** (`num_inference_steps`) give more detail, up to a point;
 # - **reword the prompt**: put what matters first and be concrete, e.g.
 #   *"an astronaut in a white spacesuit riding a brown horse, photograph"*.
@@ -259,41 +286,65 @@ print("back to:", cu.get_device())
 # %% [markdown]
 # ## Exercises
 #
-# 1. Generate **two images in one call** with `num_images_per_prompt=2`, and show them side by side.
-# 2. **Reproduce an image from its seed**: regenerate the third image of the grid (seed 2) and check
-#    that it is identical.
-# 3. Measure how the time grows with `num_inference_steps` (three values, up to the default).
-# 4. **Change the words.** Keep the seed and change one word at a time: on `tiny` the shape
-#    (circle, square, triangle) or the colours; on `sd15` the style or the animal. Does the rest of the
-#    picture stay?
-# 5. **A guidance sweep.** Same prompt and seed at `guidance_scale` 1, half the default, the default
-#    (7.5 for SD 1.5, 3 for `tiny`) and twice the default. What changes?
-
-# %% [markdown]
-# ### Solution 1
+# Each begins with a prediction: write it down, then run.
+#
+# **1. The seed is only the starting noise.** Predict: if you draw the starting latents yourself,
+# `torch.randn((1, pipe.unet.config.in_channels, h, w), generator=torch.Generator("cpu").manual_seed(2),
+# dtype=pipe.unet.dtype)` with `h, w` the image size divided by `pipe.vae_scale_factor`, and pass them as
+# `pipe(prompt, latents=..., **settings)` *without* a generator, do you get exactly the seed-2 image of
+# the grid (`images[2]`)? Then run it and print the max pixel difference.
 
 # %%
-generator = torch.Generator(device="cpu").manual_seed(10)
-pair = pipe(prompt, num_images_per_prompt=2, generator=generator, **settings).images
-print(len(pair), "images; they differ by", max_pixel_difference(*pair), "pixel levels")
-cu.grid(pair, cols=2, size=192)
+# your attempt
 
 # %% [markdown]
-# One generator draws the noise for both images at once, so the second image is reproduced only by
-# repeating the same call of two. To give each image its own seed, pass a list of generators: `generator=[torch.Generator(device="cpu").manual_seed(s) for s in (10, 11)]`.
+# **2. Time against steps.** Predict the time of one image at a fifth and at half of
+# `num_inference_steps`, from the time measured in section 3: proportional to the steps, or not? Then
+# measure both with `time.perf_counter` and print seconds and milliseconds per step.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **3. Change one word.** Predict what stays the same when you keep seed 0 and change only one word of
+# the prompt (on `tiny` the shape: circle, square, triangle; on `sd15` the animal or the style): the
+# layout, the colours, nothing? Then generate three variants and show them in a grid.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# ## Summary
+# - Three lines: `DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)`,
+#   `.to(device)`, `pipe(prompt).images[0]`; the course's `cu.load_pipeline` picks model and device for you.
+# - A seed fixes the starting noise, and with it the image: same seed, same image; other seeds, other images.
+# - On `tiny` the prompt names a colour, a shape and a background; `cu.world.classify` reads them back from the picture.
+# - `guidance_scale` sets how hard the prompt steers: 1 = no extra push, 7.5 for SD 1.5, 3 for `tiny` (lesson 5 sweeps it).
+# - A miss (a horse without an astronaut) is one random sample: try seeds, raise guidance, reword.
+# - Time per image depends on the hardware: measure it (`time.perf_counter`); a GPU is what makes SD 1.5 practical.
+# - No GPU ("Found no NVIDIA driver")? Change the Colab runtime, or learn on `tiny`; `COURSE_DEVICE` and `COURSE_PROFILE` override the choice.
+
+# %% [markdown]
+# ## Solutions
+#
+# ### Solution 1
+# Yes, pixel for pixel: the pipeline's only use of the generator is to draw these latents (with
+# `torch.randn` on the CPU, then moved to the device). Everything after that is deterministic.
+
+# %%
+factor = pipe.vae_scale_factor
+shape = (1, pipe.unet.config.in_channels, settings["height"] // factor, settings["width"] // factor)
+noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seeds[2]), dtype=pipe.unet.dtype)
+print("starting latents:", tuple(noise.shape), noise.dtype)
+from_noise = pipe(prompt, latents=noise.to(pipe.device), **settings).images[0]
+print("seed", seeds[2], "vs the same noise drawn by hand -> max pixel difference:", max_pixel_difference(images[2], from_noise))
+cu.grid([images[2], from_noise], size=192, titles=[f"seed {seeds[2]}", "the same noise, by hand"])
 
 # %% [markdown]
 # ### Solution 2
 
 # %%
-again = generate(seeds[2])
-print("seed", seeds[2], "again -> max pixel difference:", max_pixel_difference(images[2], again))
-
-# %% [markdown]
-# ### Solution 3
-
-# %%
-timings = {steps: seconds}  # the full number of steps was measured in step 3
+timings = {steps: seconds}  # the full number of steps was measured in section 3
 for n in (max(1, steps // 5), steps // 2):
     start = time.perf_counter()
     generate(0, num_inference_steps=n)
@@ -304,10 +355,10 @@ for n, t in sorted(timings.items()):
 # %% [markdown]
 # The time grows about linearly with the number of steps: each step is one UNet call (on a batch of
 # two latents: one with the prompt, one without - lesson 3), plus a fixed cost for the text encoder
-# and the decoder.
+# and the decoder, which is why a step looks dearer when there are few of them.
 
 # %% [markdown]
-# ### Solution 4
+# ### Solution 3
 
 # %%
 if choice.profile == "tiny":
@@ -321,39 +372,10 @@ for text in variants:
     generator = torch.Generator(device="cpu").manual_seed(0)
     pictures.append(pipe(text, generator=generator, **settings).images[0])
     print(f"{text!r}", "->", cu.world.classify(pictures[-1]) if choice.profile == "tiny" else "(look at the grid)")
-cu.grid(pictures, cols=3, size=192)
+cu.grid(pictures, cols=3, size=192, titles=variants)
 
 # %% [markdown]
 # The seed fixes the starting noise, so the layout (on `tiny`: where the shape sits and how big it is)
 # tends to stay while the changed word changes. On `tiny`, a blue circle on yellow is one of the
 # combinations **never shown in training** (`cu.world.HELD_OUT`): if the classifier still reads
 # `blue`, `circle`, `yellow`, the model has combined words it learned separately.
-
-# %% [markdown]
-# ### Solution 5
-
-# %%
-default = settings["guidance_scale"]
-scales = [1.0, default / 2, default, default * 2]
-swept = [image if g == default else generate(0, guidance_scale=g) for g in scales]  # seed 0 at the default is `image`
-for g, im in zip(scales, swept):
-    print(f"guidance {g:4}:", cu.world.classify(im) if choice.profile == "tiny" else "(look at the grid)")
-cu.grid(swept, cols=4, size=192)
-
-# %% [markdown]
-# At 1 there is no guidance (lesson 3): the pipeline uses the prompt-conditioned prediction alone, and
-# the picture follows the prompt only as closely as that plain prediction does — often loosely. Raising
-# it pushes the picture away from "any image" towards the prompt: cleaner colours and shapes, less
-# variety. Too high overshoots (harsh, oversaturated colours); a model as small as `tiny`
-# overshoots sooner, which is why its default is 3 rather than SD 1.5's 7.5.
-
-# %% [markdown]
-# ## Summary
-# - Three lines: `DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)`,
-#   `.to(device)`, `pipe(prompt).images[0]`; the course's `cu.load_pipeline` picks model and device for you.
-# - A seed fixes the starting noise, and with it the image: same seed, same image; other seeds, other images.
-# - On `tiny` the prompt names a colour, a shape and a background; `cu.world.classify` reads them back from the picture.
-# - `guidance_scale` sets how hard the prompt steers: 1 = no extra push, 7.5 for SD 1.5, 3 for `tiny`.
-# - A miss (a horse without an astronaut) is one random sample: try seeds, raise guidance, reword.
-# - Time per image depends on the hardware: measure it (`time.perf_counter`); a GPU is what makes SD 1.5 practical.
-# - No GPU ("Found no NVIDIA driver")? Change the Colab runtime, or learn on `tiny`; `COURSE_DEVICE` and `COURSE_PROFILE` override the choice.

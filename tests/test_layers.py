@@ -9,7 +9,8 @@ from course_utils.paths import ROOT
 
 PACKAGE = ROOT / "course_utils"
 MODELS = PACKAGE / "models"
-LESSON_MODULES = {"by_hand", "img2img", "inpaint", "upscale", "long_prompt", "community", "single_file", "visual", "steps", "images"}
+LESSON_MODULES = {"by_hand", "img2img", "inpaint", "upscale", "long_prompt", "community", "single_file", "visual", "steps", "images",
+                  "diagrams", "text_embeddings", "unet_inside"}
 BASICS = {"errors", "paths", "device"}
 TOP = {"notebook", "cli", "evaluate", "bench", "doctor", "hub_mirror", "__main__"}
 

@@ -32,6 +32,35 @@ def test_lesson_conventions(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_library_note_before_setup(path):
+    """Importing a diffusers pipeline class (or transformers) before ``cu.setup()`` prints transformers' red
+    "requires torchvision (not installed)" note before the course's filter is installed: import them after."""
+    code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    first = next(t for t in code if "setup(" in t)
+    before = first[: first.index("setup(")]
+    assert not re.search(r"from diffusers import .*Pipeline|from transformers import", before), (
+        "import pipeline classes and transformers after `choice = cu.setup()`")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_summary_solutions(path):
+    """2-3 exercises, each a prediction with an empty cell after it; the summary; then the worked solutions."""
+    cells = json.loads(path.read_text())["cells"]
+    text = ["".join(c["source"]) for c in cells]
+    heading = lambda h: next(i for i, t in enumerate(text) if t.lstrip().startswith(h))  # noqa: E731
+    exercises, summary, solutions = heading("## Exercises"), heading("## Summary"), heading("## Solutions")
+    assert exercises < summary < solutions, "Exercises, then Summary, then Solutions (after the summary)"
+    attempts = [i for i in range(exercises, summary) if cells[i]["cell_type"] == "code"]
+    assert 2 <= len(attempts) <= 3, f"{len(attempts)} exercises: the course asks for 2-3"
+    for i in attempts:
+        assert text[i].strip() == "# your attempt", "an empty cell for each attempt"
+        assert "predict" in text[i - 1].lower(), f"the exercise before cell {i} does not start with a prediction"
+    worked = re.findall(r"^### Solution", "\n".join(text[solutions:]), flags=re.M)
+    assert len(worked) >= len(attempts), "a worked solution for every exercise"
+    assert any(c["cell_type"] == "code" for c in cells[solutions:]), "solutions that run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_pair_in_sync(path):
     """The .ipynb and its py:percent twin hold the same cells (run `make sync` after editing one)."""
     ipynb = jupytext.read(path)
