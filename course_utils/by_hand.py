@@ -148,8 +148,9 @@ def denoise(
     """The denoising loop: from x_t down to x_0, one ``scheduler.step`` per timestep (the pipeline's step 7).
 
     Lesson 03, §5 writes this loop out (§7 checks it against the pipeline, §8 swaps the scheduler); this is the
-    reference the equality checks use. Used again in lessons 04 (§4, a tail of the timesteps), 05 (§3, a
-    negative prompt as ``uncond``) and 08 (§4, ``extra_channels``).
+    reference the equality checks use. Lesson 05 (§3) calls it with a negative prompt as ``uncond``; lessons 04
+    (§4, a tail of the timesteps) and 08 (§4, ``extra_channels``) write their variant out in the cell, and
+    their tests check it against this function.
 
     For each timestep t:
 

@@ -26,7 +26,9 @@
 # - classifier-free guidance: an unconditional (empty-prompt) embedding next to the prompt's, one UNet batch of 2;
 # - the loop itself: `scheduler.scale_model_input` → UNet predicts the noise ε → guidance → `scheduler.step`;
 # - what the latents look like along the way, as raw 4-channel latents and as decoded images;
-# - that your loop gives *exactly* the pipeline's result for the same seed, with any scheduler.
+# - that your loop gives *exactly* the pipeline's result for the same seed, with any scheduler;
+# - inside the UNet: its blocks and their shapes, the timestep embedding, where the text enters (cross-attention),
+#   and which part of the picture reads which word of the prompt.
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -40,16 +42,19 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     sys.path.insert(0, os.path.abspath("sd-course"))
 
 # %%
+import inspect
+import math
 import time
 
 import matplotlib.pyplot as plt
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers.models.embeddings import get_timestep_embedding
 from IPython.display import display
 from PIL import Image
 
 import course_utils as cu
-from course_utils import by_hand
+from course_utils import by_hand, unet_inside
 
 choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
 
@@ -107,7 +112,7 @@ shown_t = [0, 250, 500, 750, 999]
 noised = [ddpm.add_noise(x0, eps, torch.tensor([t])) for t in shown_t]
 for t in shown_t:
     print(f"t={t:3d}: sqrt(alpha_bar)={ddpm.alphas_cumprod[t].sqrt():.3f} (image)  sqrt(1-alpha_bar)={(1 - ddpm.alphas_cumprod[t]).sqrt():.3f} (noise)")
-display(cu.grid(cu.decode_latents(vae, torch.cat(noised)), size=128))
+display(cu.grid(cu.decode_latents(vae, torch.cat(noised)), size=192, titles=[f"x_t at t={t}" for t in shown_t]))
 
 # %% [markdown]
 # One training step, without the weight update: a random t, the noised latents, the UNet's guess of ε
@@ -245,37 +250,33 @@ n_steps = len(every_latent)
 every = max(1, n_steps // 5)
 kept = [i for i in range(n_steps) if i % every == 0 or i == n_steps - 1]
 print("steps shown:", kept)
-display(cu.grid([cu.latent_to_image(every_latent[i], tile=64) for i in kept], cols=1))
-print("top: x_t decoded after steps", [i + 1 for i in kept], "| bottom: the guess x̂_0 at those steps")
+display(cu.grid([cu.latent_to_image(every_latent[i], tile=64) for i in kept], cols=1,
+                titles=[f"x_t after step {i + 1}/{n_steps}" for i in kept]))
 display(cu.grid(cu.decode_latents(vae, torch.cat([every_latent[i] for i in kept] + [every_guess[i] for i in kept])),
-                size=128, cols=len(kept)))
+                size=192, cols=len(kept), titles=[f"x_t, step {i + 1}" for i in kept] + [f"x̂_0, step {i + 1}" for i in kept]))
 
 # %% [markdown]
-# **Where the overall colour comes from.** SD 1.5's schedule never noises a picture away
-# completely: at the first timestep part of it is still in x_t, and training noised pictures the same
-# way. A picture's average colour is one number per latent channel, and the noise's own average over
-# a channel is small, so a model can learn to read the overall colour from the starting noise
-# instead of from the prompt:
+# > **Behind the scenes (optional).** Why `tiny` was trained with *offset noise*. SD 1.5's schedule
+# > never noises a picture away completely: at the first timestep a little of it is still in x_t
+# > (printed below), and training noised pictures the same way. A picture's overall colour is the
+# > mean of each latent channel, and the starting noise's own mean per channel is not quite zero
+# > (about ±1/√cells), so a model can learn to read the overall colour from the noise instead of the
+# > prompt. On `tiny`'s 16x16 latents that mean is large enough to matter (±0.06; ±0.016 on SD 1.5's
+# > 64x64): the first trained `tiny` got only 43% of its backgrounds right. Adding a random constant per
+# > image and channel to the training noise (**offset noise**, `--noise_offset` in diffusers' training
+# > scripts) makes the noise's mean useless: 3,000 more steps with it took backgrounds to 100%
+# > (`data/tiny/README.md`). The same leak, milder, is why SD 1.5 struggles with very dark or very
+# > bright pictures (Guttenberg, 2023, "Diffusion with offset noise"; Lin et al., 2024, "Common
+# > Diffusion Noise Schedules and Sample Steps are Flawed").
 
 # %%
+# (optional) how much of the picture is left at the first timestep, and the noise's mean per channel
 t_first = int(scheduler.timesteps[0])
 signal = scheduler.alphas_cumprod[t_first].sqrt().item()
 cells = x_T[0, 0].numel()
 print(f"t = {t_first}: x_t = {signal:.3f} * z_0 + {(1 - signal**2) ** 0.5:.3f} * noise")
 print("x_T's mean per channel:", [round(v, 3) for v in x_T.float().mean(dim=(2, 3))[0].tolist()],
       f"- typically +-1/sqrt({cells}) = +-{cells ** -0.5:.3f}")
-
-# %% [markdown]
-# On `tiny`'s 16x16 latents that average is large enough to matter (±0.06; ±0.016 on SD 1.5's
-# 64x64), and the first trained `tiny` did exactly this: for 9 of 12 seeds, "a green circle on a
-# black background" and "... on a red background" came out with the *same* background, and only 43%
-# of backgrounds matched the prompt. The fix is in training: add a random constant per image and
-# channel to the training noise (**offset noise**; diffusers' training scripts call it
-# `--noise_offset`), so the noise's average says nothing and the prompt has to decide. 3,000 more
-# training steps with it took backgrounds from 43% to 100% (`data/tiny/README.md`). The same leak,
-# milder, is why SD 1.5 struggles to draw a very dark or very bright picture (Guttenberg, 2023,
-# "Diffusion with offset noise"; Lin et al., 2024, "Common Diffusion Noise Schedules and Sample
-# Steps are Flawed").
 
 # %% [markdown]
 # And every step, with a slider: x_t decoded, the guess x̂_0 decoded, and x_t's 4 latent channels.
@@ -326,7 +327,8 @@ print("the safety checker blacked out the pipeline's image: only the latents are
 assert len(recorder.latents) == len(every_latent) and max(step_diff, latent_diff, image_diff) <= tol
 if choice.profile == "tiny":
     print("what the picture shows:", cu.world.classify(cu.decode_latents(vae, x_0)[0]))
-display(cu.grid(cu.decode_latents(vae, x_0) + pipe.image_processor.postprocess(result.images.float(), output_type="pil", do_denormalize=[False]), size=256))
+display(cu.grid(cu.decode_latents(vae, x_0) + pipe.image_processor.postprocess(result.images.float(), output_type="pil", do_denormalize=[False]),
+                size=256, titles=["our loop", "the pipeline"]))
 
 # %% [markdown]
 # The loop is packaged as `course_utils.by_hand` (`encode_text`, `initial_latents`, `denoise`, `decode`):
@@ -365,18 +367,269 @@ for name, (cls, steps) in swaps.items():
     assert diff <= tol
     finals[name] = x
 pipe.scheduler = scheduler  # put the original back
-display(cu.grid(cu.decode_latents(vae, torch.cat(list(finals.values()))), size=256))
-print("left to right:", list(finals))
+display(cu.grid(cu.decode_latents(vae, torch.cat(list(finals.values()))), size=256, titles=list(finals)))
+
+# %% [markdown]
+# ## 9. Open the UNet
+#
+# In the loop the UNet was one line, `unet(x_in, t, encoder_hidden_states=text_embeddings).sample`:
+# latents, a timestep and the text embedding in, a noise estimate of the latents' shape out. Here is what
+# happens in between: the blocks the latents pass through, how t gets in, how the text gets in, and
+# which part of the picture listens to which word.
+#
+# **The blocks, for one call.** `unet_inside.walk` puts a forward hook
+# (`module.register_forward_hook`) on each top-level block, runs the UNet once on x_T (the batch of 2 of
+# guidance) and removes the hooks; each hook writes down the block's input and output shapes.
+# The down blocks halve the resolution and widen the channels, the mid block works at the
+# lowest resolution, and each up block doubles it again while it takes back the features saved
+# on the way down (the *skip connections*, the "U" of UNet). Every `CrossAttn...` block also reads the text.
+# The parameters per block add up to the UNet's (about 860 M on SD 1.5):
+
+# %%
+rows = unet_inside.walk(unet, torch.cat([x_T] * 2), scheduler.timesteps[0], text_embeddings)
+blocks = {r.name: r for r in rows}
+for r in rows:
+    skips = f"  saves {len(r.skips)} skips" if r.name.startswith("down") else (
+        f"  + skips with {[s[1] for s in r.skips]} channels" if r.skips else "")
+    print(f"{r.name:15} {r.kind:24} {r.parameters / 1e6:7.2f} M  {str(r.input):18} -> {str(r.output):18}{skips}")
+saved = 1 + sum(len(r.skips) for r in rows if r.name.startswith("down"))
+print(f"skip connections: {saved} saved (conv_in's output and the down blocks'),",
+      sum(len(r.skips) for r in rows if r.name.startswith("up")), "taken back by the up blocks")
+n_params = sum(p.numel() for p in unet.parameters())
+print(f"UNet: {n_params / 1e6:.1f} M parameters ({sum(r.parameters for r in rows) / 1e6:.1f} M in the rows above)")
+assert sum(r.parameters for r in rows) == n_params
+
+# %% [markdown]
+# **The timestep.** The UNet does not take t as one bare number: `time_proj` turns it into a
+# vector of sines and cosines at geometrically spaced frequencies (the *sinusoidal* embedding of the
+# Transformer paper): half of the entries are cos(t · f_i), half sin(t · f_i), with f_i = 10000^(−i/half).
+# Written out, and checked against diffusers' `get_timestep_embedding` and the UNet's own `time_proj`:
+
+# %%
+dim = unet.time_proj.num_channels  # 320 on SD 1.5, 32 on tiny
+half = dim // 2
+all_t = torch.arange(scheduler.config.num_train_timesteps)  # every training timestep, 0..999
+freqs = torch.exp(-math.log(10000) * torch.arange(half) / (half - unet.config.freq_shift))  # f_i
+angles = all_t[:, None].float() * freqs[None, :]  # t · f_i, [1000, half]
+sinusoid = torch.cat([angles.cos(), angles.sin()] if unet.config.flip_sin_to_cos else [angles.sin(), angles.cos()], dim=1)
+reference = get_timestep_embedding(all_t, dim, flip_sin_to_cos=unet.config.flip_sin_to_cos,
+                                   downscale_freq_shift=unet.config.freq_shift)
+with torch.no_grad():
+    ours_vs_unet = (sinusoid - unet.time_proj(all_t.to(device)).float().cpu()).abs().max().item()
+print(f"[{len(all_t)}, {dim}]; max abs difference with get_timestep_embedding: {(sinusoid - reference).abs().max().item():.1e},"
+      f" with unet.time_proj: {ours_vs_unet:.1e}")
+assert torch.allclose(sinusoid, reference, atol=1e-5) and ours_vs_unet <= 1e-5
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+left.imshow(sinusoid, aspect="auto", cmap="RdBu", interpolation="nearest")
+left.set(xlabel="dimension i (cos | sin)", ylabel="timestep t", title="time_proj(t) for every t")
+for t_i in (0, 250, 500, 999):
+    right.plot(sinusoid[t_i], label=f"t={t_i}", lw=1)
+right.set(xlabel="dimension i", title="a few timesteps' vectors")
+right.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Left: in each half, the first dimensions turn fast with t and the last ones slowly, so every t gets
+# its own pattern and nearby t's similar ones. A small MLP (`time_embedding` in the table) widens this
+# vector, and every ResNet block adds its own linear projection of it to its channels:
+
+# %%
+resnet = unet.down_blocks[0].resnets[0]
+print("time_embedding:", blocks["time_embedding"].input, "->", blocks["time_embedding"].output)
+print("down_blocks.0.resnets[0].time_emb_proj weight:", tuple(resnet.time_emb_proj.weight.shape), "[channels, time embedding]")
+
+# %% [markdown]
+# **Where the text enters: cross-attention.** Each transformer block in the `CrossAttn...` blocks has
+# two attention layers. `attn1` (self-attention) lets latent cells look at each other; `attn2`
+# (cross-attention) takes its **queries from the latents** and its **keys and values from the text
+# embedding**, `[*, 77, 768]` on SD 1.5 (`[*, 77, 64]` on `tiny`). A weight matrix has shape
+# `[out, in]`, so the `in` of `to_k`/`to_v` shows where they read from:
+
+# %%
+block = unet.down_blocks[0].attentions[0].transformer_blocks[0]
+for name in ("attn1", "attn2"):
+    layer = getattr(block, name)
+    print(f"{name}: to_q {tuple(layer.to_q.weight.shape)}, to_k {tuple(layer.to_k.weight.shape)},"
+          f" to_v {tuple(layer.to_v.weight.shape)}, {layer.heads} heads")
+print("latent channels here:", blocks["conv_in"].output[1], "| text embedding:", tuple(c.shape))
+cross_layers = [n for n in unet.attn_processors if ".attn2." in n]
+print(len(cross_layers), "cross-attention layers, e.g.", cross_layers[0])
+
+# %% [markdown]
+# In each of them, for every head (d = channels per head), every latent cell gets a probability over the
+# 77 tokens, softmax(Q Kᵀ / √d), and takes that mix of the tokens' values. diffusers lets us swap the code
+# that does this per layer (an *attention processor*). `unet_inside.CrossAttentionRecorder` is the default
+# one (`AttnProcessor2_0`) written out, plus two lines that compute the probabilities and keep them
+# (for the text half of the batch, averaged over the heads). Its core:
+
+# %%
+print(inspect.getsource(unet_inside.CrossAttentionRecorder.attend).split('"""')[-1])
+
+# %% [markdown]
+# **Which part of the picture reads which word.** We run the loop again with the recorder on the
+# `attn2` layers only (`unet.set_attn_processor`; the context manager puts the original processors back),
+# and check that the image is the same. Then, per token: its probabilities averaged over all steps and all
+# cross-attention layers (each layer's map upsampled to the image from its resolution), drawn over the
+# image (each map stretched to its own maximum). We also draw the first end token `<|endoftext|>`.
+
+# %%
+words = ["astronaut", "horse"] if choice.profile == "sd15" else ["red", "circle", "blue", "background"]
+positions = unet_inside.token_positions(tokenizer, prompt, words + ["<|endoftext|>"])
+scheduler.set_timesteps(num_inference_steps, device=device)  # a fresh start (PNDM remembers its last steps)
+with unet_inside.recording_cross_attention(unet, guided=by_hand.guidance_enabled(unet, w)) as maps:
+    x_recorded = by_hand.denoise(unet, scheduler, x_T, c, c_uncond, w)
+print("attn2 processors now:", {type(p).__name__ for n, p in unet.attn_processors.items() if ".attn2." in n})
+diff = (x_recorded - x_0).abs().max().item()
+print(f"recorded run vs the loop of §5, max abs difference of the final latents: {diff:.1e}")
+assert diff <= tol
+
+heat = maps.token_maps((height, width), latent_size=tuple(x_0.shape[-2:]))  # [77, H, W]: summed over tokens, 1 per pixel
+picture = cu.decode_latents(vae, x_recorded)[0]
+print("share of all attention:", {word: f"{heat[i].mean().item():.1%}" for word, i in positions.items()},
+      f"| start token: {heat[0].mean().item():.1%}, the {77 - len(tokenizer(prompt).input_ids)} padding tokens:"
+      f" {heat[len(tokenizer(prompt).input_ids):].mean(dim=(1, 2)).sum().item():.1%}")
+display(cu.grid([picture] + [unet_inside.overlay(picture, heat[i]) for i in positions.values()], size=192,
+                titles=["image"] + [f'"{word}" (token {i})' for word, i in positions.items()]))
+
+# %% [markdown]
+# On `tiny` we can measure where a map lies: the share of its mass on the shape's pixels
+# (`unet_inside.shape_mask`: the pixels far from the border's colour), against the shape's share of the
+# image, what a map spread evenly would give. And the same for the prompt with its words reordered,
+# "a circle that is red":
+
+# %%
+if choice.profile == "tiny":
+    mask = unet_inside.shape_mask(picture)
+    share = {word: unet_inside.mass_inside(heat[i], mask) for word, i in positions.items()}
+    print(f"the shape covers {mask.mean():.0%} of the image; share of each map on it:",
+          {word: f"{s:.0%}" for word, s in share.items()})
+
+    reordered = "a circle that is red"
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    with unet_inside.recording_cross_attention(unet) as maps_reordered:
+        x_reordered = by_hand.denoise(unet, scheduler, x_T, embed([reordered])[1], c_uncond, w)
+    picture_reordered = cu.decode_latents(vae, x_reordered)[0]
+    heat_reordered = maps_reordered.token_maps((height, width), latent_size=tuple(x_0.shape[-2:]))
+    mask_reordered = unet_inside.shape_mask(picture_reordered)
+    positions_reordered = unet_inside.token_positions(tokenizer, reordered, ["circle", "red", "<|endoftext|>"])
+    share_reordered = {word: unet_inside.mass_inside(heat_reordered[i], mask_reordered) for word, i in positions_reordered.items()}
+    print(f'"{reordered}": the shape covers {mask_reordered.mean():.0%}; share of each map on it:',
+          {word: f"{s:.0%}" for word, s in share_reordered.items()})
+    display(cu.grid([picture_reordered] + [unet_inside.overlay(picture_reordered, heat_reordered[i]) for i in positions_reordered.values()],
+                    size=192, titles=[reordered] + [f'"{word}" (token {i})' for word, i in positions_reordered.items()]))
+    assert share["red"] < mask.mean() < share["<|endoftext|>"] and share_reordered["red"] > mask_reordered.mean()
+
+# %% [markdown]
+# On `tiny` the words do *not* land where their meaning is: in "a red circle on a blue background" the
+# maps of "red" and "circle" lie mostly on the background, and those of "blue", "background" and the
+# end token on the circle; put "red" last and its map moves onto the shape. What counts is the position:
+# CLIP's text encoder is *causal*, the vector at position k has read only tokens 0..k. Append words to the
+# prompt and the vectors before them do not change:
+
+# %%
+ids_longer, c_longer = embed([prompt + " and more words"])
+n = len(tokenizer(prompt).input_ids) - 1  # the start token and the prompt's words; the end token follows
+print(f"positions 0..{n - 1} (start + prompt): max abs change {(c_longer[0, :n] - c[0, :n]).abs().max().item():.1e};"
+      f" position {n} on: {(c_longer[0, n:] - c[0, n:]).abs().max().item():.2f}")
+assert torch.allclose(c_longer[0, :n], c[0, :n], atol=1e-5)
+
+# %% [markdown]
+# So in `tiny`'s 2-layer text encoder, trained from scratch together with its UNet, only the vectors after
+# "red circle" know that the shape is a red circle, and the UNet learned to read the shape from them.
+# SD 1.5's text encoder is OpenAI's CLIP (12 layers, trained on 400 million captioned images before SD),
+# whose vectors keep each word's meaning at its own position; that is why published maps of Stable
+# Diffusion (Hertz et al., 2022, "Prompt-to-Prompt"; Tang et al., 2023, "What the DAAM") put an object's word
+# on the object. On `sd15`, see whether "astronaut" and "horse" land on the rider and the horse above.
+# Much of the attention goes to tokens without a word of their own, the start token and the padding: the
+# shares printed with the maps say how much.
 
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Guidance scale 1 vs the default** (7.5 for SD 1.5, 3 for `tiny`). With `guidance_scale=1` the formula gives ε = ε_text, so the pipeline
-#    skips the unconditional half altogether. Count the UNet's batch size with a forward hook for both
-#    scales, time them, and check that `by_hand.denoise` still matches the pipeline at w = 1.
+# Each begins with a prediction: write it down, then run.
+#
+# **1. Predict, then run.** Write the loop for `DDIMScheduler` yourself: the five steps of §5 with a
+# DDIM scheduler made from `scheduler.config` and a fifth of the steps (DDIM's `step` also takes η,
+# `eta`; the pipeline passes `eta=0.0`, a deterministic sampler). Predict: does it match the pipeline
+# with DDIM as closely as §7's loop matched with PNDM? And does the `pred_original_sample` that DDIM's
+# `step` returns equal your x̂_0 = (x_t − √(1 − ᾱ_t) · ε̂) / √ᾱ_t of §5? Check both.
+
+# %%
+# your attempt
 
 # %% [markdown]
-# ### Solution
+# **2. Predict, then run.** With `guidance_scale=1` the guidance formula gives ε = ε_text. Predict the
+# UNet's batch size inside the pipeline at w = 1 and at the default w (7.5 for SD 1.5, 3 for `tiny`),
+# and how much faster w = 1 runs. Then count the batch size with a forward pre-hook
+# (`unet.register_forward_pre_hook`, as `unet_inside.walk` does with forward hooks), time both, and
+# check that `by_hand.denoise` still matches the pipeline at w = 1.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **3. Predict, then run: steer the loop with a loss.** Guidance by a prompt is not the only way to
+# steer: any loss you can differentiate on the decoded image can push the latents. Take "more blue":
+# blueness = the mean of the blue channel minus the mean of red and green (pixels in [0, 1]).
+# In §5's loop, every 2nd step, before `scheduler.step`: compute x̂_0 from the current latents (with this
+# step's guided ε̂, held fixed), decode it with the VAE, take loss = −blueness and its gradient with
+# respect to the latents (`torch.autograd.grad`), and move the latents a small step against it
+# (scale the gradient to a root mean square of 1 and step 0.05). Predict: what becomes of the red circle
+# (on `sd15`: of the astronaut picture)? Does it stay a clean picture? Measure blueness with and
+# without the loss, and show both images.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# ## Summary
+# - Noise is added to the image's *latents* in training and the UNet learns to predict it; generation starts from pure noise x_T and removes predicted noise step by step. The text embedding is never noised: it only conditions the UNet.
+# - Classifier-free guidance: embeddings `[c_uncond, c]` in one UNet batch of 2, then ε = ε_uncond + w · (ε_text − ε_uncond); with w = 1 the unconditional half is skipped.
+# - The loop is five operations per step: duplicate the latents, `scale_model_input`, the UNet (one call on a batch of 2), guidance, `scheduler.step`; with the same CPU-generator seed it reproduces the pipeline exactly (checked above, step by step).
+# - The model's guess of the clean picture, x̂_0 = (x_t − √(1 − ᾱ_t) · ε̂) / √ᾱ_t, shows the picture forming long before x_t stops looking like noise.
+# - Schedulers change the timesteps and the update, not the UNet; `init_noise_sigma` and `scale_model_input` make the same loop work for all of them.
+# - Inside the UNet: down blocks (resolution halves, channels grow), a mid block, up blocks that take the skip connections back; t enters as a sinusoidal vector added in every ResNet block; the text enters only through cross-attention, queries from the latents, keys and values from the 77 token vectors.
+# - Cross-attention maps show which part of the picture reads which token; CLIP's text encoder is causal, so a token's vector knows only the words up to it (on `tiny`, the shape is read from the tokens after its words).
+
+# %% [markdown]
+# ## Solutions
+#
+# ### Solution 1
+# Yes to both: the same five steps with DDIM's `step` match the pipeline with DDIM, and DDIM's
+# `pred_original_sample` is the same formula as §5's x̂_0.
+
+# %%
+ddim = DDIMScheduler.from_config(scheduler.config)
+ddim_steps = max(4, num_inference_steps // 5)
+ddim.set_timesteps(ddim_steps, device=device)
+latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype).to(device) * ddim.init_noise_sigma
+guess_diff = 0.0
+with torch.no_grad():
+    for t in ddim.timesteps:
+        x_in = ddim.scale_model_input(torch.cat([latents] * 2), t)
+        eps_uncond, eps_text = unet(x_in, t, encoder_hidden_states=text_embeddings).sample.chunk(2)
+        eps = eps_uncond + w * (eps_text - eps_uncond)
+        alpha_bar = ddim.alphas_cumprod[int(t)].to(device, torch.float32)
+        guess = (latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
+        out = ddim.step(eps, t, latents, eta=0.0)
+        guess_diff = max(guess_diff, (out.pred_original_sample.float() - guess).abs().max().item())
+        latents = out.prev_sample
+
+pipe.scheduler = DDIMScheduler.from_config(scheduler.config)
+ref = pipe(prompt, height=height, width=width, num_inference_steps=ddim_steps, guidance_scale=w,
+           generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+pipe.scheduler = scheduler
+diff = (latents - ref).abs().max().item()
+print(f"DDIM, {ddim_steps} steps: max abs difference with the pipeline {diff:.2e};"
+      f" pred_original_sample vs our x̂_0: {guess_diff:.2e}")
+assert diff <= tol and guess_diff <= tol
+
+# %% [markdown]
+# ### Solution 2
+# The pipeline skips the unconditional half at w = 1: a batch of 1 instead of 2, so each step does
+# about half the work (a bit less saved on a machine that runs a batch of 2 in parallel).
 
 # %%
 quick_steps = max(4, num_inference_steps // 5)  # enough to see the difference
@@ -400,70 +653,44 @@ finally:
     hook.remove()
 
 # %% [markdown]
-# 2. **Write the loop for `DDIMScheduler`.** Replace the scheduler, write the five steps again yourself
-#    (DDIM's `step` also takes η, `eta`; the pipeline passes `eta=0.0`, a deterministic sampler) and
-#    match the pipeline with DDIM.
-
-# %% [markdown]
-# ### Solution
+# ### Solution 3
+# §5's loop with the loss step added. The UNet's ε̂ is computed without gradients and held fixed, so the
+# gradient flows only through x̂_0 and the VAE decoder (cheap); the step is scaled to a fixed size, the
+# same on both profiles.
 
 # %%
-ddim = DDIMScheduler.from_config(scheduler.config)
-ddim_steps = max(4, num_inference_steps // 5)
-ddim.set_timesteps(ddim_steps, device=device)
-latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype).to(device) * ddim.init_noise_sigma
-with torch.no_grad():
-    for t in ddim.timesteps:
-        x_in = ddim.scale_model_input(torch.cat([latents] * 2), t)
+def blueness(images):
+    """Mean blue minus the mean of red and green, for VAE output images [B, 3, H, W] in [-1, 1]."""
+    rgb = images.float() / 2 + 0.5
+    return (rgb[:, 2] - (rgb[:, 0] + rgb[:, 1]) / 2).mean()
+
+
+every_k, step_size = 2, 0.05
+scheduler.set_timesteps(num_inference_steps, device=device)
+latents = x_T
+start = time.perf_counter()
+for i, t in enumerate(scheduler.timesteps):
+    with torch.no_grad():
+        x_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
         eps_uncond, eps_text = unet(x_in, t, encoder_hidden_states=text_embeddings).sample.chunk(2)
         eps = eps_uncond + w * (eps_text - eps_uncond)
-        latents = ddim.step(eps, t, latents, eta=0.0).prev_sample
+    if i % every_k == 0:  # the loss step: x̂_0 -> decode -> loss -> gradient -> nudge the latents
+        latents = latents.detach().requires_grad_()
+        alpha_bar = scheduler.alphas_cumprod[int(t)].to(device, latents.dtype)
+        guess = (latents - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        loss = -blueness(vae.decode(guess / vae.config.scaling_factor).sample)
+        grad = torch.autograd.grad(loss, latents)[0].float()
+        latents = latents.detach()
+        if torch.isfinite(grad).all():  # (half precision can overflow on an early, far-off x̂_0: then skip)
+            latents = (latents - step_size * grad / grad.pow(2).mean().sqrt()).to(latents.dtype)
+    with torch.no_grad():
+        latents = scheduler.step(eps, t, latents).prev_sample
+print(f"{len(scheduler.timesteps)} steps with a loss step every {every_k}: {time.perf_counter() - start:.1f} s")
 
-pipe.scheduler = DDIMScheduler.from_config(scheduler.config)
-ref = pipe(prompt, height=height, width=width, num_inference_steps=ddim_steps, guidance_scale=w,
-           generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
-pipe.scheduler = scheduler
-diff = (latents - ref).abs().max().item()
-print(f"DDIM, {ddim_steps} steps: max abs difference with the pipeline {diff:.2e}")
-assert diff <= tol
-
-# %% [markdown]
-# 3. **Plot the latents' standard deviation per step**, for PNDM (the latents kept in step 5) and for
-#    Euler (use `on_step` of `by_hand.denoise`). Where does each start, and why so differently?
-
-# %% [markdown]
-# ### Solution
-
-# %%
-euler = EulerDiscreteScheduler.from_config(scheduler.config)
-euler.set_timesteps(fewer_steps, device=device)
-g = torch.Generator("cpu").manual_seed(seed)
-x = by_hand.initial_latents(1, unet, euler, height, width, g, device, c.dtype, vae_scale_factor=vae_scale)
-euler_std = [x.std().item()]
-by_hand.denoise(unet, euler, x, c, c_uncond, w, generator=g, on_step=lambda i, t, lat: euler_std.append(lat.std().item()))
-pndm_std = [x_T.std().item()] + [lat.std().item() for lat in every_latent]
-
-plt.figure(figsize=(6, 3))
-plt.plot(pndm_std, label=f"PNDM, {len(pndm_std) - 1} steps")
-plt.plot(euler_std, label=f"Euler, {len(euler_std) - 1} steps")
-plt.yscale("log")
-plt.xlabel("step")
-plt.ylabel("std of the latents")
-plt.legend()
-plt.tight_layout()
-plt.show()
-print(f"start: PNDM {pndm_std[0]:.2f}, Euler {euler_std[0]:.2f};  end: PNDM {pndm_std[-1]:.2f}, Euler {euler_std[-1]:.2f}")
-
-# %% [markdown]
-# PNDM works with x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε, whose std starts at 1; Euler works with
-# x₀ + σ·ε, so it starts at the std of its first σ — `init_noise_sigma` and `scale_model_input` convert
-# between the two conventions. Both curves end near the std of real images' latents (about 1: the
-# VAE's scaling factor was chosen for that, 0.18215 for SD 1.5, measured on its training images for `tiny`).
-
-# %% [markdown]
-# ## Summary
-# - Noise is added to the image's *latents* in training and the UNet learns to predict it; generation starts from pure noise x_T and removes predicted noise step by step. The text embedding is never noised: it only conditions the UNet.
-# - Classifier-free guidance: embeddings `[c_uncond, c]` in one UNet batch of 2, then ε = ε_uncond + w · (ε_text − ε_uncond); with w = 1 the unconditional half is skipped.
-# - The loop is five operations per step: duplicate the latents, `scale_model_input`, the UNet (one call on a batch of 2), guidance, `scheduler.step`; with the same CPU-generator seed it reproduces the pipeline exactly (checked above, step by step).
-# - The model's guess of the clean picture, x̂_0 = (x_t − √(1 − ᾱ_t) · ε̂) / √ᾱ_t, shows the picture forming long before x_t stops looking like noise.
-# - Schedulers change the timesteps and the update, not the UNet; `init_noise_sigma` and `scale_model_input` make the same loop work for all of them.
+with torch.no_grad():
+    plain, steered = by_hand.decode(vae, x_0), by_hand.decode(vae, latents)
+print(f"blueness without the loss {blueness(plain).item():.3f}, with it {blueness(steered).item():.3f}")
+if choice.profile == "tiny":
+    print("without:", cu.world.classify(by_hand.to_pil(plain)[0]), "\nwith:   ", cu.world.classify(by_hand.to_pil(steered)[0]))
+display(cu.grid(by_hand.to_pil(plain) + by_hand.to_pil(steered), size=256, titles=["without the loss", "steered to more blue"]))
+assert blueness(steered) > blueness(plain)
