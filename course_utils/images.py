@@ -1,4 +1,4 @@
-"""Load and check the images the lessons feed to pipelines (lesson 04, §5; used from lesson 02 on).
+"""Load and check the images the lessons feed to pipelines (lesson 04, §6; used from lesson 02 on).
 
 Every image the course passes to a pipeline goes through :func:`load_image`, so a learner's
 own file in an odd mode (RGBA, grayscale, palette, CMYK) or size gets a clear conversion
@@ -21,7 +21,7 @@ def _data_listing() -> str:
 def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     """Convert any PIL image to RGB, printing a note when the mode changes.
 
-    Lesson 04, §5 shows its note (an RGBA horse); :func:`load_image` calls it.
+    Lesson 04, §6 shows its note (an RGBA horse); :func:`load_image` calls it.
 
     RGBA/LA/P-with-transparency images are put on a white background (their transparent
     parts become white); grayscale, palette and CMYK images are converted with PIL.
@@ -52,7 +52,7 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
 def round_size(size, multiple: int = 8) -> tuple[int, int]:
     """Round a size down to multiples of ``multiple`` (SD's VAE needs multiples of 8).
 
-    Lesson 04, §5 shows the rounding (through ``img2img.load_init_image``); :func:`load_image` calls it.
+    Lesson 04, §6 shows the rounding (through ``img2img.load_init_image``); :func:`load_image` calls it.
 
     Args:
         size (`int` or `tuple[int, int]`): one side of a square, or ``(width, height)``.
@@ -70,7 +70,7 @@ def round_size(size, multiple: int = 8) -> tuple[int, int]:
 def load_image(path_or_url, size=None) -> Image.Image:
     """Open an image as RGB, optionally resized to multiples of 8.
 
-    Lesson 04, §5 explains its conversions; lessons load their images with it from lesson 02, §6 on.
+    Lesson 04, §6 explains its conversions; lessons load their images with it from lesson 02, §6 on.
 
     Args:
         path_or_url (`str` or `Path` or `PIL.Image.Image`): a file path, a bare name of a file in

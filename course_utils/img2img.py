@@ -1,6 +1,7 @@
 """Image to image by hand: what ``StableDiffusionImg2ImgPipeline`` does before its denoising loop (lesson 04).
 
-Lesson 04, §4 derives the mechanism in four moves (one function each, below); §5 the input checks.
+Lesson 04, §4 writes the mechanism out in four moves, one cell each, and checks each against the function
+below; §5 shows why PNDM's warm-up does not fit the cut schedule (:func:`start_timesteps`); §6 the input checks.
 
 Text-to-image starts from pure noise x_T. Image-to-image starts from *your image*, moved part of
 the way towards noise (diffusers 0.42, ``StableDiffusionImg2ImgPipeline.__call__``)::
@@ -29,7 +30,7 @@ __all__ = ["check_strength", "start_timesteps", "load_init_image", "encode_image
 
 
 def check_strength(strength: float) -> float:
-    """Raise a clear error unless ``0 <= strength <= 1`` (lesson 04, §5).
+    """Raise a clear error unless ``0 <= strength <= 1`` (lesson 04, §6).
 
     Args:
         strength (`float`): how much of the image img2img may change.
@@ -54,14 +55,21 @@ def check_strength(strength: float) -> float:
 def start_timesteps(scheduler, num_inference_steps: int, strength: float, device=None) -> torch.Tensor:
     """The timesteps img2img denoises: the tail of ``scheduler.timesteps`` that ``strength`` picks.
 
-    Lesson 04, §4 derives this (move 1, "pick the start"), including PNDM's 7 UNet calls for "6 steps".
+    Lesson 04, §4 writes this out (move 1, "pick the start") and checks it against this function.
 
     Reproduces the pipeline's ``retrieve_timesteps`` + ``get_timesteps``:
     ``init = min(int(num_inference_steps * strength), num_inference_steps)``,
     ``t_start = num_inference_steps - init``, tail = ``scheduler.timesteps[t_start * scheduler.order:]``.
     The tail can hold more entries than ``init``: PNDM (SD 1.5's default) takes its first step twice, so
-    its 10-step schedule has 11 timesteps and strength 0.6 runs 7 UNet calls. One UNet call (with a
-    batch of 2 under guidance) per entry.
+    its 10-step schedule has 11 timesteps, ``[901, 801, 801, 701, ...]``, and strength 0.6 runs 7 UNet calls.
+    One UNet call (with a batch of 2 under guidance) per entry.
+
+    PNDM and a cut schedule (lesson 04, §5): PNDM has no ``set_begin_index``; its step counter restarts at 0,
+    so its two-call warm-up (a first-order step t -> t - Δ, then the same step redone with the average of
+    both noise predictions) runs on the tail's first two entries, although the repeated timestep that made
+    room for it was cut off. From the third call on the scheduler steps from the timestep it is told while
+    the latents are still one step noisier (one interval is never stepped), and noise is left at the end.
+    Schedulers without the warm-up call (DDIM, DPM-Solver++) follow the tail exactly.
 
     Calls ``scheduler.set_timesteps`` (which also resets a multistep scheduler's history) and, for
     schedulers that have it, ``set_begin_index`` - exactly as the pipeline does.
@@ -88,7 +96,7 @@ def start_timesteps(scheduler, num_inference_steps: int, strength: float, device
 
 
 def load_init_image(image, size=None):
-    """The input image as RGB with sides that are multiples of 8 (via `cu.load_image`; lesson 04, §5).
+    """The input image as RGB with sides that are multiples of 8 (via `cu.load_image`; lesson 04, §6).
 
     Args:
         image (`str`, `Path` or `PIL.Image.Image`): a path, a name in ``data/`` or an opened image, any mode
@@ -108,7 +116,7 @@ def load_init_image(image, size=None):
 def encode_image(vae, image, generator: torch.Generator | None = None) -> torch.Tensor:
     """VAE-encode an image to *scaled* latents, exactly as the img2img pipeline's ``prepare_latents``.
 
-    Lesson 04, §4 derives this (move 2, the first random draw).
+    Lesson 04, §4 writes this out (move 2, the first random draw) and checks it against this function.
 
     1. ``VaeImageProcessor.preprocess``: PIL ``[H, W, 3]`` in 0..255 -> tensor ``[1, 3, H, W]`` in [-1, 1];
     2. ``vae.encode`` gives a Gaussian per latent cell; draw a sample from it with ``generator``
@@ -132,7 +140,7 @@ def encode_image(vae, image, generator: torch.Generator | None = None) -> torch.
 def noise_latents(scheduler, latents: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
     """Noise clean latents up to timestep ``t`` (the forward process), as the pipeline does.
 
-    Lesson 04, §4 derives this (move 3, the second random draw).
+    Lesson 04, §4 writes this out (move 3, the second random draw) and checks it against this function.
 
     ``z_t = sqrt(alpha_bar_t) * z_0 + sqrt(1 - alpha_bar_t) * noise`` via ``scheduler.add_noise``, with
     ``noise`` drawn by diffusers' ``randn_tensor`` from ``generator`` (the draw after `encode_image`'s).
@@ -164,7 +172,7 @@ def img2img_by_hand(
 ) -> torch.Tensor:
     """The whole img2img mechanism with the pipeline's parts; returns latents, like ``output_type="latent"``.
 
-    Lesson 04, §4's four moves in one call (with ``by_hand.denoise`` as move 4); the lesson's exercises use it.
+    Lesson 04, §4's four moves in one call (with ``by_hand.denoise`` as move 4); the tests compare it with the pipeline.
 
     Args:
         pipe (`StableDiffusionImg2ImgPipeline` or `StableDiffusionPipeline`): supplies the five components.

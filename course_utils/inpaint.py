@@ -12,7 +12,8 @@ So at every step the model sees what is around the hole. The alternative for a p
 (re-noised to the next step's noise level) back outside the mask.
 
 This module holds what lesson 08 derives: drawing and loading masks (§1), the 9 channels
-built by hand exactly as ``StableDiffusionInpaintPipeline`` does (§3-4), latent blending (§5),
+built exactly as ``StableDiffusionInpaintPipeline`` does (§3-4: the lesson writes them out in its cells and
+checks them against these functions), latent blending (§5, likewise),
 how much a result changed inside and outside the mask (§2, §6) and pasting back (§6). The pipelines themselves
 come from the model layer (``course_utils.models``), like every lesson's.
 """
@@ -234,8 +235,8 @@ def encode_image(pipe, pixels: torch.Tensor, generator: torch.Generator | None =
     """VAE-encode image tensors as the inpainting pipeline does: a *sample* of the latent
     distribution (drawn with ``generator``), times ``vae.config.scaling_factor``.
 
-    Lesson 08, §3 derives it (channels 6-9, via :func:`masked_image_inputs`); §5 encodes the photo with it
-    for latent blending, §6 its VAE round trip.
+    Lesson 08, §3 writes it out (channels 5-8, checked via :func:`masked_image_inputs`); §5 checks its own
+    encoding of the photo for latent blending against it.
 
     Args:
         pipe (`StableDiffusionInpaintPipeline`): gives the VAE.
@@ -253,7 +254,7 @@ def encode_image(pipe, pixels: torch.Tensor, generator: torch.Generator | None =
 def preprocess(pipe, image, mask, height: int | None = None, width: int | None = None) -> dict:
     """The pipeline's preprocessing of photo and mask (no randomness, no VAE).
 
-    Lesson 08, §3 derives it (steps 1-2, via :func:`masked_image_inputs`); §5 takes the photo tensor from it.
+    Lesson 08, §3 writes it out (moves 1-2: binarise the mask, blank the photo) and checks it via :func:`masked_image_inputs`.
 
     Args:
         pipe (`StableDiffusionInpaintPipeline`): gives ``image_processor`` and ``mask_processor``.
@@ -281,7 +282,7 @@ def masked_image_inputs(pipe, image, mask, generator: torch.Generator | None = N
                         width: int | None = None) -> dict:
     """Build the inpainting UNet's extra inputs by hand, exactly as ``StableDiffusionInpaintPipeline`` does.
 
-    Lesson 08, §3 derives this (channels 5-9, checked against the pipeline's); used again in §5.
+    Lesson 08, §3 writes this out (channels 4-8) and checks its own tensors against these; its exercise 1 too.
 
     Call it *after* drawing the initial noise with the same ``generator``: the VAE encoding of the
     masked image draws from the generator too, and the pipeline draws in this order -
@@ -300,9 +301,10 @@ def masked_image_inputs(pipe, image, mask, generator: torch.Generator | None = N
 
     Returns:
         `dict` with the three tensors of :func:`preprocess` and
-            - ``"mask"``: ``[1, 1, height/8, width/8]``, the mask shrunk to latent size (nearest) - channel 5;
-            - ``"masked_image_latents"``: ``[1, 4, height/8, width/8]``, the VAE-encoded masked image
-              x ``scaling_factor`` - channels 6-9.
+            - ``"mask"``: ``[1, 1, height/f, width/f]`` (f = ``pipe.vae_scale_factor``: 8 for SD 1.5, 4 for `tiny`),
+              the mask shrunk to latent size (nearest: the top-left pixel of each f x f block) - channel 4 (0-based);
+            - ``"masked_image_latents"``: ``[1, 4, height/f, width/f]``, the VAE-encoded masked image
+              x ``scaling_factor`` - channels 5-8.
     """
     out = preprocess(pipe, image, mask, height, width)
     h, w = out["mask_image"].shape[-2:]
@@ -315,7 +317,7 @@ def masked_image_inputs(pipe, image, mask, generator: torch.Generator | None = N
 def unet_input(latents: torch.Tensor, mask: torch.Tensor, masked_image_latents: torch.Tensor) -> torch.Tensor:
     """The 9-channel UNet input: ``cat([latents, mask, masked_image_latents], dim=1)``.
 
-    Lesson 08, §3 writes this concatenation out (``by_hand.denoise`` does it with ``extra_channels``, §4).
+    Lesson 08, §3-4 write this concatenation out (``by_hand.denoise`` does it with ``extra_channels``).
 
     Args:
         latents (`torch.Tensor`): ``[batch, 4, h, w]`` (after ``scheduler.scale_model_input``).
@@ -333,7 +335,8 @@ def blend_latents(latents: torch.Tensor, image_latents: torch.Tensor, noise: tor
                   scheduler, next_timestep=None) -> torch.Tensor:
     """Latent blending, one step: keep ``latents`` inside the mask, the original outside.
 
-    Lesson 08, §5 derives this step; its exercise 1 applies it after every step of ``by_hand.denoise``.
+    Lesson 08, §5 writes this step out inside its loop (``latents = mask * latents + (1 - mask) * noised_original``);
+    the tests apply this function after every step of ``by_hand.denoise``.
 
     The original latents are first re-noised to ``next_timestep`` with the *initial* noise, so
     they are as noisy as the latents the next step expects. After the last step

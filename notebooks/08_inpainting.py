@@ -29,9 +29,9 @@
 # - how to put a hat on the astronaut (on `tiny`: replace a red circle) with
 #   `StableDiffusionInpaintPipeline`: a photo, a mask (white = repaint, black = keep) and a prompt;
 # - what the inpainting UNet's **9 input channels** hold (latents + mask + masked-image latents),
-#   built by hand and checked against the pipeline;
-# - the alternative with a plain text-to-image model, **latent blending**, and why the dedicated
-#   model makes cleaner edges;
+#   built by hand, cell by cell, and checked against the pipeline; the inpainting loop written out;
+# - the alternative with a plain text-to-image model, **latent blending**, written out too, and why the
+#   dedicated model makes cleaner edges;
 # - how much the region outside the mask changes, and how to paste the original back.
 
 # %% [markdown]
@@ -48,7 +48,7 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
 # %%
 import numpy as np
 import torch
-from diffusers import StableDiffusionInpaintPipeline
+import torch.nn.functional as F
 from IPython.display import display
 
 import course_utils as cu
@@ -81,7 +81,7 @@ print("mask values:", np.unique(np.asarray(mask)), f"- white (repaint) share: {n
 # a preview: the region to repaint tinted red
 red = image.copy()
 red.paste((255, 0, 0), mask=mask.point(lambda v: v // 2))
-cu.grid([image, mask.convert("RGB"), red], cols=3, size=256)
+cu.grid([image, mask.convert("RGB"), red], cols=3, size=256, titles=["the photo", "the mask (white = repaint)", "the region to repaint, tinted"])
 
 # %% [markdown]
 # Two rules for masks:
@@ -97,7 +97,7 @@ except cu.CourseError as err:
 # %% [markdown]
 # - **Black and white.** A grey value is rounded: diffusers' mask processor converts the mask to
 #   grayscale, scales it to [0, 1] and *binarises* it at 0.5, so ≥ 128 means repaint and < 128
-#   means keep. A soft edge in your mask does not give a soft edit (see step 6 for soft pasting).
+#   means keep. A soft edge in your mask does not give a soft edit (see section 6 for soft pasting).
 
 # %% [markdown]
 # ## 2. Inpainting with the pipeline: the answer to the homework
@@ -106,7 +106,7 @@ except cu.CourseError as err:
 # profile loads `stable-diffusion-v1-5/stable-diffusion-inpainting`: SD 1.5's architecture, trained further for this job.
 #
 # We keep a copy of the tensors the pipeline uses at its last step with `callback_on_step_end`,
-# to compare with our own in steps 3 and 4.
+# to compare with our own in sections 3 and 4.
 
 # %%
 pipe = cu.load_pipeline("inpaint")
@@ -132,12 +132,12 @@ print(f"mean pixel change: inside the mask {change['inside']:.3f} | outside {cha
 if choice.profile == "tiny":
     print("before:", cu.world.classify(image))
     print("after: ", cu.world.classify(result))
-cu.grid([image, mask.convert("RGB"), result], cols=3, size=256)
+cu.grid([image, mask.convert("RGB"), result], cols=3, size=256, titles=["the photo", "the mask", "inpainted"])
 
 # %% [markdown]
 # With `sd15` the astronaut gets a hat and the rest of the photo stays as it was. On `tiny` the
 # red circle gives way to what the prompt asks for, inside the white box, while the blue around it
-# stays: the change inside the mask is large, the change outside small (step 6 looks closer).
+# stays: the change inside the mask is large, the change outside small (section 6 looks closer).
 # Try a few seeds: as in lesson 1, each is one sample.
 
 # %% [markdown]
@@ -148,60 +148,89 @@ cu.grid([image, mask.convert("RGB"), result], cols=3, size=256)
 # %%
 print("in_channels:", pipe.unet.config.in_channels, "| out_channels:", pipe.unet.config.out_channels)
 print("conv_in weight:", tuple(pipe.unet.conv_in.weight.shape), "= [out, in, 3, 3]")
+cu.diagrams.input_channels_diagram("inpaint", unet=pipe.unet)  # checks the count against this UNet
 
 # %% [markdown]
-# | channels | what | shape (`tiny` / SD 1.5) |
+# | channels (as indexed in the tensor) | what | shape (`tiny` / SD 1.5) |
 # |---|---|---|
-# | 1–4 | the noisy latents being denoised, as in text-to-image | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
-# | 5 | the mask, shrunk to latent size (1 = repaint, 0 = keep) | `[1, 1, 16, 16]` / `[1, 1, 64, 64]` |
-# | 6–9 | the *masked image* (the photo with the white region blanked), VAE-encoded × `scaling_factor` | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
+# | 0–3 | the noisy latents being denoised, as in text-to-image | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
+# | 4 | the mask, shrunk to latent size (1 = repaint, 0 = keep) | `[1, 1, 16, 16]` / `[1, 1, 64, 64]` |
+# | 5–8 | the *masked image* (the photo with the white region blanked), VAE-encoded × `scaling_factor` | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
 #
 # The output is still 4 channels: the predicted noise of the latents. Only the first layer (`conv_in`)
 # is wider; SD's inpainting model was made from SD's text-to-image model by adding 5 input channels
 # with zero weights to `conv_in` and training further with synthetic masks (440k steps).
 #
-# Let us build channels 5–9 by hand, as the pipeline does (`inpaint.masked_image_inputs`):
-# 1. preprocess the photo to a tensor in [-1, 1] and the mask to 0/1 (`pipe.image_processor`, `pipe.mask_processor`);
-# 2. masked image = photo × (mask < 0.5): the white region becomes 0, i.e. mid-grey;
-# 3. the mask shrunk to the latents' size (nearest neighbour): by `pipe.vae_scale_factor`, 8× for SD 1.5, 4× for `tiny`;
-# 4. the masked image through the VAE encoder (a *sample* of its latent distribution) × `scaling_factor`.
-#
-# The order of random draws matters for an exact match: the pipeline draws the starting noise
-# first, then the VAE sample, from the same generator. We do the same.
+# We build them by hand, one move at a time, as the pipeline does. The order of random draws matters
+# for an exact match: at strength 1 the pipeline draws the starting noise first (lesson 3's x_T), then
+# the VAE sample of the masked photo, from the same generator. We do the same.
 
 # %%
 generator = torch.Generator(device="cpu").manual_seed(seed)
-height, width = settings["height"], settings["width"]
-pipe.scheduler.set_timesteps(settings["num_inference_steps"], device=choice.device)
-noise = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, height, width, generator, choice.device, pipe.unet.dtype,
-                                vae_scale_factor=pipe.vae_scale_factor)
-parts = inpaint.masked_image_inputs(pipe, image, mask, generator, height=height, width=width)
-for name, value in parts.items():
+height, width, steps = settings["height"], settings["width"], settings["num_inference_steps"]
+f = pipe.vae_scale_factor  # 8 for SD 1.5, 4 for tiny
+pipe.scheduler.set_timesteps(steps, device=choice.device)
+shape = (1, pipe.vae.config.latent_channels, height // f, width // f)
+noise = torch.randn(shape, generator=generator, dtype=pipe.unet.dtype).to(choice.device) * pipe.scheduler.init_noise_sigma  # draw 1
+
+# 1. the mask as numbers: [H, W] in 0..255 -> [1, 1, H, W] in [0, 1], then binarised at 0.5
+mask_pixels = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None]
+mask_pixels = (mask_pixels >= 0.5).float()
+# 2. the photo in [-1, 1] (lesson 4), and the masked photo: 0 (mid-grey) wherever the mask is 1
+pixels = pipe.image_processor.preprocess(image, height=height, width=width)
+masked_pixels = pixels * (mask_pixels < 0.5)
+# 3. the mask at latent size: nearest neighbour keeps one pixel of each f x f block
+mask_latent = F.interpolate(mask_pixels, size=(height // f, width // f)).to(choice.device, pipe.unet.dtype)
+# 4. the masked photo through the VAE encoder: a sample (draw 2), times the scaling factor
+with torch.no_grad():
+    posterior = pipe.vae.encode(masked_pixels.to(choice.device, pipe.vae.dtype)).latent_dist
+masked_image_latents = posterior.sample(generator) * pipe.vae.config.scaling_factor
+
+for name, value in {"noise (x_T)": noise, "mask_pixels": mask_pixels, "masked_pixels": masked_pixels,
+                    "mask_latent": mask_latent, "masked_image_latents": masked_image_latents}.items():
     print(f"{name:22s} {str(list(value.shape)):18s} min {value.min().item():6.2f}  max {value.max().item():6.2f}")
 
+# %% [markdown]
+# The checks: the pipeline's own mask and masked-image latents (kept by the callback in section 2; two
+# copies each, for the unconditional and the text batch), and the package's `inpaint.masked_image_inputs`
+# with a fresh generator drawn in the same order.
+
 # %%
-extra = torch.cat([parts["mask"], parts["masked_image_latents"]], dim=1)  # channels 5-9
-x_in = torch.cat([noise, extra], dim=1)
+tol = by_hand.tolerance(choice.dtype)  # 1e-4 in float32, ~0.03 in fp16 (see its docstring)
+check = torch.Generator(device="cpu").manual_seed(seed)
+torch.randn(shape, generator=check)  # the noise comes first
+reference = inpaint.masked_image_inputs(pipe, image, mask, check, height=height, width=width)
+pairs = {
+    "mask_pixels vs pipe.mask_processor": (mask_pixels, pipe.mask_processor.preprocess(mask, height=height, width=width)),
+    "masked_pixels vs package": (masked_pixels, reference["masked_image"]),
+    "mask_latent vs pipeline": (mask_latent, seen["mask"][:1]),
+    "masked_image_latents vs pipeline": (masked_image_latents, seen["masked_image_latents"][:1]),
+    "masked_image_latents vs package": (masked_image_latents, reference["masked_image_latents"]),
+}
+for name, (mine, theirs) in pairs.items():
+    difference = (mine.float().cpu() - theirs.float().cpu()).abs().max().item()
+    print(f"{name:34s} max abs difference {difference:.2e}")
+    assert difference <= tol
+
+# %% [markdown]
+# Now the concatenation, along the channel dimension, and what the 9 channels look like:
+
+# %%
+x_in = torch.cat([noise, mask_latent, masked_image_latents], dim=1)
 print("UNet input:", list(x_in.shape), "= 4 latents + 1 mask + 4 masked-image latents")
 assert x_in.shape[1] == pipe.unet.config.in_channels == 9
 
-# %%
-# The pipeline's own channels 5-9, kept by the callback (two copies each: unconditional and text batch).
-tol = by_hand.tolerance(choice.dtype)  # 1e-4 in float32, ~0.03 in fp16 (see its docstring)
-d_mask = (seen["mask"][:1] - parts["mask"]).abs().max().item()
-d_masked = (seen["masked_image_latents"][:1] - parts["masked_image_latents"]).abs().max().item()
-print(f"mask: max abs difference {d_mask:.2e} | masked-image latents: max abs difference {d_masked:.2e}")
-assert d_mask <= tol and d_masked <= tol
-
-# %%
-masked_picture = pipe.image_processor.postprocess(parts["masked_image"], output_type="pil")[0]
-display(cu.grid([masked_picture, cu.latent_to_image(parts["mask"], tile=256)], cols=2, size=256))
-cu.latent_to_image(parts["masked_image_latents"], tile=128)
+masked_picture = pipe.image_processor.postprocess(masked_pixels, output_type="pil")[0]
+display(cu.grid([image, masked_picture], cols=2, size=256, titles=["the photo", "the masked photo (encoded into 5-8)"]))
+names = ["x_T"] * 4 + ["mask"] + ["masked"] * 4
+cu.grid([cu.latent_to_image(x_in[0, i:i + 1], tile=96) for i in range(9)], cols=9,
+        titles=[f"{i}: {name}" for i, name in enumerate(names)])
 
 # %% [markdown]
-# Top: the masked image (the region to repaint blanked to grey) and channel 5, the mask at latent
-# resolution (blocky: one cell per 8×8 pixels with SD 1.5, 4×4 on `tiny`). Below: channels 6–9, the
-# masked image's 4 latent channels.
+# The real tensors, one tile per channel (each stretched to black..white), under the diagram's
+# squares: channels 0–3 are noise; channel 4 is the mask at latent resolution (blocky: one cell per
+# 8×8 pixels with SD 1.5, 4×4 on `tiny`); channels 5–8 are the masked photo's latents, where the
+# blanked region shows as a flat patch.
 #
 # At *every* step the UNet sees, next to the noisy latents, where the hole is and what is around
 # it. That is how it learns to continue the collar, the hair and the light into the hole (on
@@ -210,15 +239,26 @@ cu.latent_to_image(parts["masked_image_latents"], tile=128)
 # %% [markdown]
 # ## 4. The inpainting loop by hand
 #
-# The loop is lesson 3's loop, with one change: after `scale_model_input`, the 5 extra channels are
-# appended to the latents before the UNet (`by_hand.denoise(..., extra_channels=...)`). The latents
-# themselves stay 4 channels; the scheduler never sees the extra ones.
+# The loop is lesson 3's loop with one change: after `scale_model_input`, the 5 extra channels are
+# appended to the latents before the UNet. The latents themselves stay 4 channels: the scheduler
+# never sees the extra ones, which are the same at every step.
 
 # %%
-cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)
+cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)  # lesson 2
 uncond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, "")
-latents = by_hand.denoise(pipe.unet, pipe.scheduler, noise, cond, uncond, settings["guidance_scale"],
-                          extra_channels=extra, generator=generator)
+text_embeddings = torch.cat([uncond, cond])
+guidance = settings["guidance_scale"]
+extra = torch.cat([mask_latent, masked_image_latents], dim=1)  # channels 4-8
+
+latents = noise
+with torch.no_grad():
+    for t in pipe.scheduler.timesteps:
+        x_in = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)  # 4 channels, scaled
+        x_in = torch.cat([x_in, torch.cat([extra] * 2)], dim=1)  # + 5 = 9 channels, after the scaling
+        eps_uncond, eps_text = pipe.unet(x_in, t, encoder_hidden_states=text_embeddings).sample.chunk(2)
+        eps = eps_uncond + guidance * (eps_text - eps_uncond)
+        latents = pipe.scheduler.step(eps, t, latents).prev_sample  # back to 4 channels
+
 difference = (latents - seen["latents"]).abs().max().item()
 latent_tol = by_hand.tolerance(choice.dtype, seen["latents"])  # in fp16 it grows with the latents' size
 print(f"by hand vs pipeline: max abs latent difference {difference:.2e} (tolerance {latent_tol:.1e})")
@@ -226,7 +266,7 @@ assert difference <= latent_tol
 
 # %%
 by_hand_image = by_hand.to_pil(by_hand.decode(pipe.vae, latents))[0]
-cu.grid([result, by_hand_image], cols=2, size=256)
+cu.grid([result, by_hand_image], cols=2, size=256, titles=["the pipeline", "by hand"])
 
 # %% [markdown]
 # ## 5. The alternative: latent blending with a plain text-to-image model
@@ -234,21 +274,15 @@ cu.grid([result, by_hand_image], cols=2, size=256)
 # Without an inpainting model you can still inpaint with the ordinary 4-channel model. The same
 # pipeline class does it when its UNet has 4 input channels: after every `scheduler.step` it
 # **pastes the original photo's latents back outside the mask**, re-noised to the next timestep so
-# they are as noisy as the rest:
-#
-# ```python
-# latents = scheduler.step(noise_pred, t, latents).prev_sample
-# original = scheduler.add_noise(image_latents, noise, next_t)    # the photo, as noisy as step t+1 expects
-# latents = (1 - mask) * original + mask * latents                # keep the model's work only inside the mask
-# ```
-#
-# (`inpaint.blend_latents` is this step.) `from_pipe` builds the inpainting pipeline around the
-# text-to-image model's components without loading anything again:
+# they are as noisy as the rest. `from_pipe` builds the inpainting pipeline around the text-to-image
+# model's components without loading anything again:
 
 # %%
+from diffusers import StableDiffusionInpaintPipeline
+
 text2img = cu.load_pipeline("text2img")
-# pass dtype: from_pipe casts to it (default float32). diffusers 0.42 then logs a harmless note that
-# modules "should be kept in float32: []" - the list is empty.
+# pass dtype: from_pipe casts to it (default float32). diffusers 0.42 then notes that modules "should be
+# kept in float32: []"; the list is empty, so cu.setup() filters that note out.
 blend_pipe = StableDiffusionInpaintPipeline.from_pipe(text2img, dtype=choice.dtype)
 print("UNet in_channels:", blend_pipe.unet.config.in_channels)
 
@@ -257,23 +291,58 @@ blended = blend_pipe(
     prompt, image=image, mask_image=mask, generator=torch.Generator(device="cpu").manual_seed(seed),
     callback_on_step_end=keep_tensors(blend_seen), **settings,
 ).images[0]
-cu.grid([image, result, blended], cols=3, size=256)
+cu.grid([image, result, blended], cols=3, size=256, titles=["the photo", "9-channel model", "latent blending"])
 
 # %% [markdown]
-# Left to right: the photo, the 9-channel model, latent blending. After the last step blending
-# pastes the photo's clean latents, so outside the mask the final latents *are* the photo's latents:
+# By hand: the photo's latents (the blending pipeline draws them *first*, then the noise), the same
+# mask at latent size as in section 3, and lesson 3's loop with the blend after every step:
+#
+# `latents = mask · latents + (1 − mask) · noised_original`,
+#
+# where `noised_original` is the photo's latents noised with the *starting* noise to the next
+# timestep, and after the last step the clean photo's latents. (The pipeline then also encodes the
+# masked photo, a third draw that a 4-channel UNet never uses; PNDM draws nothing afterwards, so we
+# leave it out.)
 
 # %%
-# the photo's latents, drawn as the blending pipeline draws them: photo first, then noise, then masked photo
 generator = torch.Generator(device="cpu").manual_seed(seed)
-photo = inpaint.preprocess(blend_pipe, image, mask, height=height, width=width)["image"]
-image_latents = inpaint.encode_image(blend_pipe, photo, generator)
-blend_pipe.scheduler.set_timesteps(settings["num_inference_steps"], device=choice.device)
-blend_noise = by_hand.initial_latents(1, blend_pipe.unet, blend_pipe.scheduler, height, width, generator, choice.device,
-                                      blend_pipe.unet.dtype, vae_scale_factor=blend_pipe.vae_scale_factor)
-blend_parts = inpaint.masked_image_inputs(blend_pipe, image, mask, generator, height=height, width=width)
+with torch.no_grad():  # draw 1: the photo's latents
+    image_latents = blend_pipe.vae.encode(pixels.to(choice.device, blend_pipe.vae.dtype)).latent_dist.sample(generator)
+image_latents = image_latents * blend_pipe.vae.config.scaling_factor
+blend_pipe.scheduler.set_timesteps(steps, device=choice.device)
+blend_noise = torch.randn(shape, generator=generator, dtype=blend_pipe.unet.dtype).to(choice.device)  # draw 2
+blend_embeddings = torch.cat([by_hand.encode_text(blend_pipe.tokenizer, blend_pipe.text_encoder, text) for text in ("", prompt)])
 
-outside = (blend_parts["mask"] < 0.5).expand_as(image_latents)  # the latent cells to keep
+timesteps = blend_pipe.scheduler.timesteps
+latents = blend_noise * blend_pipe.scheduler.init_noise_sigma
+with torch.no_grad():
+    for i, t in enumerate(timesteps):
+        x_in = blend_pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)  # 4 channels only
+        eps_uncond, eps_text = blend_pipe.unet(x_in, t, encoder_hidden_states=blend_embeddings).sample.chunk(2)
+        latents = blend_pipe.scheduler.step(eps_uncond + guidance * (eps_text - eps_uncond), t, latents).prev_sample
+        # the blend: outside the mask, the photo as noisy as the next step expects (clean after the last)
+        if i + 1 < len(timesteps):
+            noised_original = blend_pipe.scheduler.add_noise(image_latents, blend_noise, timesteps[i + 1:i + 2])
+        else:
+            noised_original = image_latents
+        latents = mask_latent * latents + (1 - mask_latent) * noised_original
+blend_latents = latents
+
+check = torch.Generator(device="cpu").manual_seed(seed)
+package_photo = inpaint.encode_image(blend_pipe, pixels, check)
+for name, mine, theirs in (("photo's latents vs package", image_latents, package_photo),
+                           ("blending by hand vs pipeline", blend_latents, blend_seen["latents"])):
+    difference = (mine - theirs).abs().max().item()
+    latent_tol = by_hand.tolerance(choice.dtype, theirs)
+    print(f"{name}: max abs difference {difference:.2e} (tolerance {latent_tol:.1e})")
+    assert difference <= latent_tol
+
+# %% [markdown]
+# After the last step blending pastes the photo's clean latents, so outside the mask the final
+# latents *are* the photo's latents:
+
+# %%
+outside = (mask_latent < 0.5).expand_as(image_latents)  # the latent cells to keep
 for name, final in {"latent blending": blend_seen["latents"], "9-channel model": seen["latents"]}.items():
     print(f"{name}: final latents outside the mask - photo's latents, max abs {(final - image_latents).abs()[outside].max().item():.3f}")
 
@@ -303,7 +372,7 @@ for name, final in {"latent blending": blend_seen["latents"], "9-channel model":
 # photo with the VAE and decoding it again (no denoising at all) already changes it a little.
 
 # %%
-round_trip = by_hand.to_pil(by_hand.decode(pipe.vae, inpaint.encode_image(pipe, parts["image"], torch.Generator(device="cpu").manual_seed(seed))))[0]
+round_trip = by_hand.to_pil(by_hand.decode(blend_pipe.vae, image_latents))[0]  # section 5's photo latents, decoded
 rows = {"VAE round trip only": round_trip, "9-channel model": result, "latent blending": blended}
 print(f"{'':22s} {'inside':>8s} {'outside':>8s}")
 for name, picture in rows.items():
@@ -325,74 +394,131 @@ pasted_blend = inpaint.paste_back(image, blended, mask)
 for name, picture in {"9-channel, pasted": pasted, "blending, pasted": pasted_blend}.items():
     change = inpaint.region_change(image, picture, mask)
     print(f"{name:22s} inside {change['inside']:.3f}  outside {change['outside']:.3f}")
-cu.grid([result, pasted, pasted_blend], cols=3, size=256)
+cu.grid([result, pasted, pasted_blend], cols=3, size=256, titles=["9-channel model", "9-channel, pasted back", "blending, pasted back"])
 
 # %% [markdown]
 # Outside the mask the pasted images are the photo, exactly. A hard paste can leave a visible line
 # at the mask's border; blur the mask you paste with to fade it: `pipe.mask_processor.blur(mask, blur_factor=8)`.
 
 # %% [markdown]
-# ## Exercises
+# ## 7. Other ways to condition on an image (a pointer)
 #
-# 1. **Latent blending by hand.** Reproduce `blend_pipe`'s result with `by_hand.denoise` and an
-#    `on_step` function that applies `inpaint.blend_latents` after every step; check the latents
-#    against the pipeline's.
-# 2. **The inpainting model's starting point.** Look at the `conv_in` weights that read channels 5–9.
-#    Run the inpainting UNet once with the lesson's mask and once with an empty mask: does its output
-#    change? Compare with the text-to-image UNet on the same latents.
-# 3. **Another edit, and `strength`.** Inpaint with `cu.prompt("another_edit", ...)` and `strength=0.5`, and paste
-#    back: with `sd15`, replace the helmet in the bottom right corner with a cat (draw a rectangle mask
-#    with `inpaint.rect_mask`); on `tiny`, use the lesson's mask. What does `strength` do here, and how
-#    many steps run?
-
-# %% [markdown]
-# ### Solution 1
+# Inpainting adds inputs to the UNet; so do the other image-conditioned pipelines in diffusers, in two
+# ways. **Depth-to-image** (`StableDiffusionDepth2ImgPipeline`, with SD 2's depth model) concatenates a
+# depth map of your photo (estimated by a depth model if you pass none) as a 5th input channel, as
+# inpainting does with its 5 extra ones: the new picture keeps the photo's 3D layout. **ControlNet**
+# (`StableDiffusionControlNetPipeline`) leaves the UNet at 4 channels and adds a trainable copy of its
+# down and middle blocks that reads a control image (edges, a pose skeleton, a depth map) and adds its
+# features to the UNet's skip connections and middle block, through arguments every SD UNet already
+# takes (the third one below is for T2I-Adapters, a lighter relative):
 
 # %%
-timesteps = blend_pipe.scheduler.timesteps
-blend_cond = by_hand.encode_text(blend_pipe.tokenizer, blend_pipe.text_encoder, prompt)
-blend_uncond = by_hand.encode_text(blend_pipe.tokenizer, blend_pipe.text_encoder, "")
+import inspect
 
+from diffusers import UNet2DConditionModel
 
-def paste_original(i, t, latents):
-    """After step i: the photo's latents (noised to the next timestep) outside the mask."""
-    next_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-    return inpaint.blend_latents(latents, image_latents, blend_noise, blend_parts["mask"], blend_pipe.scheduler, next_t)
-
-
-# image_latents, blend_noise and blend_parts come from step 5, drawn in the pipeline's order
-blend_latents = by_hand.denoise(blend_pipe.unet, blend_pipe.scheduler, blend_noise, blend_cond, blend_uncond,
-                                settings["guidance_scale"], on_step=paste_original, generator=generator)
-difference = (blend_latents - blend_seen["latents"]).abs().max().item()
-latent_tol = by_hand.tolerance(choice.dtype, blend_seen["latents"])
-print(f"blending by hand vs pipeline: max abs latent difference {difference:.2e} (tolerance {latent_tol:.1e})")
-assert difference <= latent_tol
+print([name for name in inspect.signature(UNet2DConditionModel.forward).parameters if "additional_residual" in name])
 
 # %% [markdown]
-# For an exact match, the random draws must come in the pipeline's order: the blending pipeline
-# encodes the photo (a VAE *sample*, drawn from the generator) before it draws the noise, then
-# encodes the masked photo too, although a 4-channel UNet never uses it. Step 5 did the same.
+# ## Exercises
+#
+# Each begins with a prediction: write it down, then run.
+#
+# **1.** Predict, then run: a thin line in the mask, 2 pixels wide, starting at x = m + 1, and another
+# starting at x = m, where m = `(width // 2 // f) * f` is a multiple of f = `pipe.vae_scale_factor` near
+# the middle. How many latent cells of channel 4 does each become? Draw both with
+# `inpaint.rect_mask(size, (left, 0, left + 2, height))` and build channel 4 by hand (moves 1 and 3 of
+# section 3). What is the 9-channel model then told to repaint for the first line?
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **2.** Predict, then run: the inpainting UNet started from the text-to-image UNet with the weights
+# that read channels 4–8 set to zero. Are they still near zero? If you give it an *empty* mask (all
+# black: nothing to repaint, and the masked photo is the whole photo), does its predicted noise change
+# compared with the lesson's mask? Does it then equal the text-to-image UNet's, on the same latents?
+# Build the 5 channels for the empty mask by hand and make one UNet call of each kind.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **3.** Predict, then run: inpaint with `cu.prompt("another_edit", ...)` and `strength=0.5`, and paste
+# back. How many of the steps run, from which timestep (lesson 4)? What stays of the old content inside
+# the mask? With `sd15`, replace the helmet in the bottom right corner with a cat (draw a rectangle mask
+# with `inpaint.rect_mask`); on `tiny`, use the lesson's mask.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# ## Summary
+# - Inpainting repaints the white part of a mask and keeps the black part: `StableDiffusionInpaintPipeline(prompt, image=..., mask_image=...)`;
+#   the mask must have the photo's size, and it is binarised at 0.5.
+# - SD's inpainting UNet has **9 input channels**: 4 noisy latents + 1 mask (shrunk to latent size by nearest
+#   neighbour) + 4 latents of the masked photo, concatenated after `scale_model_input`. It sees the surroundings of
+#   the hole in every step; only `conv_in` is wider than SD 1.5's.
+# - A plain 4-channel model can inpaint by **latent blending**: after each step,
+#   `latents = mask · latents + (1 − mask) · noised_original`. It never sees the surroundings, so edges show seams.
+# - Both go through the VAE, which changes the unmasked region slightly: paste the original back
+#   (`image_processor.apply_overlay` or `Image.composite`).
+# - Other image conditioning adds inputs too: a depth channel (`StableDiffusionDepth2ImgPipeline`) or a
+#   ControlNet's features (`StableDiffusionControlNetPipeline`).
+
+# %% [markdown]
+# ## Solutions
+#
+# ### Solution 1
+# Nearest-neighbour resizing keeps the pixel at the top-left of each f×f block (x = 0, f, 2f, …). The
+# line at m + 1 covers none of them and vanishes; the line at m covers x = m and becomes one whole
+# column of cells, each standing for f×f pixels.
+
+# %%
+from PIL import ImageOps
+
+m = (width // 2 // f) * f  # a multiple of f near the middle
+pictures, titles = [], []
+for left in (m + 1, m):
+    line = inpaint.rect_mask(size, (left, 0, left + 2, height))
+    line_pixels = (torch.from_numpy(np.asarray(line, dtype=np.float32) / 255)[None, None] >= 0.5).float()
+    channel_4 = F.interpolate(line_pixels, size=(height // f, width // f))
+    print(f"line at x = {left}-{left + 1}: {int(line_pixels.sum())} pixels -> {int(channel_4.sum())} latent cells")
+    package = inpaint.masked_image_inputs(pipe, image, line, torch.Generator().manual_seed(seed), height=height, width=width)["mask"]
+    assert torch.equal(channel_4, package.float().cpu())
+    frame = dict(border=max(1, width // 64), fill="gray")  # a grey frame, so black tiles stay apart
+    pictures += [ImageOps.expand(line.convert("RGB"), **frame), ImageOps.expand(cu.latent_to_image(channel_4[0], tile=width), **frame)]
+    titles += [f"mask, line at x = {left}-{left + 1}", f"its channel 4: {int(channel_4.sum())} cells"]
+cu.grid(pictures, cols=4, size=192, titles=titles)
+
+# %% [markdown]
+# For the first line, channel 4 says "keep everything"; only the masked photo in channels 5–8 still
+# carries a thin grey stripe. The model is not told to repaint anything there. Any f neighbouring
+# pixels hold one that is kept, so make every part of a mask at least f pixels wide (grow thin strokes).
 
 # %% [markdown]
 # ### Solution 2
 
 # %%
-w = pipe.unet.conv_in.weight  # [out, 9, 3, 3]
-print("mean |weight| on channels 1-4:", w[:, :4].abs().mean().item(), "| on channels 5-9:", w[:, 4:].abs().mean().item())
+weight = pipe.unet.conv_in.weight  # [out, 9, 3, 3]
+print(f"mean |weight| on channels 0-3: {weight[:, :4].abs().mean().item():.4f} | on channels 4-8: {weight[:, 4:].abs().mean().item():.4f}")
 
 t = pipe.scheduler.timesteps[0]
-x = noise.to(pipe.unet.dtype)
 empty = inpaint.rect_mask(size, (0, 0, 0, 0))  # all black: nothing to repaint
-no_hole = inpaint.masked_image_inputs(pipe, image, empty, torch.Generator(device="cpu").manual_seed(seed))
+empty_pixels = (torch.from_numpy(np.asarray(empty, dtype=np.float32) / 255)[None, None] >= 0.5).float()
+no_hole_mask = F.interpolate(empty_pixels, size=(height // f, width // f)).to(choice.device, pipe.unet.dtype)
+no_hole_pixels = pixels * (empty_pixels < 0.5)  # the whole photo
 with torch.no_grad():
-    with_lesson_mask = pipe.unet(torch.cat([x, extra], 1), t, encoder_hidden_states=cond).sample
-    with_no_mask = pipe.unet(torch.cat([x, no_hole["mask"], no_hole["masked_image_latents"]], 1), t, encoder_hidden_states=cond).sample
-    plain = text2img.unet(x, t, encoder_hidden_states=cond).sample
+    no_hole_latents = pipe.vae.encode(no_hole_pixels.to(choice.device, pipe.vae.dtype)).latent_dist.sample(torch.Generator().manual_seed(seed))
+    no_hole_latents = no_hole_latents * pipe.vae.config.scaling_factor
+    with_lesson_mask = pipe.unet(torch.cat([noise, extra], 1), t, encoder_hidden_states=cond).sample
+    with_no_mask = pipe.unet(torch.cat([noise, no_hole_mask, no_hole_latents], 1), t, encoder_hidden_states=cond).sample
+    plain = text2img.unet(noise, t, encoder_hidden_states=cond).sample
 print(f"lesson mask vs no mask, max abs difference in the predicted noise: {(with_lesson_mask - with_no_mask).abs().max().item():.2e}")
 print(f"inpainting UNet vs text-to-image UNet:                             {(with_no_mask - plain).abs().max().item():.2e}")
 
 # %% [markdown]
-# Both inpainting models started with the weights on channels 5–9 at exactly zero: then the mask
+# Both inpainting models started with the weights on channels 4–8 at exactly zero: then the mask
 # and the masked photo could not change the output, and the inpainting UNet equalled the
 # text-to-image UNet. Training with synthetic masks made those weights useful: now they are not
 # zero, the mask changes the prediction, and the two UNets differ.
@@ -413,7 +539,9 @@ cat_pasted = inpaint.paste_back(image, cat, edit_mask)
 print("prompt:", cat_prompt)
 print(f"strength 0.5: {len(recorder.steps)} of {settings['num_inference_steps']} steps ran, from t={recorder.timesteps[0]}")
 print("change after pasting back:", {k: round(v, 3) for k, v in inpaint.region_change(image, cat_pasted, edit_mask).items()})
-cu.grid([image, edit_mask.convert("RGB"), cat_pasted], cols=3, size=256)
+if choice.profile == "tiny":
+    print("what the picture shows:", cu.world.classify(cat_pasted))
+cu.grid([image, edit_mask.convert("RGB"), cat_pasted], cols=3, size=256, titles=["the photo", "the mask", "strength 0.5, pasted back"])
 
 # %% [markdown]
 # `strength` works as in image-to-image (lesson 4): below 1, the pipeline does not start from pure
@@ -421,14 +549,3 @@ cu.grid([image, edit_mask.convert("RGB"), cat_pasted], cols=3, size=256)
 # `strength` × steps. Inside the mask the result keeps the photo's colours and layout (with `sd15`,
 # a cat shaped and lit like the helmet; on `tiny`, a shape that starts from the red circle); at the
 # default `strength=1.0` the region is generated anew.
-
-# %% [markdown]
-# ## Summary
-# - Inpainting repaints the white part of a mask and keeps the black part: `StableDiffusionInpaintPipeline(prompt, image=..., mask_image=...)`;
-#   the mask must have the photo's size, and it is binarised at 0.5.
-# - SD's inpainting UNet has **9 input channels**: 4 noisy latents + 1 mask (at latent size) + 4 latents of the
-#   masked photo. It sees the surroundings of the hole in every step; only `conv_in` is wider than SD 1.5's.
-# - A plain 4-channel model can inpaint by **latent blending**: after each step paste the photo's re-noised
-#   latents outside the mask. It never sees the surroundings, so edges show seams.
-# - Both go through the VAE, which changes the unmasked region slightly: paste the original back
-#   (`image_processor.apply_overlay` or `Image.composite`).

@@ -135,6 +135,35 @@ def test_blending_with_a_4_channel_unet(tiny_pipe, photo_and_mask):
     assert outside.any() and torch.equal(seen["latents"][outside], image_latents[outside])
 
 
+def test_thin_mask_lines_at_latent_size(inpaint_pipe, photo_and_mask):
+    """Lesson 8, exercise 1: nearest-neighbour keeps the top-left pixel of each f x f block."""
+    image, _ = photo_and_mask
+    f = inpaint_pipe.vae_scale_factor
+    cells = {}
+    for left in (8 * f + 1, 8 * f):
+        line = inpaint.rect_mask(SIZE, (left, 0, left + 2, SIZE))
+        cells[left] = inpaint.masked_image_inputs(inpaint_pipe, image, line, torch.Generator().manual_seed(0))["mask"]
+    assert cells[8 * f + 1].sum() == 0  # misses every sampled column: gone at latent size
+    assert cells[8 * f].sum() == SIZE // f and cells[8 * f][0, 0, :, 8].eq(1).all()  # one whole column
+    # any f neighbouring pixels hold a sampled one
+    for left in range(f, 2 * f):
+        wide = inpaint.rect_mask(SIZE, (left, 0, left + f, SIZE))
+        assert inpaint.masked_image_inputs(inpaint_pipe, image, wide, torch.Generator().manual_seed(0))["mask"].sum() == SIZE // f
+
+
+def test_blend_written_out_equals_blend_latents(tiny_pipe):
+    """Lesson 8, §5 writes the blend as ``mask * latents + (1 - mask) * noised_original``."""
+    g = torch.Generator().manual_seed(0)
+    latents, photo, noise = (torch.randn(1, 4, 16, 16, generator=g) for _ in range(3))
+    mask = (torch.rand(1, 1, 16, 16, generator=g) > 0.5).float()
+    scheduler = tiny_pipe.scheduler
+    scheduler.set_timesteps(5)
+    for nxt in (scheduler.timesteps[1], None):
+        original = photo if nxt is None else scheduler.add_noise(photo, noise, torch.tensor([int(nxt)]))
+        written_out = mask * latents + (1 - mask) * original
+        assert torch.equal(written_out, inpaint.blend_latents(latents, photo, noise, mask, scheduler, nxt))
+
+
 def test_mask_of_the_wrong_size():
     image = Image.new("RGB", (64, 64))
     with pytest.raises(cu.CourseError) as info:
