@@ -81,7 +81,7 @@ def _encode_rows(text_encoder, rows: list[list[int]]) -> torch.Tensor:
 def long_prompt_embeds(pipe, prompt: str, negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings for a prompt of any length: 75-token chunks, each in BOS/EOS, encoded and concatenated.
 
-    Lesson 05, §6 derives this ("one way past the limit"); its exercises use it for a long negative prompt.
+    Lesson 05, §6 derives this ("one way past the limit"); its exercise 2 rebuilds it by hand and compares.
 
     For a prompt that fits in one chunk the result equals ``pipe.encode_prompt``'s exactly.
 

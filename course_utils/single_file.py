@@ -68,16 +68,19 @@ def pickle_refusal_message(path) -> str:
     )
 
 
-def load_single_file(path, config, allow_pickle: bool = False, pipeline_class=None, **kwargs):
+def load_single_file(path, config=None, allow_pickle: bool = False, pipeline_class=None, **kwargs):
     """Load a single-file checkpoint with ``from_single_file``, refusing pickled files by default.
 
     Lesson 07, §2 loads the community checkpoint with it; §4 derives the refusal of pickled files.
 
     Args:
         path (`str` or `os.PathLike`): a local ``.safetensors`` file (or a Hub URL to one).
-        config (`str` or `os.PathLike`): a diffusers folder (or Hub id) with the pipeline's configs
-            (``model_index.json``, ``unet/config.json``, tokenizer, scheduler, ...); the file
-            holds only weights. For SD 1.5 fine-tunes that is SD 1.5's own repository.
+        config (`str` or `os.PathLike`, *optional*): a diffusers folder (or Hub id) with the pipeline's
+            configs (``model_index.json``, ``unet/config.json``, tokenizer, scheduler, ...); the file
+            holds only weights. Without it diffusers infers the model type from the file's keys and
+            shapes (``infer_diffusers_model_type``) and downloads that type's default configs from the
+            Hub (SD 1.5's repository for an SD 1.5 fine-tune). Pass it offline (a local folder) or to
+            override the guess (the `tiny` checkpoint has SD 1.5's keys but not its sizes).
         allow_pickle (`bool`, defaults to `False`): accept a pickled ``.ckpt``/``.pt``/``.bin``.
         pipeline_class (`type`, *optional*): defaults to ``StableDiffusionPipeline``.
         **kwargs: passed to ``from_single_file`` (e.g. ``dtype=torch.float16``). ``local_files_only``
@@ -99,14 +102,16 @@ def load_single_file(path, config, allow_pickle: bool = False, pipeline_class=No
     suffix = os.path.splitext(name.split("?")[0])[1].lower()
     if suffix != ".safetensors" and not allow_pickle:
         raise CourseError(pickle_refusal_message(name))
-    kwargs.setdefault("local_files_only", os.path.isdir(str(config)))
+    kwargs.setdefault("local_files_only", config is not None and os.path.isdir(str(config)))
+    if config is not None:
+        kwargs["config"] = str(config)
     if kwargs.get("dtype") == torch.float32 and not is_url and suffix == ".safetensors":
         stored = {v["dtype"] for k, v in read_header(name).items() if k != "__metadata__"}
         if stored == {"F32"}:  # already fp32: casting would only log a needless warning about fp32 modules
             kwargs.pop("dtype")
     cls = pipeline_class or StableDiffusionPipeline
     try:
-        return cls.from_single_file(name, config=str(config), **kwargs)
+        return cls.from_single_file(name, **kwargs)
     except OSError as err:
         cause = err
         while cause is not None and not isinstance(cause, pickle.UnpicklingError):

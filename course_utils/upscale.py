@@ -12,7 +12,8 @@ The upscaler is a latent diffusion model like SD 1.5, with three differences the
 
 Its architecture is ``course_utils.models.configs.X4_UPSCALER_*``; the `tiny` and `sd15-random`
 upscalers are built by ``course_utils.models.builders``. Here: the input checks and measures of
-the lesson - the low-resolution input (§1), ``noise_level``'s range (§3) and PSNR (§2).
+the lesson - the original photo and its low-resolution input (§1), ``noise_level``'s range (§3)
+and PSNR (§2).
 """
 import numbers
 
@@ -25,7 +26,7 @@ from .errors import CourseError
 def check_noise_level(pipe, noise_level) -> int:
     """Raise a clear error unless ``noise_level`` is a whole number in ``[0, pipe.config.max_noise_level]``.
 
-    Lesson 06, §3 derives the range and shows this error next to diffusers'; its exercise 2 calls it.
+    Lesson 06, §3 derives the range and shows this error next to diffusers'.
 
     diffusers itself only rejects values above the maximum (with a ``ValueError``); a negative
     value would silently index the noise schedule from its end, then crash in the UNet's
@@ -57,6 +58,45 @@ def check_noise_level(pipe, noise_level) -> int:
     return int(noise_level)
 
 
+def fit_for_upscaling(image: Image.Image, max_side: int, factor: int = 4) -> Image.Image:
+    """The original of an upscaling experiment: a photo shrunk (never enlarged) and cropped, never stretched (lesson 06, §1).
+
+    1. If the longer side is above ``max_side``, shrink the photo (Lanczos) so that it is ``max_side``,
+       keeping the aspect ratio. A photo is never enlarged: enlarging invents no detail, and the
+       upscaler would then be judged against an original that is itself blurred.
+    2. Crop the centre, so that each side is a multiple of ``8 * factor`` (what :func:`low_res_input`
+       needs); at most ``8 * factor - 1`` pixels go per side.
+
+    ``chelsea.png`` (451x300) becomes 448x288 with ``max_side=512``: cropped, not resized.
+
+    Args:
+        image (`PIL.Image.Image`): the photo, any size and mode.
+        max_side (`int`): the largest side wanted, e.g. the profile's ``width`` (512 for `sd15`).
+        factor (`int`, defaults to 4): how much smaller the low-res input will be.
+
+    Returns:
+        `PIL.Image.Image`: RGB, each side a multiple of ``8 * factor`` and at most ``max_side``.
+
+    Raises:
+        CourseError: a side would end up shorter than ``8 * factor``.
+    """
+    step = 8 * factor
+    image = image.convert("RGB")
+    w, h = image.size
+    if max(w, h) > max_side:
+        scale = max_side / max(w, h)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        image = image.resize((w, h), Image.Resampling.LANCZOS)
+    cw, ch = w // step * step, h // step * step
+    if cw == 0 or ch == 0:
+        raise CourseError(
+            f"A {w}x{h} picture is too small to crop to sides that are multiples of {step} (the x{factor} upscaler's "
+            f"low-res input needs sides that are multiples of 8): use a larger picture or a larger max_side."
+        )
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return image.crop((left, top, left + cw, top + ch))
+
+
 def low_res_input(image: Image.Image, factor: int = 4) -> Image.Image:
     """Make the low-resolution input of an upscaling experiment from a photo (lesson 06, §1).
 
@@ -64,11 +104,11 @@ def low_res_input(image: Image.Image, factor: int = 4) -> Image.Image:
     like a camera with bigger pixels. The original stays the reference to compare against.
 
     Args:
-        image (`PIL.Image.Image`): the photo, RGB, e.g. ``cu.load_image("chelsea.png", size=256)``.
+        image (`PIL.Image.Image`): the photo, RGB, e.g. ``fit_for_upscaling(cu.load_image("chelsea.png"), 512)``.
         factor (`int`, defaults to 4): how much smaller; the x4 upscaler undoes 4.
 
     Returns:
-        `PIL.Image.Image`: RGB, ``width/factor x height/factor`` (e.g. 256x256 -> 64x64).
+        `PIL.Image.Image`: RGB, ``width/factor x height/factor`` (e.g. 448x288 -> 112x72).
 
     Raises:
         CourseError: the result would not have sides that are multiples of 8 (the upscaler's

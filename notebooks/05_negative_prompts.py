@@ -24,7 +24,8 @@
 # **What you will learn**
 # - what a negative prompt is: the text that *replaces the empty prompt* in classifier-free guidance;
 # - how to build it by hand and get exactly the pipeline's `negative_prompt=` result;
-# - what `guidance_scale` does, from 1 (no guidance) to 12;
+# - why the UNet can predict without any prompt at all (training left 10% of the captions empty), and
+#   what `guidance_scale` does from 0 (the prompt ignored) through 1 (no guidance) to 15;
 # - when during sampling a negative prompt acts, switched off part-way with `callback_on_step_end`;
 # - what happens to a prompt longer than 77 tokens (which words are cut) and one way past the limit;
 # - answers to "Prompt longer than 77 tokens" and "Why doesn't the image match my text?".
@@ -41,11 +42,12 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     sys.path.insert(0, os.path.abspath("sd-course"))
 
 # %%
+import inspect
+
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline
 
 import course_utils as cu
-from course_utils import by_hand, evaluate, long_prompt
+from course_utils import by_hand, long_prompt
 
 choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
 
@@ -87,33 +89,58 @@ hook = pipe.unet.register_forward_pre_hook(
     with_kwargs=True,
 )
 
+
+def describe(picture):
+    """On `tiny`: what cu.world.classify reads from a picture, in a few words (for titles and printouts)."""
+    found = cu.world.classify(picture)
+    return f"{found['color']} {found['shape']} on {found['background']}"
+
+
 # %% [markdown]
 # ## 2. The pipeline with and without a negative prompt
 #
 # Same seed, same prompt; the only change is `negative_prompt=`. On `tiny` the negative prompt is
-# the colour the model drew without one, read from the first picture.
+# the colour the model drew without one, read from the first picture. `generate` also keeps the
+# latents after every step (`trajectory`, through `callback_on_step_end`); section 5 uses them.
 
 # %%
-def generate(**kwargs):
-    """The pipeline with this lesson's settings and seed; returns latents (decode with cu.decode_latents)."""
+trajectory = []  # the latents after each step of the last run
+
+
+def generate(callback=None, **kwargs):
+    """The pipeline with this lesson's settings and seed; returns latents (decode with cu.decode_latents).
+
+    ``callback``, if given, runs after every step as a ``callback_on_step_end`` (section 5 passes one).
+    """
     unet_inputs.clear()
+    trajectory.clear()
+
+    def after_step(pipeline, i, t, tensors):
+        trajectory.append(tensors["latents"])
+        return callback(pipeline, i, t, tensors) if callback else {}
+
     options = dict(settings, **kwargs)
-    return pipe(generator=torch.Generator(device="cpu").manual_seed(seed), output_type="latent", **options).images
+    return pipe(generator=torch.Generator(device="cpu").manual_seed(seed), output_type="latent", callback_on_step_end=after_step,
+                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"], **options).images
 
 
 plain = generate(prompt=prompt)
+plain_trajectory = list(trajectory)
 if choice.profile == "tiny":
     drawn = cu.world.classify(cu.decode_latents(pipe.vae, plain)[0])
     print("without a negative prompt:", drawn)
     negative = drawn["color"] or negative  # forbid the colour it chose ("or": if no shape was found, the registry's "red")
 with_negative = generate(prompt=prompt, negative_prompt=negative)
+negative_trajectory = list(trajectory)
 print("negative prompt:", repr(negative))
 print("UNet calls:", len(unet_inputs), "| each call: latents", unet_inputs[0][0], "text", unet_inputs[0][1])
 print("max latent difference, with vs without the negative prompt:", f"{(plain - with_negative).abs().max():.3f}")
 pictures = cu.decode_latents(pipe.vae, torch.cat([plain, with_negative]))
+titles = ["no negative prompt", f"negative_prompt={negative!r}"]
 if choice.profile == "tiny":
     print(f"with negative_prompt={negative!r}:", cu.world.classify(pictures[1]))
-cu.grid(pictures, cols=2, size=256)
+    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, pictures)]
+cu.grid(pictures, cols=2, size=256, titles=titles)
 
 # %% [markdown]
 # Left without, right with the negative prompt. On `tiny` the circle changes colour: the colour
@@ -157,6 +184,8 @@ assert difference <= tolerance
 # GPU that would silently turn the fp16 text-to-image pipeline into fp32 too.)
 
 # %%
+from diffusers import StableDiffusionImg2ImgPipeline  # imported after cu.setup(), which quiets a library note
+
 img2img_pipe = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=pipe.config.requires_safety_checker)
 img2img_pipe.set_progress_bar_config(disable=choice.profile == "tiny")  # as cu.load_pipeline does: tiny steps take milliseconds
 sketch = cu.load_image(cu.image_name("sketch", choice.profile), size=(settings["width"], settings["height"]))
@@ -169,41 +198,87 @@ pictures = [
 ]
 print("prompt:", repr(castle), "| same UNet object:", img2img_pipe.unet is pipe.unet)
 print("middle: no negative prompt, right:", repr(lesson_negative))
+titles = ["sketch", "no negative prompt", f"negative_prompt={lesson_negative!r}"]
 if choice.profile == "tiny":
     for name, picture in zip(("sketch", "without", "with"), [sketch] + pictures):
         print(f"{name:8s}", cu.world.classify(picture))
-cu.grid([sketch] + pictures, cols=3, size=192)
+    titles = titles[:1] + [f"{title}: {describe(p)}" for title, p in zip(titles[1:], pictures)]
+cu.grid([sketch] + pictures, cols=3, size=256, titles=titles)
 
 # %% [markdown]
-# ## 4. A guidance-scale sweep
+# ## 4. Why guidance works: a prediction without the prompt
 #
-# `guidance_scale` is `w` above. At `w = 1` the formula reduces to `ε(x_t, c)`: diffusers then skips
-# the unconditional half of the batch entirely (the UNet sees a batch of 1, and a negative prompt has no
-# effect). Larger `w` follows the text more strictly; too large gives harsh, over-saturated colours.
-# SD 1.5's usual range is 7–8; `tiny`'s default is 3 (`settings` above): a model this small
-# follows its text at a gentler guidance. Compare what `classify` reads at each scale.
+# The formula of section 1 needs `ε(x_t, c_∅)`: what the UNet predicts when the prompt is empty. A
+# network trained only on captioned pictures would have no sensible answer to that. SD 1.5 was
+# trained with "10% dropping of the text-conditioning" (its model card): for one training picture in
+# ten the caption was replaced by the empty text, so the same network learned both predictions, with
+# and without a prompt. `tiny` was trained the same way: `cu.world.EMPTY_FRACTION` is the share of
+# empty captions that `cu.world.sample` and the training's caption sampler (`training/data.py`) draw.
 
 # %%
-scales = sorted({1.0, 3.0, guidance, 7.5, 12.0})  # the profile's default is among them
+print("share of captions left empty in tiny's training data: cu.world.EMPTY_FRACTION =", cu.world.EMPTY_FRACTION)
+captions = [cu.world.sample(i, "train").caption for i in range(300)]
+print(f"empty among the captions of the first 300 training scenes (a random draw): {captions.count('')} ({captions.count('') / len(captions):.0%});",
+      "three others:", captions[:3])
+
+# %% [markdown]
+# With both predictions, `guidance_scale` `w` picks a point on the line through them:
+#
+# - `w = 0`: `ε = ε(x_t, c_∅)`, the empty prompt's prediction alone: the prompt is ignored;
+# - `w = 1`: `ε = ε(x_t, c)`, the prompt's prediction alone: no guidance;
+# - `w > 1`: *beyond* the prompt's prediction, away from the empty prompt's: the picture follows the
+#   text more strictly; too far and it distorts.
+#
+# diffusers decides before each run whether to compute the empty prompt's half at all. This is its
+# property `do_classifier_free_guidance`:
+
+# %%
+print(inspect.getsource(type(pipe).do_classifier_free_guidance.fget))
+
+# %% [markdown]
+# For `guidance_scale <= 1` the pipeline skips the empty prompt (and any negative prompt): the UNet
+# gets a batch of 1 with the prompt alone, `ε(x_t, c)`. So `guidance_scale=0` in diffusers gives
+# exactly the picture of `guidance_scale=1`, *not* the `w = 0` of the formula. For `w = 0` we give
+# the pipeline the empty prompt instead, at guidance 1: that is `ε(x_t, c_∅)` alone. The sweep
+# reuses section 2's picture for the profile's default (3 on `tiny`, 7.5 on `sd15`).
+
+# %%
+scales = (0.0, 1.0, 3.0, 7.5, 15.0)  # both profiles' defaults are among them
 sweep = []
 for w in scales:
-    if w == guidance:  # made in section 2 with the same seed and settings
-        sweep.append(with_negative)
-        print(f"guidance_scale {w:>4}: the image of section 2")
+    if w == guidance:
+        sweep.append(plain)  # made in section 2 with the same seed and settings
+        print(f"w = {w:>4}: section 2's picture (UNet batch 2)")
         continue
-    sweep.append(generate(prompt=prompt, negative_prompt=negative, guidance_scale=w))
-    print(f"guidance_scale {w:>4}: UNet batch {unet_inputs[0][0][0]}, text embeddings {unet_inputs[0][1]}")
+    if w == 0:
+        sweep.append(generate(prompt="", guidance_scale=1.0))  # the empty prompt alone = the formula at w = 0
+    else:
+        sweep.append(generate(prompt=prompt, guidance_scale=w))
+    print(f"w = {w:>4}: UNet batch {unet_inputs[0][0][0]}, text embeddings {unet_inputs[0][1]}")
+zero = generate(prompt=prompt, guidance_scale=0.0)
+print("pipe(prompt, guidance_scale=0) == pipe(prompt, guidance_scale=1):", torch.equal(zero, sweep[1]))
+assert torch.equal(zero, sweep[1])
 sweep_pictures = cu.decode_latents(pipe.vae, torch.cat(sweep))
+titles = [f"w = {w:g}" + (" (empty prompt)" if w == 0 else "") for w in scales]
 if choice.profile == "tiny":
     for w, picture in zip(scales, sweep_pictures):
-        print(f"guidance_scale {w:>4}:", cu.world.classify(picture))
-cu.grid(sweep_pictures, cols=len(scales), size=192)
+        print(f"w = {w:>4}:", cu.world.classify(picture))
+    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, sweep_pictures)]
+cu.grid(sweep_pictures, cols=len(scales), size=192, titles=titles)
+
+# %% [markdown]
+# On `tiny`, read the printout: at `w = 0` the model draws a shape of its own choosing, because it
+# never heard "circle" (the empty prompt); at `w = 1` the prompt alone gives a circle on white, in a
+# colour the model picks; larger `w` pushes further away from the empty prompt's picture: here the
+# colour moves (blue to purple) while the circle stays. With `sd15`, `w = 0` is a picture unrelated
+# to the prompt, `w = 1` follows it loosely, and 15 gives harsh, over-saturated colours; its usual
+# range is 7–8. `tiny`'s default is 3: a model this small follows its text at a gentler guidance
+# (`data/tiny/README.md`).
 
 # %% [markdown]
 # ## 5. When does a negative prompt act?
 #
-# A sampler settles the big things first, colours and layout, and spends its later steps on
-# detail. A negative prompt can only steer what is still undecided. To see when that is, give the
+# A negative prompt can only steer what is still undecided. To see when that is, give the
 # negative prompt to the first `k` steps only and the empty prompt to the rest.
 # `callback_on_step_end` runs after every step and may hand back new tensors for the next one; with
 # guidance on, its `prompt_embeds` is the stacked batch `[negative, prompt]` of section 2, so after
@@ -235,28 +310,64 @@ for k in windows:
     elif k == calls:
         window_latents.append(with_negative)  # section 2, the negative prompt at every step
     else:
-        window_latents.append(generate(prompt=prompt, negative_prompt=negative, callback_on_step_end=negative_for_first(k),
-                                       callback_on_step_end_tensor_inputs=["prompt_embeds"]))
+        window_latents.append(generate(prompt=prompt, negative_prompt=negative, callback=negative_for_first(k)))
 window_pictures = cu.decode_latents(pipe.vae, torch.cat(window_latents))
 for k, latents, picture in zip(windows, window_latents, window_pictures):
     line = f"negative prompt for the first {k:2d} of {calls} timesteps: max latent change vs none {(latents - plain).abs().max():.3f}"
     if choice.profile == "tiny":
-        drawn = cu.world.classify(picture)
-        line += f" | {drawn['color']} {drawn['shape']} on {drawn['background']}"
+        line += f" | {describe(picture)}"
     print(line)
-cu.grid(window_pictures, cols=len(windows), size=192)
+titles = [f"first {k} of {calls}" for k in windows]
+if choice.profile == "tiny":
+    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, window_pictures)]
+cu.grid(window_pictures, cols=len(windows), size=192, titles=titles)
 
 # %% [markdown]
-# Left to right: the negative prompt for the first 0, 2, 4, 6, 10 timesteps, then for all of them. On
-# `tiny` two timesteps with the negative prompt leave the picture nearly as it was. From about four
-# on, the picture changes (size, position), and the colour moves away from the forbidden one step
-# by step: it ends somewhere else only if the negative prompt keeps acting. Which colour the circle
-# gets instead can differ between windows: a negative prompt only says what *not* to draw. With
-# `sd15`, read the printed changes the same way: how much of the full effect the first `k` steps
-# already carry.
+# Left to right: the negative prompt for the first 0, 2, 4, 6, 10 timesteps, then for all of them.
+# On `tiny` (these numbers are `tiny`'s, with this one seed; on `sd15` read your own printout the
+# same way) two timesteps with the negative prompt leave the forbidden colour in place, and so do
+# four. From about six on the colour moves away from it, and where it ends depends on how long the
+# negative prompt keeps acting: a negative prompt only says what *not* to draw.
 #
-# So a negative prompt can only move what is still movable while it acts. Things the starting
-# noise has already settled are hard to remove: on `tiny`, shapes more than colours (exercise 4).
+# Why do the first timesteps alone do so little? "A sampler settles the big things first" would
+# predict the opposite: at the first timestep nothing is settled yet, so a push there should matter
+# most. Two measurements instead: how far the negative prompt has moved the latents *right after* its
+# window and by the end (section 2 kept the latents after every step of both runs; during its
+# first `k` steps a window run *is* the run with the negative prompt), and how much the negative
+# prompt changes the UNet's prediction at each timestep, `|ε(x_t, c_neg) − ε(x_t, c_∅)|`, next to how
+# far that step moves the latents.
+
+# %%
+for k in windows[1:-1]:
+    right_after = (negative_trajectory[k - 1] - plain_trajectory[k - 1]).abs().max().item()
+    at_end = (window_latents[windows.index(k)] - plain).abs().max().item()
+    print(f"negative prompt for the first {k:2d} timesteps: latent change right after them {right_after:.3f}, at the end {at_end:.3f}")
+print(f"negative prompt at every timestep: at the end {(with_negative - plain).abs().max():.3f}")
+
+before = [x_T] + plain_trajectory[:-1]  # the latents each timestep of the run without a negative prompt starts from
+with torch.no_grad():
+    for i in range(0, calls, 5):
+        t = pipe.scheduler.timesteps[i]
+        x = pipe.scheduler.scale_model_input(torch.cat([before[i]] * 2), t)
+        eps_empty, eps_negative = pipe.unet(x, t, encoder_hidden_states=torch.cat([empty, uncond])).sample.chunk(2)
+        print(f"timestep {i + 1:2d} (t = {int(t):3d}): |eps_neg - eps_empty| = {(eps_negative - eps_empty).abs().max():.3f},"
+              f" this step moves the latents by {(plain_trajectory[i] - before[i]).abs().max():.3f}")
+
+# %% [markdown]
+# On `tiny`: at the first timestep the negative prompt changes the UNet's prediction by a few
+# hundredths, at the last ones by more than 1. At the noisiest timesteps the UNet sees almost pure
+# noise, and what it predicts there hardly depends on the text; those steps also move the latents
+# less than the middle ones. So two timesteps with the negative prompt push the latents by only a
+# few hundredths. The steps that follow, without it, do amplify that push (the change at the end is
+# larger, the circle moves), but they decide the colour again as the run without a negative prompt
+# did. The push grows with every step the negative prompt acts, and only after several steps does
+# the colour change.
+#
+# So the first timesteps do little not because the picture is already settled there (it is not),
+# but because the text barely matters to the UNet there. What the starting noise *has* settled by
+# the time the text matters is hard to remove: on `tiny`, shapes more than colours
+# (`data/tiny/README.md`: named colours are removed in all of its 60 test images, named shapes in
+# about two thirds).
 
 # %% [markdown]
 # ## 6. Prompts longer than 77 tokens
@@ -308,7 +419,11 @@ print(f"first chunk vs the pipeline's (cut) embedding: max difference {(cond_a[:
 long_images = [generate(prompt_embeds=c, negative_prompt_embeds=u) for c, u in ((cond_a, uncond_a), (cond_b, uncond_b))]
 print("UNet text input per call:", unet_inputs[0][1])
 print(f"images from long_a vs long_b: max latent difference {(long_images[0] - long_images[1]).abs().max():.3f} (the cut words now count)")
-cu.grid(cu.decode_latents(pipe.vae, torch.cat(long_images)), cols=2, size=256)
+long_pictures = cu.decode_latents(pipe.vae, torch.cat(long_images))
+titles = ["long_a, all chunks", "long_b, all chunks"]
+if choice.profile == "tiny":
+    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, long_pictures)]
+cu.grid(long_pictures, cols=2, size=256, titles=titles)
 
 # %% [markdown]
 # Caveats: SD 1.5 was trained on single 77-token windows, so later chunks tend to count for less, and
@@ -338,39 +453,60 @@ cu.grid(cu.decode_latents(pipe.vae, torch.cat(long_images)), cols=2, size=256)
 # %% [markdown]
 # ## Exercises
 #
-# 1. Show that at `guidance_scale=1` the negative prompt has no effect at all.
-# 2. A negative prompt longer than 77 tokens with a short prompt: what shapes does
-#    `long_prompt_embeds` return, and does the pipeline accept them?
-# 3. Guidance in numbers: at the first step, compute `ε_∅`, `ε_neg` and `ε_text` with the UNet and
-#    check that the pipeline's guided prediction with the negative prompt is
-#    `ε_neg + w · (ε_text − ε_neg)` — not `ε_∅ + w · (ε_text − ε_∅)`.
-# 4. On `tiny`, forbid the *shape* instead of the colour: ask for a red shape without saying which
-#    (`cu.prompt("open_shape", "tiny")`), and for 8 seeds name the shape drawn in the negative prompt.
-#    How often does it change? Compare with forbidding the colour, as in section 2.
+# Each begins with a prediction: write it down, then run.
+#
+# **1. Predict, then run.** At the first step, is the pipeline's guided prediction with the negative
+# prompt `ε_neg + w · (ε_text − ε_neg)` or `ε_∅ + w · (ε_text − ε_∅)`? Compute `ε_∅`, `ε_neg` and
+# `ε_text` with one UNet call on a batch of 3 (`x_T` from section 3, the embeddings `empty`, `uncond`,
+# `cond`), take one `scheduler.step` with each formula, and compare with the latents the pipeline
+# has after its first step (stop it there with a callback: `pipeline._interrupt = True`).
+
+# %%
+# your attempt
 
 # %% [markdown]
+# **2. Predict, then run.** What shape does `long_prompt_embeds` give for `long_a` (section 6), and
+# why? Then build it yourself: the content token ids (`long_prompt.content_token_ids`), chunks of
+# 75, each wrapped in `tokenizer.bos_token_id` / `eos_token_id` and padded to 77 with
+# `tokenizer.pad_token_id`, each chunk through `pipe.text_encoder` on its own, concatenated along
+# the token axis. Compare with `cond_a`.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **3. Predict, then run.** Section 5 gave the negative prompt to the *first* timesteps. Now give it
+# to the *last* ones only: run with `negative_prompt=""` and write a callback that, after step
+# `calls - 10`, puts the negative prompt's embedding (`uncond`) into the first half of
+# `prompt_embeds`. Will the forbidden colour (on `sd15`: the blur) go away when only the last 10
+# timesteps see the negative prompt?
+
+# %%
+# your attempt
+
+# %% [markdown]
+# ## Summary
+# - A negative prompt is encoded like any prompt and **replaces the empty prompt** in
+#   classifier-free guidance: `ε = ε_neg + w·(ε_text − ε_neg)`; by hand == pipeline.
+# - Guidance needs a prediction without the prompt; the UNet has one because training left a share of
+#   the captions empty (SD 1.5: 10%; `tiny`: `cu.world.EMPTY_FRACTION`).
+# - `guidance_scale` `w`: the formula's 0 is the empty prompt alone, 1 the prompt alone; diffusers
+#   skips guidance (and the negative prompt) for `w <= 1`, so its `guidance_scale=0` equals 1. 7–8 is
+#   SD 1.5's usual range, 3 `tiny`'s; very high values distort.
+# - CLIP reads 75 content tokens; the pipeline drops the rest with a warning (`which_tokens_are_cut`
+#   shows them). Chunked embeddings (`long_prompt_embeds` → `prompt_embeds=`) are one way past it.
+# - A negative prompt acts over several steps. On `tiny`, at the noisiest timesteps the text barely
+#   changes the UNet's prediction, so the first timesteps alone change little; what the starting
+#   noise has settled (on `tiny`: shapes) is hard to remove. `callback_on_step_end` can switch it
+#   off or on after any timestep.
+# - Image not matching the text: try seeds, guidance, a negative prompt, a shorter prompt.
+
+# %% [markdown]
+# ## Solutions
+#
 # ### Solution 1
-
-# %%
-no_guidance = dict(prompt=prompt, guidance_scale=1.0, num_inference_steps=max(1, steps // 5))  # a few steps suffice
-a = generate(**no_guidance)
-b = generate(negative_prompt=negative, **no_guidance)
-print("UNet batch:", unet_inputs[0][0][0], f"| max difference with/without negative prompt: {(a - b).abs().max():.1f}")
-assert torch.equal(a, b)
-
-# %% [markdown]
-# ### Solution 2
-
-# %%
-long_negative = ", ".join([negative] * 40)
-print("negative prompt tokens:", len(long_prompt.content_token_ids(tokenizer, long_negative)))
-c, u = long_prompt.long_prompt_embeds(pipe, prompt, long_negative)
-print("prompt_embeds", tuple(c.shape), "| negative_prompt_embeds", tuple(u.shape), "(the prompt is padded with empty chunks)")
-latents = generate(prompt_embeds=c, negative_prompt_embeds=u, num_inference_steps=2)
-print("pipeline output:", tuple(latents.shape))
-
-# %% [markdown]
-# ### Solution 3
+# Around the negative prompt's prediction: the negative prompt *is* the unconditional input. The
+# other formula misses the pipeline's step.
 
 # %%
 pipe.scheduler.set_timesteps(steps, device=choice.device)
@@ -379,73 +515,67 @@ x = pipe.scheduler.scale_model_input(x_T, t)
 with torch.no_grad():
     eps_empty, eps_neg, eps_text = pipe.unet(torch.cat([x] * 3), t, encoder_hidden_states=torch.cat([empty, uncond, cond])).sample.chunk(3)
 
-first = []
 
-
-def keep_first_step(pipeline, i, t, callback_kwargs):
-    first.append(callback_kwargs["latents"])
+def stop_after_first_step(pipeline, i, t, tensors):
     pipeline._interrupt = True  # diffusers' documented way to stop a run early
-    return callback_kwargs
+    return {}
 
 
-generate(prompt=prompt, negative_prompt=negative, callback_on_step_end=keep_first_step)
+generate(prompt=prompt, negative_prompt=negative, callback=stop_after_first_step)
+first = trajectory[0]
 for name, base in (("negative", eps_neg), ("empty", eps_empty)):
     eps = base + guidance * (eps_text - base)
     pipe.scheduler.set_timesteps(steps, device=choice.device)
     step_one = pipe.scheduler.step(eps, t, x_T).prev_sample
-    print(f"guidance around the {name:8s} prompt: max difference to the pipeline's first step {(step_one - first[0]).abs().max():.2e}")
-
-# %%
-hook.remove()  # done looking at the UNet's inputs
+    print(f"guidance around the {name:8s} prompt: max difference to the pipeline's first step {(step_one - first).abs().max():.2e}")
 
 # %% [markdown]
-# Only the version around the negative prompt's prediction reproduces the pipeline's step
-# (up to float rounding of a batch of 3 instead of 2).
-
-# %% [markdown]
-# ### Solution 4
+# (The first matches up to float rounding of a batch of 3 instead of 2.)
 #
-# Seed by seed: draw without a negative prompt, read what was drawn, then forbid exactly that
-# (`evaluate.generate` makes one image per seed with one generator each, so seed `s` starts
-# from the same noise in both calls). The same for the colour of section 2's prompt.
+# ### Solution 2
+# Section 6's `long_a` has more than 75 content tokens, so two chunks of 77: `[1, 154, hidden]`.
 
 # %%
+ids = long_prompt.content_token_ids(tokenizer, long_a)
+room = tokenizer.model_max_length - 2  # 75 content tokens per chunk
+rows = []
+for start in range(0, len(ids), room):
+    row = [tokenizer.bos_token_id] + ids[start:start + room] + [tokenizer.eos_token_id]
+    rows.append(row + [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(row)))
+with torch.no_grad():
+    hidden = pipe.text_encoder(torch.tensor(rows, device=pipe.text_encoder.device))[0]  # [chunks, 77, hidden]
+mine = hidden.reshape(1, -1, hidden.shape[-1])  # the chunks one after the other
+print(len(ids), "content tokens ->", len(rows), "chunks -> prompt_embeds", tuple(mine.shape))
+print(f"max difference to long_prompt_embeds: {(mine - cond_a).abs().max():.1e}")
+assert torch.allclose(mine, cond_a)
+
+# %% [markdown]
+# ### Solution 3
+# On `tiny`, with this seed: partly. The last 10 timesteps alone move the colour from purple to blue,
+# a nearby hue, while the negative prompt at every timestep moves it to green. Late timesteps are
+# where the text changes the UNet's prediction most (section 5), but by then the layout and most of
+# the colour are fixed, so the late push only adjusts them.
+
+# %%
+def negative_from(k):
+    """A ``callback_on_step_end`` that puts the negative prompt in place of the empty one after step ``k``."""
+
+    def callback(pipeline, i, t, tensors):
+        if i + 1 != k:
+            return {}
+        empty_half, prompt_half = tensors["prompt_embeds"].chunk(2)
+        return {"prompt_embeds": torch.cat([uncond.expand_as(empty_half), prompt_half])}
+
+    return callback
+
+
+late = generate(prompt=prompt, negative_prompt="", callback=negative_from(calls - 10))
+print(f"negative prompt in the last 10 of {calls} timesteps: max latent change vs none {(late - plain).abs().max():.3f},"
+      f" at every timestep {(with_negative - plain).abs().max():.3f}")
+late_pictures = [window_pictures[0], cu.decode_latents(pipe.vae, late)[0], window_pictures[-1]]
+titles = ["never", "last 10 timesteps", "every timestep"]
 if choice.profile == "tiny":
-    seeds = list(range(8))
-    rows = []
-    for name, key in (("open_color", "color"), ("open_shape", "shape")):
-        open_prompt = cu.prompt(name, choice.profile)
-        before = [cu.world.classify(im)[key] for im in evaluate.generate(pipe, open_prompt, seeds, **settings)]
-        forbidden = [b or "" for b in before]  # "": nothing was drawn, nothing to forbid
-        after_images = evaluate.generate(pipe, open_prompt, seeds, negative_prompt=forbidden, **settings)
-        after = [cu.world.classify(im)[key] for im in after_images]
-        changed = [b is not None and a not in (None, b) for b, a in zip(before, after)]
-        print(f"{open_prompt!r}, negative prompt = the {key} drawn: changed in {sum(changed)} of {len(seeds)} seeds")
-        print("   ", ", ".join(f"{b} -> {a}" for b, a in zip(before, after)))
-        rows.append(after_images)
-    display(cu.grid(rows[0] + rows[1], cols=len(seeds), size=96))  # top: colour forbidden, bottom: shape forbidden
-else:
-    print("cu.world.classify only reads tiny's world; on", choice.profile, "compare the pictures by eye instead.")
-
-# %% [markdown]
-# A colour is easy to forbid: it covers the whole shape and is settled early, and the negative
-# prompt moves it every time. A shape is harder: circle, square and triangle of the same size
-# differ only at their edges, and once the starting noise has made a round blob, the prompt and
-# the negative prompt ("circle") both predict a circle, so their difference, which is all that
-# guidance adds, hardly points away from it. The evaluator measures the same on 20 seeds per
-# prompt: named colours removed in all images, named shapes in about two thirds (`data/tiny/README.md`).
-# Look at the backgrounds too: a negative prompt pushes away from everything its own picture
-# would have, not only from the word you meant.
-
-# %% [markdown]
-# ## Summary
-# - A negative prompt is encoded like any prompt and **replaces the empty prompt** in
-#   classifier-free guidance: `ε = ε_neg + w·(ε_text − ε_neg)`; by hand == pipeline.
-# - `guidance_scale` `w`: 1 turns guidance off (and the negative prompt with it); 7–8 is SD 1.5's
-#   usual range; very high values distort.
-# - CLIP reads 75 content tokens; the pipeline drops the rest with a warning (`which_tokens_are_cut`
-#   shows them). Chunked embeddings (`long_prompt_embeds` → `prompt_embeds=`) are one way past it.
-# - A negative prompt can only move what is still undecided while it acts: the first timesteps
-#   alone do almost nothing, and what the starting noise has settled (on `tiny`: large shapes) is
-#   hard to remove. `callback_on_step_end` can switch it off after any timestep.
-# - Image not matching the text: try seeds, guidance, a negative prompt, a shorter prompt.
+    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, late_pictures)]
+    print(", ".join(titles))
+display(cu.grid(late_pictures, cols=3, size=192, titles=titles))
+hook.remove()  # done looking at the UNet's inputs

@@ -24,11 +24,13 @@
 # **What you will learn**
 # - how to load a community fine-tune of SD 1.5 from the Hub with complete code (and why the
 #   source lesson's cell failed with `NameError: name 'pipeline' is not defined`);
-# - single-file `.safetensors` checkpoints as CIVITAI distributes them, loaded with `from_single_file`;
+# - single-file `.safetensors` checkpoints as CIVITAI distributes them, loaded with `from_single_file`
+#   (which guesses the model type from the file and fetches its configs itself);
 # - what the keys inside such a file look like, and how they map to diffusers' names;
 # - why `.safetensors` and not a pickled `.ckpt`;
 # - that "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding, not a word, and how to load it;
-# - a LoRA: load it, change its strength, fuse it and unload it — a preview of fine-tuning.
+# - a LoRA: load it, change its strength, fuse it and unload it — a preview of fine-tuning;
+# - what the models' licence allows, and using them responsibly.
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -121,44 +123,75 @@ else:
     base_pipe = cu.load_pipeline("text2img")  # the model it was fine-tuned from
     prompt = "a red circle on a white background"  # a scene of tiny's world (course_utils.world)
     styled = community.style_prompt(prompt)  # the same with the trigger word
-    pictures = []
+    pictures, titles = [], []
     for name, model in (("base model", base_pipe), ("community model", pipeline)):
         # one batch of two prompts, each with its own generator seeded alike: the same starting noise
         pair = model([prompt, styled], generator=[seed(), seed()], **settings).images
         for text, picture in zip((prompt, styled), pair):
             print(f"{name:15s} {text!r:55s} {looks(picture)}")
+            titles.append(f"{name}, {'with' if text == styled else 'without'} 'outline': {looks(picture)}")
         pictures += pair
-    display(cu.grid(pictures, cols=2, size=128))
+    display(cu.grid(pictures, cols=2, size=256, titles=titles))
 
 # %% [markdown]
 # With `sd15` it ran — but "EasyNegative" was not doing what its author meant. We come back to
 # that in step 5. On `tiny` (top row: base model, bottom row: community model; left: plain prompt,
 # right: with "in outline style") the community model with the trigger word *should* draw an
-# outline, `hollow` rising while colour and background stay. Honestly: `tiny`'s style models learned
-# the style only weakly. The fine-tune (23 minutes of training) draws a ring for some prompts, and
-# the trigger word adds little: over 120 images 22% come out hollow with it, 22% without, 0% from
-# the base model (`data/tiny/README.md` has the numbers). What is real here is the mechanism: another
-# model's weights, loaded from one file, behind the same pipeline.
-#
+# outline, `hollow` rising while colour and background stay. With this seed it does not: `tiny`'s
+# style models learned the style only weakly (the box below). What is real here is the mechanism:
+# another model's weights, loaded from one file, behind the same pipeline.
+
+# %% [markdown]
+# > **Behind the scenes (optional).** How well `tiny`'s three style models learned "outline"
+# > (`data/tiny/README.md`, 120 evaluation images each). The fine-tune (23 minutes of training on a
+# > CPU) draws 22% of its shapes hollow with the trigger word and 22% without it: it learned the
+# > style, hardly the word. The LoRA of step 6 draws 18% hollow, the two-vector embedding of step 5
+# > 0%, the base model 0%. Two vectors read by a text encoder that never saw the style are probably
+# > too little for a model this small; and the VAE never saw outlines (it reconstructs 5-pixel rings
+# > at about 20 dB, solid shapes at 32 dB), which limits how crisp an outline any of them can draw.
+
+# %% [markdown]
 # ## 2. A single-file checkpoint, as CIVITAI distributes it
 #
 # Most models on CIVITAI are **one file** of a few GB holding all three networks (UNet, VAE, CLIP
 # text encoder) under the names of the original Stable Diffusion code, not diffusers' folders.
 # diffusers reads such a file with `StableDiffusionPipeline.from_single_file`. The file holds only
-# weights, so the *configs* (layer sizes, tokenizer, scheduler) come from a diffusers folder passed
-# as `config=`: for an SD 1.5 fine-tune, SD 1.5's own (a Hub id, or a local folder when offline,
-# together with `local_files_only=True`).
+# weights; the *configs* (layer sizes, tokenizer, scheduler) come from a diffusers folder. By
+# default `from_single_file` finds that folder itself: it infers the model type from the file's keys
+# and shapes (`infer_diffusers_model_type` in diffusers' `loaders/single_file_utils.py`: a
+# 9-channel first convolution means inpainting, 1024-wide cross-attention SD 2, and so on) and
+# downloads that type's default configs from the Hub (for SD 1.5, a few small files of
+# `stable-diffusion-v1-5/stable-diffusion-v1-5`). `config=` is for the other cases: **offline**, a
+# local folder with the configs (with `local_files_only=True`); or to **override** the guess, when
+# the file's architecture is not its type's default.
 #
 # On `sd15` the file is `Counterfeit-V2.5_fp16.safetensors` from the same repository (2.1 GB);
 # on `tiny` it is `data/tiny/community.safetensors`, the outline fine-tune of step 1, written in
-# the original layout.
+# the original layout. Here is diffusers' guess for each, made from the file's header alone (names
+# and shapes, as empty "meta" tensors: no weights are read):
 
 # %%
-ckpt_path = files.checkpoint_file(choice.profile)
-config = files.checkpoint_config(choice.profile)
-print(f"file:    {ckpt_path.name}  ({ckpt_path.stat().st_size / 1e6:.1f} MB)")
-print(f"configs: {config}")
+from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
 
+from course_utils.models.configs import SD15_UNET  # SD 1.5's unet/config.json values
+
+ckpt_path = files.checkpoint_file(choice.profile)
+print(f"file: {ckpt_path.name}  ({ckpt_path.stat().st_size / 1e6:.1f} MB)")
+shapes = {key: torch.empty(entry["shape"], device="meta") for key, entry in single_file.read_header(ckpt_path).items()
+          if key != "__metadata__"}
+print("diffusers infers the model type:", infer_diffusers_model_type(shapes), "-> default configs:", fetch_diffusers_config(shapes))
+print("the file's first convolution:", list(shapes["model.diffusion_model.input_blocks.0.0.weight"].shape),
+      "| SD 1.5's has", SD15_UNET["block_out_channels"][0], "output channels")
+config = files.checkpoint_config(choice.profile)
+print(f"configs the course passes as config=: {config}")
+
+# %% [markdown]
+# With `sd15` the course passes SD 1.5's configs too, from a local copy when it has one (so it runs
+# offline), else the same Hub id diffusers would pick. `tiny`'s file is the case for overriding: its
+# keys look like SD 1.5's, so diffusers guesses v1, but its layers are far smaller than SD 1.5's
+# (its UNet's first convolution, printed above, has 32 output channels), so we pass `tiny`'s own folder.
+
+# %%
 # single_file.load_single_file checks the file type (step 4), then calls diffusers:
 #   StableDiffusionPipeline.from_single_file(ckpt_path, config=config, local_files_only=<config is a folder>)
 pipe = single_file.load_single_file(ckpt_path, config=config, dtype=choice.dtype).to(choice.device)
@@ -354,13 +387,15 @@ without, with_emb = ti_pipe(generator=[seed(), seed()], **runs, **quick).images
 print("mean abs pixel difference, with vs without the embedding:", float(np.abs(cu.to_array(with_emb) - cu.to_array(without)).mean()))
 if choice.profile == "tiny":
     print(f"without: {looks(without)} | with {token}: {looks(with_emb)}")
-display(cu.grid([without, with_emb], size=max(128, settings["height"])))
+titles = ["without the embedding", f"with {token}"]
+if choice.profile == "tiny":
+    titles = [f"{title}: {looks(picture)}" for title, picture in zip(titles, (without, with_emb))]
+display(cu.grid([without, with_emb], size=max(256, settings["height"]), titles=titles))
 
 # %% [markdown]
-# Two new vectors of 64 numbers change the picture (the mean difference printed above), and not one
-# weight of the network changed. `tiny`'s embedding was meant to turn the shape into an outline; it
-# does not (0 of 120 evaluation images came out hollow). Two vectors, read by a text encoder that never
-# saw the style, are probably too little for a model this small.
+# Two new vectors change the picture (the mean difference printed above), and not one weight of the
+# network changed. `tiny`'s embedding was meant to turn the shape into an outline; it does not (the
+# box in step 1 says how well each style model works).
 #
 # ## 6. A LoRA: a small add-on to the model
 #
@@ -422,7 +457,10 @@ scale_pictures = cu.decode_latents(lora_pipe.vae, torch.cat(list(by_scale.values
 if choice.profile == "tiny":
     for s, picture in zip(by_scale, scale_pictures):
         print(f"scale {s}: {looks(picture)}")
-display(cu.grid(scale_pictures, size=max(128, settings["height"])))
+titles = [f"LoRA scale {s}" for s in by_scale]
+if choice.profile == "tiny":
+    titles = [f"{title}: {looks(picture)}" for title, picture in zip(titles, scale_pictures)]
+display(cu.grid(scale_pictures, size=max(256, settings["height"]), titles=titles))
 
 # %% [markdown]
 # `fuse_lora` adds `s · B·A` into `W` once, so generation costs nothing extra per step;
@@ -439,35 +477,103 @@ print("unloaded vs never loaded:", diff(final_latents(), base))
 lora_pipe.scheduler = original_scheduler
 
 # %% [markdown]
-# ## Exercises
+# ## 7. Licences and responsible use
 #
-# 1. **The other way to set the scale.** Load the LoRA again (adapter weight 1) and generate with
-#    `cross_attention_kwargs={"scale": 0.5}` — check it gives the same image as adapter weight 0.5.
-#    Then try a *negative* scale, `-1.0`: what does it do to the difference from the base image?
-# 2. **An embedding of your own.** Make an A1111-style file whose `emb_params` are the embedding
-#    table's rows for the words "blurry, noisy", load it as `<my-negative>`, and show that the text
-#    encoder gives exactly the same output for `<my-negative> <my-negative>_1 ...` as for the words.
-# 3. **Find a weight in the file.** Which key of the single file holds diffusers'
-#    `unet.mid_block.attentions.0.proj_in.weight`, and which `vae.decoder.up_blocks.0.resnets.0.conv1.weight`?
-#    Read both from the file with `safe_open` and compare them with the pipeline's weights.
+# Open weights are not free of conditions. SD 1.5 is released under the **CreativeML OpenRAIL-M**
+# licence (its model card on the Hub): you may use, change and share it, also commercially, but
+# under *use restrictions* listed in the licence, among them no use that breaks the law, harms
+# minors, spreads false information to harm others, harasses, defames or discriminates. Whoever
+# shares a model derived from it (a fine-tune such as Counterfeit-V2.5, a merge, a LoRA) must pass
+# the same restrictions on, and you are responsible for the images you make. Other models have
+# other licences: the x4 upscaler of lesson 6 and LCM-LoRA use CreativeML Open RAIL++-M, and a
+# community model may add its own terms (CIVITAI shows them on each model's page: commercial use,
+# credit, sharing merges). **Read a community model's own licence before you use it.**
+#
+# Using them responsibly also means: do not make images of real people that could deceive or hurt
+# them; say that an image is generated where that matters; remember that the training data (LAION,
+# images from the web) carries its biases and other people's work. SD 1.5's pipeline ships a safety
+# checker that blacks out images it flags (lesson 2); switching it off is your decision and your
+# responsibility.
 
 # %% [markdown]
+# ## Exercises
+#
+# Each begins with a prediction: write it down, then run.
+#
+# **1. Predict, then run.** A LoRA by hand. Load the LoRA again (`adapter_name="demo"`) and take one
+# of the UNet's linear layers that has one (its `lora_A["demo"]`, `lora_B["demo"]` and
+# `scaling["demo"]`, beside the original `base_layer`). Predict the rank of the change
+# `ΔW = scaling · B·A`, then compute it, add it to `base_layer.weight` yourself and compare with the
+# weight after `fuse_lora(lora_scale=1.0)`. (Unfuse and unload afterwards.)
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **2. Predict, then run.** An embedding of your own. Make an A1111-style file whose `emb_params` are
+# the embedding table's rows for the words "blurry, noisy", load it as `<my-negative>`, and compare
+# the text encoder's output for `<my-negative> <my-negative>_1 ...` with its output for the words.
+# Predict: exactly equal, or only close?
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **3. Predict, then run.** Write, from step 3's renaming rules and without `key_mapping`, the key in
+# the single file of diffusers' `unet.mid_block.attentions.0.proj_in.weight` and of
+# `vae.decoder.up_blocks.0.resnets.0.conv1.weight` (remember which way the VAE decoder counts). Read
+# both from the file with `safe_open`, compare them with the pipeline's weights, and check your keys
+# against `single_file.key_mapping`.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# ## Summary
+#
+# - A community model is SD 1.5's architecture with other weights: `from_pretrained("gsdf/Counterfeit-V2.5")`
+#   — the line the source lesson's cell was missing.
+# - CIVITAI's single files use the original layout (`model.diffusion_model`, `first_stage_model`,
+#   `cond_stage_model`); `from_single_file(path)` renames them into diffusers', guessing the model type
+#   from the keys and fetching its default configs; `config=` gives the configs offline or overrides the guess.
+# - Prefer `.safetensors`: a pickled `.ckpt` can run code when loaded. The course refuses one unless you
+#   pass `allow_pickle=True`, and `torch.load(weights_only=True)` still refuses files that carry code.
+# - "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding: `load_textual_inversion` adds
+#   tokens (ids from 49408) whose embedding rows are the file's vectors. diffusers expands an all-lower-case
+#   name into all of them; a mixed-case one you write out yourself.
+# - A LoRA adds `s · B·A` to chosen weights: `load_lora_weights`, `set_adapters(..., adapter_weights=[s])`,
+#   `fuse_lora`, `unload_lora_weights`. Scale 0 is the base model.
+# - SD 1.5 and its fine-tunes come under CreativeML OpenRAIL-M, with use restrictions; check each
+#   community model's own licence.
+
+# %% [markdown]
+# ## Solutions
+#
 # ### Solution 1
+# At most the LoRA's rank `r`: `B·A` is an `[out, r]` matrix times an `[r, in]` one.
 
 # %%
 lora_pipe.scheduler = lora_scheduler
 lora_pipe.load_lora_weights(lora, adapter_name="demo")
-lora_pipe.set_adapters(["demo"], adapter_weights=[1.0])
-via_kwargs = final_latents(cross_attention_kwargs={"scale": 0.5})
-print("cross_attention_kwargs scale 0.5 vs adapter weight 0.5:", diff(via_kwargs, by_scale[0.5]))
-assert diff(via_kwargs, by_scale[0.5]) <= tol
-lora_pipe.set_adapters(["demo"], adapter_weights=[-1.0])
-print(f"scale -1: mean abs difference from the base = {diff(final_latents(), base):.4f}, scale 1: {diff(by_scale[1.0], base):.4f}")
+name, layer = next((n, m) for n, m in lora_pipe.unet.named_modules()
+                   if hasattr(m, "lora_A") and "demo" in m.lora_A and isinstance(m.base_layer, torch.nn.Linear))
+A, B = layer.lora_A["demo"].weight, layer.lora_B["demo"].weight
+delta = layer.scaling["demo"] * (B.float() @ A.float())
+mine = layer.base_layer.weight.detach().float() + delta
+print(f"{name}: W {list(layer.base_layer.weight.shape)}, A {list(A.shape)}, B {list(B.shape)}, scaling {layer.scaling['demo']}")
+print("rank of the change:", torch.linalg.matrix_rank(delta).item())
+lora_pipe.fuse_lora(lora_scale=1.0)
+gap = (layer.base_layer.weight.detach().float() - mine).abs().max().item()
+print(f"max |W + scaling * B @ A - fused weight| = {gap:.1e}")
+assert gap <= tol * max(1.0, mine.abs().max().item())
+lora_pipe.unfuse_lora()
 lora_pipe.unload_lora_weights()
 lora_pipe.scheduler = original_scheduler
 
 # %% [markdown]
 # ### Solution 2
+# Exactly equal: the new rows *are* the words' rows, and the text encoder sees the same vectors in
+# the same positions.
 
 # %%
 words = "blurry, noisy"
@@ -494,32 +600,22 @@ assert gap <= tol
 
 # %% [markdown]
 # ### Solution 3
+# `mid_block.attentions.0` is `middle_block.1` (ResNet, attention, ResNet). The VAE decoder's
+# `up_blocks.0` runs first, but the original code numbers its blocks from the last one: with `n`
+# blocks it is `up.{n-1}` (`tiny`: 3 blocks, `up.2`; SD 1.5: 4, `up.3`). The weights match the file's
+# (on `sd15` up to rounding: step 6 fused the LoRA into this very pipeline and took it out again).
 
 # %%
-inverse = {name: original for original, name in mapping.items()}
-for name in ("unet.mid_block.attentions.0.proj_in.weight", "vae.decoder.up_blocks.0.resnets.0.conv1.weight"):
-    original = inverse[name]
-    component, key = name.split(".", 1)
-    with safe_open(str(ckpt_path), framework="pt") as f:
+n_blocks = len(pipe.vae.config.block_out_channels)
+my_keys = {
+    "unet.mid_block.attentions.0.proj_in.weight": "model.diffusion_model.middle_block.1.proj_in.weight",
+    "vae.decoder.up_blocks.0.resnets.0.conv1.weight": f"first_stage_model.decoder.up.{n_blocks - 1}.block.0.conv1.weight",
+}
+with safe_open(str(ckpt_path), framework="pt") as f:
+    for name, original in my_keys.items():
+        component, key = name.split(".", 1)
         stored = f.get_tensor(original)
-    ours = models[component].state_dict()[key].detach().cpu()
-    print(f"{name} <- {original}, equal: {torch.equal(stored.to(ours.dtype), ours)}")
-
-# %% [markdown]
-# ## Summary
-#
-# - A community model is SD 1.5's architecture with other weights: `from_pretrained("gsdf/Counterfeit-V2.5")`
-#   — the line the source lesson's cell was missing.
-# - CIVITAI's single files use the original layout (`model.diffusion_model`, `first_stage_model`,
-#   `cond_stage_model`); `from_single_file(path, config=<SD 1.5 folder or id>)` renames them into diffusers'.
-# - Prefer `.safetensors`: a pickled `.ckpt` can run code when loaded. The course refuses one unless you
-#   pass `allow_pickle=True`, and `torch.load(weights_only=True)` still refuses files that carry code.
-# - "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding: `load_textual_inversion` adds
-#   tokens (ids from 49408) whose embedding rows are the file's vectors. diffusers expands an all-lower-case
-#   name into all of them; a mixed-case one you write out yourself.
-# - A LoRA adds `s · B·A` to chosen weights: `load_lora_weights`, `set_adapters(..., adapter_weights=[s])`,
-#   `fuse_lora`, `unload_lora_weights`. Scale 0 is the base model.
-# - On `tiny` one style (outlined shapes) was trained three ways - a full fine-tune with a trigger word,
-#   an embedding of two vectors, a LoRA that applies it always. The fine-tune and the LoRA show it
-#   (22% and 18% of their shapes hollow, rings among them), the embedding not at all; the mechanisms are the ones real
-#   community models use.
+        ours = models[component].state_dict()[key].detach().cpu()
+        gap = (stored.float() - ours.float()).abs().max().item()
+        print(f"{name} <- {original} | max abs difference {gap:.1e} | key_mapping agrees: {mapping[original] == name}")
+        assert mapping[original] == name and gap <= tol

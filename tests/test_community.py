@@ -105,6 +105,23 @@ def test_missing_file_and_wrong_suffix(tmp_path, tiny_pipe):
         sf.save_single_file(tiny_pipe, tmp_path / "model.ckpt")
 
 
+def test_without_config_diffusers_infers_the_type_and_fetches_configs(monkeypatch):
+    """``config`` is optional: without it nothing is passed, so diffusers guesses the type and fetches its configs."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
+
+    seen = {}
+    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", classmethod(lambda cls, name, **kw: seen.update(kw) or "pipe"))
+    assert sf.load_single_file(tiny.community_file()) == "pipe"
+    assert "config" not in seen and seen["local_files_only"] is False
+    sf.load_single_file(tiny.community_file(), config=tiny.text2img_folder())
+    assert seen["config"] == str(tiny.text2img_folder()) and seen["local_files_only"] is True
+    # lesson 07, step 2: the tiny file's keys look like SD 1.5's, so diffusers would fetch SD 1.5's configs (too big for it)
+    shapes = {k: torch.empty(v["shape"], device="meta") for k, v in sf.read_header(tiny.community_file()).items() if k != "__metadata__"}
+    assert infer_diffusers_model_type(shapes) == "v1"
+    assert fetch_diffusers_config(shapes)["pretrained_model_name_or_path"] == hub.SD15_REPOS["text2img"]
+
+
 def test_textual_inversion_adds_tokens_and_vectors(fresh_community):
     """The A1111 file format, bound to a mixed-case token as lesson 07 does with EasyNegative on `sd15`."""
     pipe, token = fresh_community, files.EASYNEGATIVE_TOKEN

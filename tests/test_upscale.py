@@ -127,6 +127,23 @@ def test_low_res_input_and_psnr():
         upscale.psnr(low, original)
 
 
+def test_fit_for_upscaling_crops_and_never_stretches_or_enlarges():
+    photo = cu.load_image(DATA_DIR / "chelsea.png")
+    assert photo.size == (451, 300)
+    fitted = upscale.fit_for_upscaling(photo, max_side=512)
+    assert fitted.size == (448, 288)  # cropped (1 + 2 and 6 + 6 pixels), not resized
+    assert fitted.tobytes() == photo.crop((1, 6, 449, 294)).tobytes()
+    small = upscale.fit_for_upscaling(photo, max_side=64)  # shrunk to 64x43, aspect ratio kept, then cropped
+    assert small.size == (64, 32)
+    assert upscale.low_res_input(small).size == (16, 8)
+    square = Image.new("RGB", (100, 100), "red")
+    assert upscale.fit_for_upscaling(square, max_side=512).size == (96, 96)  # never enlarged to 512
+    tiny = cu.load_image(DATA_DIR / "tiny_scene2.png")
+    assert upscale.fit_for_upscaling(tiny, max_side=64).tobytes() == tiny.tobytes()
+    with pytest.raises(cu.CourseError, match="too small"):
+        upscale.fit_for_upscaling(Image.new("RGB", (40, 20)), max_side=512)
+
+
 def test_sd15_random_has_the_real_sizes():
     """Built on the meta device: the real shapes without allocating ~3.5 GB."""
     with torch.device("meta"):

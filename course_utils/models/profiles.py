@@ -27,7 +27,7 @@ PROMPTS = {
     "sd15": {
         "main": "a photograph of an astronaut riding a horse",  # the course's running example (lessons 1-5)
         "restyle": "ghibli style, a fantasy landscape with castles",  # a second prompt for the same sketch (lesson 4)
-        "describe_photo": "a photograph of a cat sitting on a sofa",  # describes image_name("upscale") (lesson 6)
+        "describe_photo": "a close-up photograph of a tabby cat's face with green eyes",  # describes image_name("upscale") (lesson 6)
         "negative": "blurry, low quality",  # the negative prompt (lesson 5)
         "inpaint": "a photograph of an astronaut wearing a red knitted hat",  # what to paint into the mask (lesson 8)
         "another_edit": "a photograph of a cat sitting on a sofa",  # a second inpainting edit (lesson 8, exercise 3)
