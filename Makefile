@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make course   - run every notebook headless on the default profile -> build/ (+ a table)
-#   make test     - unit tests, every notebook through nbval on `tiny`, equivalence tests
+#   make lab      - JupyterLab on the course's kernel, in notebooks/ (the widgets' front end included): open its URL
+#   make test     - unit tests, every notebook through nbval on `tiny`, equivalence tests, the browser tests
 #   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
 #   make gpu-check - on a CUDA machine: every lesson on `tiny` and full-size `sd15`, time + peak GPU memory, the bench
 #                    -> docs/gpu-report.md + .json (docs/gpu-check.md); without an NVIDIA GPU it says to run `make test`
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.course-installed
 HUB_VENV ?= .venv-hub
 HUB_STAMP := $(HUB_VENV)/.hub-installed
 
-.PHONY: course test test-fast install hub sync clean gpu-check gpu-wheels
+.PHONY: course lab test test-fast install hub sync clean gpu-check gpu-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,13 @@ hub: $(HUB_STAMP)
 
 course: $(STAMP)
 	$(PY) -m course_utils course --out build
+
+# The notebooks in JupyterLab, on .venv's kernel; it prints the URL to open (with its token). LAB_ARGS: e.g. --port=8899
+# or --no-browser. It serves the repository and opens on notebooks/, so jupytext.toml applies: saving a lesson there
+# also updates its paired .py.
+LAB_ARGS ?=
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1
 

@@ -1,6 +1,6 @@
 """Command line: run the whole course headless, download models for offline use, show the choice, check a seat.
 
-    python -m course_utils course [--out build] [NOTEBOOK ...]
+    python -m course_utils course [--out build] [NOTEBOOK | NN ...]
     python -m course_utils download sd15 --to models
     python -m course_utils hub --serve [--size small|full] [--port N]
     python -m course_utils hub --serve --room [--upstream URL] [--host 0.0.0.0] [--port 8090] [--offline]
@@ -22,8 +22,19 @@ from .paths import NOTEBOOKS_DIR, ROOT
 CHOICE_RE = re.compile(r"course_utils: (?:role=\S+ )?profile=(\S+) device=(\S+)")
 
 
+# The tag of outputs that only work with a kernel (lesson 3's live slider; the same string as
+# course_utils.visual.LIVE_ONLY_TAG, not imported to keep torch out of the CLI's start). The HTML export leaves them
+# out: their still copy, the next output, shows the same frames there.
+LIVE_ONLY_TAG = "course-live-widget"
+
+
 def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
     """Execute one notebook headless and save it (``.ipynb`` and ``.html``) under ``out_dir``.
+
+    The ``.ipynb`` keeps the widgets' final state (lesson 3's slider, diffusers' progress bars) in its metadata
+    and is marked trusted on this machine (as ``jupyter trust`` does), so JupyterLab shows its widgets and HTML
+    outputs without re-running it. The ``.html`` leaves out the outputs tagged ``LIVE_ONLY_TAG`` (widgets that
+    need a kernel) and keeps their still copies.
 
     Args:
         path (`Path`): the ``.ipynb`` to run.
@@ -36,16 +47,17 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    from nbconvert import HTMLExporter
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     error = ""
     try:
         client.execute()
     except CellExecutionError as err:
         error = str(err).strip().splitlines()[-1][:200]
+        client.set_widgets_metadata()  # what ran keeps its widgets (execute() stores them only after the last cell)
     seconds = time.perf_counter() - start
     images, profile, device = 0, "?", "?"
     for cell in nb.cells:
@@ -58,14 +70,55 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
                 profile, device = match.groups()
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
+    _trust(nb)
+    (out_dir / path.with_suffix(".html").name).write_text(export_html(nb), encoding="utf-8")
     return dict(notebook=path.name, seconds=seconds, images=images, profile=profile, device=device, error=error)
+
+
+def export_html(nb) -> str:
+    """An executed notebook as one HTML page (nbconvert's lab template) without the outputs tagged ``LIVE_ONLY_TAG``.
+
+    Args:
+        nb (`nbformat.NotebookNode`): the executed notebook.
+
+    Returns:
+        `str`: the page. Pictures are inline; scripts that only load from the web (widgets, MathJax) do nothing offline.
+    """
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+
+    config = Config(TagRemovePreprocessor=dict(enabled=True, remove_single_output_tags={LIVE_ONLY_TAG}))
+    return HTMLExporter(config=config).from_notebook_node(nb)[0]
+
+
+def _trust(nb) -> None:
+    """Sign an executed notebook in this user's Jupyter trust database (what ``jupyter trust`` does)."""
+    import sqlite3
+
+    from nbformat.sign import NotebookNotary
+
+    try:
+        NotebookNotary().sign(nb)
+    except (OSError, sqlite3.Error) as err:  # a read-only home: JupyterLab then asks before it runs the outputs
+        print(f"  (not marked trusted: {err})", flush=True)
+
+
+def notebook_paths(names: list[str]) -> list[Path]:
+    """The notebooks ``course`` runs: paths as given, a lesson number ("03") for that lesson, nothing for all."""
+    if not names:
+        return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    paths = []
+    for name in names:
+        found = sorted(NOTEBOOKS_DIR.glob(f"{name}_*.ipynb")) if re.fullmatch(r"\d\d", name) else [Path(name)]
+        if not found:
+            raise SystemExit(f"no lesson {name} in {NOTEBOOKS_DIR}")
+        paths += found
+    return paths
 
 
 def course(args) -> int:
     """Run every notebook (or those named) and print a table; exit 1 if any failed."""
-    paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    paths = notebook_paths(args.notebooks)
     rows = []
     for path in paths:
         print(f"running {path.name} ...", flush=True)
@@ -150,7 +203,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("course", help="execute every notebook headless and print a table")
-    p.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
+    p.add_argument("notebooks", nargs="*", help="notebooks to run, as paths or lesson numbers (03); default: all")
     p.add_argument("--out", default=str(ROOT / "build"), help="where executed notebooks go (default: build/)")
     p.set_defaults(func=course)
     p = sub.add_parser("download", help="download models into a folder for offline use")

@@ -6,6 +6,7 @@ import sys
 
 import nbformat
 import pytest
+from nbformat.sign import NotebookNotary
 
 from course_utils import cli
 from course_utils.paths import ROOT
@@ -46,11 +47,16 @@ def test_download_unknown_role_is_a_usage_error(tmp_path):
 
 @pytest.mark.slow
 def test_course_runs_a_notebook_and_prints_the_table(tmp_path):
-    """`course` executes notebooks headless, writes .ipynb + .html, and reads the profile from the output."""
+    """`course` executes notebooks headless, writes .ipynb + .html, and reads the profile from the output.
+
+    The .ipynb keeps the widgets' state and is trusted here (JupyterLab shows its widgets without re-running it);
+    the .html has the slider's still copy and not the slider, which needs a kernel (tests/test_browser.py opens both).
+    """
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("import course_utils as cu\nchoice = cu.setup()"),
         nbformat.v4.new_code_cell("from PIL import Image\nImage.new('RGB', (8, 8), 'red')"),
+        nbformat.v4.new_code_cell("cu.step_slider([Image.new('RGB', (8, 8), c) for c in ('red', 'blue')], ['one', 'two'])"),
     ]
     path = tmp_path / "99_check.ipynb"
     nbformat.write(nb, path)
@@ -59,7 +65,23 @@ def test_course_runs_a_notebook_and_prints_the_table(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("99_check.ipynb"))
     assert row.split()[2:4] == ["1", "tiny"]  # seconds, images, profile, device
-    assert (out / "99_check.ipynb").exists() and (out / "99_check.html").exists()
+    executed = nbformat.read(out / "99_check.ipynb", as_version=4)
+    state = executed.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    assert [w["state"]["value"] for w in state.values() if w["model_name"] == "IntSliderModel"] == [2]
+    assert NotebookNotary().check_signature(executed)
+    live, still = executed.cells[2].outputs
+    assert live.metadata["tags"] == [cli.LIVE_ONLY_TAG] and "course-still" in still.data["text/html"]
+    page = (out / "99_check.html").read_text()
+    slider_view = json.dumps(live.data["application/vnd.jupyter.widget-view+json"])
+    assert "course-still" in page and slider_view[:50] not in page  # '{"model_id": "…' of the slider's output
+
+
+def test_course_takes_lesson_numbers(tmp_path):
+    assert [p.name for p in cli.notebook_paths(["03"])] == ["03_denoising_loop.ipynb"]
+    assert cli.notebook_paths([str(tmp_path / "x.ipynb")]) == [tmp_path / "x.ipynb"]
+    assert len(cli.notebook_paths([])) >= 9
+    with pytest.raises(SystemExit, match="no lesson 42"):
+        cli.notebook_paths(["42"])
 
 
 @pytest.mark.slow
