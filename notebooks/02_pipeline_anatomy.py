@@ -28,7 +28,9 @@
 # - the 77-token window of the tokenizer, and exactly what is cut off past it;
 # - the shapes on the way: text embeddings `[1, 77, 768]`, latents `[1, 4, 64, 64]`, image `[1, 3, 512, 512]`
 #   (on the course's small `tiny` model: `[1, 77, 64]`, `[1, 4, 16, 16]`, `[1, 3, 64, 64]`);
-# - the VAE's scaling factor, and the scheduler's timesteps and noise schedule.
+# - the VAE's scaling factor, and the scheduler's timesteps and noise schedule;
+# - inside the text encoder: a word is one row of a table. Swap or mix rows and the picture changes;
+#   add one row and train it, and you have *textual inversion*: a new word for something the model can draw.
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -42,20 +44,25 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     sys.path.insert(0, os.path.abspath("sd-course"))
 
 # %%
+import random
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+import torch.nn.functional as F
 from IPython.display import display
 from PIL import Image
-from transformers import CLIPTextModel, CLIPTokenizer
 
 import course_utils as cu
 from course_utils.by_hand import tolerance  # what "the same" means: 1e-4 in float32, ~0.03 in fp16
 
 choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
+
+# imported after cu.setup(), which quiets a library note ("requires torchvision") that importing them prints
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 # %% [markdown]
 # ## 1. Print the pipeline
@@ -79,6 +86,12 @@ print(pipe)
 # none (`null`). `tiny` is the course's own small model with SD 1.5's classes, trained on a synthetic
 # world of one coloured shape on a plain background (`course_utils/world.py`); its prompt here is
 # *"a red circle on a blue background"*. Smaller sizes, same mechanics.
+#
+# The same three groups as a picture: *latent* diffusion, because the loop runs on small latents and
+# only the VAE sees pixels.
+
+# %%
+display(cu.diagrams.pipeline_diagram(pipe))  # drawn by code (course_utils/diagrams.py), shapes read from this pipe
 
 # %% [markdown]
 # ## 2. Load the components one by one
@@ -206,7 +219,8 @@ print("max difference to pipe.encode_prompt:", difference)
 assert difference <= tolerance(choice.dtype)
 
 # %% [markdown]
-# SD 1.5 gives `[1, 77, 768]`; `tiny` gives `[1, 77, 64]`: same layout, smaller vectors.
+# SD 1.5 gives `[1, 77, 768]`; `tiny` gives `[1, 77, 64]`: same layout, smaller vectors. Section 9
+# opens the encoder up and plays with its input.
 #
 # ### "Is the CLIP inside SD its own, or a call to a chatbot?"
 # Its own. The text encoder is a regular PyTorch model whose weights sit in the pipeline's own folder
@@ -255,8 +269,7 @@ def to_pil(images: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-print("the photo | the decoded latents")
-display(cu.grid([photo, to_pil(decoded)], cols=2))
+display(cu.grid([photo, to_pil(decoded)], cols=2, size=max(256, width), titles=["the photo", "its latents, decoded"]))
 print("the 4 latent channels (each stretched to black..white)")
 display(cu.latent_to_image(latents))
 
@@ -326,9 +339,12 @@ if not any(output.nsfw_content_detected or []):
     difference = (by_hand.float().cpu() - from_pipe).abs().max().item()
     print("max difference, components by hand vs pipe:", difference)
     assert difference <= tolerance(choice.dtype)
+title = "components by hand, seed 0"
 if choice.profile == "tiny":
-    print("what the picture shows:", cu.world.classify(to_pil(by_hand * 2 - 1)))
-to_pil(by_hand * 2 - 1)
+    shows = cu.world.classify(to_pil(by_hand * 2 - 1))
+    print("what the picture shows:", {k: round(v, 2) if isinstance(v, float) else v for k, v in shows.items()})
+    title += f": {shows['color']} {shows['shape']} on {shows['background']}"
+cu.grid([to_pil(by_hand * 2 - 1)], size=max(256, width), titles=[title])
 
 # %% [markdown]
 # **Safety checker and feature extractor.** SD 1.5's pipeline ends with a check: the
@@ -360,26 +376,318 @@ print("assembled pipeline (built with safety_checker=None):", assembled.safety_c
 # to check.
 
 # %% [markdown]
-# ## Exercises
+# ## 9. A text-embedding lab: a word is a row of a table
 #
-# 1. Count the tokens of a prompt of your own. Does it fit in the window? If not, what is cut off?
-# 2. How many numbers does the latent of a 768x512 (width x height) image hold in SD 1.5, and how many
-#    the image? And with this profile's VAE?
-# 3. Plot the signal-to-noise ratio `alphas_cumprod / (1 - alphas_cumprod)` against `t` on a log scale.
-#    At which timestep are signal and noise equally strong?
-
-# %% [markdown]
-# ### Solution 1
+# ### 9.1 The text encoder by hand
+#
+# Section 5 ran `text_encoder(ids)` in one call. Inside (transformers' `CLIPTextModel.forward`), it does four things:
+# 1. look up each id's row in the **token table** `embeddings.token_embedding` (one learned vector per
+#    word of the vocabulary: 49,408 rows);
+# 2. add the row of its **position** (0..76) from `embeddings.position_embedding`;
+# 3. run the `encoder.layers` (self-attention + MLP) with a **causal mask**: position *i* only looks at
+#    positions 0..*i*, as in a language model;
+# 4. a last layer norm, `final_layer_norm`.
 
 # %%
-my_prompt = lesson_prompt + ", oil painting in the style of a 19th century master, warm evening light"
-my_ids = tokenizer(my_prompt).input_ids
-n = len(my_ids) - 2  # without start and end tokens
-print(f"{n} tokens of text; the window holds {tokenizer.model_max_length - 2}:", "fits" if n <= tokenizer.model_max_length - 2 else "too long")
-print("cut off:", repr(tokenizer.decode(my_ids[tokenizer.model_max_length - 1 : -1])))
+token_table = text_encoder.embeddings.token_embedding        # nn.Embedding: one row per token of the vocabulary
+position_table = text_encoder.embeddings.position_embedding  # nn.Embedding: one row per position 0..76
+print("token table:   ", tuple(token_table.weight.shape), "(vocabulary x hidden)")
+print("position table:", tuple(position_table.weight.shape), "(positions x hidden)")
+print("layers:        ", len(text_encoder.encoder.layers), "x", type(text_encoder.encoder.layers[0]).__name__)
+
+
+def encode_by_hand(token_vectors: torch.Tensor) -> torch.Tensor:
+    """CLIP's text encoder from the token vectors [batch, 77, hidden] on: positions, layers, final norm."""
+    n = token_vectors.shape[1]
+    x = token_vectors + position_table.weight[:n]                                   # [batch, 77, hidden]
+    causal = torch.full((n, n), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device).triu(1)  # "-inf" above the diagonal
+    for layer in text_encoder.encoder.layers:                                       # position i sees 0..i only
+        x = layer(x, causal[None, None])
+    return text_encoder.final_layer_norm(x)
+
+
+ids = padded.input_ids.to(choice.device)  # §3's 77 ids of the astronaut prompt, [1, 77]
+with torch.no_grad():
+    by_hand_text = encode_by_hand(token_table(ids))  # step 1 is the table lookup
+print("by hand:", tuple(by_hand_text.shape))
+for name, reference in [("text_encoder(ids)[0] (§5)", embeddings), ("pipe.encode_prompt (§5)", pipe_embeddings),
+                        ("text_embeddings.encode_by_hand", cu.text_embeddings.encode_by_hand(text_encoder, ids))]:
+    difference = (by_hand_text - reference).abs().max().item()
+    print(f"max difference to {name}: {difference}")
+    assert difference <= tolerance(choice.dtype)
+
+# %% [markdown]
+# The prompt's words enter in step 1 only, as their rows. So a word *is* its row, for the model: give
+# the encoder another vector in that place and the model reads another word.
+#
+# ### 9.2 Swap and mix two words
+#
+# Same prompt, same seed; only the vector that stands at one word changes: the other word's row (a swap)
+# or half of each (a mix). Each row of text embeddings goes to the pipeline as `prompt_embeds`:
+
+# %%
+def row(word: str) -> torch.Tensor:
+    """The token-table row of a one-token word: [hidden]."""
+    (word_id,) = tokenizer(word, add_special_tokens=False).input_ids
+    return token_table.weight[word_id].detach().clone()
+
+
+def encode_with(prompt: str, word: str, vector: torch.Tensor) -> torch.Tensor:
+    """The prompt's text embedding [1, 77, hidden], with `vector` wherever `word` stands."""
+    ids = tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    (word_id,) = tokenizer(word, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        vectors = token_table(ids.to(choice.device))  # [1, 77, hidden]
+        vectors[ids.to(choice.device) == word_id] = vector
+        return encode_by_hand(vectors)
+
+
+if choice.profile == "tiny":  # (word in the prompt, other word, share of the other word)
+    edits = [("red", "green", 1.0), ("red", "blue", 0.5), ("circle", "square", 0.5)]
+else:
+    edits = [("horse", "zebra", 1.0), ("horse", "zebra", 0.5), ("astronaut", "knight", 1.0)]
+prompt_embeds, titles = [], ["as written (§8)"]
+for word, other, share in edits:
+    prompt_embeds.append(encode_with(prompt, word, (1 - share) * row(word) + share * row(other)))
+    titles.append(f"{word} := {other}" if share == 1 else f"{word} := {1 - share:g} {word} + {share:g} {other}")
+print(prompt)
+swapped = assembled(prompt_embeds=torch.cat(prompt_embeds), generator=[torch.Generator("cpu").manual_seed(0) for _ in edits],
+                    **settings).images
+swapped = [to_pil(by_hand * 2 - 1)] + swapped  # §8's picture: same prompt, same seed, nothing swapped
+if choice.profile == "tiny":
+    for i, image in enumerate(swapped):
+        shows = cu.world.classify(image)
+        titles[i] += f" -> {shows['color']} {shows['shape']}"
+        print(f"{titles[i]:45s} (on {shows['background']})")
+cu.grid(swapped, size=max(192, width // 2), titles=titles)
+
+# %% [markdown]
+# The text still says "red circle" (or "horse"); the picture follows the vectors. On `tiny`, the swap
+# draws the other word. The half-and-half mix of two colours lands on a colour between them (the
+# classifier reads it as the nearest colour of the world, printed above); the half-and-half mix of two
+# shapes is not a shape halfway between: the model draws one shape it knows. Nearby vectors mean nearby
+# things, but the space of vectors is not a space of pictures.
+#
+# ### 9.3 A new word: textual inversion
+#
+# If a word is a row, a new word is a new row. CLIP has no token for a made-up word like `<my-shape>`:
+# its tokenizer cuts it into ordinary pieces. Three steps make it one word — what diffusers' `pipe.load_textual_inversion(vector,
+# token=...)` does (lesson 7 loads a file with it):
+
+# %%
+if choice.profile == "tiny":
+    token, start_word = "<my-shape>", "shape"  # start from a vague word of the same kind
+else:
+    token, start_word = "<my-cat>", "cat"
+print("before:", token, "->", tokenizer.tokenize(token))
+old_rows = token_table.weight.detach().clone()
+
+tokenizer.add_tokens(token)                                                # 1. the tokenizer learns the word
+text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # 2. the table grows by one row
+token_table = text_encoder.embeddings.token_embedding                      #    (a new nn.Embedding)
+token_id = tokenizer.convert_tokens_to_ids(token)
+with torch.no_grad():
+    token_table.weight[token_id] = row(start_word)                         # 3. its row: for now, start_word's
+
+print("after: ", token, "->", tokenizer.tokenize(token), "id", token_id)
+print("table:", tuple(old_rows.shape), "->", tuple(token_table.weight.shape))
+print(f"'a {token}' ->", tokenizer(f"a {token}").input_ids)
+assert torch.equal(token_table.weight[:-1], old_rows)  # every other word keeps its row
+
+# %% [markdown]
+# Now teach the row a meaning. *Textual inversion* trains it with Stable Diffusion's own training loss,
+# everything else frozen: take pictures of the concept, noise their latents, ask the UNet to predict
+# the noise given a caption that contains the new word, and move **only the new row** down the gradient
+# of the error. It can only pick, among all possible vectors, the one under which the frozen UNet
+# already draws these pictures best.
+#
+# The concept must be something the model can draw. On `tiny`: a purple triangle, drawn by the world's
+# own renderer (`cu.world.draw`) at random places on random backgrounds, 24 pictures. On `sd15`: the
+# cat of the course's photo (three square crops of it).
+
+# %%
+if choice.profile == "tiny":
+    rng = random.Random(0)
+    concept_images, captions = [], []
+    for _ in range(24):
+        background = rng.choice([b for b in cu.world.BACKGROUNDS if b != "purple"])
+        r = rng.uniform(10, 22)  # half the shape's width, in pixels
+        cx, cy = rng.uniform(r + 2, 64 - r - 2), rng.uniform(r + 2, 64 - r - 2)
+        concept_images.append(cu.world.draw("purple", "triangle", background, cx, cy, r))
+        captions.append(f"a {token}" if rng.random() < 0.5 else f"a {token} on a {background} background")
+    ti_steps, ti_lr = 8, 0.15
+else:
+    cat = cu.load_image(cu.image_name("upscale", choice.profile))  # 451 x 300
+    side = min(cat.size)
+    concept_images = [cat.crop((x, 0, x + side, side)).resize((width, height), Image.Resampling.LANCZOS)
+                      for x in (0, (cat.width - side) // 2, cat.width - side)]
+    captions = [f"a photograph of {token}"] * len(concept_images)
+    ti_steps, ti_lr = 30, 5e-3  # smaller steps for SD 1.5's 768-wide rows; real runs take thousands of them
+    unet.enable_gradient_checkpointing()  # recompute activations in the backward pass: SD 1.5's would fill a 16 GB GPU
+print(len(concept_images), "pictures; captions like", captions[:2])
+cu.grid(concept_images[:8], size=max(128, width // 4), titles=captions[:8])
+
+# %% [markdown]
+# The loop. Each picture is noised once, at a timestep spread over the noisier half of the schedule,
+# t = 500..999, where the latents do not show the picture yet and the caption must decide it (at small
+# t the picture is nearly there whatever the text). Every step sees the same problem, so one step's
+# loss can be compared with the next:
+
+# %%
+pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in concept_images]).float() / 127.5 - 1
+with torch.no_grad():
+    x0 = vae.encode(pixels.to(choice.device, vae.dtype)).latent_dist.mean * scaling  # [n, 4, h, w]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(x0)  # the noise to predict
+    t = torch.linspace(500, 999, len(x0)).round().long()[torch.randperm(len(x0), generator=torch.Generator().manual_seed(0))]
+    t = t.to(choice.device)
+    noisy = scheduler.add_noise(x0, noise, t)  # x_t = sqrt(alphas_cumprod[t]) x_0 + sqrt(1 - alphas_cumprod[t]) noise
+    caption_ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    caption_ids = caption_ids.to(choice.device)
+    frozen_rows = token_table(caption_ids)  # [n, 77, hidden]
+where = (caption_ids == token_id)[..., None]  # [n, 77, 1]: where the new word stands
+
+new_row = token_table.weight[token_id].detach().float().clone().requires_grad_(True)  # the only thing that learns
+optimizer = torch.optim.Adam([new_row], lr=ti_lr)
+loss_scale = 1024.0 if choice.dtype == torch.float16 else 1.0  # keeps half-precision gradients from rounding to 0
+unet.requires_grad_(False)
+text_encoder.requires_grad_(False)
+losses, started = [], time.perf_counter()
+for step in range(ti_steps):
+    text = encode_by_hand(torch.where(where, new_row.to(frozen_rows.dtype), frozen_rows))  # [n, 77, hidden]
+    loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample.float(), noise.float())
+    optimizer.zero_grad()
+    (loss * loss_scale).backward()
+    optimizer.step()
+    losses.append(loss.item())
+    if step == 0:
+        after_one_step = new_row.detach().clone()
+seconds = time.perf_counter() - started
+print(f"{ti_steps} steps on {len(x0)} pictures in {seconds:.1f} s; loss {losses[0]:.5f} -> {losses[-1]:.5f}")
+print(f"the row moved from length {row(start_word).float().norm():.2f} to {new_row.norm():.2f}")
+assert losses[-1] < losses[0]
+
+# the course's reference, one step from the same start: the same row and loss
+reference_row, reference_losses = cu.text_embeddings.train_textual_inversion(
+    assembled, concept_images, captions, token, steps=1, learning_rate=ti_lr, timesteps=(500, 1000), seed=0)
+print("max difference to text_embeddings.train_textual_inversion after one step:",
+      (reference_row.float() - after_one_step).abs().max().item())
+assert (reference_row.float() - after_one_step).abs().max() <= tolerance(choice.dtype)
+
+# %% [markdown]
+# Put the learned row in the table, and ask for the new word:
+
+# %%
+with torch.no_grad():
+    token_table.weight[token_id] = new_row.to(token_table.weight.dtype)
+similarity = F.cosine_similarity(old_rows.float(), new_row.detach()[None], dim=-1)  # against every old word
+print("the old words nearest to the new row:", [tokenizer.convert_ids_to_tokens(i) for i in similarity.topk(3).indices.tolist()])
+
+ti_prompt = f"a {token}" if choice.profile == "tiny" else f"a photograph of {token} on a sofa"
+n_seeds = 4 if choice.profile == "tiny" else 2
+before = encode_with(ti_prompt, token, row(start_word))  # the prompt with the starting row: as before training
+after = encode_with(ti_prompt, token, row(token))        # the same with the learned row
+assert (after - assembled.encode_prompt(ti_prompt, choice.device, 1, False)[0]).abs().max() <= tolerance(choice.dtype)
+generators = [torch.Generator("cpu").manual_seed(seed) for seed in list(range(n_seeds)) * 2]  # one generator each
+ti_images = assembled(prompt_embeds=torch.cat([before] * n_seeds + [after] * n_seeds), generator=generators, **settings).images
+labels = [f"{when}, seed {seed}" for when in ("before", "after") for seed in range(n_seeds)]
+print(ti_prompt)
+if choice.profile == "tiny":
+    shows = [cu.world.classify(image) for image in ti_images]
+    labels = [f"{label}: {s['color']} {s['shape']}" for label, s in zip(labels, shows)]
+    for when, part in (("before training", shows[:n_seeds]), ("after training", shows[n_seeds:])):
+        drawn = sum(s["color"] == "purple" and s["shape"] == "triangle" for s in part)
+        print(f"{when}: purple triangles {drawn}/{n_seeds}  ", [f"{s['color']} {s['shape']}" for s in part])
+cu.grid(ti_images, cols=n_seeds, size=max(192, width // 2), titles=labels)
+
+# %% [markdown]
+# On `tiny` the row that started as "shape" (top row: any colour, any shape) now draws purple triangles,
+# after a few seconds of training one vector of 64 numbers (the shares are printed above; another seed
+# for the training noise gives another row, and other shares). The old words nearest to it are
+# printed too: the row only has to work, it need not sit next to "purple" or "triangle". On `sd15` a
+# particular cat needs far more than the 30 steps here (published runs train thousands); the mechanism
+# is the same.
+#
+# **Why textual inversion can only name what the model can already draw.** The UNet, the VAE and every
+# other row stay frozen; the training moves one input vector of the text encoder. What the UNet draws
+# for a given text embedding is fixed by its weights, so the search can only find the input under which
+# the frozen model already comes closest to the pictures. A purple triangle is one of `tiny`'s drawings,
+# so a vector reaches it. For something `tiny` never learned to draw (a star, a cat) there is no such
+# drawing to find: the search ends at the nearest thing the model can draw. Teaching the model something
+# new takes changing the UNet's weights: fine-tuning, or a LoRA (lesson 7).
+#
+# `course_utils/text_embeddings.py` holds this section's mechanisms as functions (`encode_by_hand`,
+# `encode_with_vectors`, `add_token`, `train_textual_inversion`); `tests/test_text_embeddings.py` checks them.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each begins with a prediction: write it down, then run.
+#
+# **1. Predict, then run.** The text encoder's mask is causal. Swap one word of the prompt for another
+# (the first edit of §9.2: "red" -> "green" on `tiny`, "horse" -> "zebra" on `sd15`). Which of the 77
+# output vectors change: only the word's own, all 77, or the word's and those after it? Write it
+# yourself: look the ids up in `token_table`, put the other word's row where the word stands, run both
+# through `encode_by_hand`, and print the largest difference at each position.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **2. Predict, then run.** How many numbers does the latent of a 768x512 (width x height) image hold in
+# SD 1.5, and how many the image? Predict the ratio first (hint: section 6). And with this profile's VAE?
+
+# %%
+# your attempt
+
+# %% [markdown]
+# **3. Predict, then run.** At which timestep are signal and noise equally strong: before t = 500, or
+# after? Plot the signal-to-noise ratio `alphas_cumprod / (1 - alphas_cumprod)` against `t` on a log
+# scale, and find where it crosses 1.
+
+# %%
+# your attempt
+
+# %% [markdown]
+# ## Summary
+# - A pipeline = tokenizer + CLIP text encoder → UNet + scheduler on latents → VAE decoder
+#   (+ SD 1.5's safety checker and feature extractor); `print(pipe)` lists them.
+# - Each part loads alone: `Class.from_pretrained(folder, subfolder="unet")`.
+# - With `padding="max_length"` and `truncation=True`, as the pipeline calls it, the tokenizer produces exactly
+#   77 ids: start + up to 75 text tokens + end, then padding; longer text is cut off. Without them it returns as many ids as the text needs.
+# - Text embeddings are `[1, 77, 768]` in SD 1.5 (`[1, 77, 64]` in `tiny`), computed locally by the model's own CLIP text encoder.
+# - SD 1.5's VAE maps an image `[1, 3, 512, 512]` to latents `[1, 4, 64, 64]` (48x fewer numbers); `tiny`'s maps
+#   `[1, 3, 64, 64]` to `[1, 4, 16, 16]` (12x fewer). Latents are scaled by `vae.config.scaling_factor` (0.18215 for SD 1.5).
+# - The scheduler picks timesteps from 1000 training steps; `alphas_cumprod` says how much signal is left at each.
+# - The text encoder = token table lookup + position rows + causal layers + a layer norm. A word is its row:
+#   swap or mix rows and the picture follows; a new row, trained with the UNet's loss while all else is
+#   frozen, is textual inversion. It names what the model can already draw, and teaches it nothing new.
+
+# %% [markdown]
+# ## Solutions
+#
+# ### Solution 1
+# The word's position and every position after it change, none before: position *i* only attends to
+# 0..*i*. That includes all the padding positions after the end token, which the UNet reads too.
+
+# %%
+word, other = edits[0][0], edits[0][1]
+ids = tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(choice.device)
+(word_id,) = tokenizer(word, add_special_tokens=False).input_ids
+with torch.no_grad():
+    vectors = token_table(ids)                          # [1, 77, hidden]
+    changed = vectors.clone()
+    changed[ids == word_id] = row(other)                # the other word's row in the word's place
+    difference = (encode_by_hand(changed) - encode_by_hand(vectors)).abs().amax(dim=-1)[0]  # [77]
+position = int((ids[0] == word_id).nonzero()[0])
+moved = difference > tolerance(choice.dtype)
+print(f"'{word}' stands at position {position}; the first position that changes: {int(moved.nonzero()[0])}")
+print("largest difference per position:", [round(d, 3) for d in difference[: position + 4].tolist()], "...")
+print(f"positions that change: {int(moved.sum())} of 77")
+assert not moved[:position].any() and moved[position:].all()
 
 # %% [markdown]
 # ### Solution 2
+# The ratio is 3 x 8 x 8 / 4 = 48 for SD 1.5, whatever the size:
 
 # %%
 w, h = 768, 512
@@ -405,15 +713,3 @@ plt.title("signal-to-noise ratio alphas_cumprod / (1 - alphas_cumprod)")
 plt.xlabel("timestep t")
 plt.show()
 print(f"SNR goes from {snr[0]:.0f} at t=0 to {snr[-1]:.4f} at t=999; signal = noise near t={equal}")
-
-# %% [markdown]
-# ## Summary
-# - A pipeline = tokenizer + CLIP text encoder → UNet + scheduler on latents → VAE decoder
-#   (+ SD 1.5's safety checker and feature extractor); `print(pipe)` lists them.
-# - Each part loads alone: `Class.from_pretrained(folder, subfolder="unet")`.
-# - With `padding="max_length"` and `truncation=True`, as the pipeline calls it, the tokenizer produces exactly
-#   77 ids: start + up to 75 text tokens + end, then padding; longer text is cut off. Without them it returns as many ids as the text needs.
-# - Text embeddings are `[1, 77, 768]` in SD 1.5 (`[1, 77, 64]` in `tiny`), computed locally by the model's own CLIP text encoder.
-# - SD 1.5's VAE maps an image `[1, 3, 512, 512]` to latents `[1, 4, 64, 64]` (48x fewer numbers); `tiny`'s maps
-#   `[1, 3, 64, 64]` to `[1, 4, 16, 16]` (12x fewer). Latents are scaled by `vae.config.scaling_factor` (0.18215 for SD 1.5).
-# - The scheduler picks timesteps from 1000 training steps; `alphas_cumprod` says how much signal is left at each.
