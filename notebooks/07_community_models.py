@@ -342,6 +342,8 @@ emb_path = files.embedding_file(choice.profile)
 vectors = community.embedding_vectors(emb_path)  # the file's one tensor (A1111 names it emb_params)
 print(emb_path.name, "->", tuple(vectors.shape), "| text encoder hidden size:", ti_pipe.text_encoder.config.hidden_size)
 
+# transformers notes (red, on stderr) how it initialises the new rows (`mean_resizing`); harmless here:
+# load_textual_inversion overwrites them with the file's vectors right away (checked below).
 ti_pipe.load_textual_inversion(str(emb_path), token=token)
 names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]  # one new token per vector
 ids = ti_pipe.tokenizer.convert_tokens_to_ids(names)
@@ -435,6 +437,8 @@ def diff(a, b):
 
 base = final_latents()  # before the LoRA
 
+# This LoRA changes only the UNet; diffusers notes (on stderr) that it found no keys for the text encoder:
+# harmless, it says so itself.
 lora_pipe.load_lora_weights(lora, adapter_name="demo")
 print("adapters:", lora_pipe.get_list_adapters())
 n_lora = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" in n)

@@ -148,7 +148,8 @@ cu.grid([image, mask.convert("RGB"), result], cols=3, size=256, titles=["the pho
 # %%
 print("in_channels:", pipe.unet.config.in_channels, "| out_channels:", pipe.unet.config.out_channels)
 print("conv_in weight:", tuple(pipe.unet.conv_in.weight.shape), "= [out, in, 3, 3]")
-cu.diagrams.input_channels_diagram("inpaint", unet=pipe.unet)  # checks the count against this UNet
+display(cu.diagrams.input_channels_diagram("text2img"))  # lessons 1-5: the noisy latents only
+display(cu.diagrams.input_channels_diagram("inpaint", unet=pipe.unet))  # checks the count against this UNet
 
 # %% [markdown]
 # | channels (as indexed in the tensor) | what | shape (`tiny` / SD 1.5) |

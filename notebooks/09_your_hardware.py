@@ -313,6 +313,8 @@ from diffusers import LCMScheduler
 from course_utils.models import hub
 
 dpm = pipe.scheduler
+# diffusers notes that `skip_prk_steps` (a PNDM setting in this config) means nothing to LCMScheduler and
+# ignores it: harmless, the LCM schedule needs no such setting.
 pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
 if choice.profile == "sd15":
     pipe.load_lora_weights(hub.lora_source(), adapter_name="lcm")  # downloads it first if needed
