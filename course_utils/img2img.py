@@ -95,6 +95,38 @@ def start_timesteps(scheduler, num_inference_steps: int, strength: float, device
     return scheduler.timesteps[begin:]
 
 
+def noise_levels(scheduler, tail: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor):
+    """Step ``scheduler`` along ``tail`` with the exact added noise as the model output: the noise level told vs held.
+
+    Lesson 04, §5 writes this probe out to show what PNDM's warm-up does to a cut schedule. A perfect UNet
+    would predict exactly ``noise``; every latent is then ``a·z0 + b·noise`` and ``b / a`` is its noise level σ,
+    to compare with the σ of the timestep the UNet is told, ``sqrt((1 - ᾱ_t) / ᾱ_t)``.
+
+    Args:
+        scheduler (`SchedulerMixin`): set up for ``tail`` (e.g. by :func:`start_timesteps`); it is stepped.
+        tail (`torch.Tensor`): the timesteps to step along, ``[n]``.
+        z0 (`torch.Tensor`): the clean latents, ``[1, 4, h, w]``.
+        noise (`torch.Tensor`): the noise added at ``tail[0]``, same shape.
+
+    Returns:
+        `tuple`: ``told`` (`list[float]`, σ of each timestep), ``held`` (`list[float]`, σ of the latents each
+        call receives) and ``(a, sigma)`` of the latents after the last call.
+    """
+    basis = torch.stack([z0.flatten(), noise.flatten()], dim=1).float().cpu()
+
+    def a_and_sigma(x):  # x = a·z0 + b·ε exactly; its noise level is b / a
+        a, b = torch.linalg.lstsq(basis, x.flatten().float().cpu()[:, None]).solution.flatten().tolist()
+        return a, b / a
+
+    latents, told, held = scheduler.add_noise(z0, noise, tail[:1]), [], []
+    for t in tail:
+        ab = scheduler.alphas_cumprod[int(t)]
+        told.append(((1 - ab) / ab).sqrt().item())
+        held.append(a_and_sigma(latents)[1])
+        latents = scheduler.step(noise, t, latents).prev_sample
+    return told, held, a_and_sigma(latents)
+
+
 def load_init_image(image, size=None):
     """The input image as RGB with sides that are multiples of 8 (via `cu.load_image`; lesson 04, §6).
 

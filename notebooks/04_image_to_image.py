@@ -283,7 +283,8 @@ cu.grid(views, cols=5, size=192, titles=titles)
 # To see it without the model, run each scheduler alone along its tail and hand it, at every call,
 # the very noise ε we added: what a perfect UNet would predict if the latents were where the timestep
 # says. Every latent is then a·z0 + b·ε, and b/a is its noise level σ, to compare with the σ of the
-# timestep the UNet is told, σ_t = sqrt((1 − ᾱ_t)/ᾱ_t). Ten steps, strength 0.6:
+# timestep the UNet is told, σ_t = sqrt((1 − ᾱ_t)/ᾱ_t). Ten steps, strength 0.6 (the loop checks each
+# scheduler against the course's reference, `img2img.noise_levels`):
 
 # %%
 def noise_levels(scheduler, tail):
@@ -310,6 +311,8 @@ ends = {}
 for name, solver in solvers.items():
     tail = img2img.start_timesteps(solver, few, strength)
     told, held, ends[name] = noise_levels(solver, tail)
+    ref_told, ref_held, ref_end = img2img.noise_levels(solver, img2img.start_timesteps(solver, few, strength), z0, noise)
+    assert told == ref_told and max(abs(x - y) for x, y in zip(held + list(ends[name]), ref_held + list(ref_end))) < 1e-4
     print(f"{name}: {len(tail)} calls")
     print("   timestep told      ", " ".join(f"{int(t):5d}" for t in tail))
     print("   σ of that timestep ", " ".join(f"{s:5.2f}" for s in told))

@@ -132,23 +132,6 @@ def test_start_timesteps_matches_pipeline_get_timesteps(img2img_pipe):
         assert torch.equal(img2img.start_timesteps(img2img_pipe.scheduler, steps, strength), expected)
 
 
-def _noise_levels(scheduler, tail, z0, noise):
-    """Lesson 4, §5's probe: step along ``tail`` with the exact noise as model output; σ told, σ held, final (a, σ)."""
-    basis = torch.stack([z0.flatten(), noise.flatten()], dim=1)
-
-    def a_sigma(x):
-        a, b = torch.linalg.lstsq(basis, x.flatten()[:, None]).solution.flatten().tolist()
-        return a, b / a
-
-    x, told, held = scheduler.add_noise(z0, noise, tail[:1]), [], []
-    for t in tail:
-        ab = scheduler.alphas_cumprod[int(t)]
-        told.append(((1 - ab) / ab).sqrt().item())
-        held.append(a_sigma(x)[1])
-        x = scheduler.step(noise, t, x).prev_sample
-    return told, held, a_sigma(x)
-
-
 def test_pndm_warm_up_lags_one_step_in_an_img2img_tail():
     """PNDM's two-call warm-up runs on a cut tail: from the third call on the latents are one step noisier."""
     z0, noise = torch.randn(1, 4, 16, 16, generator=gen(5)), torch.randn(1, 4, 16, 16, generator=gen(6))
@@ -156,23 +139,23 @@ def test_pndm_warm_up_lags_one_step_in_an_img2img_tail():
     final_sigma = ((1 - pndm.alphas_cumprod[0]) / pndm.alphas_cumprod[0]).sqrt().item()
     tail = img2img.start_timesteps(pndm, 10, 0.6)
     assert tail.tolist() == [601, 501, 401, 301, 201, 101, 1] and not hasattr(pndm, "set_begin_index")
-    told, held, (a, end) = _noise_levels(pndm, tail, z0, noise)
+    told, held, (a, end) = img2img.noise_levels(pndm, tail, z0, noise)
     assert abs(held[0] - told[0]) < 1e-3 and abs(held[1] - told[1]) < 1e-3  # the warm-up: 601 -> 501, corrected
     assert abs(held[2] - told[1]) < 1e-3  # told 401, still at 501's noise level
     assert all(h > t * 1.05 for h, t in zip(held[2:], told[2:]))
     assert end > 5 * final_sigma and a < 0.9  # noise left, signal scaled down
     # the same tail with the repeat put back, as in the full list, follows the schedule exactly
     tail = img2img.start_timesteps(pndm, 10, 0.6)
-    told, held, (a, end) = _noise_levels(pndm, torch.cat([tail[:2], tail[1:]]), z0, noise)
+    told, held, (a, end) = img2img.noise_levels(pndm, torch.cat([tail[:2], tail[1:]]), z0, noise)
     assert told[1] == told[2] and max(abs(h - t) for h, t in zip(held[2:], told[2:])) < 1e-3
     assert abs(end - final_sigma) < 1e-3
     # solvers without the warm-up call follow their tails exactly
     for cls, target in ((DDIMScheduler, final_sigma), (DPMSolverMultistepScheduler, 0.0)):
         solver = cls.from_config(pndm.config)
-        told, held, (a, end) = _noise_levels(solver, img2img.start_timesteps(solver, 10, 0.6), z0, noise)
+        told, held, (a, end) = img2img.noise_levels(solver, img2img.start_timesteps(solver, 10, 0.6), z0, noise)
         assert max(abs(h - t) for h, t in zip(held, told)) < 1e-3 and abs(end - target) < 1e-3 and abs(a - 1) < 1e-3
     # at strength 1 nothing is cut, and PNDM is exact too
-    told, held, (a, end) = _noise_levels(pndm, img2img.start_timesteps(pndm, 10, 1.0), z0, noise)
+    told, held, (a, end) = img2img.noise_levels(pndm, img2img.start_timesteps(pndm, 10, 1.0), z0, noise)
     assert max(abs(h - t) for h, t in zip(held, told)) < 1e-3 and abs(end - final_sigma) < 1e-3
 
 
