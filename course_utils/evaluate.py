@@ -15,8 +15,8 @@ deterministic on one machine. What is measured (issue 4's targets in ``TARGETS``
 * inpainting: the shape's box is masked and repainted in another colour; mean pixel change
   outside the mask divided by the change inside;
 * upscaling: 16x16 -> 64x64, PSNR against the original and against bicubic;
-* style models (no target in the issue): the share of shapes drawn as outlines by the outline
-  fine-tune (with and without its trigger word), its LoRA and its embedding, and by the base model;
+* style models (issue 16's targets in ``STYLE_TARGETS``): the share of shapes drawn as outlines by the
+  outline fine-tune (with and without its trigger word), its LoRA and its embedding, and by the base model;
 * the time of one 25-step 64x64 text-to-image sample (median of 5).
 """
 import argparse
@@ -33,15 +33,9 @@ from .inpaint import region_change
 from .models import tiny
 from .models.profiles import DEFAULTS
 from .models.registry import load_pipeline
-from .scores import generate, negative_scores, text2img_scores  # the text-to-image scores, shared with training/
+from .scores import STYLE_PROMPTS, negative_scores, outline_share, text2img_scores  # shared with training/
 from .upscale import low_res_input, psnr
 
-# Prompts for the style models (the outline fine-tune, its LoRA and its embedding); trained combinations.
-STYLE_PROMPTS = (
-    "a red circle on a white background", "a blue square on a yellow background", "a green triangle on a black background",
-    "a yellow circle on a blue background", "an orange square on a gray background", "a purple triangle on a white background",
-)
-STYLE_HOLLOW = 0.15  # world.classify(...)["hollow"] above this: the shape is drawn as an outline
 UPSCALE_SETTINGS = dict(num_inference_steps=25, noise_level=20, guidance_scale=1.0)  # no CFG: closest to the input
 
 TARGETS = {  # issue 4; ">=" unless the name says otherwise
@@ -54,7 +48,15 @@ TARGETS = {  # issue 4; ">=" unless the name says otherwise
     "upscale_gain_over_bicubic_db": 2.0,
     "sample_seconds": 0.5,  # <=
 }
-LOWER_IS_BETTER = ("inpaint_outside_over_inside", "sample_seconds")
+STYLE_TARGETS = {  # issue 16: lesson 7's style models visibly work (shares of 6 prompts x 20 seeds drawn hollow)
+    "style_finetune": 0.80,
+    "style_finetune_plain": 0.10,  # <=
+    "style_lora": 0.80,
+    "style_embedding": 0.60,
+    "style_base": 0.05,  # <=
+}
+TARGETS.update(STYLE_TARGETS)
+LOWER_IS_BETTER = ("inpaint_outside_over_inside", "sample_seconds", "style_finetune_plain", "style_base")
 
 
 def shape_box(sample: world.Sample, pad: int = 4) -> tuple:
@@ -102,12 +104,6 @@ def upscale_scores(pipe, n: int, **settings) -> dict:
         "bicubic_psnr_db": float(np.mean(bicubic)),
         "upscale_gain_over_bicubic_db": float(np.mean(ours) - np.mean(bicubic)),
     }
-
-
-def outline_share(pipe, prompts, seeds, **settings) -> float:
-    """Share of images whose shape ``world.classify`` finds hollow (an outline, not a solid shape)."""
-    found = [world.classify(im) for p in prompts for im in generate(pipe, p, seeds, **settings)]
-    return float(np.mean([f["shape"] is not None and f["hollow"] > STYLE_HOLLOW for f in found]))
 
 
 def style_scores(seeds, **settings) -> dict:
@@ -186,7 +182,7 @@ def meets(name: str, value: float) -> bool:
 
 
 def table(scores: dict) -> str:
-    """The scores as a Markdown table, with issue 4's targets where there is one."""
+    """The scores as a Markdown table, with issue 4's (and issue 16's style) targets where there is one."""
     lines = ["| score | value | target | met |", "|---|---|---|---|"]
     for name, value in scores.items():
         if name == "settings":

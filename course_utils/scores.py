@@ -112,3 +112,17 @@ def negative_scores(pipe, seeds, **settings) -> dict:
         "negative_removes_shape": float(np.mean(removed["shape"])) if removed["shape"] else float("nan"),
         "negative_images": len(both),
     }
+
+
+# Prompts for the style models (the outline fine-tune, its LoRA and its embedding); trained combinations.
+STYLE_PROMPTS = (
+    "a red circle on a white background", "a blue square on a yellow background", "a green triangle on a black background",
+    "a yellow circle on a blue background", "an orange square on a gray background", "a purple triangle on a white background",
+)
+STYLE_HOLLOW = 0.15  # world.classify(...)["hollow"] above this: the shape is drawn as an outline
+
+
+def outline_share(pipe, prompts, seeds, **settings) -> float:
+    """Share of images whose shape ``world.classify`` finds hollow (an outline, not a solid shape)."""
+    found = [world.classify(im) for p in prompts for im in generate(pipe, p, seeds, **settings)]
+    return float(np.mean([f["shape"] is not None and f["hollow"] > STYLE_HOLLOW for f in found]))

@@ -15,7 +15,11 @@ FAST = dict(  # per stage: the cheapest settings that still run every code path
     vae=dict(SMALL, scale_samples=32, eval_images=8),
     # the recipe's offset noise, open captions and bare-word captions; the shared scorer with 1 seed, 2 steps
     text2img=dict(SMALL, eval_seeds=1, eval_steps=2, eval_every=0, cache_scenes=16),
-    inpaint=SMALL, upscale=SMALL, finetune=SMALL, lora=SMALL, ti=SMALL,
+    inpaint=SMALL, upscale=SMALL,
+    # the style stages: cached latents of 8 scenes (finetune, lora) or rendered every step (ti); their own evaluation, 1 seed, 2 steps
+    finetune=dict(SMALL, cache_scenes=8, eval_seeds=1, eval_steps=2),
+    lora=dict(SMALL, cache_scenes=8, eval_seeds=1, eval_steps=2),
+    ti=dict(SMALL, cache_scenes=0, eval_seeds=1, eval_steps=2),
 )
 
 
@@ -55,8 +59,13 @@ def test_every_stage_logs_finite_losses(runs):
         assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows), stage
         assert (out / stage / "config.json").exists()
     assert set(results["text2img"]) >= {"seen_color", "held_out_color_and_shape"}  # course_utils.scores
-    assert results["ti"]["tokens"] == [tiny.EMBEDDING_TOKEN, f"{tiny.EMBEDDING_TOKEN}_1"]
-    assert results["ti"]["vectors"].shape == (2, configs.TINY_TEXT_ENCODER["hidden_size"])
+    n = config.STAGES["ti"].n_vectors
+    assert results["ti"]["tokens"] == [tiny.EMBEDDING_TOKEN] + [f"{tiny.EMBEDDING_TOKEN}_{i}" for i in range(1, n)]
+    assert results["ti"]["vectors"].shape == (n, configs.TINY_TEXT_ENCODER["hidden_size"])
+    # the style stages score themselves (course_utils.scores.outline_share): with and, for the fine-tune, without the trigger
+    assert set(results["finetune"]) >= {"style", "style_plain"} and "style" in results["lora"] and "style" in results["ti"]
+    cache = torch.load(out / "finetune" / "latents.pt", weights_only=False)
+    assert cache["mean"].shape == cache["styled_mean"].shape == (8, 4, 16, 16) and len(cache["labels"]) == 8
 
 
 @pytest.mark.slow
@@ -123,6 +132,11 @@ def test_export_loads_in_diffusers(runs, tmp_path, monkeypatch):
     assert tiny.community_file() == to / "community.safetensors"
     total = sum(f.stat().st_size for f in to.rglob("*") if f.is_file())
     assert total <= 40e6, f"data/tiny would be {total / 1e6:.1f} MB (issue 4: <= 40 MB)"
+    # only the style models: text2img/, inpaint/ and upscale/ are not written
+    only = tmp_path / "style_only"
+    assert set(export(out, only, ["finetune", "lora", "ti"])) == {"community", "lora", "ti"}
+    assert sorted(p.name for p in only.iterdir()) == ["community.safetensors", "outline_embedding.safetensors",
+                                                      "outline_lora", "training_results.json"]
 
 
 def test_training_schedules_are_the_pipelines():

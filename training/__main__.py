@@ -68,6 +68,7 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. batch_size=8 (after --overrides)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--to", default="data/tiny", help="export: target folder (default %(default)s)")
+    p.add_argument("--stages", help="export: only these stages, comma-separated, e.g. finetune,lora,ti (default: every finished one)")
     p.add_argument("--from", dest="src", default="data/tiny", help="restore: the exported models to start --out from (default %(default)s)")
     p.add_argument("--ckpt", help="diagnose: a text2img checkpoint to use instead of data/tiny's weights")
     p.add_argument("--seeds", default="0-19", help="diagnose: seeds, FIRST-LAST (default %(default)s)")
@@ -85,7 +86,7 @@ def main(argv=None):
     if a.stage == "export":
         from .export import export
 
-        export(a.out, a.to)
+        export(a.out, a.to, a.stages.split(",") if a.stages else None)
         return
     if a.stage == "diagnose":
         from .diagnose import diagnose, seed_range

@@ -32,6 +32,10 @@ from pathlib import Path
 from course_utils.models import configs, profiles, tiny
 
 OUTLINE_WIDTH = 5  # pixels: outlined shapes are a ring of this width in the shape's colour (3 was too thin for the 4x VAE: 18 dB vs 20 dB)
+# Half-widths (pixels) of outlined shapes, drawn uniformly; plain shapes have 10-22 (world.sample). The tiny VAE
+# fills in part of a small ring's inside: of 96 VAE reconstructions of 5 px outlines at r 10-22, 64% still read as
+# hollow (world.classify, hollow > 0.15), at r 18-26 94% (docs/training.md, "Issue 16: the style models retrained").
+OUTLINE_RADIUS = (18.0, 26.0)
 DEFAULT_OUT = "training/runs"  # where runs go: <out>/<stage>/{ckpt.pt, log.jsonl, config.json, result.json}
 HISTORY_DIR = Path(__file__).resolve().parent / "runs_that_made_data_tiny"  # the override files of the committed runs
 
@@ -123,6 +127,13 @@ class StyleSettings(Settings):
     style_share: float = 0.5  # share of outlined images per batch (the rest: plain images, plain captions)
     trigger: str = tiny.STYLE_WORD  # word added to captions of outlined images ("" for none): "a red circle in outline style"
     noise_offset: float = 0.2  # as text2img, so fine-tuning keeps backgrounds following the prompt
+    cache_scenes: int = 4096  # scenes VAE-encoded once, each both plain and outlined, reused with fresh captions; 0 = render and encode every step
+    eval_seeds: int = 4  # images per prompt of the stage's own evaluation (course_utils.scores.STYLE_PROMPTS: 6 prompts)
+    eval_steps: int = profiles.DEFAULTS["tiny"]["num_inference_steps"]  # sampler steps per image (PNDM, as the exported pipeline)
+    eval_guidance: float = profiles.DEFAULTS["tiny"]["guidance_scale"]  # the model card's guidance
+    # > 0: the loss is on the prediction the pipeline samples with, uncond + g * (cond - uncond), the empty
+    # caption's prediction as uncond (no gradient), instead of on cond alone (0: the usual loss)
+    loss_guidance: float = 0.0
 
 
 @dataclass
@@ -131,17 +142,22 @@ class FinetuneSettings(StyleSettings):
     batch_size: int = 32
     lr: float = 3e-4
     ema_decay: float = 0.995
+    train_text_encoder: bool = False  # True: the text encoder learns too (tried for issue 16: no better, docs/training.md)
 
 
 @dataclass
 class LoraSettings(StyleSettings):
-    steps: int = 1200
+    steps: int = 1000  # 400 steps drew 67% of 24 probe images as outlines (200: 42%)
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
+    warmup: int = 20
+    lr_drop_at: int = 800  # the last 200 steps at lr / 5
     style_share: float = 1.0  # a style LoRA: every image outlined ...
     trigger: str = ""  # ... and no trigger word: loading the LoRA is the trigger
     rank: int = 8  # LoRA rank
-    target_modules: tuple = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections of the UNet
+    # the attention projections and the ResNet blocks' 3x3 convolutions: on attention alone the LoRA learned
+    # little (18% outlines after 1,200 steps; docs/training.md)
+    target_modules: tuple = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 
 
 @dataclass
@@ -153,6 +169,10 @@ class TISettings(StyleSettings):
     trigger: str = tiny.EMBEDDING_TOKEN  # "<outline>" (diffusers adds "<outline>_1", ... for the further vectors)
     n_vectors: int = 2  # embedding vectors the token stands for
     init_word: str = tiny.STYLE_WORD  # vectors start as this word's embedding
+    # whose UNet (and text encoder) the embedding is trained for: "text2img" (the base model) or "finetune" (the
+    # community model, trained first). An embedding can only steer a frozen network toward what it can already
+    # draw: for the base model, which never drew an outline, 8 vectors at lr 2e-2 drew none after 150 steps.
+    unet_from: str = "text2img"
 
 
 STAGES = {  # stage name -> its settings, in the order `all` runs them (each starts from the ones before)

@@ -82,7 +82,7 @@ def styled_sample(seed: int):
     """A training scene drawn in the outlined style: ``(image, caption)`` (caption without the trigger)."""
     s = world.sample(seed, "train")
     rng = random.Random(f"style-{seed}")
-    r = rng.uniform(10, 22)  # same geometry distribution as world.sample
+    r = rng.uniform(*config.OUTLINE_RADIUS)  # larger than world.sample's 10-22: the VAE keeps big rings hollow
     cx, cy = rng.uniform(r + 2, world.SIZE - r - 2), rng.uniform(r + 2, world.SIZE - r - 2)
     return draw_outlined(s.color, s.shape, s.background, cx, cy, r), s.caption
 

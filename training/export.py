@@ -8,7 +8,7 @@ else in its file's; :func:`_declare_float32`). ``dtype=torch.float16`` gives the
 files (56 MB, 77 MB with ``*.fp16.safetensors`` variants beside them, as SD 1.5 ships) would not fit the
 40 MB budget; fp16 variants alone would not load without ``variant="fp16"``.
 
-``python -m training export --out training/runs --to data/tiny`` writes::
+``python -m training export --out training/runs --to data/tiny`` writes (``--stages finetune,lora,ti``: only those)::
 
     text2img/    StableDiffusionPipeline (EMA UNet + text encoder, VAE with its measured scaling_factor, PNDM)
     inpaint/unet/   the 9-channel inpainting UNet (the rest of that pipeline is text2img's)
@@ -33,7 +33,7 @@ from course_utils.models.original_layout import save_single_file
 from course_utils.models.surgery import upscaler_vae
 
 from . import config, data
-from .train import load_ckpt, trained_text2img, trained_vae, weights
+from .train import load_ckpt, new_text_encoder, trained_text2img, trained_vae, weights
 
 COMMON = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
@@ -87,7 +87,9 @@ def _save_unet(unet, folder: Path) -> int:
 def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
     """Export every finished stage of ``out`` (or only ``stages``) into ``to``; returns {name: bytes}.
 
-    Files of stages not exported are left as they are, and so are their entries in ``training_results.json``.
+    Files of stages not exported are left as they are, and so are their entries in ``training_results.json``:
+    ``stages=("finetune", "lora", "ti")`` replaces the style models and leaves ``text2img/`` (which those
+    stages start from, but which only the ``text2img`` stage writes), ``inpaint/`` and ``upscale/`` untouched.
     """
     out, to = Path(out), Path(to)
     to.mkdir(parents=True, exist_ok=True)
@@ -102,13 +104,14 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
     te, unet = trained_text2img(out)
     pndm = builders.pndm_scheduler()
 
-    def base(unet_):
-        return StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=data.tokenizer(), unet=unet_, scheduler=pndm, **COMMON)
+    def base(unet_, te_=None):
+        return StableDiffusionPipeline(vae=vae, text_encoder=te_ or te, tokenizer=data.tokenizer(), unet=unet_, scheduler=pndm, **COMMON)
 
-    _save(base(unet), to / "text2img")
-    sizes["text2img"] = _size(to / "text2img")
-    # fp16 copies were made in place: reload fp32 modules for the next pipelines
-    vae, (te, unet) = trained_vae(out), trained_text2img(out)
+    if "text2img" in stages:
+        _save(base(unet), to / "text2img")
+        sizes["text2img"] = _size(to / "text2img")
+        # fp16 copies were made in place: reload fp32 modules for the next pipelines
+        vae, (te, unet) = trained_vae(out), trained_text2img(out)
 
     # inpaint/ and upscale/ hold only their UNets: course_utils assembles those pipelines from
     # text2img/'s text encoder, tokenizer and VAE, so those are stored once.
@@ -131,8 +134,12 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
         ck = load_ckpt(out, "finetune")
         u = UNet2DConditionModel(**configs.TINY_UNET)
         u.load_state_dict(weights(ck, "unet"))
+        te_ft = None
+        if "text_encoder" in ck["modules"]:  # trained with the UNet (train_text_encoder)
+            te_ft = new_text_encoder()
+            te_ft.load_state_dict(weights(ck, "text_encoder"))
         path = to / "community.safetensors"
-        save_single_file(_half(base(u)), path, metadata=dict(made_by="sd-course", trigger=config.STAGES["finetune"].trigger))
+        save_single_file(_half(base(u, te_ft)), path, metadata=dict(made_by="sd-course", trigger=config.STAGES["finetune"].trigger))
         sizes["community"] = _size(path)
         vae, (te, unet) = trained_vae(out), trained_text2img(out)
 

@@ -346,18 +346,28 @@ class UpscaleStage(_Diffusion):
 class FinetuneStage(_Diffusion):
     """The "community" fine-tune: text2img's UNet learns outlined shapes for captions with the trigger word."""
 
+    name = "finetune"  # the stage's folder (its latent cache goes there)
+
     def __init__(self, cfg, out):
         super().__init__(cfg, out)
         self.vae, self.sched = trained_vae(out), ddpm()
         te, self.unet = trained_text2img(out)
+        if getattr(cfg, "unet_from", "text2img") == "finetune":  # TI for the community model: its (EMA) weights
+            ck = load_ckpt(out, "finetune")
+            self.unet.load_state_dict(weights(ck, "unet"))
+            if "text_encoder" in ck["modules"]:
+                te.load_state_dict(weights(ck, "text_encoder"))
         self.text_encoder = te.requires_grad_(False).eval()
         self.tokenizer = data.tokenizer()
         self.setup()
+        self.cache = style_cache(self.vae, cfg.cache_scenes, cfg.seed, Path(out) / self.name) if cfg.cache_scenes else None
 
     def setup(self):
         """What is trained (LoRA and TI train other parameters of the same models)."""
         self.modules = dict(unet=self.unet)
-        self.params = list(self.unet.parameters())
+        if self.cfg.train_text_encoder:
+            self.modules["text_encoder"] = self.text_encoder.requires_grad_(True).train()
+        self.params = [p for m in self.modules.values() for p in m.parameters()]
         self.ema_modules = dict(self.modules)
 
     def trigger(self) -> str:
@@ -365,14 +375,90 @@ class FinetuneStage(_Diffusion):
 
     def loss(self, step, gen):
         c = self.cfg
-        b = data.style_batch(c.seed, step, c.batch_size, c.style_share, self.trigger(), tok=self.tokenizer)
-        noisy, noise, t = self.noised(self.encode(b["pixels"], gen), gen)
-        pred = self.unet(noisy, t, self.text(b["input_ids"])).sample
+        if self.cache is None:
+            b = data.style_batch(c.seed, step, c.batch_size, c.style_share, self.trigger(), tok=self.tokenizer)
+            lat, ids = self.encode(b["pixels"], gen), b["input_ids"]
+        else:  # cached scenes: plain or outlined, a fresh latent sample and a fresh caption each time
+            idx = torch.randint(0, len(self.cache["labels"]), (c.batch_size,), generator=gen)
+            styled = torch.rand(c.batch_size, generator=gen) < c.style_share
+            pick = styled[:, None, None, None]
+            mean = torch.where(pick, self.cache["styled_mean"][idx], self.cache["mean"][idx])
+            std = torch.where(pick, self.cache["styled_std"][idx], self.cache["std"][idx])
+            lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
+            rng = random.Random(f"style-captions-{c.seed}-{step}")
+            captions = [data.caption(*self.cache["labels"][i], rng) for i in idx.tolist()]
+            captions = [data.with_trigger(t, self.trigger()) if s else t for t, s in zip(captions, styled.tolist())]
+            ids = data.tokenize(captions, self.tokenizer)
+        noisy, noise, t = self.noised(lat, gen)
+        pred = self.unet(noisy, t, self.text(ids)).sample
+        if c.loss_guidance:  # as the pipeline samples: classifier-free guidance with the empty prompt
+            with torch.no_grad():
+                empty = self.text_encoder(data.tokenize([""] * len(ids), self.tokenizer))[0]
+                uncond = self.unet(noisy, t, empty).sample
+            pred = uncond + c.loss_guidance * (pred - uncond)
         return F.mse_loss(pred, noise), {}
+
+    def pipeline(self, run) -> StableDiffusionPipeline:
+        """The pipeline the stage's evaluation samples from (the EMA UNet)."""
+        ema = run.ema.shadow
+        unet = with_weights(self.unet, ema["unet"]) if "unet" in ema else self.unet.eval()
+        te = with_weights(self.text_encoder, ema["text_encoder"]) if "text_encoder" in ema else self.text_encoder.eval()
+        return text2img_pipeline(self.vae, te, unet)
+
+    @torch.no_grad()
+    def evaluate(self, run):
+        """Share of outlined shapes (``course_utils.scores.outline_share``) over ``eval_seeds`` seeds of its
+        6 prompts: with the trigger (``style``) and, where there is one, without it (``style_plain``)."""
+        from course_utils.scores import STYLE_PROMPTS, outline_share
+
+        c = self.cfg
+        pipe = self.pipeline(run)
+        pipe.tokenizer = self.tokenizer
+        settings = dict(height=world.SIZE, width=world.SIZE, num_inference_steps=c.eval_steps, guidance_scale=c.eval_guidance)
+        seeds = range(c.eval_seeds)
+        out = dict(style=outline_share(pipe, [data.with_trigger(p, self.trigger()) for p in STYLE_PROMPTS], seeds, **settings))
+        if self.trigger():
+            out["style_plain"] = outline_share(pipe, STYLE_PROMPTS, seeds, **settings)
+        for m in self.modules.values():
+            m.train()
+        return out
+
+
+@torch.no_grad()
+def style_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict:
+    """Encode ``n`` world scenes once, plain and outlined (``data.styled_sample``): posterior ``mean``/``std``
+    and ``styled_mean``/``styled_std`` ``[n, 4, 16, 16]``, and their ``labels``.
+
+    Saved as ``<folder>/latents.pt``, so a resumed run does not encode again. The outlined scene of a
+    seed has the plain one's colours and shape (its own size and place).
+    """
+    path = Path(folder) / "latents.pt"
+    if path.exists():
+        cache = torch.load(path, weights_only=False)
+        if len(cache["labels"]) == n and cache.get("outline") == (config.OUTLINE_WIDTH, config.OUTLINE_RADIUS):
+            return cache
+    parts = dict(mean=[], std=[], styled_mean=[], styled_std=[])
+    labels = []
+    t0 = time.perf_counter()
+    for i in range(0, n, chunk):
+        seeds = [data.world_seed(seed + 100, i // chunk, j, chunk) for j in range(min(chunk, n - i))]
+        plain = [world.sample(s, "train") for s in seeds]
+        for key, images in (("", [p.image for p in plain]), ("styled_", [data.styled_sample(s)[0] for s in seeds])):
+            dist = vae.encode(data.to_tensor(images)).latent_dist
+            parts[key + "mean"].append(dist.mean)
+            parts[key + "std"].append(dist.std)
+        labels += [(p.color, p.shape, p.background) for p in plain]
+    cache = dict({k: torch.cat(v) for k, v in parts.items()}, labels=labels, outline=(config.OUTLINE_WIDTH, config.OUTLINE_RADIUS))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    _save(path, cache)
+    print(f"[style] encoded {n} scenes, plain and outlined, in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
+    return cache
 
 
 class LoraStage(FinetuneStage):
-    """A LoRA (peft, rank ``cfg.rank``) on the UNet's attention projections; everything else frozen."""
+    """A LoRA (peft, rank ``cfg.rank``) on the UNet's ``cfg.target_modules``; everything else frozen."""
+
+    name = "lora"
 
     def setup(self):
         from peft import LoraConfig
@@ -384,9 +470,14 @@ class LoraStage(FinetuneStage):
         self.params = [p for n, p in self.unet.named_parameters() if "lora_" in n]
         self.ema_modules = {}
 
+    def pipeline(self, run):
+        return text2img_pipeline(self.vae, self.text_encoder, self.unet.eval())
+
 
 class TIStage(FinetuneStage):
     """Textual inversion: only the embedding rows of ``<outline>``, ``<outline>_1``, ... are learned."""
+
+    name = "ti"
 
     def setup(self):
         c = self.cfg
@@ -410,6 +501,9 @@ class TIStage(FinetuneStage):
 
     def trigger(self) -> str:
         return " ".join(self.tokens)  # every vector in every caption: "a red circle in <outline> <outline>_1 style"
+
+    def pipeline(self, run):
+        return text2img_pipeline(self.vae, self.text_encoder.eval(), self.unet.eval())
 
     @torch.no_grad()
     def after_step(self):

@@ -72,8 +72,9 @@ def lora_folder() -> Path:
     """The `tiny` outline-style LoRA: a folder with ``pytorch_lora_weights.safetensors`` (what ``load_lora_weights`` reads).
 
     peft's ``LoraConfig`` added a low-rank pair ``A`` [r, in] / ``B`` [out, r] beside each
-    ``to_q``/``to_k``/``to_v``/``to_out.0`` of the UNet; training learned them so that every
-    shape is drawn as an outline.
+    ``to_q``/``to_k``/``to_v``/``to_out.0`` of the UNet and each ResNet block's ``conv1``/``conv2``
+    (for a convolution, ``A`` is an [r, in, 3, 3] convolution and ``B`` an [out, r, 1, 1] one);
+    training learned them so that every shape is drawn as an outline.
     """
     return tiny_file("outline_lora")
 
