@@ -3,6 +3,7 @@
 #   make lab      - JupyterLab on the course's kernel, in notebooks/ (the widgets' front end included): open its URL
 #   make test     - unit tests, every notebook through nbval on `tiny`, equivalence tests, the browser tests
 #   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
+#   make test-recipe - lesson 10's full training recipe on tiny against its targets (~5 min on a 2-core CPU)
 #   make gpu-check - on a CUDA machine: every lesson on `tiny` and full-size `sd15`, time + peak GPU memory, the bench
 #                    -> docs/gpu-report.md + .json (docs/gpu-check.md); without an NVIDIA GPU it says to run `make test`
 #   make gpu-wheels - where pip works: the wheels a bare GPU machine lacks -> .whl/ (for `make gpu-check` there)
@@ -15,7 +16,7 @@ STAMP := $(VENV)/.course-installed
 HUB_VENV ?= .venv-hub
 HUB_STAMP := $(HUB_VENV)/.hub-installed
 
-.PHONY: course lab test test-fast install hub sync clean gpu-check gpu-wheels
+.PHONY: course lab test test-fast test-recipe install hub sync clean gpu-check gpu-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,14 +45,19 @@ LAB_ARGS ?=
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1
+# COURSE_TRAIN_STEPS: lesson 10's short schedule (its full recipe, 400 steps, is `make test-recipe`)
+TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 COURSE_TRAIN_STEPS=24
 
 test: $(STAMP) $(HUB_STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -q -m "not recipe"
+
+# Lesson 10's full recipe on tiny (400 LoRA steps, ~5 min on a 2-core CPU) against the issue's targets.
+test-recipe: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -q -m recipe
 
 # The unit tests without the slow ones (notebooks, full evaluations, training runs): under a minute.
 test-fast: $(STAMP) $(HUB_STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow and not recipe"
 
 # After editing a notebook's .py (or .ipynb), bring its pair up to date.
 sync: $(STAMP)

@@ -65,6 +65,12 @@ def __getattr__(name: str):
     elif name == "long_prompt":
         import course_utils.long_prompt as value
         return value
+    elif name == "new_concept":
+        import course_utils.new_concept as value
+        return value
+    elif name == "scores":
+        import course_utils.scores as value
+        return value
     elif name == "single_file":
         import course_utils.single_file as value
         return value
@@ -92,6 +98,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "CourseError", *_DEVICE, *_IMAGES, *_REGISTRY, *_PROFILES, *_HUB, *_VISUAL, "LatentRecorder", "setup",
-    "by_hand", "community", "diagrams", "img2img", "inpaint", "long_prompt", "single_file", "text_embeddings",
+    "by_hand", "community", "diagrams", "img2img", "inpaint", "long_prompt", "new_concept", "scores", "single_file",
+    "text_embeddings",
     "unet_inside", "upscale", "world", "models",
 ]

@@ -10,7 +10,7 @@ from course_utils.paths import ROOT
 PACKAGE = ROOT / "course_utils"
 MODELS = PACKAGE / "models"
 LESSON_MODULES = {"by_hand", "img2img", "inpaint", "upscale", "long_prompt", "community", "single_file", "visual", "steps", "images",
-                  "diagrams", "text_embeddings", "unet_inside"}
+                  "diagrams", "text_embeddings", "unet_inside", "new_concept"}
 BASICS = {"errors", "paths", "device"}
 TOP = {"notebook", "cli", "evaluate", "bench", "doctor", "hub_mirror", "__main__"}
 

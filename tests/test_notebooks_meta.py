@@ -13,7 +13,7 @@ DEPRECATED = re.compile(r"unet[.]in_channels|torch_dtype[=]|CLIPFeature[E]xtract
 
 def test_all_lessons_present():
     numbers = [int(p.name[:2]) for p in NOTEBOOKS]
-    assert numbers == list(range(1, 10)), [p.name for p in NOTEBOOKS]
+    assert numbers == list(range(1, 11)), [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -104,3 +104,18 @@ def test_classifier_ignores_specks_and_tells_outlines():
     got = world.classify(ring)
     print(got)
     assert got["color"] == "blue" and got["hollow"] > 0.4 and got["fill"] < 0.5
+
+
+def test_new_shapes_are_drawn_and_read_back_only_when_asked_for():
+    """Lesson 10's diamond: rendered ground truth is read back as a diamond with NEW_SHAPES among the templates;
+    the world's own shapes keep their labels; and the default templates (every score the course quotes) never say diamond."""
+    every = world.SHAPES + world.NEW_SHAPES
+    for shape in every:
+        found = [world.classify(world.sample(i, shape=shape).image, shapes=every) for i in range(40)]
+        assert all(f["shape"] == shape for f in found), (shape, [f["shape"] for f in found])
+    diamonds = [world.sample(i, shape="diamond") for i in range(40)]
+    assert {world.classify(s.image)["shape"] for s in diamonds} <= set(world.SHAPES)
+    assert all("diamond" in s.caption and s.color in s.caption for s in diamonds)  # never an empty caption
+    assert [world.sample(i).caption for i in range(50)] == [world.sample(i, "train").caption for i in range(50)]
+    with pytest.raises(ValueError, match="unknown shape 'star'"):
+        world.sample(0, shape="star")

@@ -31,6 +31,8 @@ PROMPTS = {
         "negative": "blurry, low quality",  # the negative prompt (lesson 5)
         "inpaint": "a photograph of an astronaut wearing a red knitted hat",  # what to paint into the mask (lesson 8)
         "another_edit": "a photograph of a cat sitting on a sofa",  # a second inpainting edit (lesson 8, exercise 3)
+        "new_concept": "a photo of sks cat",  # lesson 10's DreamBooth-style LoRA: "sks" is a rare token for this one cat
+        "concept_class": "a photo of a cat",  # its class: what the model already draws (the prior to preserve)
     },
     "tiny": {
         "main": "a red circle on a blue background",
@@ -41,13 +43,16 @@ PROMPTS = {
         "open_shape": "a red shape on a white background",  # leaves the shape to the model (lesson 5, exercise 4)
         "inpaint": "a green square on a blue background",  # what to paint into the masked box (the rest stays blue)
         "another_edit": "a green square on a white background",
+        "new_concept": "a red diamond on a white background",  # lesson 10: a shape the model has never seen
+        "concept_class": "a red square on a white background",  # what it draws instead (and must keep drawing)
     },
 }
 PROMPTS["sd15-random"] = PROMPTS["sd15"]
 
 # The lessons' input images, named by what they are for: files in data/ (see data/README.md).
 IMAGES = {
-    "sd15": {"photo": "astronaut.png", "sketch": "sketch.png", "upscale": "chelsea.png"},
+    "sd15": {"photo": "astronaut.png", "sketch": "sketch.png", "upscale": "chelsea.png",
+             "new_concept": "chelsea.png"},  # lesson 10: crops of this cat teach the model "sks cat"
     "tiny": {"photo": "tiny_scene.png", "sketch": "tiny_sketch.png", "upscale": "tiny_scene2.png"},
 }
 IMAGES["sd15-random"] = IMAGES["sd15"]

@@ -1,0 +1,204 @@
+"""Teaching a model something it has never seen: the data, one training step, and how to tell it learned.
+
+Lesson 10 writes the training loop out in its cells and checks its first step against :func:`training_loss`;
+``tests/test_new_concept.py`` checks this module against diffusers and the world's ground truth.
+
+Stable Diffusion is trained with one loss (lesson 03, §2). Turned into an optimiser step::
+
+    x_0   = vae.encode(image) * scaling_factor          # latents [B, 4, h, w] (cached once: the VAE is frozen)
+    c     = text_encoder(caption ids)                    # [B, 77, hidden]      (cached once: frozen too)
+    eps   = randn_like(x_0)                              # the noise to predict
+    t     = randint(0, 1000, [B])                        # a random timestep per image
+    x_t   = scheduler.add_noise(x_0, eps, t)             # sqrt(a_bar_t) x_0 + sqrt(1 - a_bar_t) eps
+    loss  = mse(unet(x_t, t, c), eps)                    # how wrong the predicted noise is
+    loss.backward(); optimizer.step()                    # only the trainable weights move (here: a LoRA)
+
+On `tiny` the new thing is a shape of the world it never drew (``world.NEW_SHAPES``: a diamond), rendered with
+captions ("a red diamond on a white background") and mixed half and half with the world's own captioned scenes
+(*prior preservation*, as DreamBooth mixes in class images), so that the old prompts keep their meaning.
+:func:`share_drawn` reads the pictures back with ``world.classify`` to count how many show the new shape.
+"""
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from course_utils import world
+
+__all__ = ["NOISE_OFFSET", "LORA_TARGETS", "concept_scenes", "prior_scenes", "photo_crops", "encode_dataset",
+           "sample_latents", "training_loss", "concept_prompts", "share_drawn"]
+
+NOISE_OFFSET = 0.2  # offset noise, as `tiny` was trained (lesson 03's box): plain dark or bright backgrounds stay reachable
+# Where the LoRA sits: the attention projections AND the ResNet blocks' two convolutions. A LoRA on the attention
+# projections alone (46,592 parameters on `tiny`) drew no diamond in 240 steps (docs/training.md, "Toward issue 16"):
+# a shape's corners are made by the convolutions, not by where the text attends.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
+PRIOR_SEED = 10**9  # prior scenes are world.sample(PRIOR_SEED + i): seeds no concept scene uses
+
+
+def concept_scenes(shape: str, n: int, seed: int = 0) -> list:
+    """``n`` rendered scenes of a shape, in the world's colours, backgrounds, sizes and caption templates.
+
+    Args:
+        shape (`str`): e.g. ``"diamond"`` (``world.NEW_SHAPES``).
+        n (`int`): how many.
+        seed (`int`, defaults to 0): scene ``i`` is ``world.sample(seed + i, shape=shape)``.
+
+    Returns:
+        `list[world.Sample]`: ``.image`` (64x64 RGB), ``.caption`` (never empty), ``.color``, ``.background``.
+    """
+    return [world.sample(seed + i, shape=shape) for i in range(n)]
+
+
+def prior_scenes(n: int, seed: int = 0) -> list:
+    """``n`` of the world's own training scenes (circles, squares, triangles; 10% with an empty caption).
+
+    Args:
+        n (`int`): how many.
+        seed (`int`, defaults to 0): scene ``i`` is ``world.sample(PRIOR_SEED + seed + i, "train")``.
+
+    Returns:
+        `list[world.Sample]`.
+    """
+    return [world.sample(PRIOR_SEED + seed + i, "train") for i in range(n)]
+
+
+def photo_crops(image: Image.Image, n: int, size: int, seed: int = 0, scale: tuple = (0.6, 1.0)) -> list:
+    """``n`` random square crops of one photo, resized to ``size``: a handful of "instance" images (DreamBooth).
+
+    Args:
+        image (`PIL.Image.Image`): the photo (any size; RGB).
+        n (`int`): how many crops.
+        size (`int`): their side in pixels (the pipeline's height and width, e.g. 512).
+        seed (`int`, defaults to 0): for the crop positions.
+        scale (`tuple[float, float]`, defaults to ``(0.6, 1.0)``): the crop's side as a share of the photo's shorter side.
+
+    Returns:
+        `list[PIL.Image.Image]`: ``n`` RGB images of ``size`` x ``size``.
+    """
+    image = image.convert("RGB")
+    rng = random.Random(seed)
+    short = min(image.size)
+    out = []
+    for _ in range(n):
+        side = int(short * rng.uniform(*scale))
+        x, y = rng.randint(0, image.width - side), rng.randint(0, image.height - side)
+        out.append(image.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.LANCZOS))
+    return out
+
+
+@torch.no_grad()
+def encode_dataset(pipe, images: list, captions: list[str], batch_size: int = 64) -> dict:
+    """Run the frozen VAE and text encoder once over the training set, so each step only runs the UNet.
+
+    Args:
+        pipe (`StableDiffusionPipeline`): its ``vae``, ``tokenizer`` and ``text_encoder`` are used.
+        images (`list[PIL.Image.Image]`): ``N`` images at the pipeline's size.
+        captions (`list[str]`): ``N`` captions.
+        batch_size (`int`, defaults to 64): images per VAE call.
+
+    Returns:
+        `dict`: ``mean`` and ``std`` of the VAE's latent distribution, ``[N, 4, h, w]`` each, unscaled, on the
+        CPU in float32 (:func:`sample_latents` draws from it and scales); ``text`` ``[N, 77, hidden]``, the text
+        encoder's output, on the CPU in float32.
+    """
+    if len(images) != len(captions):
+        raise ValueError(f"one caption per image: got {len(images)} images and {len(captions)} captions")
+    vae, text_encoder, tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
+    means, stds, texts = [], [], []
+    for k in range(0, len(images), batch_size):
+        pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
+                              for im in images[k:k + batch_size]]) / 127.5 - 1  # [b, 3, H, W] in [-1, 1]
+        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+        means.append(dist.mean.float().cpu())
+        stds.append(dist.std.float().cpu())
+        ids = tokenizer(captions[k:k + batch_size], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        texts.append(text_encoder(ids.to(text_encoder.device))[0].float().cpu())
+    return dict(mean=torch.cat(means), std=torch.cat(stds), text=torch.cat(texts))
+
+
+def sample_latents(data: dict, index: torch.Tensor, scaling_factor: float, generator: torch.Generator) -> torch.Tensor:
+    """Latents ``x_0`` for the images ``index``: a draw from the VAE's distribution, times ``scaling_factor``.
+
+    Args:
+        data (`dict`): from :func:`encode_dataset`.
+        index (`torch.LongTensor`): ``[B]`` image numbers.
+        scaling_factor (`float`): ``vae.config.scaling_factor``.
+        generator (`torch.Generator`): a CPU generator.
+
+    Returns:
+        `torch.Tensor`: ``[B, 4, h, w]`` on the CPU, float32.
+    """
+    mean, std = data["mean"][index], data["std"][index]
+    return (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
+
+
+def training_loss(unet, scheduler, latents: torch.Tensor, text: torch.Tensor, generator: torch.Generator,
+                  noise_offset: float = NOISE_OFFSET) -> torch.Tensor:
+    """Stable Diffusion's training loss for one batch: noise the latents, predict the noise, mean squared error.
+
+    Args:
+        unet (`UNet2DConditionModel`): predicts epsilon.
+        scheduler: a scheduler with ``add_noise`` and ``config.num_train_timesteps`` (the pipeline's, or DDPM).
+        latents (`torch.Tensor`): ``x_0``, ``[B, 4, h, w]``, already scaled.
+        text (`torch.Tensor`): ``c``, ``[B, 77, hidden]``.
+        generator (`torch.Generator`): a CPU generator; draws the noise, then the timesteps.
+        noise_offset (`float`, defaults to ``NOISE_OFFSET``): adds ``noise_offset * randn([B, 4, 1, 1])`` to the
+            noise (one value per image and channel).
+
+    Returns:
+        `torch.Tensor`: the scalar loss (float32), with a gradient for whatever in ``unet`` requires one.
+    """
+    b, ch = latents.shape[:2]
+    noise = torch.randn(latents.shape, generator=generator)  # eps
+    noise = noise + noise_offset * torch.randn((b, ch, 1, 1), generator=generator)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
+    device, dtype = unet.device, unet.dtype
+    latents, noise, t = latents.to(device, dtype), noise.to(device, dtype), t.to(device)
+    noisy = scheduler.add_noise(latents, noise, t)  # x_t
+    eps_hat = unet(noisy, t, encoder_hidden_states=text.to(device, dtype)).sample
+    return F.mse_loss(eps_hat.float(), noise.float())
+
+
+def concept_prompts(shape: str, n: int = 20) -> list[str]:
+    """``n`` prompts for ``shape``, every colour in turn, every other one with a background.
+
+    Args:
+        shape (`str`): e.g. ``"diamond"``.
+        n (`int`, defaults to 20): how many.
+
+    Returns:
+        `list[str]`: ``"a red diamond"``, ``"an orange diamond on a black background"``, ...
+    """
+    colors, backgrounds = list(world.COLORS), ["white", "black", "gray", "blue", "yellow"]
+    prompts = []
+    for i in range(n):
+        color, background = colors[i % len(colors)], backgrounds[i % len(backgrounds)]
+        prompt = f"{world.article(color)} {color} {shape}"
+        if i % 2 and background != color:
+            prompt += f" on {world.article(background)} {background} background"
+        prompts.append(prompt)
+    return prompts
+
+
+@torch.no_grad()
+def share_drawn(pipe, shape: str, prompts: list[str], seeds: list[int] | None = None, **settings) -> tuple:
+    """The share of images that ``world.classify`` (with ``world.NEW_SHAPES`` among its templates) reads as ``shape``.
+
+    Args:
+        pipe (`StableDiffusionPipeline`): a `tiny` text-to-image pipeline (with or without a LoRA).
+        shape (`str`): the shape to look for.
+        prompts (`list[str]`): one image per prompt, in one batch.
+        seeds (`list[int]`, *optional*): one seed per prompt (default ``0, 1, 2, ...``).
+        **settings: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
+
+    Returns:
+        `tuple[float, list[PIL.Image.Image], list[dict]]`: the share, the images and what ``classify`` found.
+    """
+    seeds = list(range(len(prompts))) if seeds is None else list(seeds)
+    images = pipe(list(prompts), generator=[torch.Generator().manual_seed(s) for s in seeds], **settings).images
+    found = [world.classify(im, shapes=world.SHAPES + world.NEW_SHAPES) for im in images]
+    return float(np.mean([f["shape"] == shape for f in found])), images, found
