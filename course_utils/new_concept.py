@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from course_utils import world
+from course_utils import by_hand, world
 
 __all__ = ["NOISE_OFFSET", "LORA_TARGETS", "concept_scenes", "prior_scenes", "photo_crops", "encode_dataset",
            "sample_latents", "training_loss", "concept_prompts", "share_drawn"]
@@ -114,9 +114,7 @@ def encode_dataset(pipe, images: list, captions: list[str], batch_size: int = 64
         dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
         means.append(dist.mean.float().cpu())
         stds.append(dist.std.float().cpu())
-        ids = tokenizer(captions[k:k + batch_size], padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
-        texts.append(text_encoder(ids.to(text_encoder.device))[0].float().cpu())
+        texts.append(by_hand.encode_text(tokenizer, text_encoder, captions[k:k + batch_size]).float().cpu())
     return dict(mean=torch.cat(means), std=torch.cat(stds), text=torch.cat(texts))
 
 

@@ -149,8 +149,7 @@ def round_trip(image):
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     with torch.no_grad():
         latents = pipe.vae.encode(x.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
-        out = pipe.vae.decode(latents).sample
-    return Image.fromarray(((out[0].permute(1, 2, 0).float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+    return cu.decode_latents(pipe.vae, latents * pipe.vae.config.scaling_factor)[0]  # (it undoes the scaling)
 
 
 def overlap(a, b):
