@@ -14,16 +14,35 @@ from .models import tiny
 
 
 def style_prompt(prompt: str, word: str = tiny.STYLE_WORD) -> str:
-    """``prompt`` with a style's trigger word, as the `tiny` community fine-tune was trained (lesson 07, §1).
+    """``prompt`` with a style's trigger word in front, as the `tiny` community fine-tune was trained (lesson 07, §1).
+
+    The word goes first because CLIP's text encoder is causal: a token changes only the tokens after it,
+    so a word at the end leaves the prompt's own tokens exactly as they were.
 
     Args:
         prompt (`str`): e.g. ``"a red circle on a white background"``.
         word (`str`, defaults to ``"outline"``): the trigger word (or an embedding's token, §5).
 
     Returns:
-        `str`: e.g. ``"a red circle on a white background in outline style"``.
+        `str`: e.g. ``"outline style, a red circle on a white background"``.
     """
-    return f"{prompt} in {word} style"
+    return f"{word} style, {prompt}"
+
+
+def embedding_prompt(prompt: str, token: str = tiny.EMBEDDING_TOKEN) -> str:
+    """``prompt`` with a textual-inversion token alone in front, as `tiny`'s ``<outline>`` was trained (lesson 07, §5).
+
+    Not in the fine-tune's ``"<word> style, "`` pattern: `tiny`'s community model draws outlines for that
+    pattern whatever the word, so there the embedding's vectors would not matter.
+
+    Args:
+        prompt (`str`): e.g. ``"a red circle on a white background"``.
+        token (`str`, defaults to ``"<outline>"``): the embedding's token.
+
+    Returns:
+        `str`: e.g. ``"<outline>, a red circle on a white background"``.
+    """
+    return f"{token}, {prompt}"
 
 
 def embedding_vectors(path) -> torch.Tensor:

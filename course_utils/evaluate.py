@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from . import world
+from .community import embedding_prompt, style_prompt
 from .inpaint import region_change
 from .models import tiny
 from .models.profiles import DEFAULTS
@@ -52,7 +53,7 @@ STYLE_TARGETS = {  # issue 16: lesson 7's style models visibly work (shares of 6
     "style_finetune": 0.80,
     "style_finetune_plain": 0.10,  # <=
     "style_lora": 0.80,
-    "style_embedding": 0.60,
+    "style_embedding": 0.60,  # in the community model, which it was trained for
     "style_base": 0.05,  # <=
 }
 TARGETS.update(STYLE_TARGETS)
@@ -110,21 +111,30 @@ def style_scores(seeds, **settings) -> dict:
     """How often each `tiny` style model draws outlines, and the base model without them.
 
     ``style_base``: the base model, plain prompts; ``style_finetune``: the community model with
-    its trigger ("... in outline style"), ``style_finetune_plain`` the same model without it;
-    ``style_lora``: the base model with the outline LoRA, plain prompts; ``style_embedding``: the
-    base model with the ``<outline>`` embedding ("... in <outline> style").
+    its trigger word in front (``community.style_prompt``: "outline style, a red circle ..."),
+    ``style_finetune_plain`` the same model without it, ``style_finetune_other_word`` with another
+    word in its place ("watercolor style, ..."); ``style_lora``: the base model with the outline
+    LoRA, plain prompts; ``style_embedding``: the community model, for which the ``<outline>``
+    embedding was trained, with the token in front (``community.embedding_prompt``: "<outline>, a red
+    circle ..."); ``style_embedding_base``: the same embedding loaded into the base model, which never
+    drew an outline.
     """
     word, token = tiny.STYLE_WORD, tiny.EMBEDDING_TOKEN
     base = load_pipeline("text2img", profile="tiny", device="cpu")
     scores = {"style_base": outline_share(base, STYLE_PROMPTS, seeds, **settings)}
     base.load_textual_inversion(str(tiny.embedding_file()), token=token)
-    scores["style_embedding"] = outline_share(base, [f"{p} in {token} style" for p in STYLE_PROMPTS], seeds, **settings)
+    with_token = [embedding_prompt(p, token) for p in STYLE_PROMPTS]
+    scores["style_embedding_base"] = outline_share(base, with_token, seeds, **settings)
     base = load_pipeline("text2img", profile="tiny", device="cpu")
     base.load_lora_weights(str(tiny.lora_folder()))
     scores["style_lora"] = outline_share(base, STYLE_PROMPTS, seeds, **settings)
     tuned = load_pipeline("community", profile="tiny", device="cpu")
-    scores["style_finetune"] = outline_share(tuned, [f"{p} in {word} style" for p in STYLE_PROMPTS], seeds, **settings)
+    scores["style_finetune"] = outline_share(tuned, [style_prompt(p, word) for p in STYLE_PROMPTS], seeds, **settings)
     scores["style_finetune_plain"] = outline_share(tuned, STYLE_PROMPTS, seeds, **settings)
+    scores["style_finetune_other_word"] = outline_share(tuned, [style_prompt(p, "watercolor") for p in STYLE_PROMPTS],
+                                                        seeds, **settings)
+    tuned.load_textual_inversion(str(tiny.embedding_file()), token=token)
+    scores["style_embedding"] = outline_share(tuned, with_token, seeds, **settings)
     return scores
 
 

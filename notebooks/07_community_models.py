@@ -136,26 +136,60 @@ else:
 # %% [markdown]
 # With `sd15` it ran — but "EasyNegative" was not doing what its author meant. We come back to
 # that in step 5. On `tiny` (top row: base model, bottom row: community model; left: plain prompt,
-# right: with "in outline style") the community model with the trigger word *should* draw an
-# outline, `hollow` rising while colour and background stay. With this seed it does not: `tiny`'s
-# fine-tune learned the style only weakly, and hardly the word (the box below). What is real here is
-# the mechanism: another model's weights, loaded from one file, behind the same pipeline. Step 6's
-# LoRA shows the style itself working.
+# right: with the trigger word in front, `community.style_prompt`) the community model draws an
+# outline when the prompt starts with "outline style": `hollow` rises and the colour stays. Without
+# the word, and in the base model, the shape stays solid. Same architecture, other weights, loaded
+# from one file behind the same pipeline. The background is the fine-tune's weak spot: with the word
+# in front it was right in 38% of 24 test pictures (100% without). The word shifts every later token,
+# and 2,000 training steps did not fully teach the UNet where "white background" now sits.
+#
+# **Why the trigger word goes first.** CLIP's text encoder is causal (lesson 2, §9): each token sees
+# only the tokens before it. A word at the end of a prompt leaves every earlier token exactly as it
+# was and changes only what follows: the end token and the padding. How much does the padding
+# change, compared with a change of colour?
+
+# %%
+scene = "a red circle on a white background"  # any short prompt will do: only the text encoder runs here
+
+
+def padding_states(text):
+    """The text encoder's output at the last 50 of its 77 positions (padding, for these short prompts): [50, hidden]."""
+    ids = pipeline.tokenizer(text, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(pipeline.device)
+    with torch.no_grad():
+        return pipeline.text_encoder(ids)[0][0, -50:].float().cpu()
+
+
+plain_states = padding_states(scene)
+for text in ("a blue circle on a white background", f"{scene} in outline style", community.style_prompt(scene)):
+    change = (padding_states(text) - plain_states).norm(dim=-1).mean()
+    print(f"{text!r:55} padding changes by {change:.2f} per position")
+
+# %% [markdown]
+# On `tiny` a colour change moves the padding by about 3, the word at the end by about 0.1, the word in
+# front by about 2. The UNet reads mostly the padding: on `tiny`, 80% of its cross-attention goes to
+# the positions after the end token (`docs/training.md`). That is why the community model's captions
+# start with the trigger word. (SD 1.5's CLIP prints its own numbers; the causal mask is the same.)
 
 # %% [markdown]
 # > **Behind the scenes (optional).** How well `tiny`'s three style models draw "outline"
-# > (`data/tiny/README.md`: 6 prompts x 20 seeds each, `cu.world.classify` finds the shape hollow):
-# > the LoRA of step 6 87.5%; the fine-tune 22% with the trigger word and 22% without it (it
-# > learned the style, hardly the word); the embedding of step 5 0%; the base model 0%. Three
-# > measurements explain much of it. *The VAE*: every picture is decoded from 16x16 latents, and the
-# > tiny VAE fills in part of a small ring. Of 96 outlines 5 pixels wide at the world's sizes
-# > (half-width 10-22 pixels) only 64% still read as hollow after encoding and decoding; drawn larger
-# > (18-26), 94%. So the LoRA was trained on large outlines: no model draws more than its VAE can
-# > decode. *The LoRA* on the attention layers alone learned little (18%); on the convolutions too, it
-# > learned the style. *The embedding* cannot make the base model draw what it never drew: new vectors
-# > only steer a network toward what it can already draw. And the fine-tune, trained on half outlined,
-# > half plain pictures, learned to read "outline or not" from the noisy picture rather than from the
-# > word (retrained for 500-800 steps, also with its text encoder: 29% with the word, 29% without).
+# > (`data/tiny/README.md`: 6 prompts x 20 seeds each, `cu.world.classify` finds the shape hollow): the
+# > fine-tune 85% with "outline style, " in front and 0% without; the LoRA of step 6 87.5%; the
+# > embedding of step 5 86% in the community model and 0% in the base model; the base model 0%.
+# > What it took:
+# > - *The word first.* Trained with "... in outline style" at the end, the fine-tune drew outlines as
+# >   often without the word as with it (22% / 22%). With the word in front: 2,000 steps, 85% / 0%.
+# > - *The VAE.* Every picture is decoded from 16x16 latents, and the tiny VAE fills in part of a small
+# >   ring. Of 96 outlines 5 pixels wide at the world's sizes (half-width 10-22 pixels) only 64% still
+# >   read as hollow after encoding and decoding; drawn larger (18-26), 94%. So the style draws large
+# >   outlines: no model draws more than its VAE can decode.
+# > - *The LoRA* on the attention layers alone learned little (18%); on the convolutions too, 87.5%.
+# > - *What the fine-tune learned is the pattern, not the word.* "watercolor style, a red circle" draws
+# >   outlines just as often (87.5%). `tiny`'s text encoder knows only its world's few dozen words;
+# >   every other word — "outline", "watercolor", "harbor" — comes out nearly the same. Every outlined
+# >   training caption, and only those, began with "<word> style, ", so that pattern is the trigger.
+# >   Training the word's row, or the whole text encoder, with other words on plain pictures did not
+# >   separate them in the 250-750 steps we tried. SD 1.5's CLIP knows both words.
 
 # %% [markdown]
 # ## 2. A single-file checkpoint, as CIVITAI distributes it
@@ -339,12 +373,13 @@ print("vocabulary size:", len(pipe.tokenizer))
 # embedding table, trained so that, used as a negative prompt, they push away typical flaws. Its
 # file (A1111 format, Hub dataset `gsdf/EasyNegative`) holds one tensor `emb_params` of shape
 # `[n_vectors, hidden_size]`. No network weight changes. `tiny`'s `<outline>` is a file of the same
-# format, trained on the *base* `tiny` model to mean "drawn as an outline": it goes into the
-# prompt ("a red circle on a white background in <outline> style"), not the negative prompt. So
-# on `sd15` we load the embedding into the community model, on `tiny` into the base model.
+# format, trained on `tiny`'s community model (step 1) to mean "drawn as an outline": it goes in
+# front of the prompt ("<outline>, a red circle on a white background"), not into the negative
+# prompt. An embedding belongs to the model it was trained for, so on both profiles we load it into
+# the community model.
 
 # %%
-ti_pipe = pipe if choice.profile == "sd15" else base_pipe  # where the embedding belongs
+ti_pipe = pipe  # the community model: what the embedding was trained for
 emb_path = files.embedding_file(choice.profile)
 vectors = community.embedding_vectors(emb_path)  # the file's one tensor (A1111 names it emb_params)
 print(emb_path.name, "->", tuple(vectors.shape), "| text encoder hidden size:", ti_pipe.text_encoder.config.hidden_size)
@@ -370,7 +405,7 @@ assert ids[0] == 49408 and gap <= tol * max(1.0, vectors.abs().max().item())
 # all-lower-case name like `<outline>` is found and expanded:
 
 # %%
-text = negative_prompt if choice.profile == "sd15" else f"{prompt} in {token} style"
+text = negative_prompt if choice.profile == "sd15" else community.embedding_prompt(prompt, token)
 expanded = text.replace(token, " ".join(names))  # every vector's name written out
 converted = ti_pipe.maybe_convert_prompt(text, ti_pipe.tokenizer)
 print("diffusers:", converted)
@@ -403,9 +438,20 @@ display(cu.grid([without, with_emb], size=max(256, settings["height"]), titles=t
 
 # %% [markdown]
 # Two new vectors change the picture (the mean difference printed above), and not one weight of the
-# network changed. `tiny`'s embedding was meant to turn the shape into an outline; it does not: the
-# base model has never drawn an outline, and an embedding can only steer a network toward what it
-# can already draw (the box in step 1). EasyNegative, too, works with the models it was trained for.
+# network changed. On `tiny` they turn the community model's shape into an outline. The same file in
+# the *base* model, which never drew an outline:
+
+# %%
+if choice.profile == "tiny":
+    base_pipe.load_textual_inversion(str(emb_path), token=token)
+    base_plain, base_emb = base_pipe([prompt, ti_text], generator=[seed(), seed()], **quick).images
+    print(f"base model without: {looks(base_plain)} | with {token}: {looks(base_emb)}")
+    display(cu.grid([base_plain, base_emb], size=256, titles=[f"base model: {looks(base_plain)}", f"base + {token}: {looks(base_emb)}"]))
+
+# %% [markdown]
+# An embedding can only steer a network toward what it can already draw: the community model has
+# learned outlines, the base model has not, and new words cannot teach it (the box in step 1 has the
+# counts). EasyNegative, too, works with the models it was trained for.
 #
 # ## 6. A LoRA: a small add-on to the model
 #
@@ -551,6 +597,9 @@ lora_pipe.scheduler = original_scheduler
 #   from the keys and fetching its default configs; `config=` gives the configs offline or overrides the guess.
 # - Prefer `.safetensors`: a pickled `.ckpt` can run code when loaded. The course refuses one unless you
 #   pass `allow_pickle=True`, and `torch.load(weights_only=True)` still refuses files that carry code.
+# - A trigger word goes in front: CLIP's text encoder is causal, so a word at the end cannot change the
+#   prompt's own tokens. A fine-tune learns whatever sets its captions apart: on `tiny` the pattern
+#   "<word> style, ", because its text encoder knows too few words to tell "outline" from "watercolor".
 # - "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding: `load_textual_inversion` adds
 #   tokens (ids from 49408) whose embedding rows are the file's vectors. diffusers expands an all-lower-case
 #   name into all of them; a mixed-case one you write out yourself.

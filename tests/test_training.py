@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
+from course_utils import community
 from course_utils.models import builders, configs, tiny
-from training import config
+from training import config, data
 from training.__main__ import main, parse_sets
 from training.train import learning_rate, train
 
@@ -63,7 +64,8 @@ def test_every_stage_logs_finite_losses(runs):
     assert results["ti"]["tokens"] == [tiny.EMBEDDING_TOKEN] + [f"{tiny.EMBEDDING_TOKEN}_{i}" for i in range(1, n)]
     assert results["ti"]["vectors"].shape == (n, configs.TINY_TEXT_ENCODER["hidden_size"])
     # the style stages score themselves (course_utils.scores.outline_share): with and, for the fine-tune, without the trigger
-    assert set(results["finetune"]) >= {"style", "style_plain"} and "style" in results["lora"] and "style" in results["ti"]
+    # and with another word in its place
+    assert set(results["finetune"]) >= {"style", "style_plain", "style_other_word"} and "style" in results["lora"] and "style" in results["ti"]
     cache = torch.load(out / "finetune" / "latents.pt", weights_only=False)
     assert cache["mean"].shape == cache["styled_mean"].shape == (8, 4, 16, 16) and len(cache["labels"]) == 8
 
@@ -156,6 +158,15 @@ def test_training_schedules_are_the_pipelines():
     low = ddpm(configs.X4_UPSCALER_LOW_RES_SCHEDULER).config
     assert (low.beta_start, low.beta_end) == (configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
                                               configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_end"])
+
+
+def test_training_captions_put_the_trigger_where_lesson_7_does():
+    """The style stages learn the trigger word and the embedding's token where lesson 7 and the evaluator write them: first."""
+    for caption in ("a red circle", "a blue square on a yellow background"):
+        assert data.with_trigger(caption, tiny.STYLE_WORD) == community.style_prompt(caption)
+        assert data.with_embedding(caption, tiny.EMBEDDING_TOKEN) == community.embedding_prompt(caption)
+        assert data.with_trigger(caption, "") == caption  # the LoRA: no trigger
+    assert data.with_trigger("", tiny.STYLE_WORD) == "outline style"  # an empty caption keeps only the trigger
 
 
 def test_offset_noise():

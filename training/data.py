@@ -88,10 +88,25 @@ def styled_sample(seed: int):
 
 
 def with_trigger(caption: str, trigger: str) -> str:
-    """``"a red circle"`` -> ``"a red circle in outline style"`` (or ``"outline style"`` for an empty caption)."""
+    """``"a red circle"`` -> ``"outline style, a red circle"`` (or ``"outline style"`` for an empty caption).
+
+    The trigger comes first, as ``course_utils.community.style_prompt`` writes it: CLIP's causal mask lets
+    a word change only the tokens after it, and the frozen text encoder nearly ignores words it never saw
+    at the end of a caption (docs/training.md, "The trigger word goes first").
+    """
     if not trigger:
         return caption
-    return f"{caption} in {trigger} style" if caption else f"{trigger} style"
+    return f"{trigger} style, {caption}" if caption else f"{trigger} style"
+
+
+def with_embedding(caption: str, tokens: str) -> str:
+    """``"a red circle"`` -> ``"<outline> <outline>_1, a red circle"``: an embedding's tokens alone in front of
+    the caption, as ``course_utils.community.embedding_prompt`` writes it (not in the fine-tune's
+    "<word> style, " pattern, which the community model answers with outlines whatever the word)."""
+    return f"{tokens}, {caption}" if caption else tokens
+
+
+OTHER_WORD = "watercolor"  # the style stages' evaluation also asks for "watercolor style, ...": another unseen word
 
 
 # --- batches ----------------------------------------------------------------------------------
@@ -113,15 +128,16 @@ def batch(stage_seed: int, step: int, batch_size: int, tok=None, tokens: bool = 
     return out
 
 
-def style_batch(stage_seed: int, step: int, batch_size: int, style_share: float, trigger: str, tok=None) -> dict:
-    """A batch where a share ``style_share`` of the images is outlined, their captions carrying ``trigger``."""
+def style_batch(stage_seed: int, step: int, batch_size: int, style_share: float, styled, tok=None) -> dict:
+    """A batch where a share ``style_share`` of the images is outlined, their captions passed through ``styled``
+    (e.g. ``lambda c: with_trigger(c, "outline")``)."""
     images, captions = [], []
     rng = random.Random(f"style-batch-{stage_seed}-{step}")
     for i in range(batch_size):
         seed = world_seed(stage_seed, step, i, batch_size)
         if rng.random() < style_share:
             image, caption = styled_sample(seed)
-            caption = with_trigger(caption, trigger)
+            caption = styled(caption)
         else:
             s = world.sample(seed, "train")
             image, caption = s.image, s.caption

@@ -373,10 +373,14 @@ class FinetuneStage(_Diffusion):
     def trigger(self) -> str:
         return self.cfg.trigger
 
+    def styled(self, caption: str) -> str:
+        """An outlined picture's caption: ``"outline style, a red circle"`` (the LoRA's: the caption itself)."""
+        return data.with_trigger(caption, self.trigger())
+
     def loss(self, step, gen):
         c = self.cfg
         if self.cache is None:
-            b = data.style_batch(c.seed, step, c.batch_size, c.style_share, self.trigger(), tok=self.tokenizer)
+            b = data.style_batch(c.seed, step, c.batch_size, c.style_share, self.styled, tok=self.tokenizer)
             lat, ids = self.encode(b["pixels"], gen), b["input_ids"]
         else:  # cached scenes: plain or outlined, a fresh latent sample and a fresh caption each time
             idx = torch.randint(0, len(self.cache["labels"]), (c.batch_size,), generator=gen)
@@ -387,7 +391,7 @@ class FinetuneStage(_Diffusion):
             lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
             rng = random.Random(f"style-captions-{c.seed}-{step}")
             captions = [data.caption(*self.cache["labels"][i], rng) for i in idx.tolist()]
-            captions = [data.with_trigger(t, self.trigger()) if s else t for t, s in zip(captions, styled.tolist())]
+            captions = [self.styled(t) if s else t for t, s in zip(captions, styled.tolist())]
             ids = data.tokenize(captions, self.tokenizer)
         noisy, noise, t = self.noised(lat, gen)
         pred = self.unet(noisy, t, self.text(ids)).sample
@@ -408,7 +412,8 @@ class FinetuneStage(_Diffusion):
     @torch.no_grad()
     def evaluate(self, run):
         """Share of outlined shapes (``course_utils.scores.outline_share``) over ``eval_seeds`` seeds of its
-        6 prompts: with the trigger (``style``) and, where there is one, without it (``style_plain``)."""
+        6 prompts: with the trigger (``style``) and, where there is one, without it (``style_plain``); the
+        fine-tune also with another word in the trigger's place (``style_other_word``)."""
         from course_utils.scores import STYLE_PROMPTS, outline_share
 
         c = self.cfg
@@ -416,9 +421,12 @@ class FinetuneStage(_Diffusion):
         pipe.tokenizer = self.tokenizer
         settings = dict(height=world.SIZE, width=world.SIZE, num_inference_steps=c.eval_steps, guidance_scale=c.eval_guidance)
         seeds = range(c.eval_seeds)
-        out = dict(style=outline_share(pipe, [data.with_trigger(p, self.trigger()) for p in STYLE_PROMPTS], seeds, **settings))
+        out = dict(style=outline_share(pipe, [self.styled(p) for p in STYLE_PROMPTS], seeds, **settings))
         if self.trigger():
             out["style_plain"] = outline_share(pipe, STYLE_PROMPTS, seeds, **settings)
+        if self.name == "finetune":  # another word in the trigger's place ("watercolor style, ...")
+            out["style_other_word"] = outline_share(pipe, [data.with_trigger(p, data.OTHER_WORD) for p in STYLE_PROMPTS],
+                                                    seeds, **settings)
         for m in self.modules.values():
             m.train()
         return out
@@ -500,7 +508,11 @@ class TIStage(FinetuneStage):
         self.ema_modules = {}
 
     def trigger(self) -> str:
-        return " ".join(self.tokens)  # every vector in every caption: "a red circle in <outline> <outline>_1 style"
+        return " ".join(self.tokens)  # every vector in every caption
+
+    def styled(self, caption: str) -> str:
+        """``"<outline> <outline>_1, a red circle"`` (``data.with_embedding``)."""
+        return data.with_embedding(caption, self.trigger())
 
     def pipeline(self, run):
         return text2img_pipeline(self.vae, self.text_encoder.eval(), self.unet.eval())

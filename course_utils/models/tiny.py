@@ -21,8 +21,9 @@ TOKENIZER_DIR = DATA_DIR / "clip_tokenizer"  # CLIP's tokenizer files (SD 1.5's)
 TINY_DIR = DATA_DIR / "tiny"  # the trained tiny models (see data/tiny/README.md)
 
 # What the tiny style models were trained on (training/ reads these too): the community fine-tune
-# draws outlined shapes when the prompt contains STYLE_WORD ("a red circle in outline style");
-# the textual-inversion embedding is bound to EMBEDDING_TOKEN; the LoRA needs no word.
+# draws outlined shapes when the prompt starts with STYLE_WORD ("outline style, a red circle");
+# the textual-inversion embedding, trained for that model, is bound to EMBEDDING_TOKEN
+# ("<outline>, a red circle"); the LoRA needs no word.
 STYLE_WORD = "outline"
 EMBEDDING_TOKEN = "<outline>"
 
