@@ -46,7 +46,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # COURSE_TRAIN_STEPS: lesson 10's short schedule (its full recipe, 400 steps, is `make test-recipe`)
-TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 COURSE_TRAIN_STEPS=24
+TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 COURSE_TRAIN_STEPS=16
 
 test: $(STAMP) $(HUB_STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m "not recipe"
