@@ -16,8 +16,9 @@ from .models import tiny
 def style_prompt(prompt: str, word: str = tiny.STYLE_WORD) -> str:
     """``prompt`` with a style's trigger word in front, as the `tiny` community fine-tune was trained (lesson 07, §1).
 
-    The word goes first because CLIP's text encoder is causal: a token changes only the tokens after it,
-    so a word at the end leaves the prompt's own tokens exactly as they were.
+    On `tiny` the word goes first because CLIP's text encoder is causal: a token changes only the tokens
+    after it, so a word at the end leaves the prompt's own tokens exactly as they were, and `tiny`'s UNet
+    reads mostly the padding, which such a word hardly moves (lesson 07, §1 measures it).
 
     Args:
         prompt (`str`): e.g. ``"a red circle on a white background"``.

@@ -597,9 +597,10 @@ lora_pipe.scheduler = original_scheduler
 #   from the keys and fetching its default configs; `config=` gives the configs offline or overrides the guess.
 # - Prefer `.safetensors`: a pickled `.ckpt` can run code when loaded. The course refuses one unless you
 #   pass `allow_pickle=True`, and `torch.load(weights_only=True)` still refuses files that carry code.
-# - A trigger word goes in front: CLIP's text encoder is causal, so a word at the end cannot change the
-#   prompt's own tokens. A fine-tune learns whatever sets its captions apart: on `tiny` the pattern
-#   "<word> style, ", because its text encoder knows too few words to tell "outline" from "watercolor".
+# - Where a trigger word sits matters: CLIP's text encoder is causal, so a word at the end cannot change
+#   the prompt's own tokens, only what follows them. `tiny`'s fine-tune was trained with its word in
+#   front. A fine-tune learns whatever sets its captions apart: on `tiny` the pattern "<word> style, ",
+#   because its text encoder knows too few words to tell "outline" from "watercolor".
 # - "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding: `load_textual_inversion` adds
 #   tokens (ids from 49408) whose embedding rows are the file's vectors. diffusers expands an all-lower-case
 #   name into all of them; a mixed-case one you write out yourself.

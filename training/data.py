@@ -92,7 +92,7 @@ def with_trigger(caption: str, trigger: str) -> str:
 
     The trigger comes first, as ``course_utils.community.style_prompt`` writes it: CLIP's causal mask lets
     a word change only the tokens after it, and the frozen text encoder nearly ignores words it never saw
-    at the end of a caption (docs/training.md, "The trigger word goes first").
+    at the end of a caption (docs/training.md, "Issue 16, continued: the trigger word goes first").
     """
     if not trigger:
         return caption
