@@ -141,26 +141,25 @@ def sample(seed: int, split: str = "train", shape: str | None = None) -> Sample:
     if shape is not None and shape not in SHAPES + NEW_SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES + NEW_SHAPES}")
     rng = random.Random(f"{split}-{seed}")
-    if shape is not None:
+    chosen = shape is not None
+    if chosen:
         color = rng.choice(list(COLORS))
         background = rng.choice([b for b in BACKGROUNDS if b != color])
-        r = rng.uniform(10, 22)
-        cx, cy = rng.uniform(r + 2, SIZE - r - 2), rng.uniform(r + 2, SIZE - r - 2)
-        caption = caption_for(color, shape, background, rng)
-        return Sample(draw(color, shape, background, cx, cy, r), caption, color, shape, background)
-    while True:
-        if split == "held_out":
-            color, shape, background = rng.choice(HELD_OUT)
-        else:
-            color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
-            background = rng.choice([b for b in BACKGROUNDS if b != color])
-            if (color, shape, background) in HELD_OUT:
-                continue
-        break
+    else:
+        while True:
+            if split == "held_out":
+                color, shape, background = rng.choice(HELD_OUT)
+            else:
+                color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+                background = rng.choice([b for b in BACKGROUNDS if b != color])
+                if (color, shape, background) in HELD_OUT:
+                    continue
+            break
     r = rng.uniform(10, 22)
     cx, cy = rng.uniform(r + 2, SIZE - r - 2), rng.uniform(r + 2, SIZE - r - 2)
     image = draw(color, shape, background, cx, cy, r)
-    caption = "" if split == "train" and rng.random() < EMPTY_FRACTION else caption_for(color, shape, background, rng)
+    empty = not chosen and split == "train" and rng.random() < EMPTY_FRACTION  # a chosen shape is always named
+    caption = "" if empty else caption_for(color, shape, background, rng)
     return Sample(image, caption, color, shape, background)
 
 
