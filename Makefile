@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make course   - run every notebook headless on the default profile -> build/ (+ a table)
 #   make lab      - JupyterLab on the course's kernel, in notebooks/ (the widgets' front end included): open its URL
-#   make test     - unit tests, every notebook through nbval on `tiny`, equivalence tests, the browser tests
+#   make test     - unit tests, every notebook through nbval on `tiny` (float32), equivalence tests, the browser tests,
+#                   and the lanes: every notebook again on `tiny` in float16 and on `sd15` (Hub mirror, float16)
 #   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
 #   make test-recipe - lesson 10's full training recipe on tiny against its targets (~5 min on a 2-core CPU)
 #   make gpu-check - on a CUDA machine: every lesson on `tiny` and full-size `sd15`, time + peak GPU memory, the bench
@@ -48,8 +49,26 @@ lab: $(STAMP)
 # COURSE_TRAIN_STEPS: lesson 10's short schedule (its full recipe, 400 steps, is `make test-recipe`)
 TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 COURSE_TRAIN_STEPS=16
 
+# Two pytest runs side by side, one thread each on the two cores, split by measured time into halves of about equal
+# length: SIDE_TESTS (the float16 lane: every lesson again on `tiny` in float16, tests/test_float16_lane.py; and
+# three long unit-test files) beside everything else (unit and equivalence tests, every lesson on `tiny` in float32,
+# every lesson on `sd15` through the Hub mirror in float16, the browser tests). Much of a notebook run waits on
+# Python, kernels and the mirror, so the halves overlap well; with two PyTorch threads each they would fight over the
+# cores (measured here: 34 min instead of 13). The side log is printed after the rest; either failing fails.
+TEST_THREADS ?= 1
+SIDE_TESTS := tests/test_float16_lane.py tests/test_bench.py tests/test_training.py tests/test_tiny_scores.py
+SIDE_LOG := build/test-side.log
 test: $(STAMP) $(HUB_STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q -m "not recipe"
+	@mkdir -p build
+	@export OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS); \
+	$(TEST_ENV) $(PY) -m pytest -q -m "not recipe" $(SIDE_TESTS) > $(SIDE_LOG) 2>&1 & side=$$!; \
+	trap 'kill $$side 2>/dev/null' INT TERM; \
+	$(TEST_ENV) $(PY) -m pytest -q -m "not recipe" $(addprefix --ignore=,$(SIDE_TESTS)); rest=$$?; \
+	wait $$side; side_rc=$$?; \
+	echo "--- beside it: $(SIDE_TESTS) ($(SIDE_LOG)) ---"; \
+	cat $(SIDE_LOG); \
+	echo "make test: the main run exited $$rest, the side run $$side_rc"; \
+	test $$rest -eq 0 -a $$side_rc -eq 0
 
 # Lesson 10's full recipe on tiny (400 LoRA steps, ~5 min on a 2-core CPU) against the issue's targets.
 test-recipe: $(STAMP)

@@ -10,16 +10,17 @@ Importing the package is cheap and changes nothing global: each name below is im
 its module the first time it is used (so ``import course_utils`` does not import torch or
 diffusers), and only :func:`setup` installs warning filters. The layers, bottom up:
 
-* ``errors``, ``paths``, ``device`` - the basics;
+* ``errors``, ``paths``, ``device``, ``precision`` - the basics (``precision``: half-precision training);
 * ``models`` - the model layer: architectures, where weights come from, builders, the registry;
 * ``world``, ``scores`` - `tiny`'s synthetic world, its classifier, and the one text-to-image scorer;
 * lesson modules - one mechanism each: ``by_hand``, ``img2img``, ``inpaint``, ``upscale``,
   ``long_prompt``, ``community``, ``single_file``, ``visual``, ``steps``, ``images``;
-* ``notebook`` (``setup``), ``evaluate``, ``cli`` - what notebooks and commands call.
+* ``notebook`` (``setup``), ``evaluate``, ``bench`` and ``gpu_memory`` (lesson 9's measurements and estimates),
+  ``cli`` - what notebooks and commands call.
 """
 from .errors import CourseError
 
-_DEVICE = ("DEVICES", "describe_device", "get_device", "get_dtype")
+_DEVICE = ("DEVICES", "DTYPES", "describe_device", "get_device", "get_dtype")
 _IMAGES = ("check_size", "load_image", "round_size", "to_rgb")
 _REGISTRY = ("ROLES", "Choice", "choose", "load_pipeline", "model_source")
 _PROFILES = ("PROFILES", "default_settings", "image_name", "prompt")
@@ -56,6 +57,9 @@ def __getattr__(name: str):
     elif name == "diagrams":
         import course_utils.diagrams as value
         return value
+    elif name == "gpu_memory":
+        import course_utils.gpu_memory as value
+        return value
     elif name == "img2img":
         import course_utils.img2img as value
         return value
@@ -67,6 +71,9 @@ def __getattr__(name: str):
         return value
     elif name == "new_concept":
         import course_utils.new_concept as value
+        return value
+    elif name == "precision":
+        import course_utils.precision as value
         return value
     elif name == "scores":
         import course_utils.scores as value
@@ -98,7 +105,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "CourseError", *_DEVICE, *_IMAGES, *_REGISTRY, *_PROFILES, *_HUB, *_VISUAL, "LatentRecorder", "setup",
-    "by_hand", "community", "diagrams", "img2img", "inpaint", "long_prompt", "new_concept", "scores", "single_file",
-    "text_embeddings",
+    "by_hand", "community", "diagrams", "gpu_memory", "img2img", "inpaint", "long_prompt", "new_concept", "precision",
+    "scores", "single_file", "text_embeddings",
     "unet_inside", "upscale", "world", "models",
 ]

@@ -8,6 +8,7 @@
     python -m course_utils doctor [--json PATH]
     python -m course_utils evaluate [--seeds 20] [--json scores.json]
     python -m course_utils bench [--full] [--profile P] [--json PATH]
+    python -m course_utils gpu-memory [--json PATH]
 """
 import argparse
 import os
@@ -187,7 +188,7 @@ def info(args) -> int:
     from .models.registry import choose
 
     print("course_utils:", choose())
-    for var in ("COURSE_PROFILE", "COURSE_DEVICE", "COURSE_MODELS_DIR", "COURSE_CACHE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE"):
+    for var in ("COURSE_PROFILE", "COURSE_DEVICE", "COURSE_DTYPE", "COURSE_MODELS_DIR", "COURSE_CACHE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE"):
         print(f"  {var}={os.environ.get(var, '')}")
     return 0
 
@@ -197,6 +198,13 @@ def doctor(args) -> int:
     from .doctor import main as doctor_main
 
     return doctor_main(json_path=args.json, timeout=args.timeout)
+
+
+def gpu_memory(args) -> int:
+    """Estimate every lesson's peak GPU memory on `sd15` (course_utils/gpu_memory.py); exit 1 if one exceeds a T4."""
+    from .gpu_memory import main as gpu_memory_main
+
+    return gpu_memory_main(["--json", args.json] if args.json else [])
 
 
 def main(argv=None) -> None:
@@ -235,6 +243,10 @@ def main(argv=None) -> None:
     p = sub.add_parser("bench", help="measure time and memory per image on this machine; see course_utils/bench.py",
                        add_help=False)
     p.set_defaults(func=None)
+    p = sub.add_parser("gpu-memory", help="estimate each lesson's peak GPU memory on sd15 (no GPU needed); "
+                                          "see course_utils/gpu_memory.py")
+    p.add_argument("--json", help="also write the estimates here")
+    p.set_defaults(func=gpu_memory)
     args, rest = parser.parse_known_args(argv)
     if args.command == "evaluate":
         from .evaluate import main as evaluate_main

@@ -12,7 +12,7 @@ cannot run the course until it is fixed):
 - library versions against ``requirements.txt``, and the widget front end (lesson 3's slider).
 
 The exit code is 0 whenever the course can run (the offline `tiny` profile always can), 1 only for a
-real problem: a missing library, or a ``COURSE_DEVICE`` / ``COURSE_PROFILE`` the seat cannot honour.
+real problem: a missing library, or a ``COURSE_DEVICE`` / ``COURSE_DTYPE`` / ``COURSE_PROFILE`` the seat cannot honour.
 """
 import importlib.metadata
 import json
@@ -82,7 +82,7 @@ def check_device() -> list[Check]:
     """
     import torch
 
-    from .device import _mps_available, describe_device, get_device, get_dtype
+    from .device import _mps_available, describe_device, dtype_reason, get_device, get_dtype
 
     checks = [Check("device", "torch", f"{torch.__version__} (built for CUDA {torch.version.cuda or 'none'})")]
     driver = nvidia_driver()
@@ -100,8 +100,11 @@ def check_device() -> list[Check]:
         device = get_device()
     except CourseError as err:
         return checks + [Check("device", "course device", str(err).splitlines()[0], "problem", "unset COURSE_DEVICE")]
-    dtype = str(get_dtype(device)).replace("torch.", "")
-    checks.append(Check("device", "course device / dtype", f"{describe_device(device)} / {dtype}"))
+    try:
+        dtype = str(get_dtype(device)).replace("torch.", "")
+    except CourseError as err:
+        return checks + [Check("device", "course dtype", str(err).splitlines()[0], "problem", "unset COURSE_DTYPE")]
+    checks.append(Check("device", "course device / dtype", f"{describe_device(device)} / {dtype} ({dtype_reason(device)})"))
     return checks
 
 

@@ -90,14 +90,15 @@ def photo_crops(image: Image.Image, n: int, size: int, seed: int = 0, scale: tup
 
 
 @torch.no_grad()
-def encode_dataset(pipe, images: list, captions: list[str], batch_size: int = 64) -> dict:
+def encode_dataset(pipe, images: list, captions: list[str], batch_size: int | None = None) -> dict:
     """Run the frozen VAE and text encoder once over the training set, so each step only runs the UNet.
 
     Args:
         pipe (`StableDiffusionPipeline`): its ``vae``, ``tokenizer`` and ``text_encoder`` are used.
         images (`list[PIL.Image.Image]`): ``N`` images at the pipeline's size.
         captions (`list[str]`): ``N`` captions.
-        batch_size (`int`, defaults to 64): images per VAE call.
+        batch_size (`int`, *optional*): images per VAE call. Default: as many as make 2**18 pixels (64 of
+            `tiny`'s 64x64 images; one 512x512 image: SD 1.5's VAE encoder keeps about 0.3 GiB per image in float16).
 
     Returns:
         `dict`: ``mean`` and ``std`` of the VAE's latent distribution, ``[N, 4, h, w]`` each, unscaled, on the
@@ -107,6 +108,9 @@ def encode_dataset(pipe, images: list, captions: list[str], batch_size: int = 64
     if len(images) != len(captions):
         raise ValueError(f"one caption per image: got {len(images)} images and {len(captions)} captions")
     vae, text_encoder, tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
+    if batch_size is None:
+        width, height = images[0].size if images else (1, 1)
+        batch_size = max(1, 2**18 // (width * height))
     means, stds, texts = [], [], []
     for k in range(0, len(images), batch_size):
         pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
@@ -138,10 +142,15 @@ def training_loss(unet, scheduler, latents: torch.Tensor, text: torch.Tensor, ge
                   noise_offset: float = NOISE_OFFSET) -> torch.Tensor:
     """Stable Diffusion's training loss for one batch: noise the latents, predict the noise, mean squared error.
 
+    The noising runs where ``latents`` are (the CPU) in their dtype (float32): ``scheduler.add_noise`` casts
+    ``alphas_cumprod`` to the latents' dtype, and in float16 that rounds ``sqrt(1 - a_bar_t)`` by up to 2% at small
+    t. Only ``x_t`` and the text go to the UNet's device and dtype. Call it under ``precision.autocast`` to train in
+    half precision as diffusers' scripts do.
+
     Args:
         unet (`UNet2DConditionModel`): predicts epsilon.
         scheduler: a scheduler with ``add_noise`` and ``config.num_train_timesteps`` (the pipeline's, or DDPM).
-        latents (`torch.Tensor`): ``x_0``, ``[B, 4, h, w]``, already scaled.
+        latents (`torch.Tensor`): ``x_0``, ``[B, 4, h, w]``, already scaled, on the CPU.
         text (`torch.Tensor`): ``c``, ``[B, 77, hidden]``.
         generator (`torch.Generator`): a CPU generator; draws the noise, then the timesteps.
         noise_offset (`float`, defaults to ``NOISE_OFFSET``): adds ``noise_offset * randn([B, 4, 1, 1])`` to the
@@ -154,11 +163,10 @@ def training_loss(unet, scheduler, latents: torch.Tensor, text: torch.Tensor, ge
     noise = torch.randn(latents.shape, generator=generator)  # eps
     noise = noise + noise_offset * torch.randn((b, ch, 1, 1), generator=generator)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
-    device, dtype = unet.device, unet.dtype
-    latents, noise, t = latents.to(device, dtype), noise.to(device, dtype), t.to(device)
     noisy = scheduler.add_noise(latents, noise, t)  # x_t
-    eps_hat = unet(noisy, t, encoder_hidden_states=text.to(device, dtype)).sample
-    return F.mse_loss(eps_hat.float(), noise.float())
+    device, dtype = unet.device, unet.dtype
+    eps_hat = unet(noisy.to(device, dtype), t.to(device), encoder_hidden_states=text.to(device, dtype)).sample
+    return F.mse_loss(eps_hat.float(), noise.to(device).float())
 
 
 def concept_prompts(shape: str, n: int = 20) -> list[str]:

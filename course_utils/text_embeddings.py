@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from course_utils import precision
+
 __all__ = ["token_ids", "causal_mask", "encode_embeddings", "encode_by_hand", "word_vector", "encode_with_vectors",
            "add_token", "train_textual_inversion"]
 
@@ -190,6 +192,8 @@ def train_textual_inversion(
     learning_rate: float = 0.15,
     timesteps: tuple[int, int] = (500, 1000),
     seed: int = 0,
+    batch_size: int | None = None,
+    gradient_checkpointing: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
     """Learn the new word's row so that the frozen UNet denoises ``images`` best when the caption names it.
 
@@ -208,6 +212,10 @@ def train_textual_inversion(
     open, so that is where the caption decides them; at small t the image is nearly there and the text
     matters little.
 
+    Half precision as diffusers' training scripts do it (:mod:`course_utils.precision`): the row trains in
+    float32 whatever the models' dtype, the forward pass runs under autocast, and in float16 a ``GradScaler``
+    scales the loss. In float32 none of that changes a number.
+
     Args:
         pipe (`StableDiffusionPipeline`): its tokenizer must know ``token`` (:func:`add_token`); the text
             encoder, UNet, VAE and scheduler are used and left unchanged (the row is not written back).
@@ -218,6 +226,10 @@ def train_textual_inversion(
         learning_rate (`float`, defaults to 0.15): suits `tiny` (its word rows are ~0.25 long); lesson 02 uses 5e-3 on SD 1.5.
         timesteps (`tuple[int, int]`, defaults to ``(500, 1000)``): the range the ``t_i`` are spread over.
         seed (`int`, defaults to 0): for the noise.
+        batch_size (`int`, *optional*): images per forward and backward pass; the gradients of the passes add up
+            to the step's (gradient accumulation). Default: all ``n`` at once. At 512x512 on a GPU, 1 or 2.
+        gradient_checkpointing (`bool`, defaults to `False`): recompute the UNet's activations in the backward
+            pass instead of keeping them (SD 1.5 at 512x512: a fraction of the memory, about a third more time).
 
     Returns:
         `tuple[torch.Tensor, list[float]]`: the learned row ``[hidden]`` (in the text encoder's dtype) and the
@@ -228,8 +240,11 @@ def train_textual_inversion(
     table = text_encoder.get_input_embeddings()  # nn.Embedding(vocabulary, hidden)
     pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
                           for im in images])  # [n, 3, H, W] in 0..255
+    n = len(images)
+    batch_size = batch_size or n
     with torch.no_grad():
-        latents = vae.encode((pixels / 127.5 - 1).to(vae.device, vae.dtype)).latent_dist.mean
+        latents = torch.cat([vae.encode((pixels[k:k + batch_size] / 127.5 - 1).to(vae.device, vae.dtype)).latent_dist.mean
+                             for k in range(0, n, batch_size)])
         latents = (latents * vae.config.scaling_factor).to(unet.dtype)  # x_0: [n, 4, h, w]
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents)  # eps
         t = torch.linspace(timesteps[0], timesteps[1] - 1, len(latents)).round().long()  # [n], spread evenly
@@ -240,23 +255,36 @@ def train_textual_inversion(
     where = (ids == token_id)[..., None]  # [n, 77, 1]: True where the new word stands
     if not where.any(dim=1).all():
         raise ValueError(f"every caption must contain {token!r} (add it first with add_token); got {captions}")
-    row = table.weight[token_id].detach().float().clone().requires_grad_(True)  # the one thing that learns
+    row = table.weight[token_id].detach().float().clone().requires_grad_(True)  # the one thing that learns, float32
     optimizer = torch.optim.Adam([row], lr=learning_rate)
-    loss_scale = 1024.0 if unet.dtype == torch.float16 else 1.0  # keeps fp16 gradients from rounding to 0
+    scaler = precision.grad_scaler(unet.device, unet.dtype)  # float16: scales the loss (else does nothing)
     was = [(p, p.requires_grad) for m in (unet, text_encoder) for p in m.parameters()]
     for p, _ in was:
         p.requires_grad_(False)  # no gradients for the models' weights (and none left behind on them)
+    checkpointing = unet.is_gradient_checkpointing
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     losses = []
     try:
         for _ in range(steps):
-            token_vectors = torch.where(where, row.to(frozen_rows.dtype), frozen_rows)  # [n, 77, hidden]
-            c = encode_embeddings(text_encoder, token_vectors)
-            loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample.float(), noise.float())
             optimizer.zero_grad()
-            (loss * loss_scale).backward()
-            optimizer.step()
-            losses.append(loss.item())
+            loss_sum = 0.0
+            for k in range(0, n, batch_size):
+                part = slice(k, k + batch_size)
+                with precision.autocast(unet.device, unet.dtype):
+                    token_vectors = torch.where(where[part], row.to(frozen_rows.dtype), frozen_rows[part])  # [b, 77, hidden]
+                    c = encode_embeddings(text_encoder, token_vectors)
+                    eps_hat = unet(noisy[part], t[part], encoder_hidden_states=c).sample
+                # the mean over all n images: each pass's share (exactly 1.0 when there is one pass)
+                loss = F.mse_loss(eps_hat.float(), noise[part].float()) * (len(noisy[part]) / n)
+                scaler.scale(loss).backward()
+                loss_sum += loss.item()
+            scaler.step(optimizer)  # (unscales first; skips a step whose float16 gradients overflowed)
+            scaler.update()
+            losses.append(loss_sum)
     finally:
         for p, requires_grad in was:
             p.requires_grad_(requires_grad)
+        if gradient_checkpointing and not checkpointing:
+            unet.disable_gradient_checkpointing()
     return row.detach().to(text_encoder.dtype), losses

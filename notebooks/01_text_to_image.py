@@ -96,7 +96,7 @@ print("settings:", settings)
 from diffusers import DiffusionPipeline
 
 device = cu.get_device()  # `cu` comes from `import course_utils as cu` in the imports cell
-dtype = cu.get_dtype(device)  # float16 on an NVIDIA GPU, float32 elsewhere
+dtype = cu.get_dtype(device)  # float16 on an NVIDIA GPU, float32 elsewhere (COURSE_DTYPE overrides)
 print("device:", device, "| dtype:", dtype, "| repository:", cu.SD15_REPOS["text2img"])
 if choice.profile == "sd15":
     three = DiffusionPipeline.from_pretrained(cu.SD15_REPOS["text2img"], dtype=dtype,

@@ -548,16 +548,22 @@ where = (caption_ids == token_id)[..., None]  # [n, 77, 1]: where the new word s
 
 new_row = token_table.weight[token_id].detach().float().clone().requires_grad_(True)  # the only thing that learns
 optimizer = torch.optim.Adam([new_row], lr=ti_lr)
-loss_scale = 1024.0 if choice.dtype == torch.float16 else 1.0  # keeps half-precision gradients from rounding to 0
+# In float16 (a GPU), as diffusers' training scripts do: the learned row stays float32, the forward pass runs under
+# autocast, and a GradScaler scales the loss so small gradients do not round to 0 (lesson 10 §6). In float32: no-ops.
+autocast = torch.autocast(choice.device, dtype=choice.dtype, enabled=choice.dtype != torch.float32)
+scaler = torch.amp.GradScaler(choice.device, init_scale=cu.precision.INITIAL_LOSS_SCALE, enabled=choice.dtype == torch.float16)
 unet.requires_grad_(False)
 text_encoder.requires_grad_(False)
 losses, started = [], time.perf_counter()
 for step in range(ti_steps):
-    text = encode_by_hand(torch.where(where, new_row.to(frozen_rows.dtype), frozen_rows))  # [n, 77, hidden]
-    loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample.float(), noise.float())
+    with autocast:
+        text = encode_by_hand(torch.where(where, new_row.to(frozen_rows.dtype), frozen_rows))  # [n, 77, hidden]
+        eps_hat = unet(noisy, t, encoder_hidden_states=text).sample
+    loss = F.mse_loss(eps_hat.float(), noise.float())
     optimizer.zero_grad()
-    (loss * loss_scale).backward()
-    optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)  # (skipped if a float16 gradient overflowed)
+    scaler.update()
     losses.append(loss.item())
     if step == 0:
         after_one_step = new_row.detach().clone()

@@ -678,11 +678,15 @@ for i, t in enumerate(scheduler.timesteps):
         latents = latents.detach().requires_grad_()
         alpha_bar = scheduler.alphas_cumprod[int(t)].to(device, latents.dtype)
         guess = (latents - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
-        loss = -blueness(vae.decode(guess / vae.config.scaling_factor).sample)
+        # times 2**16, as a GradScaler scales a loss: a mean over 512x512 pixels gives each pixel a gradient near
+        # 1e-6, which float16 (a GPU) rounds to 0 on the way back through the decoder; the step below is
+        # normalised, so the scale cancels
+        loss = -blueness(vae.decode(guess / vae.config.scaling_factor).sample) * 2**16
         grad = torch.autograd.grad(loss, latents)[0].float()
         latents = latents.detach()
-        if torch.isfinite(grad).all():  # (half precision can overflow on an early, far-off x̂_0: then skip)
-            latents = (latents - step_size * grad / grad.pow(2).mean().sqrt()).to(latents.dtype)
+        rms = grad.pow(2).mean().sqrt()
+        if torch.isfinite(grad).all() and rms > 0:  # (float16 can overflow on an early, far-off x̂_0: then skip)
+            latents = (latents - step_size * grad / rms).to(latents.dtype)
     with torch.no_grad():
         latents = scheduler.step(eps, t, latents).prev_sample
 print(f"{len(scheduler.timesteps)} steps with a loss step every {every_k}: {time.perf_counter() - start:.1f} s")

@@ -256,8 +256,9 @@ for w in scales:
         sweep.append(generate(prompt=prompt, guidance_scale=w))
     print(f"w = {w:>4}: UNet batch {unet_inputs[0][0][0]}, text embeddings {unet_inputs[0][1]}")
 zero = generate(prompt=prompt, guidance_scale=0.0)
-print("pipe(prompt, guidance_scale=0) == pipe(prompt, guidance_scale=1):", torch.equal(zero, sweep[1]))
-assert torch.equal(zero, sweep[1])
+difference = (zero - sweep[1]).abs().max().item()  # 0 on a CPU; a GPU may differ in the last digits between runs
+print("pipe(prompt, guidance_scale=0) vs pipe(prompt, guidance_scale=1): max difference", difference)
+assert difference <= by_hand.tolerance(choice.dtype, sweep[1])
 sweep_pictures = cu.decode_latents(pipe.vae, torch.cat(sweep))
 titles = [f"w = {w:g}" + (" (empty prompt)" if w == 0 else "") for w in scales]
 if choice.profile == "tiny":

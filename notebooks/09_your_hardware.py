@@ -393,15 +393,46 @@ if before is not None:
 del img2img
 
 # %% [markdown]
-# Peak GPU memory of every lesson on SD 1.5 comes from `make gpu-check` (it runs each notebook on a
-# GPU and records `torch.cuda.max_memory_allocated`); its report, when one has been made, is
-# `docs/gpu-report.json`:
+# **Every lesson on a T4, estimated without a GPU.** A GPU answers "will it fit?" by running the work
+# and reading `torch.cuda.max_memory_allocated()`. Without one we can still count:
+# `course_utils.gpu_memory` builds SD 1.5's models from their configs as *fake* tensors (a shape and a
+# dtype, no numbers, no memory), runs a lesson's heaviest cell on them in float16 at 512x512, and adds up
+# every tensor PyTorch creates, from creation until it is freed (rounded as CUDA's allocator rounds).
+# First the method against the three peaks measured once on a GPU (an H100, float16, 512x512, no
+# safety checker):
 
 # %%
 import json
 
+from course_utils import gpu_memory
 from course_utils.paths import ROOT
 
+for check in gpu_memory.check_rows():
+    print(f"{check['what']:24} measured on a GPU {check['measured_gib']:.1f} GiB | estimated here "
+          f"{check['estimate_gib']:.2f} GiB ({check['error']:+.0%})")
+
+# %% [markdown]
+# The count comes out below each measurement. It cannot see what libraries allocate for themselves
+# on a GPU, such as cuDNN's workspace for the VAE decoder's convolutions (our reading of the gap, not
+# measured); the CUDA context (a few hundred MB) is outside both numbers. So we keep about 1 GiB
+# spare: a lesson fits a 16 GB T4 (15 GiB for PyTorch) below `gpu_memory.T4_LIMIT_GIB`, an 8 GB card
+# below `gpu_memory.EIGHT_GB_LIMIT_GIB`. Every lesson's heaviest cell, as `python -m course_utils
+# gpu-memory` estimated it (half a minute; it writes `docs/gpu-memory.json`):
+
+# %%
+estimates = json.loads((ROOT / "docs" / "gpu-memory.json").read_text())
+print(f"limits: T4 {estimates['t4_limit_gib']} GiB, 8 GB card {estimates['eight_gb_limit_gib']} GiB")
+print(f"{'lesson':6} {'peak GiB':>8}  {'T4':4} {'8 GB':4}  heaviest cell: what is on the GPU, what runs")
+for r in estimates["lessons"]:
+    print(f"{r['lesson']:6} {r['peak_gib']:8.2f}  {'fits' if r['fits_t4'] else 'NO':4} {'fits' if r['fits_8gb'] else 'NO':4}  "
+          f"{r['where']}: {r['what']}")
+
+# %% [markdown]
+# Estimates, not measurements. Peak GPU memory *measured* per lesson on SD 1.5 comes from
+# `make gpu-check` (it runs each notebook on a GPU and records `torch.cuda.max_memory_allocated`, next
+# to these estimates); its report, when one has been made, is `docs/gpu-report.json`:
+
+# %%
 report = ROOT / "docs" / "gpu-report.json"
 if report.exists():
     data = json.loads(report.read_text())

@@ -90,7 +90,8 @@ def test_unknown_part_and_bad_repeats_are_clear_errors():
 
 @pytest.mark.slow
 def test_speed_and_memory_rows_on_tiny(tmp_path):
-    """The command on tiny: the recommended settings are faster and still draw what was asked."""
+    """The command on tiny: every row measured, the recommended settings take fewer steps and still draw what was asked.
+    (How much faster they are is a timing: printed, not asserted; a busy machine must not fail the test.)"""
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "course_utils", "bench", "--profile", "tiny", "--parts", "speed,memory",
                            "--repeats", "1", "--json", str(out), "--markdown", str(tmp_path / "bench.md")],
@@ -100,7 +101,8 @@ def test_speed_and_memory_rows_on_tiny(tmp_path):
     rows = {r["name"]: r for r in result["rows"]}
     assert result["profile"] == "tiny" and result["machine"]["device"].startswith("cpu")
     oob, rec = rows["out of the box"], rows["recommended"]
-    assert oob["seconds"] / rec["seconds"] > 1.3, (oob, rec)  # 51 PNDM steps vs 20 DPM-Solver++ steps
+    assert "50 steps" in oob["note"] and "20 steps" in rec["note"], (oob, rec)  # 51 PNDM steps vs 20 DPM-Solver++ steps
+    print(f"recommended vs out of the box: {oob['seconds'] / rec['seconds']:.1f}x faster here")
     assert rec["score"] >= 0.75 and oob["score"] is not None
     for name in ("attention slicing", "batch of 4 + VAE slicing", "decode 128x128 + VAE tiling", "channels-last UNet"):
         assert rows[name]["seconds"] > 0, name

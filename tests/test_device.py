@@ -3,6 +3,7 @@ import torch
 
 import course_utils as cu
 from course_utils import device
+from course_utils.models import builders
 
 
 @pytest.mark.parametrize(
@@ -42,3 +43,39 @@ def test_dtype_per_device():
     assert cu.get_dtype("mps") == torch.float32
     with pytest.raises(cu.CourseError):
         cu.get_dtype("gpu")
+
+
+@pytest.mark.parametrize("value, expected", [("float16", torch.float16), ("fp16", torch.float16), ("bfloat16", torch.bfloat16),
+                                             ("BF16", torch.bfloat16), ("float32", torch.float32), ("torch.float16", torch.float16)])
+def test_course_dtype_overrides_on_every_device(monkeypatch, value, expected):
+    monkeypatch.setenv("COURSE_DTYPE", value)
+    for name in cu.DEVICES:
+        assert cu.get_dtype(name) == expected
+    assert device.dtype_reason("cpu").startswith("COURSE_DTYPE=")
+
+
+def test_unknown_course_dtype_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("COURSE_DTYPE", "float8")
+    with pytest.raises(cu.CourseError, match="not one of .*float16.*Unset it"):
+        cu.get_dtype("cpu")
+
+
+def test_setup_prints_the_dtype_and_why(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_DTYPE", "float16")
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    choice = cu.setup()
+    line = capsys.readouterr().out
+    assert choice.dtype == torch.float16 and "dtype=float16" in line and "COURSE_DTYPE=float16" in line
+    monkeypatch.delenv("COURSE_DTYPE")
+    assert "float32 on cpu" in str(cu.choose(profile="tiny", device="cpu"))
+
+
+def test_fast_layout_only_for_float16_on_a_cpu():
+    pipe = builders.tiny_text2img()
+    channels_last = lambda: pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)  # noqa: E731
+    device.fast_layout(pipe, "cpu", torch.float32)
+    assert not channels_last()
+    device.fast_layout(pipe, "cuda", torch.float16)
+    assert not channels_last()
+    device.fast_layout(pipe, "cpu", torch.float16)
+    assert channels_last() and pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ spec.loader.exec_module(gpu_check)
 
 def row(notebook="01_text_to_image", profile="sd15", seconds=12.5, peak=3.2, passed=True, status="passed"):
     return dict(notebook=notebook, profile=profile, seconds=seconds, peak_gib=peak, reserved_gib=None if peak is None else peak + 0.5,
+                estimate_gib=None if profile == "tiny" else 2.5,
                 passed=passed, status=status, summary="15 passed in 12.00s" if passed else "1 failed, 14 passed")
 
 
@@ -29,11 +29,8 @@ def test_without_a_gpu_it_exits_at_once_and_says_what_to_run():
     code = ("import runpy, sys\nsys.argv = ['gpu_check.py']\ntry:\n    runpy.run_path(%r, run_name='__main__')\n"
             "except SystemExit as err:\n    print('EXIT', err.code, 'torch' in sys.modules, 'diffusers' in sys.modules)\n") % str(TOOL)
     env = dict(os.environ, GPU_CHECK_ASSUME_NO_GPU="1")
-    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    seconds = time.perf_counter() - start
-    assert "EXIT 2 False False" in proc.stdout, proc.stdout + proc.stderr  # non-zero, nothing heavy imported
-    assert seconds < 2, seconds
+    assert "EXIT 2 False False" in proc.stdout, proc.stdout + proc.stderr  # non-zero at once: nothing heavy imported
     for needle in ("needs an NVIDIA GPU", "make test", "make gpu-check"):
         assert needle in proc.stderr, needle
 
@@ -67,12 +64,20 @@ def test_report_writer(tmp_path):
     md = md_path.read_text()
     for needle in ("NVIDIA H100 80GB HBM3", "driver 580.159.04", "torch 2.11.0+cu130", "diffusers 0.42.1",
                    "transformers 5.17.0", "2026-11-28", "| notebook | profile | seconds | peak GiB |",
-                   "| `01_text_to_image` | tiny | 9.0 | 0.40 | 0.90 | pass |",
-                   "| `01_text_to_image` | sd15 | 12.5 | 15.00 | 15.50 | pass - OVER 14 GiB |",
-                   "| `06_upscaling` | sd15 | 12.5 | n/a | n/a | TIMEOUT |", "FAILED", "done (61 s)", "row  1.0 s"):
+                   "| `01_text_to_image` | tiny | 9.0 | 0.40 | n/a | 0.90 | pass |",
+                   "| `01_text_to_image` | sd15 | 12.5 | 15.00 | 2.50 | 15.50 | pass - OVER 14 GiB |",
+                   "| `06_upscaling` | sd15 | 12.5 | n/a | 2.50 | n/a | TIMEOUT |", "FAILED", "done (61 s)", "row  1.0 s",
+                   "estimate = `docs/gpu-memory.json`"):
         assert needle in md, needle
     report["rows"] = report["rows"][:1]
     assert "all passed" in gpu_check.write_report(report, tmp_path)[0].read_text()
+
+
+def test_estimates_come_from_the_committed_table():
+    """gpu-check puts course_utils.gpu_memory's estimate (docs/gpu-memory.json) beside each sd15 measurement."""
+    lessons = json.loads(gpu_check.ESTIMATES.read_text())["lessons"]
+    assert gpu_check.estimated_gib("06_upscaling", "sd15") == next(r["peak_gib"] for r in lessons if r["lesson"] == "06")
+    assert gpu_check.estimated_gib("06_upscaling", "tiny") is None and gpu_check.estimated_gib("99_new", "sd15") is None
 
 
 def test_wheels_are_the_pinned_missing_ones_and_never_torch():

@@ -11,8 +11,8 @@ PACKAGE = ROOT / "course_utils"
 MODELS = PACKAGE / "models"
 LESSON_MODULES = {"by_hand", "img2img", "inpaint", "upscale", "long_prompt", "community", "single_file", "visual", "steps", "images",
                   "diagrams", "text_embeddings", "unet_inside", "new_concept"}
-BASICS = {"errors", "paths", "device"}
-TOP = {"notebook", "cli", "evaluate", "bench", "doctor", "hub_mirror", "__main__"}
+BASICS = {"errors", "paths", "device", "precision"}
+TOP = {"notebook", "cli", "evaluate", "bench", "gpu_memory", "doctor", "hub_mirror", "__main__"}
 
 
 def sources(folder: Path):

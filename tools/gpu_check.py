@@ -43,6 +43,15 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 WHEELS = ROOT / ".whl"
 LIMIT_GIB = 14.0
+ESTIMATES = ROOT / "docs" / "gpu-memory.json"  # `python -m course_utils gpu-memory --json`: each lesson's sd15 peak, estimated
+
+
+def estimated_gib(notebook: str, profile: str) -> float | None:
+    """The estimate of ``docs/gpu-memory.json`` for a notebook on `sd15` (512x512, float16); `None` elsewhere."""
+    if profile != "sd15" or not ESTIMATES.exists():
+        return None
+    rows = {r["lesson"]: r["peak_gib"] for r in json.loads(ESTIMATES.read_text())["lessons"]}
+    return rows.get(notebook[:2])
 GIB = 2**30
 PROFILES = ("tiny", "sd15")
 
@@ -470,7 +479,8 @@ def run_notebook(python: str, path: Path, profile: str, env: dict, work: Path, t
                status="passed" if rc == 0 else ("timeout" if rc is None else "failed"),
                summary=lines[-1].strip("= ") if lines else "", cells=peak.get("cells"), peak_cell=peak.get("peak_cell"),
                peak_gib=round(peak["peak_bytes"] / GIB, 3) if peak.get("cuda") else None,
-               reserved_gib=round(peak["reserved_bytes"] / GIB, 3) if peak.get("cuda") else None, log=str(log))
+               reserved_gib=round(peak["reserved_bytes"] / GIB, 3) if peak.get("cuda") else None,
+               estimate_gib=estimated_gib(path.stem, profile), log=str(log))
     if not row["passed"]:
         row["error"] = "\n".join(lines[-25:])
     return row
@@ -517,16 +527,18 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
           f"- `tiny`: the course's models in `data/tiny`. `sd15`: {report.get('sd15_source', 'not run')}",
           f"- settings: {report.get('settings') or DEFAULT_SETTINGS}; each notebook in its own "
           "kernel under `pytest --nbval-lax`; seconds = the whole pytest run (kernel start and imports included); "
-          f"peak = `torch.cuda.max_memory_allocated()` in that kernel; limit {limit:g} GiB (a 16 GB T4 leaves about 15)",
+          f"peak = `torch.cuda.max_memory_allocated()` in that kernel; limit {limit:g} GiB (a 16 GB T4 leaves about 15); "
+          "estimate = `docs/gpu-memory.json` (`python -m course_utils gpu-memory`: the heaviest cell on `sd15` at "
+          "512x512 in float16, counted on fake tensors without a GPU)",
           f"- whole run: {report.get('total_seconds', 0):.0f} s", "",
-          "| notebook | profile | seconds | peak GiB | reserved GiB | result |",
-          "|---|---|---:|---:|---:|---|"]
+          "| notebook | profile | seconds | peak GiB | estimate GiB | reserved GiB | result |",
+          "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         result = "pass" if r["passed"] else r["status"].upper()
         if over_limit(r, limit):
             result += f" - OVER {limit:g} GiB"
         md.append(f"| `{r['notebook']}` | {r['profile']} | {r['seconds']:.1f} | {fmt_gib(r.get('peak_gib'))} | "
-                  f"{fmt_gib(r.get('reserved_gib'))} | {result} |")
+                  f"{fmt_gib(r.get('estimate_gib'))} | {fmt_gib(r.get('reserved_gib'))} | {result} |")
     found = problems(rows, limit)
     md += ["", "**Result: " + ("all passed, every peak within the limit.**" if not found else "FAILED.**")]
     md += [f"- {p}" for p in found]
@@ -568,10 +580,11 @@ def run_bench(python: str, env: dict, work: Path, timeout: int) -> dict:
 
 
 def print_table(rows: list[dict], limit: float) -> None:
-    print(f"\n{'notebook':<28} {'profile':<7} {'seconds':>7} {'peak GiB':>8}  result")
+    print(f"\n{'notebook':<28} {'profile':<7} {'seconds':>7} {'peak GiB':>8} {'estimate':>8}  result")
     for r in rows:
         flag = ("pass" if r["passed"] else r["status"].upper()) + (" OVER LIMIT" if over_limit(r, limit) else "")
-        print(f"{r['notebook']:<28} {r['profile']:<7} {r['seconds']:>7.1f} {fmt_gib(r.get('peak_gib')):>8}  {flag}")
+        print(f"{r['notebook']:<28} {r['profile']:<7} {r['seconds']:>7.1f} {fmt_gib(r.get('peak_gib')):>8} "
+              f"{fmt_gib(r.get('estimate_gib')):>8}  {flag}")
 
 
 def check_main(args) -> int:

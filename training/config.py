@@ -59,6 +59,9 @@ class Settings:
     eval_every: int = 0  # run the stage's evaluation every this many steps (0: only at the end)
     data_repeat: int = 0  # 0: new scenes every step; N: cycle through the first N batches (overfitting checks)
     noise_offset: float = 0.0  # std of a random per-image, per-channel constant added to the noise ("offset noise"); 0 = none
+    # "no": everything in float32 (how data/tiny was made, on a CPU). "fp16" / "bf16": as diffusers' training scripts'
+    # --mixed_precision: frozen models in half precision, trained weights in float32, autocast, a GradScaler for fp16
+    mixed_precision: str = "no"
 
 
 @dataclass

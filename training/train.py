@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from course_utils import scores, world
+from course_utils import precision, scores, world
+from course_utils.device import fast_layout
 from course_utils.models import builders, configs
 from course_utils.models.surgery import inpaint_unet_from, upscaler_vae
 
@@ -120,6 +121,9 @@ class Stage:
     modules: dict
     params: list
     ema_modules: dict
+    # models kept wholly in float32 under mixed precision, as diffusers' scripts keep a model whose parameter trains
+    # as one tensor with frozen parts (textual inversion: the token table; its other layers would mix dtypes)
+    keep_float32: tuple = ()
 
     def __init__(self, cfg, out):
         self.cfg = cfg  # the stage's settings (config.STAGES); ``out``: the runs folder it starts from
@@ -278,7 +282,7 @@ def text2img_pipeline(vae, text_encoder, unet) -> StableDiffusionPipeline:
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return fast_layout(pipe, "cpu", vae.dtype)  # (mixed_precision="fp16" on a CPU: channels-last, see device.fast_layout)
 
 
 class InpaintStage(_Diffusion):
@@ -486,6 +490,7 @@ class TIStage(FinetuneStage):
     """Textual inversion: only the embedding rows of ``<outline>``, ``<outline>_1``, ... are learned."""
 
     name = "ti"
+    keep_float32 = ("text_encoder",)  # as diffusers' textual_inversion.py: the text encoder stays float32
 
     def setup(self):
         c = self.cfg
@@ -540,6 +545,23 @@ class Run:
         self.ema = EMA(cfg.ema_decay)
 
 
+HALF = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # Settings.mixed_precision -> dtype
+
+
+def half_precision(stage: Stage, dtype: torch.dtype) -> None:
+    """Prepare ``stage`` for mixed precision as diffusers' training scripts do: every model it holds in ``dtype``
+    except the parameters it trains (``stage.params``), which stay float32 (``cast_training_params``'s rule), and
+    the models named in ``stage.keep_float32``."""
+    if dtype == torch.float32:
+        return
+    trained = {id(p) for p in stage.params}
+    whole = {id(getattr(stage, name)) for name in stage.keep_float32}
+    models = {id(m): m for m in vars(stage).values() if isinstance(m, torch.nn.Module)}
+    for key, model in models.items():
+        for param in model.parameters():
+            param.data = param.data.to(torch.float32 if id(param) in trained or key in whole else dtype)
+
+
 def learning_rate(cfg, step: int) -> float:
     """Linear warm-up over ``warmup`` steps, then ``lr``; from ``lr_drop_at`` on (if set) ``lr * lr_drop``."""
     if cfg.lr_drop_at and step >= cfg.lr_drop_at:
@@ -583,6 +605,11 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     stage = IMPL[name](cfg, out)
+    if cfg.mixed_precision not in HALF:
+        raise ValueError(f"mixed_precision={cfg.mixed_precision!r}: expected one of {tuple(HALF)}")
+    half = HALF[cfg.mixed_precision]
+    half_precision(stage, half)
+    scaler = precision.grad_scaler("cpu", half)  # float16 only; otherwise it passes everything through
     opt = torch.optim.AdamW(stage.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     for m in stage.modules.values():
         m.train()
@@ -596,6 +623,8 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
         run.ema.shadow = ck["ema"]
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
+            if "scaler" in ck:
+                scaler.load_state_dict(ck["scaler"])
             torch.set_rng_state(ck["rng"]["torch"])
             random.setstate(ck["rng"]["python"])
             np.random.set_state(ck["rng"]["numpy"])
@@ -610,7 +639,7 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
         _save(path, dict(
             step=step, done=done, stage=name, config=asdict(cfg),
             modules={k: m.state_dict() for k, m in stage.modules.items()},
-            ema=run.ema.shadow, optimizer=opt.state_dict(), extra=extra or {},
+            ema=run.ema.shadow, optimizer=opt.state_dict(), scaler=scaler.state_dict(), extra=extra or {},
             rng=dict(torch=torch.get_rng_state(), python=random.getstate(), numpy=np.random.get_state()),
         ))
 
@@ -621,11 +650,12 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        loss, info = stage.loss(step % cfg.data_repeat if cfg.data_repeat else step, gen)
+        with precision.autocast("cpu", half):  # (off in float32)
+            loss, info = stage.loss(step % cfg.data_repeat if cfg.data_repeat else step, gen)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(stage.params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
-        opt.step()
+        scaler.scale(loss).backward()  # float16: the loss times the scale; otherwise loss.backward()
+        gnorm = precision.optimizer_step(opt, scaler, stage.params, cfg.grad_clip or None)
+        gnorm = torch.tensor(0.0) if gnorm is None else gnorm
         stage.after_step()
         if cfg.ema_decay:
             run.ema.update(step, stage.ema_modules)
@@ -642,7 +672,8 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
                 print(f"[{name}] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             t0, seen = time.perf_counter(), 0
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
-            ev = stage.evaluate(run)
+            with precision.autocast("cpu", half):
+                ev = stage.evaluate(run)
             log.write(json.dumps(dict(step=step + 1, eval=ev)) + "\n")
             log.flush()
             if not quiet:
@@ -650,7 +681,8 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
             t0 = time.perf_counter()
         if (step + 1) % cfg.ckpt_every == 0 and step + 1 < total:
             save(step + 1)
-    extra = {**stage.evaluate(run), **stage.checkpoint_extra()}
+    with precision.autocast("cpu", half):
+        extra = {**stage.evaluate(run), **stage.checkpoint_extra()}
     save(total, done=True, extra=extra)
     shown = {k: v for k, v in extra.items() if not torch.is_tensor(v)}  # result.json: what JSON can hold
     log.write(json.dumps(dict(step=total, final=shown)) + "\n")

@@ -24,7 +24,7 @@ from diffusers import (
     StableDiffusionUpscalePipeline,
 )
 
-from ..device import CourseError, describe_device, get_device, get_dtype
+from ..device import CourseError, describe_device, dtype_reason, fast_layout, get_device, get_dtype
 from . import builders, hub, tiny
 from .profiles import check_profile
 
@@ -68,15 +68,20 @@ def role(name: str) -> Role:
 
 @dataclass
 class Choice:
-    """What the course runs on: ``profile``, ``device``, ``dtype`` and the ``reason`` for the profile."""
+    """What the course runs on: ``profile``, ``device``, ``dtype``, the ``reason`` for the profile and for the dtype."""
 
     profile: str
     device: str
     dtype: torch.dtype
     reason: str
+    dtype_reason: str = ""
+
+    def __post_init__(self):
+        self.dtype_reason = self.dtype_reason or dtype_reason(self.device)
 
     def __str__(self) -> str:
-        return f"profile={self.profile} device={describe_device(self.device)} dtype={str(self.dtype).replace('torch.', '')} ({self.reason})"
+        return (f"profile={self.profile} device={describe_device(self.device)} dtype={str(self.dtype).replace('torch.', '')} "
+                f"({self.reason}) - {self.dtype_reason}")
 
 
 def choose(role_name: str = "text2img", profile: str | None = None, device: str | None = None) -> Choice:
@@ -148,7 +153,7 @@ def load_pipeline(role_name: str = "text2img", profile: str | None = None, devic
         pipe.set_progress_bar_config(disable=True)  # a tiny step takes milliseconds
     else:
         pipe = spec.random(spec.pipeline, choice.dtype)
-    return pipe.to(choice.device)
+    return fast_layout(pipe.to(choice.device), choice.device, choice.dtype)
 
 
 def model_source(role_name: str = "text2img", profile: str | None = None) -> str:
