@@ -56,7 +56,7 @@ TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 COURSE
 # Python, kernels and the mirror, so the halves overlap well; with two PyTorch threads each they would fight over the
 # cores (measured here: 34 min instead of 13). The side log is printed after the rest; either failing fails.
 TEST_THREADS ?= 1
-SIDE_TESTS := tests/test_float16_lane.py tests/test_bench.py tests/test_training.py tests/test_tiny_scores.py
+SIDE_TESTS := tests/test_float16_lane.py tests/test_bench.py tests/test_training.py tests/test_tiny_scores.py tests/test_install.py
 SIDE_LOG := build/test-side.log
 test: $(STAMP) $(HUB_STAMP)
 	@mkdir -p build

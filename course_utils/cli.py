@@ -14,9 +14,11 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from .errors import CourseError
 from .models.hub import SD15_REPOS
 from .paths import NOTEBOOKS_DIR, ROOT
 
@@ -48,17 +50,26 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     error = ""
-    try:
-        client.execute()
-    except CellExecutionError as err:
-        error = str(err).strip().splitlines()[-1][:200]
-        client.set_widgets_metadata()  # what ran keeps its widgets (execute() stores them only after the last cell)
+    with tempfile.TemporaryDirectory(prefix="course-kernel-") as sockets:
+        # IPC (local socket files, in a folder of their own: an absolute path, as the kernel runs in the notebook's
+        # folder) where the system has it: over TCP the kernel warns, once per notebook, that its traffic is
+        # unencrypted - true of any kernel on TCP and nothing a learner can act on. Windows has only TCP.
+        config = Config()
+        if os.name != "nt":
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.ip = str(Path(sockets) / "kernel")
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True, config=config,
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        except CellExecutionError as err:
+            error = str(err).strip().splitlines()[-1][:200]
+            client.set_widgets_metadata()  # what ran keeps its widgets (execute() stores them only after the last cell)
     seconds = time.perf_counter() - start
     images, profile, device = 0, "?", "?"
     for cell in nb.cells:
@@ -136,22 +147,21 @@ def course(args) -> int:
 
 def download(args) -> int:
     """Download a profile's Hub models into a plain folder to copy to an offline machine."""
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import hf_hub_download
 
     from .models import hub
 
     if args.profile != "sd15":
         print(f"Only the sd15 profile downloads anything; {args.profile!r} is built offline.")
         return 0
-    repos = sorted({hub.repo_id(r) for r in (args.role or SD15_REPOS)})
-    jobs = []
-    for repo in repos:
-        # Configs and the weights the course loads on a GPU: the fp16 variant where the repo has one,
-        # else the components' safetensors (not the repo's big single-file checkpoints at the top level).
-        allow, ignore = hub.weight_patterns("fp16" if repo in hub.FP16_VARIANTS else None)
-        jobs.append((repo, f"{repo} -> {Path(args.to) / repo}",
-                     lambda repo=repo, allow=allow, ignore=ignore: snapshot_download(
-                         repo, local_dir=Path(args.to) / repo, allow_patterns=allow, ignore_patterns=ignore or None)))
+    jobs, roles = [], {}
+    for role in args.role or SD15_REPOS:  # text2img and img2img share one repository: fetched once
+        roles.setdefault(tuple(hub.repo_ids(role)), role)
+    for repos, role in roles.items():
+        # Configs and the weights the course loads on a GPU: from the repository's own file list, the fp16 variant
+        # where it has one, else its components' safetensors (else .bin); never the big single-file checkpoints.
+        jobs.append((repos[0], f"{role}: {' or '.join(repos)} -> {Path(args.to)}/<repository>",
+                     lambda role=role: hub.find_and_fetch(role, "fp16", args.to)))
     if not args.role or "community" in args.role:
         # Single files lesson 07 loads: the CIVITAI-style checkpoint, EasyNegative, and a LoRA.
         for repo, filename, repo_type in (
@@ -166,7 +176,10 @@ def download(args) -> int:
         print(f"downloading {what}", flush=True)
         try:
             fetch()
-        except Exception as err:  # offline, DNS failure, proxy, missing repo, ...
+        except CourseError as err:  # the course's own message: missing (every known copy), or the Hub unreachable
+            print(err, file=sys.stderr)
+            return 1
+        except Exception as err:  # offline, DNS failure, proxy, missing file, ...
             print(hub.course_error(repo, err), file=sys.stderr)  # the repo is missing, or the Hub unreachable
             return 1
     print(f"done. Copy {args.to} to the offline machine and set COURSE_MODELS_DIR={Path(args.to).resolve()}")
@@ -208,6 +221,10 @@ def gpu_memory(args) -> int:
 
 
 def main(argv=None) -> None:
+    from .notebook import quiet_log_notes
+    from .setup_env import main as setup_main  # a bare Python runs it: no torch, no installed package
+
+    quiet_log_notes()  # before any command imports transformers (its "requires torchvision" note says nothing to act on)
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("course", help="execute every notebook headless and print a table")
@@ -231,6 +248,10 @@ def main(argv=None) -> None:
     p.add_argument("--public-host", help="with --room: the address seats use (default: this machine's LAN address)")
     p.add_argument("--offline", action="store_true", help="with --room: serve only what the cache holds")
     p.set_defaults(func=hub_serve)
+    p = sub.add_parser("setup", help="what `make install` does, on any system (Windows too): venv, torch, the course, its kernel")
+    p.add_argument("--venv", default=".venv", help="the virtual environment to make or complete (default %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands only")
+    p.set_defaults(func=lambda args: setup_main(args.venv, args.dry_run))
     p = sub.add_parser("info", help="show the profile and device the course would use")
     p.set_defaults(func=info)
     p = sub.add_parser("doctor", help="check this seat: device, memory, disk, profile, models, libraries, widgets")

@@ -469,8 +469,8 @@ LESSONS = (
          lambda: dict(pipe=_pipe()), lambda m: decode(m["pipe"], 6)),
     Cell("06", "§2, upscale", "the x4 upscaler (VAE in float32); 112x72 -> 448x288",
          lambda: dict(pipe=_pipe("upscale")), lambda m: generate(m["pipe"], size=288, width=448)),
-    Cell("07", "§3, the single file", "the Counterfeit folder's pipeline (with a checker, if its folder has one) "
-         "and the same model from one file, while the file loads", lambda: dict(folder=_pipe(), file=_pipe(checker=False)),
+    Cell("07", "§3, the single file", "the Counterfeit folder's pipeline (its folders hold no safety checker) "
+         "and the same model from one file, while the file loads", lambda: dict(folder=_pipe(checker=False), file=_pipe(checker=False)),
          lambda m: None),
     Cell("08", "§4, blending with a plain model", "the inpainting pipeline and a text-to-image pipeline; one "
          "inpainting", lambda: dict(pipe=_pipe("inpaint"), text2img=_pipe()), lambda m: generate(m["pipe"])),

@@ -20,6 +20,16 @@ def _not_empty_fp32_note(record: logging.LogRecord) -> bool:
     return "should be kept in float32: []" not in record.getMessage()
 
 
+def quiet_log_notes() -> None:
+    """Only the logging filters of :func:`quiet_library_notes` (the "requires torchvision" and empty "keep in float32"
+    notes), without touching warnings: what ``python -m course_utils`` installs before any command imports a library."""
+    for name, note in (("transformers.utils.import_utils", _not_torchvision_note),
+                       ("diffusers.models.modeling_utils", _not_empty_fp32_note)):
+        logger = logging.getLogger(name)
+        if note not in logger.filters:
+            logger.addFilter(note)
+
+
 def quiet_library_notes() -> None:
     """Install the course's filters for notes that are harmless here (called by :func:`setup`).
 
@@ -38,12 +48,7 @@ def quiet_library_notes() -> None:
       ``DeprecationWarning`` from diffusers, transformers, huggingface_hub or the notebook becomes an
       error, so an outdated API fails the run.
     """
-    logger = logging.getLogger("transformers.utils.import_utils")
-    if _not_torchvision_note not in logger.filters:
-        logger.addFilter(_not_torchvision_note)
-    logger = logging.getLogger("diffusers.models.modeling_utils")
-    if _not_empty_fp32_note not in logger.filters:
-        logger.addFilter(_not_empty_fp32_note)
+    quiet_log_notes()
     if os.environ.get("COURSE_STRICT_WARNINGS"):
         warnings.filterwarnings("error", category=FutureWarning)
         warnings.filterwarnings("error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|__main__)")

@@ -213,10 +213,16 @@ def _slider_box_class():
         def _ipython_display_(self):
             from IPython.display import display
 
-            data = self._repr_mimebundle_()
+            if hasattr(self, "_repr_mimebundle_"):  # ipywidgets 8
+                data = self._repr_mimebundle_()
+            else:  # ipywidgets 7.7 (Colab's): the bundle its Widget._ipython_display_ builds
+                data = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                                      "model_id": self.model_id}}
             data["text/plain"] = (f"step slider over {self.children[0].max} frames: it moves with a running "
                                   "kernel (run the cell); the still copy below works without one")
             display(data, raw=True, metadata={"tags": [LIVE_ONLY_TAG]})
+            if not hasattr(self, "_repr_mimebundle_"):
+                self._handle_displayed()  # what ipywidgets 7's display does next (calls on_displayed callbacks)
             if self.still is not None:
                 display({"text/html": self.still(), "text/plain": f"still copy of the {self.children[0].max} frames "
                          "(an HTML player: open the notebook in Jupyter or its HTML export)"}, raw=True)

@@ -33,11 +33,39 @@
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
 
 # %%
-import importlib.util, os, subprocess, sys
+# Sets the course up on a fresh Colab runtime: clones its repository and installs `course_utils` (keeping
+# Colab's torch). Where `course_utils` is installed already (e.g. `make install`), it does nothing.
+# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about 2.7 GB
+# from the Hugging Face Hub, again on every new runtime:
+# SD 1.5 in fp16.
+# To keep them on your Google Drive instead, uncomment the two lines after the imports (HF_HOME must be set
+# before huggingface_hub is imported).
+import importlib.util, os, shutil, subprocess, sys
+# from google.colab import drive; drive.mount("/content/drive")
+# os.environ["HF_HOME"] = "/content/drive/MyDrive/hf-cache"
 if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     repo = os.environ.get("COURSE_REPO", "https://github.com/sd-course/sd-course.git")
-    subprocess.run(["git", "clone", "-q", "--depth", "1", repo, "sd-course"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course"], check=True)
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # a wrong URL fails instead of asking for a password
+
+    def run(*command, failed):  # one step; if it fails, show its own output and what to do, and stop
+        done = subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        if done.returncode:
+            print(done.stdout + done.stderr)
+            raise RuntimeError(f"{failed}: its output is above. Wrong URL, or your fork? Set COURSE_REPO, e.g. "
+                               "os.environ['COURSE_REPO'] = 'https://github.com/ORG/NAME.git'. On Colab, Runtime > "
+                               "Change runtime type > T4 GPU (a fresh runtime too). Then run this cell again.")
+
+    # an earlier run that stopped half-way may have left a clone with files missing: start that one afresh
+    status = subprocess.run(["git", "--git-dir=sd-course/.git", "--work-tree=sd-course", "status", "--porcelain",
+                             "--untracked-files=no"], capture_output=True, text=True, env=env)
+    if os.path.isdir("sd-course") and (status.returncode or status.stdout or not os.path.isfile("sd-course/pyproject.toml")):
+        print("sd-course/ is an unfinished clone: removing it")
+        shutil.rmtree("sd-course")
+    if not os.path.isdir("sd-course"):
+        print(f"cloning {repo} ...")
+        run("git", "clone", "-q", "--depth", "1", repo, "sd-course", failed=f"git could not clone {repo}")
+    print("installing course_utils and its libraries (a minute or two) ...")
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course", failed="pip could not install the course")
     sys.path.insert(0, os.path.abspath("sd-course"))
 
 # %%

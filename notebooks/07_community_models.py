@@ -36,11 +36,39 @@
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
 
 # %%
-import importlib.util, os, subprocess, sys
+# Sets the course up on a fresh Colab runtime: clones its repository and installs `course_utils` (keeping
+# Colab's torch). Where `course_utils` is installed already (e.g. `make install`), it does nothing.
+# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about 6.5 GB
+# from the Hugging Face Hub, again on every new runtime:
+# Counterfeit-V2.5's folders + its fp16 file + SD 1.5's configs + EasyNegative + LCM-LoRA.
+# To keep them on your Google Drive instead, uncomment the two lines after the imports (HF_HOME must be set
+# before huggingface_hub is imported).
+import importlib.util, os, shutil, subprocess, sys
+# from google.colab import drive; drive.mount("/content/drive")
+# os.environ["HF_HOME"] = "/content/drive/MyDrive/hf-cache"
 if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     repo = os.environ.get("COURSE_REPO", "https://github.com/sd-course/sd-course.git")
-    subprocess.run(["git", "clone", "-q", "--depth", "1", repo, "sd-course"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course"], check=True)
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # a wrong URL fails instead of asking for a password
+
+    def run(*command, failed):  # one step; if it fails, show its own output and what to do, and stop
+        done = subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        if done.returncode:
+            print(done.stdout + done.stderr)
+            raise RuntimeError(f"{failed}: its output is above. Wrong URL, or your fork? Set COURSE_REPO, e.g. "
+                               "os.environ['COURSE_REPO'] = 'https://github.com/ORG/NAME.git'. On Colab, Runtime > "
+                               "Change runtime type > T4 GPU (a fresh runtime too). Then run this cell again.")
+
+    # an earlier run that stopped half-way may have left a clone with files missing: start that one afresh
+    status = subprocess.run(["git", "--git-dir=sd-course/.git", "--work-tree=sd-course", "status", "--porcelain",
+                             "--untracked-files=no"], capture_output=True, text=True, env=env)
+    if os.path.isdir("sd-course") and (status.returncode or status.stdout or not os.path.isfile("sd-course/pyproject.toml")):
+        print("sd-course/ is an unfinished clone: removing it")
+        shutil.rmtree("sd-course")
+    if not os.path.isdir("sd-course"):
+        print(f"cloning {repo} ...")
+        run("git", "clone", "-q", "--depth", "1", repo, "sd-course", failed=f"git could not clone {repo}")
+    print("installing course_utils and its libraries (a minute or two) ...")
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course", failed="pip could not install the course")
     sys.path.insert(0, os.path.abspath("sd-course"))
 
 # %%
@@ -116,7 +144,8 @@ if choice.profile == "sd15":
         "dappled sunlight, day, depth of field"
     )
     negative_prompt = "EasyNegative, extra fingers,fewer fingers,"
-    image = pipeline(prompt=prompt, negative_prompt=negative_prompt, generator=seed(), **settings).images[0]
+    output = pipeline(prompt=prompt, negative_prompt=negative_prompt, generator=seed(), **settings)
+    image = output.images[0]
     display(image)
 else:
     pipeline = cu.load_pipeline("community")  # no download: read from one .safetensors file (step 2)
@@ -126,12 +155,22 @@ else:
     pictures, titles = [], []
     for name, model in (("base model", base_pipe), ("community model", pipeline)):
         # one batch of two prompts, each with its own generator seeded alike: the same starting noise
-        pair = model([prompt, styled], generator=[seed(), seed()], **settings).images
+        output = model([prompt, styled], generator=[seed(), seed()], **settings)  # the last: the community model's
+        pair = output.images
         for text, picture in zip((prompt, styled), pair):
             print(f"{name:15s} {text!r:55s} {looks(picture)}")
             titles.append(f"{name}, {'with' if text == styled else 'without'} 'outline': {looks(picture)}")
         pictures += pair
     display(cu.grid(pictures, cols=2, size=256, titles=titles))
+# The safety checker's verdict, one per picture (lesson 2, section 8): True = flagged, and that picture blacked out.
+flags = output.nsfw_content_detected
+print("nsfw_content_detected:", flags)
+if flags is None:
+    print("None: this pipeline has no safety checker, so nothing is blacked out (Counterfeit-V2.5's folders ship "
+          "none; diffusers says so when it loads them). What you share is your responsibility (section 7).")
+else:
+    print("True = that picture was flagged and is black: try another prompt or seed (the checker flags harmless "
+          "pictures too). Loading with safety_checker=None switches it off: your decision and your responsibility (section 7).")
 
 # %% [markdown]
 # With `sd15` it ran — but "EasyNegative" was not doing what its author meant. We come back to

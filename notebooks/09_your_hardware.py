@@ -44,11 +44,39 @@
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
 
 # %%
-import importlib.util, os, subprocess, sys
+# Sets the course up on a fresh Colab runtime: clones its repository and installs `course_utils` (keeping
+# Colab's torch). Where `course_utils` is installed already (e.g. `make install`), it does nothing.
+# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about 2.9 GB
+# from the Hugging Face Hub, again on every new runtime:
+# SD 1.5 in fp16 + LCM-LoRA.
+# To keep them on your Google Drive instead, uncomment the two lines after the imports (HF_HOME must be set
+# before huggingface_hub is imported).
+import importlib.util, os, shutil, subprocess, sys
+# from google.colab import drive; drive.mount("/content/drive")
+# os.environ["HF_HOME"] = "/content/drive/MyDrive/hf-cache"
 if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     repo = os.environ.get("COURSE_REPO", "https://github.com/sd-course/sd-course.git")
-    subprocess.run(["git", "clone", "-q", "--depth", "1", repo, "sd-course"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course"], check=True)
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # a wrong URL fails instead of asking for a password
+
+    def run(*command, failed):  # one step; if it fails, show its own output and what to do, and stop
+        done = subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        if done.returncode:
+            print(done.stdout + done.stderr)
+            raise RuntimeError(f"{failed}: its output is above. Wrong URL, or your fork? Set COURSE_REPO, e.g. "
+                               "os.environ['COURSE_REPO'] = 'https://github.com/ORG/NAME.git'. On Colab, Runtime > "
+                               "Change runtime type > T4 GPU (a fresh runtime too). Then run this cell again.")
+
+    # an earlier run that stopped half-way may have left a clone with files missing: start that one afresh
+    status = subprocess.run(["git", "--git-dir=sd-course/.git", "--work-tree=sd-course", "status", "--porcelain",
+                             "--untracked-files=no"], capture_output=True, text=True, env=env)
+    if os.path.isdir("sd-course") and (status.returncode or status.stdout or not os.path.isfile("sd-course/pyproject.toml")):
+        print("sd-course/ is an unfinished clone: removing it")
+        shutil.rmtree("sd-course")
+    if not os.path.isdir("sd-course"):
+        print(f"cloning {repo} ...")
+        run("git", "clone", "-q", "--depth", "1", repo, "sd-course", failed=f"git could not clone {repo}")
+    print("installing course_utils and its libraries (a minute or two) ...")
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course", failed="pip could not install the course")
     sys.path.insert(0, os.path.abspath("sd-course"))
 
 # %%
@@ -466,7 +494,8 @@ finally:
 # What diffusers' documentation recommends there (not measured by this course - no Mac here):
 # PyTorch 2 or later, `pipe.to("mps")`, and `pipe.enable_attention_slicing()` when the Mac has less
 # than 64 GB of memory (performance there is very sensitive to memory pressure); tensors larger than
-# 2**32 elements are not supported. The course loads float32 on MPS (`cu.get_dtype("mps")`).
+# 2**32 elements are not supported. The course loads float32 on MPS (`cu.get_dtype("mps")`), and
+# `cu.load_pipeline` turns attention slicing on there below 64 GB of memory (it prints a line when it does).
 # On this machine:
 
 # %%
@@ -478,18 +507,21 @@ print("MPS available here:", torch.backends.mps.is_available(), "| the course wo
 #
 # A pipeline is a folder of configs and weights. `snapshot_download` fetches it into the Hub cache or
 # into any folder, and `dry_run=True` only lists what would come, with sizes. The course downloads
-# only what a pipeline loads: configs, tokenizer, and the components' `.fp16.safetensors` on a GPU
-# (`hub.weight_patterns`), not the repository's big single-file checkpoints.
+# only what a pipeline loads, chosen from the repository's own file list (`hub.download_plan`):
+# configs, tokenizer, and per component the `.fp16` files on a GPU where the repository has them,
+# safetensors where it has them, else the pickled `.bin` files older repositories hold; never the
+# big single-file checkpoints at the top level.
 
 # %%
-from huggingface_hub import snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 
 repo = hub.repo_id("text2img")
-allow, ignore = hub.weight_patterns("fp16")
 print("repository:", repo, "| HF_ENDPOINT:", os.environ.get("HF_ENDPOINT", "https://huggingface.co (default)"))
-print("patterns:", allow, ignore)
 try:
-    files = snapshot_download(repo, allow_patterns=allow, ignore_patterns=ignore or None, dry_run=True)
+    listed = [s.rfilename for s in HfApi().model_info(repo, revision="main", timeout=10).siblings]
+    plan, variant = hub.download_plan(listed, "fp16")
+    print(f"{len(listed)} files in the repository; {len(plan)} in the plan, variant={variant}")
+    files = snapshot_download(repo, allow_patterns=plan, dry_run=True)
     for f in files:
         print(f"  {f.filename:60} {(f.file_size or 0) / 2**20:9.1f} MiB")
     print(f"total {sum(f.file_size or 0 for f in files) / 2**30:.2f} GiB")

@@ -79,3 +79,20 @@ def test_fast_layout_only_for_float16_on_a_cpu():
     assert not channels_last()
     device.fast_layout(pipe, "cpu", torch.float16)
     assert channels_last() and pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_attention_slicing_on_mps_below_64_gb(capsys):
+    """diffusers' MPS guide: attention slicing on Apple silicon with under 64 GB of memory; nothing changes elsewhere."""
+    from diffusers.models.attention_processor import SlicedAttnProcessor
+
+    from course_utils.device import mps_attention_slicing
+
+    def sliced(pipe):
+        return {type(p) for p in pipe.unet.attn_processors.values()} == {SlicedAttnProcessor}
+
+    pipe = cu.load_pipeline("text2img", profile="tiny", device="cpu")
+    assert not sliced(mps_attention_slicing(pipe, "cpu", ram=8 * 2**30))
+    assert not sliced(mps_attention_slicing(pipe, "mps", ram=128 * 2**30))  # plenty of memory: the faster path
+    assert capsys.readouterr().out.count("attention slicing") == 0
+    assert sliced(mps_attention_slicing(pipe, "mps", ram=16 * 2**30))
+    assert "mps with 16 GiB of memory (< 64 GB): attention slicing on" in capsys.readouterr().out

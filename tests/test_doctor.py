@@ -57,7 +57,7 @@ def test_a_missing_library_is_a_problem_and_a_pin_mismatch_a_warning(monkeypatch
 
 def test_requirement_pins_reads_requirements_txt():
     pins = doctor.requirement_pins()
-    assert pins["diffusers"].startswith("==") and pins["ipywidgets"] == ">=8.1,<9" and "torch" not in pins
+    assert pins["diffusers"].startswith("==") and pins["ipywidgets"] == ">=7.7,<9" and "torch" not in pins
 
 
 def test_a_device_the_seat_lacks_is_a_problem_and_exit_code_1(empty_seat, monkeypatch, capsys):
@@ -88,6 +88,7 @@ def test_doctor_command_on_an_offline_seat(tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+    assert "requires torchvision" not in result.stderr, result.stderr  # the CLI filters that note before any import
     profile = next(line for line in result.stdout.splitlines() if line.strip().startswith("profile "))
     assert "tiny (" in profile and ("no CUDA GPU" in profile or "neither cached nor reachable" in profile)
     for section in ("device:", "memory:", "profile:", "models:", "libraries:", "widgets:"):

@@ -98,10 +98,11 @@ def test_models_folder_keeps_what_the_download_command_fetches():
     sd15 = gpu_check.keep(files, *gpu_check.wanted_files("stable-diffusion-v1-5/stable-diffusion-v1-5"))
     assert sd15 == {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
                     "tokenizer/vocab.json", "tokenizer/merges.txt"}
-    counterfeit = gpu_check.keep(files + ["Counterfeit-V2.5_fp16.safetensors", "Counterfeit-V2.2.safetensors"],
-                                 *gpu_check.wanted_files("gsdf/Counterfeit-V2.5"))
+    no_fp16 = [f for f in files if ".fp16." not in f]  # Counterfeit's folders have no fp16 variant
+    counterfeit = gpu_check.keep(no_fp16 + ["unet/diffusion_pytorch_model.bin", "Counterfeit-V2.5_fp16.safetensors",
+                                            "Counterfeit-V2.2.safetensors"], *gpu_check.wanted_files("gsdf/Counterfeit-V2.5"))
     assert "unet/diffusion_pytorch_model.safetensors" in counterfeit and "Counterfeit-V2.5_fp16.safetensors" in counterfeit
-    assert not {"unet/diffusion_pytorch_model.fp16.safetensors", "Counterfeit-V2.2.safetensors",
+    assert not {"unet/diffusion_pytorch_model.bin", "Counterfeit-V2.2.safetensors",
                 "unet/diffusion_pytorch_model.non_ema.safetensors", "v1-5-pruned.safetensors"} & counterfeit
     assert gpu_check.keep(["EasyNegative.safetensors", "README.md"], *gpu_check.wanted_files("gsdf/EasyNegative")) == {
         "EasyNegative.safetensors"}

@@ -38,7 +38,7 @@ EXPECTED_FILES = {
                                  "x4-upscaler-ema.safetensors"}
     | _folder("text_encoder", "model", ("", ".fp16")) | _folder("unet", "diffusion_pytorch_model", ("", ".fp16"))
     | _folder("vae", "diffusion_pytorch_model", ("", ".fp16")),
-    hub.COUNTERFEIT_REPO: CARD | {f.replace(".fp16", "") for f in SD_FOLDERS}
+    hub.COUNTERFEIT_REPO: CARD | {f.replace(".fp16", "") for f in SD_FOLDERS if not f.startswith(("safety_checker/", "feature_extractor/"))}
     | {"Counterfeit-V2.5.safetensors", "Counterfeit-V2.5_pruned.safetensors", hub.COUNTERFEIT_FILE, "Counterfeit-V2.2.safetensors"},
     hub.EASYNEGATIVE_REPO: CARD | {hub.EASYNEGATIVE_FILE},
     hub.LCM_LORA_REPO: CARD | {hub.LCM_LORA_FILE},
@@ -67,8 +67,10 @@ REAL_MODEL_INDEX = {
                   max_noise_level=350, scheduler=["diffusers", "DDIMScheduler"], text_encoder=["transformers", "CLIPTextModel"],
                   tokenizer=["transformers", "CLIPTokenizer"], unet=["diffusers", "UNet2DConditionModel"],
                   vae=["diffusers", "AutoencoderKL"]),
-    # Unverified: what diffusers' conversion script of early 2023 wrote (SD 1.5's components, PNDM, safety checker).
-    hub.COUNTERFEIT_REPO: dict(_class_name="StableDiffusionPipeline", **_SD_COMPONENTS),
+    # Its folders (docs/lookalike-repos.md) have no safety checker or feature extractor; the file's exact content
+    # (left out, or [null, null]) is unverified. PNDM: unverified.
+    hub.COUNTERFEIT_REPO: dict(_class_name="StableDiffusionPipeline",
+                               **{k: v for k, v in _SD_COMPONENTS.items() if k not in ("safety_checker", "feature_extractor")}),
 }
 
 

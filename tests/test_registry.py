@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import course_utils as cu
+from course_utils.errors import CourseError
 from course_utils.models import hub, registry, tiny
 
 
@@ -136,13 +137,151 @@ def test_repo_override_and_weight_patterns(monkeypatch):
     assert "*/*.safetensors" in allow and ignore == ["*/*.fp16.safetensors", "*/*.non_ema.safetensors"]
 
 
+def pipeline_folder(root, files, index=("unet", "vae")):
+    """A pipeline folder: model_index.json naming ``index``, each a model (config.json), and ``files`` (empty)."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                       **{n: ["diffusers", "X"] for n in index}, "safety_checker": [None, None]}))
+    for name in index:
+        (root / name).mkdir(exist_ok=True)
+        (root / name / "config.json").write_text("{}")
+    for f in files:
+        (root / f).write_bytes(b"")
+    return root
+
+
 def test_folder_variant(tmp_path):
-    (tmp_path / "unet").mkdir()
-    (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
-    assert hub.folder_variant(tmp_path, None) == "fp16"  # only fp16 files (a GPU's download): load those
-    assert hub.folder_variant(tmp_path, "fp16") == "fp16"
-    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
-    assert hub.folder_variant(tmp_path, None) is None and hub.folder_variant(tmp_path, "fp16") == "fp16"
+    folder = pipeline_folder(tmp_path / "a", ["unet/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors"])
+    assert hub.folder_variant(folder, None) == "fp16"  # only fp16 files (a GPU's download): load those
+    assert hub.folder_variant(folder, "fp16") == "fp16"
+    for name in ("unet", "vae"):
+        (folder / name / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert hub.folder_variant(folder, None) is None and hub.folder_variant(folder, "fp16") == "fp16"
+    bins = pipeline_folder(tmp_path / "b", ["unet/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"])
+    assert hub.folder_variant(bins, "fp16") is None and hub.folder_variant(bins, None) is None
+
+
+def test_folder_complete_finds_bin_only_and_refuses_missing_parts(tmp_path):
+    bins = pipeline_folder(tmp_path / "bins", ["unet/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"])
+    assert hub.folder_complete(bins, None) and not hub.folder_complete(bins, "fp16")
+    half = pipeline_folder(tmp_path / "half", ["unet/diffusion_pytorch_model.safetensors"])  # the VAE's weights are missing
+    assert not hub.folder_complete(half, None)
+    (half / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert hub.folder_complete(half, None)
+    shard_index = '{"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors", "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}}'
+    (half / "unet" / "diffusion_pytorch_model.safetensors.index.json").write_text(shard_index)
+    assert not hub.folder_complete(half, None)  # the index names shards that are not there
+    assert not hub.folder_complete(tmp_path / "nothing", None)
+
+
+SD15_FILES = ["model_index.json", "v1-5-pruned-emaonly.safetensors", "v1-5-pruned-emaonly.ckpt", "README.md",
+              "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
+              "unet/config.json", "unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.safetensors",
+              "unet/diffusion_pytorch_model.fp16.bin", "unet/diffusion_pytorch_model.fp16.safetensors",
+              "unet/diffusion_pytorch_model.non_ema.safetensors",
+              "text_encoder/config.json", "text_encoder/pytorch_model.bin", "text_encoder/model.safetensors",
+              "text_encoder/model.fp16.safetensors"]
+
+
+def test_download_plan_follows_the_repositorys_own_files():
+    files, variant = hub.download_plan(SD15_FILES, "fp16")
+    assert variant == "fp16" and sorted(files) == sorted(["model_index.json", "scheduler/scheduler_config.json",
+        "tokenizer/vocab.json", "tokenizer/merges.txt", "unet/config.json", "text_encoder/config.json",
+        "unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.fp16.safetensors"])
+    files, variant = hub.download_plan(SD15_FILES, None)  # the default weights, safetensors; never non_ema, never single files
+    assert variant is None and {f for f in files if "/" in f and not f.endswith((".json", ".txt"))} == {
+        "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"}
+    # an early-2023 conversion: pickles only, no fp16 -> the .bin files, default weights even when fp16 was wanted
+    bins = [f for f in SD15_FILES if not f.endswith(".safetensors") and ".fp16." not in f]
+    files, variant = hub.download_plan(bins, "fp16")
+    assert variant is None and {"unet/diffusion_pytorch_model.bin", "text_encoder/pytorch_model.bin"} <= set(files)
+    assert "v1-5-pruned-emaonly.ckpt" not in files
+    # safetensors for one part, .bin for the other: each part's best
+    mixed = [f for f in bins if f != "text_encoder/pytorch_model.bin"] + ["text_encoder/model.safetensors"]
+    files, _ = hub.download_plan(mixed, None)
+    assert {"unet/diffusion_pytorch_model.bin", "text_encoder/model.safetensors"} <= set(files)
+    # fp16 for one part only: one variant= must load the folder, so the default weights everywhere
+    partial = [f for f in SD15_FILES if f != "text_encoder/model.fp16.safetensors"]
+    assert hub.download_plan(partial, "fp16")[1] is None
+    shards = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors.index.json",
+              "unet/diffusion_pytorch_model-00001-of-00002.safetensors", "unet/diffusion_pytorch_model-00002-of-00002.safetensors"]
+    assert sorted(hub.download_plan(shards, None)[0]) == sorted(shards)
+
+
+def test_repo_ids_try_known_copies_in_order(monkeypatch):
+    assert hub.repo_ids("upscale") == ["stabilityai/stable-diffusion-x4-upscaler", *hub.KNOWN_COPIES["upscale"]]
+    assert hub.repo_ids("text2img") == [hub.SD15_REPOS["text2img"]]
+    monkeypatch.setenv("COURSE_HUB_UPSCALE", " me/x4 , you/x4-copy ")
+    assert hub.repo_ids("upscale") == ["me/x4", "you/x4-copy"] and hub.repo_id("upscale") == "me/x4"
+
+
+def test_find_moves_on_when_missing_and_stops_when_unreachable(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("COURSE_HUB_UPSCALE", "gone/x4,copy/x4")
+    monkeypatch.setattr(hub, "local_source", lambda repo, variant=None: None)
+    monkeypatch.setattr(hub, "_MISSING", set())
+
+    def resolve(repo, **kw):
+        if repo == "gone/x4":
+            raise hub.RepoMissing(hub.missing_message(repo, role="upscale"))
+        return f"/cache/{repo}"
+
+    monkeypatch.setattr(hub, "resolve_model", resolve)
+    said = []
+    assert hub.find("upscale", say=said.append) == ("copy/x4", "/cache/copy/x4")
+    assert [s.split(": ", 2)[2] for s in said] == [f"trying gone/x4 on {constants_endpoint()} (1 of 2)",
+                                                   "gone/x4 is missing there; trying the next known copy",
+                                                   f"trying copy/x4 on {constants_endpoint()} (2 of 2)"]
+    said.clear()
+    assert hub.find("upscale", say=said.append)[0] == "copy/x4" and "gone/x4" not in " ".join(said)  # not asked again
+    monkeypatch.setenv("COURSE_HUB_UPSCALE", "gone/x4,gone2/x4")
+    monkeypatch.setattr(hub, "resolve_model", lambda repo, **kw: (_ for _ in ()).throw(hub.RepoMissing(hub.missing_message(repo))))
+    with pytest.raises(hub.RepoMissing, match="gone/x4, gone2/x4"):
+        hub.find("upscale", say=said.append)
+    calls = []
+
+    def unreachable(repo, **kw):
+        calls.append(repo)
+        raise CourseError(hub.unreachable_message(repo))
+
+    monkeypatch.setenv("COURSE_HUB_UPSCALE", "first/x4,second/x4")
+    monkeypatch.setattr(hub, "resolve_model", unreachable)
+    with pytest.raises(CourseError, match="not reachable"):
+        hub.find("upscale", say=said.append)
+    assert calls == ["first/x4"]  # an unreachable Hub has no copy either
+
+
+def constants_endpoint():
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+@pytest.mark.parametrize("what", ["missing", "unreachable"])
+def test_a_gpu_that_falls_back_to_tiny_shows_a_banner(monkeypatch, capsys, what):
+    """On a CUDA machine the fallback to tiny is a banner: what is missing, why, the three ways out; once per process."""
+    import course_utils as cu
+
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.setattr(registry, "get_device", lambda: "cuda")
+    monkeypatch.setattr(registry, "describe_device", lambda device: "cuda (a GPU, pretended)")  # no CUDA in this torch
+    monkeypatch.setattr(registry, "_BANNERS_SHOWN", set())
+    error = hub.RepoMissing(hub.missing_message("gone/sd15", role="text2img")) if what == "missing" else CourseError(
+        hub.unreachable_message("gone/sd15"))
+    monkeypatch.setattr(hub, "find", lambda *a, **kw: (_ for _ in ()).throw(error))
+    choice = cu.setup()
+    out = capsys.readouterr().out
+    assert choice.profile == "tiny" and choice.device == "cuda"
+    assert "This machine has a CUDA GPU, but this lesson runs the small offline teaching model `tiny`" in out
+    assert f"Missing: the `text2img` model ({hub.SD15_REPOS['text2img']})" in out
+    assert ("no such repository" if what == "missing" else "cannot be reached") in out
+    for way in ("COURSE_HUB_TEXT2IMG", "HF_ENDPOINT", "COURSE_MODELS_DIR", "COURSE_PROFILE=tiny"):
+        assert way in out, way
+    assert out.index("!!!!") < out.index("course_utils: profile=tiny")  # the banner comes before the one-line choice
+    registry.choose()
+    assert "!!!!" not in capsys.readouterr().out  # once per process
 
 
 def test_missing_and_unreachable_are_told_apart():

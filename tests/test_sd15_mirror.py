@@ -132,7 +132,23 @@ def test_fp16_only_cache_is_found_and_used_on_a_cpu(mirror, tmp_path):
     assert loaded["text2img"]["source"].startswith(str(hf_home)) and loaded["text2img"]["dtype"] == "torch.float32"
 
 
-def test_missing_repo_is_missing_not_unreachable_and_a_setting_points_elsewhere(mirror, tmp_path):
+def commit_copy(mirror, source_id: str, copy_id: str, change=None) -> Path:
+    """A copy of a lookalike under another id in the mirror (as a community copy would be), optionally changed
+    by ``change(folder)``, committed as one git commit on main."""
+    src = mirror["root"] / "mirrors" / "models" / source_id
+    copy = mirror["root"] / "mirrors" / "models" / copy_id
+    if not copy.exists():
+        shutil.copytree(src, copy, ignore=shutil.ignore_patterns(".git"))
+        if change:
+            change(copy)
+        git = ["git", "-C", str(copy), "-c", "user.name=course", "-c", "user.email=course@localhost"]
+        subprocess.run(["git", "-C", str(copy), "init", "-q", "-b", "main"], check=True)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", f"copy of {source_id}"], check=True)
+    return copy
+
+
+def test_missing_repo_is_missing_not_unreachable_and_a_known_copy_is_tried_next(mirror, tmp_path):
     env = course_env(mirror["endpoint"], tmp_path / "hf", COURSE_HUB_UPSCALE="nobody/no-such-upscaler")
     code = (
         "import course_utils as cu\n"
@@ -143,14 +159,56 @@ def test_missing_repo_is_missing_not_unreachable_and_a_setting_points_elsewhere(
     assert "ERROR RepoMissing" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "nobody/no-such-upscaler" in proc.stdout and "is missing" in proc.stdout and "not reachable" not in proc.stdout
     assert "COURSE_HUB_UPSCALE" in proc.stdout
-    # a copy of the upscaler under another id (as a community mirror would be), chosen by one setting
-    src = mirror["root"] / "mirrors" / "models" / hub.SD15_REPOS["upscale"]
-    copy = mirror["root"] / "mirrors" / "models" / "course-test" / "x4-upscaler-copy"
-    if not copy.exists():
-        shutil.copytree(src, copy)
-    env = course_env(mirror["endpoint"], tmp_path / "hf", COURSE_HUB_UPSCALE="course-test/x4-upscaler-copy")
-    loaded = result(python(LOAD_EVERY_ROLE % (("upscale",),), env))
+    # the first repository is gone, the second a copy under another id (as sd2-community's is): each try printed
+    commit_copy(mirror, hub.SD15_REPOS["upscale"], "course-test/x4-upscaler-copy")
+    hf_home = tmp_path / "hf-copy"
+    env = course_env(mirror["endpoint"], hf_home, COURSE_HUB_UPSCALE="nobody/no-such-upscaler,course-test/x4-upscaler-copy")
+    proc = python(LOAD_EVERY_ROLE % (("upscale",),), env)
+    loaded = result(proc)
     assert "course-test--x4-upscaler-copy" in loaded["upscale"]["source"]
+    tries = [line for line in proc.stdout.splitlines() if line.startswith("course_utils: upscale:")]
+    assert tries == [f"course_utils: upscale: trying nobody/no-such-upscaler on {mirror['endpoint']} (1 of 2)",
+                     "course_utils: upscale: nobody/no-such-upscaler is missing there; trying the next known copy",
+                     f"course_utils: upscale: trying course-test/x4-upscaler-copy on {mirror['endpoint']} (2 of 2)"], proc.stdout
+    # offline, the copy is found in the cache without asking anyone
+    offline = result(python(LOAD_EVERY_ROLE % (("upscale",),), dict(env, HF_HUB_OFFLINE="1")))
+    assert offline["upscale"]["source"] == loaded["upscale"]["source"] and offline["upscale"]["shape"] == loaded["upscale"]["shape"]
+    # every known copy missing: one message naming each
+    env = course_env(mirror["endpoint"], tmp_path / "hf-none", COURSE_HUB_UPSCALE="nobody/no-such-upscaler,nobody/no-copy-either")
+    proc = python(code, env)
+    assert "ERROR RepoMissing None of upscale's known repositories" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "nobody/no-such-upscaler, nobody/no-copy-either" in proc.stdout
+
+
+def pickled_folders(folder: Path) -> None:
+    """Counterfeit-V2.5's diffusers folders as an early-2023 conversion wrote them: pickled ``.bin`` weights only
+    (``pytorch_model.bin`` for transformers' models, ``diffusion_pytorch_model.bin`` for diffusers'), no safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    for f in folder.glob("*/*.safetensors"):
+        name = "pytorch_model.bin" if f.name == "model.safetensors" else f.name.replace(".safetensors", ".bin")
+        torch.save(load_file(str(f)), f.with_name(name))
+        f.unlink()
+    for f in folder.glob("*.safetensors"):  # the single files: not what this test is about
+        f.unlink()
+
+
+def test_counterfeit_with_bin_only_folders_downloads_and_loads_online_then_offline(mirror, tmp_path):
+    """A repository whose folders hold only .bin files: the plan from its file list fetches them, the pipeline
+    loads, and the cache lookup finds the .bin-only snapshot offline."""
+    copy = commit_copy(mirror, hub.COUNTERFEIT_REPO, "course-test/counterfeit-bin-only", pickled_folders)
+    assert list(copy.glob("*/*.bin")) and not list(copy.rglob("*.safetensors"))
+    hf_home = tmp_path / "hf"
+    env = course_env(mirror["endpoint"], hf_home, COURSE_HUB_COMMUNITY="course-test/counterfeit-bin-only")
+    before = len(served_files(mirror["log"]))
+    online = result(python(LOAD_EVERY_ROLE % (("community",),), env))
+    sent = [line for line in served_files(mirror["log"])[before:] if "counterfeit-bin-only" in line]
+    assert any(".bin" in line for line in sent) and not any(".safetensors" in line for line in sent), sent
+    assert "course-test--counterfeit-bin-only" in online["community"]["source"]
+    offline = result(python(LOAD_EVERY_ROLE % (("community",),), dict(env, HF_HUB_OFFLINE="1")))
+    assert offline == online
+    assert len(served_files(mirror["log"])) == before + len(sent)  # nothing downloaded again
 
 
 def test_server_stopped_gives_the_three_ways_out(tmp_path):

@@ -264,24 +264,22 @@ BUILD_GROUPS = (  # one background process each, the largest first
 )
 
 
-def wanted_files(repo_id: str) -> tuple[list[str], list[str], set[str]]:
-    """``(allow, ignore, single files)``: what ``python -m course_utils download sd15`` fetches of ``repo_id``."""
+def wanted_files(repo_id: str) -> tuple[bool, set[str]]:
+    """``(pipeline, single files)``: whether ``python -m course_utils download sd15`` fetches ``repo_id``'s pipeline
+    folders, and which of its single files it fetches."""
     from course_utils.models import hub
 
-    allow, ignore = [], []
-    if repo_id in set(hub.SD15_REPOS.values()):
-        allow, ignore = hub.weight_patterns("fp16" if repo_id in hub.FP16_VARIANTS else None)
     singles = {f for r, f in ((hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE), (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE),
                               (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE)) if r == repo_id}
-    return allow, ignore, singles
+    return repo_id in set(hub.SD15_REPOS.values()), singles
 
 
-def keep(files: list[str], allow: list[str], ignore: list[str], singles: set[str]) -> set[str]:
-    """The files of ``files`` (relative, ``/``-separated) the download command keeps: its patterns, as
-    huggingface_hub matches them (``fnmatch``: ``*`` crosses ``/``), plus the named single files."""
-    from huggingface_hub.utils import filter_repo_objects
+def keep(files: list[str], pipeline: bool, singles: set[str]) -> set[str]:
+    """The files of ``files`` (relative, ``/``-separated) the download command keeps: the pipeline's files as
+    ``hub.download_plan`` picks them from the file list (the fp16 variant where there is one), plus the named single files."""
+    from course_utils.models import hub
 
-    kept = set(filter_repo_objects(files, allow_patterns=allow, ignore_patterns=ignore or None)) if allow else set()
+    kept = set(hub.download_plan(files, "fp16")[0]) if pipeline else set()
     return kept | (set(files) & singles)
 
 
@@ -297,7 +295,7 @@ def build_repo(repo_id: str, models: Path, size: str) -> Path:
     stamp = f"{lookalike.stamp(spec, size)} {hash_of(Path(__file__))}"
     if (target / ".gpu-check-stamp").is_file() and (target / ".gpu-check-stamp").read_text() == stamp:
         return target
-    allow, ignore, singles = wanted_files(repo_id)
+    pipeline, singles = wanted_files(repo_id)
     save_single_file = original_layout.save_single_file
 
     def only_wanted(pipe, path, *a, **kw):
@@ -311,7 +309,7 @@ def build_repo(repo_id: str, models: Path, size: str) -> Path:
     with mock.patch.object(original_layout, "save_single_file", only_wanted), lookalike.quiet():
         spec.write(tmp, size)
     files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-    kept = keep(files, allow, ignore, singles)
+    kept = keep(files, pipeline, singles)
     for name in set(files) - kept:
         (tmp / name).unlink()
     for folder in sorted((p for p in tmp.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):

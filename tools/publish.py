@@ -6,6 +6,10 @@ carries the URL as its default (``COURSE_REPO`` overrides it), and the README's 
 table links each lesson through it. This script writes both from ``pyproject.toml``;
 ``tests/test_notebooks_meta.py`` checks that they agree with it.
 
+The whole first code cell of every lesson is written here, from one template (:data:`FIRST_CELL`),
+with the lesson's own facts: how much it downloads on `sd15` (:data:`DOWNLOADS`, :data:`LESSON_DOWNLOADS`,
+the one place these numbers live). ``tests/test_first_cell.py`` checks the cells and runs one in a fresh venv.
+
     python tools/publish.py                                   # rewrite cells and README from pyproject.toml
     python tools/publish.py --repo https://github.com/ORG/NAME  # set a new URL first (when publishing the course)
     make sync                                                 # then bring the .ipynb twins up to date
@@ -19,8 +23,103 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 README = ROOT / "README.md"
 URL_LINE = re.compile(r'^Repository = "([^"]+)"$', re.M)
-CELL_DEFAULT = re.compile(r'(os\.environ\.get\("COURSE_REPO", ")([^"]+)("\))')
 TABLE_START, TABLE_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
+# A lesson's first code cell in its py:percent file: from its "# %%" line to the next cell's.
+FIRST_CODE_CELL = re.compile(r"^# %%\n(.*?)\n\n(?=# %%)", re.M | re.S)
+
+# What each lesson downloads from the Hub on `sd15`, i.e. on a GPU: float16, so the fp16 files where a
+# repository has them (registry._variant, hub.FP16_VARIANTS, hub.weight_patterns). Sizes in bytes; GB means
+# 10**9 bytes, as the Hub lists file sizes. Sources: docs/lookalike-repos.md, whose tags are in brackets.
+#
+# SD 1.5's component files: computed from configs.SD15_* on the meta device, laid out as safetensors does
+# (tests/test_first_cell.py recomputes them; the same method gives the x4 upscaler's real files to the byte,
+# tests/test_lookalike.py). They match [sizes-sd15]'s MiB figures: UNet 3278 (fp16 1639), safety checker
+# 1159 (579), text encoder 469 (234), VAE 319 (159).
+SD15_FP32 = {"safety_checker": 1_215_974_584, "text_encoder": 492_265_880, "unet": 3_438_167_536, "vae": 334_643_268}
+SD15_FP16 = {"safety_checker": 608_011_192, "text_encoder": 246_144_864, "unet": 1_719_125_304, "vae": 167_335_342}
+INPAINT_UNET_FP16 = 1_719_154_104  # SD 1.5's UNet with 9 input channels (configs.SD15_INPAINT_UNET)
+X4_FP16 = {"text_encoder": 680_821_096, "unet": 946_878_752, "vae": 110_674_374}  # [sizes-x4], to the byte
+# A pipeline folder's configs and CLIP tokenizer: vocab.json 1,059,962 bytes (docs/lookalike-repos.md) +
+# merges.txt 524,619 (data/clip_tokenizer) + a dozen small JSON files, about 10 kB (an estimate).
+CONFIGS = 1_595_000
+DOWNLOADS = {  # what the cell names: (bytes, Hub repository)
+    "SD 1.5 in fp16": (sum(SD15_FP16.values()) + CONFIGS, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "SD 1.5 inpainting in fp16": (sum(SD15_FP16.values()) - SD15_FP16["unet"] + INPAINT_UNET_FP16 + CONFIGS,
+                                  "stable-diffusion-v1-5/stable-diffusion-inpainting"),
+    "the x4 upscaler in fp16": (sum(X4_FP16.values()) + CONFIGS, "stabilityai/stable-diffusion-x4-upscaler"),
+    # Its diffusers folders have no fp16 variant (hub.download_plan then takes the default weights) and no safety
+    # checker (docs/lookalike-repos.md): SD 1.5's unet, vae and text_encoder in float32 (a fine-tune has SD 1.5's
+    # architecture; the Hub lists its UNet as 3.44 GB and its VAE as 335 MB, as these are), safetensors where both
+    # a .safetensors and a .bin are there (the same size).
+    "Counterfeit-V2.5's folders": (sum(v for k, v in SD15_FP32.items() if k != "safety_checker") + CONFIGS, "gsdf/Counterfeit-V2.5"),
+    # hub.COUNTERFEIT_FILE: 2,132,626,071 bytes (a download table with its sha256)
+    "its fp16 file": (2_132_626_071, "gsdf/Counterfeit-V2.5"),
+    # the configs from_single_file builds that file's pipeline from (files.checkpoint_config)
+    "SD 1.5's configs": (CONFIGS, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    # 8 vectors x 768 float32 + a header: "24 KB" (a UI listing the file)
+    "EasyNegative": (25_000, "gsdf/EasyNegative"),
+    # 67,252,224 numbers in fp16 (computed from SD 1.5's UNet, tests/test_lookalike.py; "~135 MB" as recalled)
+    "LCM-LoRA": (67_252_224 * 2, "latent-consistency/lcm-lora-sdv1-5"),
+}
+LESSON_DOWNLOADS = {  # lesson number: what it loads on `sd15` (its cu.load_pipeline, cu.model_source and files.* calls)
+    1: ["SD 1.5 in fp16"],  # load_pipeline("text2img"); the "three lines" find the same files in the cache
+    2: ["SD 1.5 in fp16"],  # and its parts one by one from the same folder (cu.model_source)
+    3: ["SD 1.5 in fp16"],
+    4: ["SD 1.5 in fp16"],  # img2img: the same repository
+    5: ["SD 1.5 in fp16"],  # its img2img pipeline is built from the same components
+    6: ["the x4 upscaler in fp16"],
+    7: ["Counterfeit-V2.5's folders", "its fp16 file", "SD 1.5's configs", "EasyNegative", "LCM-LoRA"],
+    8: ["SD 1.5 inpainting in fp16", "SD 1.5 in fp16"],  # inpaint, then text2img for latent blending
+    9: ["SD 1.5 in fp16", "LCM-LoRA"],  # section 5's sd15-random is built, not downloaded
+    10: ["SD 1.5 in fp16"],
+}
+
+
+def download_gb(lesson: int) -> float:
+    """What lesson ``lesson`` downloads from the Hub on `sd15`, in GB (10**9 bytes)."""
+    return sum(DOWNLOADS[name][0] for name in LESSON_DOWNLOADS[lesson]) / 1e9
+
+
+FIRST_CELL = """\
+# Sets the course up on a fresh Colab runtime: clones its repository and installs `course_utils` (keeping
+# Colab's torch). Where `course_utils` is installed already (e.g. `make install`), it does nothing.
+# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about {gb:.1f} GB
+# from the Hugging Face Hub, again on every new runtime:
+# {what}.
+# To keep them on your Google Drive instead, uncomment the two lines after the imports (HF_HOME must be set
+# before huggingface_hub is imported).
+import importlib.util, os, shutil, subprocess, sys
+# from google.colab import drive; drive.mount("/content/drive")
+# os.environ["HF_HOME"] = "/content/drive/MyDrive/hf-cache"
+if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
+    repo = os.environ.get("COURSE_REPO", "{repo}.git")
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # a wrong URL fails instead of asking for a password
+
+    def run(*command, failed):  # one step; if it fails, show its own output and what to do, and stop
+        done = subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        if done.returncode:
+            print(done.stdout + done.stderr)
+            raise RuntimeError(f"{{failed}}: its output is above. Wrong URL, or your fork? Set COURSE_REPO, e.g. "
+                               "os.environ['COURSE_REPO'] = 'https://github.com/ORG/NAME.git'. On Colab, Runtime > "
+                               "Change runtime type > T4 GPU (a fresh runtime too). Then run this cell again.")
+
+    # an earlier run that stopped half-way may have left a clone with files missing: start that one afresh
+    status = subprocess.run(["git", "--git-dir=sd-course/.git", "--work-tree=sd-course", "status", "--porcelain",
+                             "--untracked-files=no"], capture_output=True, text=True, env=env)
+    if os.path.isdir("sd-course") and (status.returncode or status.stdout or not os.path.isfile("sd-course/pyproject.toml")):
+        print("sd-course/ is an unfinished clone: removing it")
+        shutil.rmtree("sd-course")
+    if not os.path.isdir("sd-course"):
+        print(f"cloning {{repo}} ...")
+        run("git", "clone", "-q", "--depth", "1", repo, "sd-course", failed=f"git could not clone {{repo}}")
+    print("installing course_utils and its libraries (a minute or two) ...")
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", "sd-course", failed="pip could not install the course")
+    sys.path.insert(0, os.path.abspath("sd-course"))"""
+
+
+def first_cell(lesson: int, repo: str) -> str:
+    """The first code cell of lesson ``lesson``: :data:`FIRST_CELL` with the repository and what the lesson downloads."""
+    return FIRST_CELL.format(repo=repo, gb=download_gb(lesson), what=" + ".join(LESSON_DOWNLOADS[lesson]))
 
 
 def repository_url() -> str:
@@ -54,7 +153,12 @@ def main(argv=None) -> int:
     repo = repository_url()
     for py in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
         text = py.read_text()
-        py.write_text(CELL_DEFAULT.sub(lambda m: f"{m.group(1)}{repo}.git{m.group(3)}", text))
+        match = FIRST_CODE_CELL.search(text)
+        if not match:
+            sys.exit(f"{py.name}: no first code cell (a '# %%' line followed by code) found")
+        text = text[:match.start(1)] + first_cell(int(py.name[:2]), repo) + text[match.end(1):]
+        if text != py.read_text():
+            py.write_text(text)
     readme = README.read_text()
     start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
     README.write_text(readme[:start] + badge_table(repo) + readme[end:])

@@ -8,10 +8,20 @@ order is the same for every file the course loads:
 3. the Hub itself, or the mirror ``HF_ENDPOINT`` names (never when ``HF_HUB_OFFLINE=1``).
 
 When all three fail the error says so and names the three ways out (:func:`unreachable_message`);
-a repository the Hub (or mirror) does not have gets its own message (:func:`missing_message`), and
-``COURSE_HUB_<ROLE>`` (e.g. ``COURSE_HUB_UPSCALE=<org>/<name>``) points a role at another copy.
+a repository the Hub (or mirror) does not have gets its own message (:func:`missing_message`).
+
+Repositories move and disappear (RunwayML's SD 1.5 in 2024, Stability AI's SD 2.x in November 2025), so
+each role has an ordered list of known copies (:func:`repo_ids`), tried in turn by :func:`find` with each
+try printed; ``COURSE_HUB_<ROLE>`` (e.g. ``COURSE_HUB_UPSCALE=<org>/<name>,<org2>/<name2>``) replaces the list.
+
+What is downloaded comes from the repository's own file list (:func:`download_plan`): per component the
+fp16 variant where the repository has it for every component, else the default weights; safetensors
+where a component has them, else the pickled ``.bin`` files an early-2023 conversion wrote. The cache
+lookup (:func:`cached`) checks the snapshot's folders the same way, so a ``.bin``-only snapshot is found.
 """
+import json
 import os
+import re
 from pathlib import Path
 
 from ..errors import CourseError
@@ -25,7 +35,16 @@ SD15_REPOS = {
     "upscale": "stabilityai/stable-diffusion-x4-upscaler",
     "community": "gsdf/Counterfeit-V2.5",
 }
-# Repositories that publish fp16 weights as a ``variant="fp16"`` (the others are loaded, then cast).
+# Known copies of a role's repository, tried in order after SD15_REPOS[role] when the Hub says it is missing.
+# The x4 upscaler is an SD 2 model: Stability AI removed its SD 2.x repositories in November 2025 and the
+# sd2-community organisation keeps copies of them (docs/lookalike-repos.md: that this copy exists under
+# this name is unverified; COURSE_HUB_UPSCALE names another).
+KNOWN_COPIES = {
+    "upscale": ("sd2-community/stable-diffusion-x4-upscaler",),
+}
+# Repositories known to publish fp16 weights as a ``variant="fp16"`` (the others are loaded, then cast). What is
+# downloaded is decided from a repository's own file list (download_plan); this set is for what runs without it:
+# the download sizes in tools/publish.py, tools/gpu_check.py and the tests.
 FP16_VARIANTS = {
     "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "stable-diffusion-v1-5/stable-diffusion-inpainting",
@@ -43,29 +62,113 @@ LCM_LORA_REPO = "latent-consistency/lcm-lora-sdv1-5"
 LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def repo_id(role: str) -> str:
-    """The Hub repository of ``role`` on the `sd15` profile: ``COURSE_HUB_<ROLE>`` if set, else :data:`SD15_REPOS`.
+def repo_ids(role: str) -> list[str]:
+    """The repositories ``role`` may load from on the `sd15` profile, in the order they are tried.
 
     Args:
         role (`str`): ``"text2img"``, ``"img2img"``, ``"inpaint"``, ``"upscale"`` or ``"community"``.
 
     Returns:
-        `str`: e.g. ``"stabilityai/stable-diffusion-x4-upscaler"``; with ``COURSE_HUB_UPSCALE=me/x4`` set, ``"me/x4"``.
+        `list[str]`: ``COURSE_HUB_<ROLE>`` split at commas if set, else :data:`SD15_REPOS` then
+        :data:`KNOWN_COPIES`; e.g. ``["stabilityai/stable-diffusion-x4-upscaler",
+        "sd2-community/stable-diffusion-x4-upscaler"]`` for ``"upscale"``.
     """
-    return os.environ.get(f"COURSE_HUB_{role.upper()}", "").strip() or SD15_REPOS[role]
+    setting = os.environ.get(f"COURSE_HUB_{role.upper()}", "")
+    listed = [r.strip() for r in setting.split(",") if r.strip()]
+    return listed or [SD15_REPOS[role], *KNOWN_COPIES.get(role, ())]
+
+
+def repo_id(role: str) -> str:
+    """The first repository of :func:`repo_ids`: the one ``role`` loads when the Hub has it."""
+    return repo_ids(role)[0]
 
 
 def weight_patterns(variant: str | None) -> tuple[list[str], list[str]]:
-    """``(allow_patterns, ignore_patterns)`` of the files a pipeline loads: configs, tokenizer, component weights.
+    """``(allow_patterns, ignore_patterns)`` of a pipeline's files where every component has safetensors.
 
     ``variant="fp16"``: the components' ``*.fp16.safetensors``; `None`: their default ``*.safetensors``.
-    Never the repository's big single-file checkpoints at the top level. The download command and the
-    cache lookup use the same patterns, so what one fetched the other finds.
+    Never the repository's big single-file checkpoints at the top level. What the course downloads is
+    :func:`download_plan` of the repository's own file list; these patterns are what that plan comes to
+    for SD 1.5's repositories (and what lesson 9 shows).
     """
     configs = ["*.json", "*.txt", "*.model"]
     if variant:
         return configs + [f"*/*.{variant}.safetensors"], []
     return configs + ["*/*.safetensors"], ["*/*.fp16.safetensors", "*/*.non_ema.safetensors"]  # non_ema: SD 1.5's training copy
+
+
+# A component's weight file: <name>[.<variant>][-00001-of-00002].<safetensors|bin>, e.g. "model.fp16.safetensors",
+# "diffusion_pytorch_model.bin", "diffusion_pytorch_model-00001-of-00002.safetensors".
+WEIGHT_FILE = re.compile(r"^(?P<name>[^./]+)(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?\.(?P<format>safetensors|bin)$")
+FORMATS = ("safetensors", "bin")  # preferred first: safetensors cannot run code when loaded, pickles can
+
+
+def weight_files(filenames) -> dict[str, dict[tuple[str | None, str], list[str]]]:
+    """Group a repository's component weight files: ``{component: {(variant, format): [files]}}``.
+
+    Args:
+        filenames (iterable of `str`): paths inside the repository, e.g. ``"unet/diffusion_pytorch_model.bin"``.
+            Top-level files (single-file checkpoints) and deeper ones are left out.
+
+    Returns:
+        `dict`: e.g. ``{"unet": {(None, "bin"): ["unet/diffusion_pytorch_model.bin"], ("fp16", "safetensors"): [...]}}``.
+    """
+    out: dict = {}
+    for path in filenames:
+        parts = str(path).split("/")
+        match = WEIGHT_FILE.match(parts[-1]) if len(parts) == 2 else None
+        if match:
+            out.setdefault(parts[0], {}).setdefault((match["variant"], match["format"]), []).append(str(path))
+    return out
+
+
+def download_plan(filenames, variant: str | None = None) -> tuple[list[str], str | None]:
+    """The files to download for a pipeline from a repository's file list, and the variant they are.
+
+    Args:
+        filenames (iterable of `str`): every file of the repository (``HfApi().model_info(...).siblings``).
+        variant (`str`, *optional*): the weights wanted (``"fp16"`` for a float16 run). Taken only where
+            every component with weights has it (so one ``variant=`` loads the folder), else the default weights.
+
+    Returns:
+        `tuple[list[str], str | None]`: the configs and tokenizer files (``.json``, ``.txt``, ``.model``) plus, per
+        component, the files of the first of (variant, safetensors), (variant, bin), (default, safetensors),
+        (default, bin) it has; and the variant chosen (`None`: the default weights). Never the top-level
+        single-file checkpoints, never another variant (e.g. SD 1.5's ``non_ema`` training copy).
+    """
+    filenames = [str(f) for f in filenames]
+    groups = weight_files(filenames)
+    if not (variant and groups and all(any(v == variant for v, _ in g) for g in groups.values())):
+        variant = None
+    files = [f for f in filenames if f.endswith((".json", ".txt", ".model"))]
+    for group in groups.values():
+        files += next((group[(variant, fmt)] for fmt in FORMATS if (variant, fmt) in group), [])
+    return files, variant
+
+
+def folder_complete(folder, variant: str | None = None) -> bool:
+    """``folder`` holds a whole pipeline in ``variant``: every component ``model_index.json`` names is there,
+    and each with a ``config.json`` (a model, not a scheduler or tokenizer) has weight files of ``variant``
+    (safetensors or ``.bin``; every shard a ``*.index.json`` lists)."""
+    folder = Path(folder)
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return False
+    names = [k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1] is not None]
+    groups = weight_files(p.relative_to(folder).as_posix() for p in folder.glob("*/*"))
+    for name in names:
+        if not (folder / name).is_dir():
+            return False
+        if (folder / name / "config.json").exists():
+            found = [files for (v, _), files in groups.get(name, {}).items() if v == variant]
+            if not found:
+                return False
+            for shard_index in (folder / name).glob("*.index.json"):
+                wanted = set(json.loads(shard_index.read_text()).get("weight_map", {}).values())
+                if any(not (folder / name / w).exists() for w in wanted):
+                    return False
+    return True
 
 
 def hub_offline() -> bool:
@@ -82,34 +185,31 @@ def local_folder(repo_id: str) -> Path | None:
 
 
 def cached(repo_id: str, variant: str | None = None) -> str | None:
-    """The Hub cache's snapshot folder of ``repo_id`` holding the weights of ``variant``, else `None` (no network).
+    """The Hub cache's snapshot folder of ``repo_id`` holding a whole pipeline in ``variant``, else `None` (no network).
 
-    The lookup asks for the same files a download fetched (:func:`weight_patterns`): huggingface_hub
-    records a repository's whole file list at download time, so a lookup without patterns fails as
-    soon as any file of the repository was not downloaded (e.g. the fp32 weights next to fp16 ones).
+    The snapshot is the one ``main`` points to; it counts when :func:`folder_complete` (safetensors or
+    ``.bin``). huggingface_hub's own offline lookup (``snapshot_download(local_files_only=True)``) is not
+    used: it fails as soon as any file of the repository was not downloaded, and with the safetensors
+    patterns it would return a ``.bin``-only snapshot's configs alone.
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import try_to_load_from_cache
 
-    allow, ignore = weight_patterns(variant)
-    try:
-        return snapshot_download(repo_id, local_files_only=True, allow_patterns=allow, ignore_patterns=ignore or None)
-    except Exception:
+    index = try_to_load_from_cache(repo_id, "model_index.json")
+    if not isinstance(index, str) or not folder_complete(Path(index).parent, variant):
         return None
+    return str(Path(index).parent)
 
 
 def folder_variant(folder, wanted: str | None) -> str | None:
-    """The variant to load from a local ``folder``: ``wanted`` if its files are there, else the one that is.
+    """The variant to load from a local ``folder``: ``wanted`` if the folder is complete in it, else the one it is.
 
-    A folder downloaded for a GPU holds only ``*.fp16.safetensors``; on a CPU the course then loads
-    those (``variant="fp16"``, upcast to ``dtype=float32``) rather than fail or download fp32 weights.
+    A folder downloaded for a GPU holds only fp16 files; on a CPU the course then loads those
+    (``variant="fp16"``, upcast to ``dtype=float32``) rather than fail or download fp32 weights.
     A folder without fp16 files is loaded as it is (and cast, for a float16 run).
     """
-    files = list(Path(folder).glob("*/*.safetensors"))
-    fp16 = any(".fp16." in f.name for f in files)
-    default = any(".fp16." not in f.name and ".non_ema." not in f.name for f in files)
     if wanted == "fp16":
-        return "fp16" if fp16 else None
-    return "fp16" if fp16 and not default else None
+        return "fp16" if folder_complete(folder, "fp16") else None
+    return "fp16" if folder_complete(folder, "fp16") and not folder_complete(folder, None) else None
 
 
 class RepoMissing(CourseError):
@@ -126,7 +226,7 @@ def missing_message(repo_id: str, error: object = None, role: str | None = None)
         f"no such repository (or file), or it needs a login.{f' [{type(error).__name__}]' if error else ''}\n"
         "Ways out:\n"
         "  1. it moved or was removed (Stability AI removed its SD 2.x repositories in November 2025): point the course\n"
-        f"     at a copy with {setting}=<org>/<name> before starting Python;\n"
+        f"     at a copy with {setting}=<org>/<name> (several, comma-separated, are tried in order) before starting Python;\n"
         "  2. it is gated: accept its terms on the Hub and log in (`hf auth login`);\n"
         "  3. the offline teaching model: set COURSE_PROFILE=tiny."
     )
@@ -177,10 +277,11 @@ def resolve_model(repo_id: str, check_hub: bool = True, variant: str | None = No
             other kind is used too (see :func:`folder_variant`).
         role (`str`, *optional*): named in the message when the repository is missing.
         download (`bool`, defaults to `False`): when it is neither local nor cached, download the
-            pipeline's files (:func:`weight_patterns`) into the cache and return that folder, instead of
-            returning the id for ``from_pretrained`` to download. The course downloads itself so that
-            the cache holds exactly what a later offline lookup asks for, and so that a mirror which
-            only answers ``/revision/main`` metadata requests (olah offline) serves it too.
+            pipeline's files (:func:`download_plan` of the repository's file list) into the cache and
+            return that folder, instead of returning the id for ``from_pretrained`` to download. The
+            course downloads itself so that the cache holds exactly what a later offline lookup asks
+            for, so that a ``.bin``-only repository works, and so that a mirror which only answers
+            ``/revision/main`` metadata requests (olah offline) serves it too.
 
     Returns:
         `str`: a folder (``COURSE_MODELS_DIR/<repo_id>`` or the cache snapshot) or, without
@@ -191,19 +292,13 @@ def resolve_model(repo_id: str, check_hub: bool = True, variant: str | None = No
         CourseError: neither reachable nor cached; the message names ``HF_ENDPOINT``, a
             local folder and ``COURSE_PROFILE=tiny``.
     """
-    local = local_folder(repo_id) or cached(repo_id, variant) or cached(repo_id, "fp16" if variant is None else None)
+    local = local_source(repo_id, variant)
     if local:
-        return str(local)
+        return local
     if hub_offline():
         raise CourseError(unreachable_message(repo_id))
     if download:
-        from huggingface_hub import snapshot_download
-
-        allow, ignore = weight_patterns(variant)
-        try:
-            return snapshot_download(repo_id, allow_patterns=allow, ignore_patterns=ignore or None)
-        except Exception as err:  # missing repository; or the network failed (even half-way: nothing half-written is kept)
-            raise course_error(repo_id, err, role) from None
+        return fetch_pipeline(repo_id, variant, role=role)
     if check_hub:
         from huggingface_hub import HfApi
 
@@ -212,6 +307,121 @@ def resolve_model(repo_id: str, check_hub: bool = True, variant: str | None = No
         except Exception as err:  # missing repository; or DNS failure, refused connection, timeout, proxy error ...
             raise course_error(repo_id, err, role) from None
     return repo_id
+
+
+def fetch_pipeline(repo_id: str, variant: str | None = None, local_dir=None, role: str | None = None) -> str:
+    """Download a pipeline's files (:func:`download_plan` of the repository's own file list) and return their folder.
+
+    Args:
+        repo_id (`str`): the repository.
+        variant (`str`, *optional*): the weights wanted (``"fp16"``: taken where the repository has them).
+        local_dir (`str` or `os.PathLike`, *optional*): a plain folder to download into (``download sd15 --to``);
+            default the Hub cache.
+        role (`str`, *optional*): named in the message when the repository is missing.
+
+    Raises:
+        RepoMissing: the Hub answered that there is no such repository (or it is gated).
+        CourseError: the Hub is unreachable, or the network failed half-way (nothing half-written is kept).
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:  # revision="main": the route both the Hub and a mirror such as olah answer
+        info = HfApi().model_info(repo_id, revision="main", timeout=10)
+        files, _ = download_plan([s.rfilename for s in info.siblings or []], variant)
+        return snapshot_download(repo_id, allow_patterns=files, local_dir=local_dir)
+    except Exception as err:  # missing repository; DNS failure, refused connection, timeout, proxy; or a drop half-way
+        raise course_error(repo_id, err, role) from None
+
+
+def local_source(repo_id: str, variant: str | None = None) -> str | None:
+    """``COURSE_MODELS_DIR/<repo_id>``, else a complete cache snapshot in ``variant``, else in the other kind; else `None`."""
+    local = local_folder(repo_id) or cached(repo_id, variant) or cached(repo_id, "fp16" if variant is None else None)
+    return str(local) if local else None
+
+
+_MISSING = set()  # repositories the Hub said are missing, in this process
+
+
+def find(role: str, variant: str | None = None, download: bool = False, check_hub: bool = True,
+         say=print) -> tuple[str, str]:
+    """The first of ``role``'s repositories (:func:`repo_ids`) that is local, cached or on the Hub, and where it is.
+
+    Local folders and the cache are searched first for every repository (no network); then the Hub is asked
+    for each in turn, each try printed; a repository the Hub says is missing moves on to the next.
+
+    Args:
+        role (`str`): e.g. ``"upscale"``.
+        variant (`str`, *optional*): the weights wanted (``"fp16"`` for a float16 run).
+        download (`bool`, defaults to `False`): download it when needed (see :func:`resolve_model`).
+        check_hub (`bool`, defaults to `True`): `False` answers without the network (the id of the first
+            repository when none is local or cached).
+        say (`Callable[[str], None]`, defaults to `print`): where the tries are reported.
+
+    Returns:
+        `tuple[str, str]`: ``(repo_id, source)``, ``source`` as :func:`resolve_model` returns it.
+
+    Raises:
+        RepoMissing: the Hub has none of them (the message lists each one tried).
+        CourseError: none is local or cached and the Hub is unreachable.
+    """
+    repos = repo_ids(role)
+    for repo in repos:
+        local = local_source(repo, variant)
+        if local:
+            return repo, local
+    if hub_offline():
+        raise CourseError(unreachable_message(repos[0]))
+    if not check_hub:
+        return repos[0], repos[0]
+    return try_each(role, lambda repo: resolve_model(repo, variant=variant, role=role, download=download), say)
+
+
+def find_and_fetch(role: str, variant: str | None, to, say=print) -> tuple[str, str]:
+    """Download ``role``'s pipeline into the plain folder ``to/<repo id>`` from the first of its repositories
+    (:func:`repo_ids`) the Hub has: what ``python -m course_utils download sd15 --to <to>`` does per role.
+
+    Returns:
+        `tuple[str, str]`: ``(repo_id, folder)``.
+    """
+    return try_each(role, lambda repo: fetch_pipeline(repo, variant, local_dir=Path(to) / repo, role=role), say)
+
+
+def try_each(role: str, attempt, say=print) -> tuple[str, str]:
+    """``attempt(repo)`` for each of ``role``'s repositories in turn until one is not missing; each try printed.
+
+    Args:
+        role (`str`): the role.
+        attempt (`Callable[[str], str]`): returns where the repository is; raises :class:`RepoMissing` to move on
+            (any other error stops the search: an unreachable Hub will not have the next copy either).
+        say (`Callable[[str], None]`, defaults to `print`): where the tries are reported.
+
+    Returns:
+        `tuple[str, str]`: ``(repo_id, attempt(repo_id))`` of the first that worked.
+
+    Raises:
+        RepoMissing: the Hub has none of them; the message names each one tried.
+    """
+    from huggingface_hub import constants
+
+    repos, missing = repo_ids(role), []
+    for n, repo in enumerate(repos):
+        if repo in _MISSING and repo != repos[-1]:  # the Hub said so earlier in this process: do not ask again
+            missing.append(repo)
+            continue
+        if len(repos) > 1:
+            say(f"course_utils: {role}: trying {repo} on {constants.ENDPOINT} ({n + 1} of {len(repos)})")
+        try:
+            return repo, attempt(repo)
+        except RepoMissing as err:
+            _MISSING.add(repo)
+            missing.append(repo)
+            if repo != repos[-1]:
+                say(f"course_utils: {role}: {repo} is missing there; trying the next known copy")
+            last = err
+    if len(repos) == 1:
+        raise last
+    raise RepoMissing(f"None of {role}'s known repositories is on {constants.ENDPOINT}: {', '.join(missing)}.\n"
+                      + str(last).split("\n", 1)[1])
 
 
 def hub_file(repo_id: str, filename: str, repo_type: str = "model") -> Path:

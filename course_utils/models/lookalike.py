@@ -49,7 +49,7 @@ from ..errors import CourseError
 from . import builders, configs, hub, original_layout, tiny
 
 SIZES = ("small", "full")
-BUILD_VERSION = 1  # bump when what a build writes changes in a way the stamp does not see
+BUILD_VERSION = 2  # bump when what a build writes changes in a way the stamp does not see
 GIT_USER = ("sd-course lookalike", "lookalike@sd-course.invalid")
 GIT_DATE = "2024-01-01T00:00:00+00:00"  # fixed, so that the same files give the same commit id
 STAMP_LINE = "lookalike-build: "
@@ -292,9 +292,15 @@ def write_upscaler(folder: Path, size: str) -> None:
 
 
 def write_counterfeit(folder: Path, size: str) -> None:
-    """gsdf/Counterfeit-V2.5: diffusers folders (no fp16 variants) and four single .safetensors files."""
+    """gsdf/Counterfeit-V2.5: diffusers folders (no fp16 variants, no safety checker) and four single .safetensors files.
+
+    The real repository's folders are scheduler, text_encoder, tokenizer, unet and vae (and sample images): no
+    ``safety_checker`` or ``feature_extractor`` (docs/lookalike-repos.md), so ``model_index.json`` names neither.
+    """
     arch = architecture(size)
-    pipe = sd15_pipeline(arch, SEEDS["counterfeit"])
+    parts = builders.random_text2img_components(arch["text"], arch["unet"], arch["vae"], seed=SEEDS["counterfeit"])
+    parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(**parts)
     original_layout.save_single_file(pipe, folder / "Counterfeit-V2.5.safetensors")
     original_layout.save_single_file(pipe, folder / "Counterfeit-V2.5_pruned.safetensors")
     original_layout.save_single_file(pipe, folder / hub.COUNTERFEIT_FILE, dtype=torch.float16)

@@ -3,7 +3,7 @@
 A *role* is what a lesson needs a pipeline for (``text2img``, ``img2img``, ``inpaint``,
 ``upscale``, ``community``). :data:`ROLES` gives each role, in one row, its diffusers pipeline
 class and its builders for `tiny` and `sd15-random`; its `sd15` Hub repository is
-``hub.repo_id(role)``. Adding a role is one row here, its builders in
+``hub.repo_ids(role)`` (known copies tried in turn). Adding a role is one row here, its builders in
 :mod:`course_utils.models.builders`, its repository in ``hub.SD15_REPOS`` (and a lookalike in
 :mod:`course_utils.models.lookalike`), and its lesson.
 
@@ -24,7 +24,7 @@ from diffusers import (
     StableDiffusionUpscalePipeline,
 )
 
-from ..device import CourseError, describe_device, dtype_reason, fast_layout, get_device, get_dtype
+from ..device import CourseError, describe_device, dtype_reason, fast_layout, get_device, get_dtype, mps_attention_slicing
 from . import builders, hub, tiny
 from .profiles import check_profile
 
@@ -48,7 +48,7 @@ class Role:
     vae_fp32: bool = False
 
 
-# The `sd15` repository of each role is hub.repo_id(role): hub.SD15_REPOS, or COURSE_HUB_<ROLE>.
+# The `sd15` repositories of each role are hub.repo_ids(role): hub.SD15_REPOS and hub.KNOWN_COPIES, or COURSE_HUB_<ROLE>.
 ROLES = {
     "text2img": Role(StableDiffusionPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
     "img2img": Role(StableDiffusionImg2ImgPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
@@ -108,19 +108,51 @@ def choose(role_name: str = "text2img", profile: str | None = None, device: str 
         return Choice(check_profile(env), device, dtype, f"COURSE_PROFILE={env}")
     if device != "cuda":
         return Choice("tiny", device, dtype, "no CUDA GPU here, so the offline teaching model; COURSE_PROFILE=sd15 forces the real one")
-    repo = hub.repo_id(role_name)
     try:
-        hub.resolve_model(repo, variant=_variant(repo, dtype), role=role_name)
-    except hub.RepoMissing:
-        return Choice("tiny", device, dtype, f"CUDA found, but the Hub has no {repo}; see COURSE_HUB_{role_name.upper()}")
-    except CourseError:
+        repo, _ = hub.find(role_name, variant=_variant(dtype))
+    except hub.RepoMissing as err:
+        fallback_banner(role_name, "missing", err)
+        return Choice("tiny", device, dtype, f"CUDA found, but the Hub has no {hub.repo_id(role_name)}; see COURSE_HUB_{role_name.upper()}")
+    except CourseError as err:
+        fallback_banner(role_name, "unreachable", err)
         return Choice("tiny", device, dtype, "CUDA found, but SD 1.5 is neither cached nor reachable; see HF_ENDPOINT / COURSE_MODELS_DIR")
-    return Choice("sd15", device, dtype, "CUDA GPU found and SD 1.5 reachable")
+    copy = "" if repo == hub.repo_ids(role_name)[0] else f" (from the copy {repo})"
+    return Choice("sd15", device, dtype, f"CUDA GPU found and SD 1.5 reachable{copy}")
 
 
-def _variant(repo: str, dtype: torch.dtype) -> str | None:
-    """The weights to ask a repository for: its fp16 variant for float16 where it publishes one."""
-    return "fp16" if dtype == torch.float16 and repo in hub.FP16_VARIANTS else None
+_BANNERS_SHOWN = set()  # (role, what): each fallback's banner once per Python process
+
+
+def fallback_banner(role_name: str, what: str, error: Exception, say=print) -> None:
+    """Print, once per process, the banner for a CUDA machine that falls back to `tiny`: what is missing, why, the ways out.
+
+    Args:
+        role_name (`str`): the role whose `sd15` repository could not be had.
+        what (`str`): ``"missing"`` (the Hub answered: no such repository) or ``"unreachable"`` (no network, no cache).
+        error (`Exception`): the course's error; its own lines (the repositories tried, the server) are shown.
+    """
+    if (role_name, what) in _BANNERS_SHOWN:
+        return
+    _BANNERS_SHOWN.add((role_name, what))
+    rule = "!" * 100
+    why = {"missing": "the Hub answered, but it has no such repository (removed, renamed or gated)",
+           "unreachable": "the Hub cannot be reached and the weights are neither cached nor in COURSE_MODELS_DIR"}[what]
+    lines = [rule,
+             f"!! This machine has a CUDA GPU, but this lesson runs the small offline teaching model `tiny`, NOT Stable Diffusion 1.5.",
+             f"!! Missing: the `{role_name}` model ({', '.join(hub.repo_ids(role_name))}).",
+             f"!! Why: {why}.",
+             f"!!   ({str(error).splitlines()[0]})",
+             "!! Three ways out, then restart the runtime and run the lesson again:",
+             f"!!   1. a copy of the repository: COURSE_HUB_{role_name.upper()}=<org>/<name> (missing), or a mirror: HF_ENDPOINT=<url> (unreachable);",
+             "!!   2. a folder made on a connected machine by `python -m course_utils download sd15 --to models`: COURSE_MODELS_DIR=/path/to/models;",
+             "!!   3. tiny on purpose: COURSE_PROFILE=tiny (this banner goes away; the lessons run, with a small model).",
+             rule]
+    say("\n".join(lines))
+
+
+def _variant(dtype: torch.dtype) -> str | None:
+    """The weights to ask for: the fp16 variant for float16 (each repository's file list decides whether it has one)."""
+    return "fp16" if dtype == torch.float16 else None
 
 
 def load_pipeline(role_name: str = "text2img", profile: str | None = None, device: str | None = None, **kwargs) -> DiffusionPipeline:
@@ -142,10 +174,8 @@ def load_pipeline(role_name: str = "text2img", profile: str | None = None, devic
     choice = choose(role_name, profile, device)
     print(f"course_utils: role={role_name}", choice)
     if choice.profile == "sd15":
-        repo = hub.repo_id(role_name)
-        variant = _variant(repo, choice.dtype)
-        source = hub.resolve_model(repo, variant=variant, role=role_name, download=True)
-        variant = hub.folder_variant(source, variant)  # the weights the folder has (fp16 only, on a CPU: upcast)
+        _, source = hub.find(role_name, variant=_variant(choice.dtype), download=True)
+        variant = hub.folder_variant(source, _variant(choice.dtype))  # the weights the folder has (fp16 only, on a CPU: upcast)
         dtype = builders.upscaler_dtypes(choice.dtype) if spec.vae_fp32 else choice.dtype
         pipe = spec.pipeline.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
     elif choice.profile == "tiny":
@@ -153,7 +183,8 @@ def load_pipeline(role_name: str = "text2img", profile: str | None = None, devic
         pipe.set_progress_bar_config(disable=True)  # a tiny step takes milliseconds
     else:
         pipe = spec.random(spec.pipeline, choice.dtype)
-    return fast_layout(pipe.to(choice.device), choice.device, choice.dtype)
+    pipe = mps_attention_slicing(pipe.to(choice.device), choice.device)
+    return fast_layout(pipe, choice.device, choice.dtype)
 
 
 def model_source(role_name: str = "text2img", profile: str | None = None) -> str:
@@ -174,8 +205,7 @@ def model_source(role_name: str = "text2img", profile: str | None = None) -> str
     choice = choose(role_name, profile)
     profile = choice.profile
     if profile == "sd15":
-        repo = hub.repo_id(role_name)
-        return hub.resolve_model(repo, variant=_variant(repo, choice.dtype), role=role_name, download=True)
+        return hub.find(role_name, variant=_variant(choice.dtype), download=True)[1]
     if profile == "tiny":
         return str(spec.tiny_source())
     raise CourseError(f"The {profile!r} profile has no folder for role {role_name!r}: its models are built in memory; use load_pipeline().")

@@ -40,6 +40,12 @@ def tiny_file(*parts: str) -> Path:
         CourseError: when it is missing, saying how to get it back.
     """
     path = TINY_DIR.joinpath(*parts)
+    if not DATA_DIR.exists():
+        raise CourseError(
+            f"The course's data folder {DATA_DIR} does not exist: course_utils was installed without its repository "
+            "(e.g. from a wheel). Clone the repository and set COURSE_DATA=/path/to/clone/data, or install the course "
+            "from the clone with `pip install -e .`."
+        )
     if not path.exists():
         raise CourseError(
             f"{path} is missing. The trained tiny models ship with the repository in {TINY_DIR}: "
