@@ -4,6 +4,7 @@
 #   make test     - unit tests, every notebook through nbval on `tiny` (float32), equivalence tests, the browser tests,
 #                   and the lanes: every notebook again on `tiny` in float16 and on `sd15` (Hub mirror, float16)
 #   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
+#   make lint     - ruff check + ruff format --check (CI runs it before make test)
 #   make test-recipe - lesson 10's full training recipe on tiny against its targets (~5 min on a 2-core CPU)
 #   make gpu-check - on a CUDA machine: every lesson on `tiny` and full-size `sd15`, time + peak GPU memory, the bench
 #                    -> docs/gpu-report.md + .json (docs/gpu-check.md); without an NVIDIA GPU it says to run `make test`
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.course-installed
 HUB_VENV ?= .venv-hub
 HUB_STAMP := $(HUB_VENV)/.hub-installed
 
-.PHONY: course lab test test-fast test-recipe install hub sync clean gpu-check gpu-wheels
+.PHONY: course lab test test-fast test-recipe install hub sync clean gpu-check gpu-wheels lint
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,21 +62,27 @@ SIDE_LOG := build/test-side.log
 test: $(STAMP) $(HUB_STAMP)
 	@mkdir -p build
 	@export OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS); \
-	$(TEST_ENV) $(PY) -m pytest -q -m "not recipe" $(SIDE_TESTS) > $(SIDE_LOG) 2>&1 & side=$$!; \
+	$(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not recipe" $(SIDE_TESTS) > $(SIDE_LOG) 2>&1 & side=$$!; \
 	trap 'kill $$side 2>/dev/null' INT TERM; \
-	$(TEST_ENV) $(PY) -m pytest -q -m "not recipe" $(addprefix --ignore=,$(SIDE_TESTS)); rest=$$?; \
+	$(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not recipe" $(addprefix --ignore=,$(SIDE_TESTS)); rest=$$?; \
 	wait $$side; side_rc=$$?; \
 	echo "--- beside it: $(SIDE_TESTS) ($(SIDE_LOG)) ---"; \
 	cat $(SIDE_LOG); \
 	echo "make test: the main run exited $$rest, the side run $$side_rc"; \
 	test $$rest -eq 0 -a $$side_rc -eq 0
 
+# ruff (pyproject.toml [tool.ruff]): the lint rules, and the formatting `ruff format` would write (CI runs this first).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # Lesson 10's full recipe on tiny (400 LoRA steps, ~5 min on a 2-core CPU) against the issue's targets.
 test-recipe: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m recipe
 
-# The unit tests without the slow ones (notebooks, full evaluations, training runs): under a minute.
-test-fast: $(STAMP) $(HUB_STAMP)
+# The unit tests without the slow ones (notebooks, full evaluations, training runs): under a minute, no olah needed.
+# One kind of slow test: e.g. `.venv/bin/pytest -m mirror` (markers: notebooks, mirror, browser, training, install).
+test-fast: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow and not recipe"
 
 # After editing a notebook's .py (or .ipynb), bring its pair up to date.

@@ -20,6 +20,7 @@ Other lessons reuse the pieces: img2img passes a tail of ``scheduler.timesteps``
 prompts pass their embedding as ``uncond``, inpainting passes the mask and masked-image latents as
 ``extra_channels``.
 """
+
 import inspect
 from typing import Callable
 

@@ -1,15 +1,16 @@
 """Command line: run the whole course headless, download models for offline use, show the choice, check a seat.
 
-    python -m course_utils course [--out build] [NOTEBOOK | NN ...]
-    python -m course_utils download sd15 --to models
-    python -m course_utils hub --serve [--size small|full] [--port N]
-    python -m course_utils hub --serve --room [--upstream URL] [--host 0.0.0.0] [--port 8090] [--offline]
-    python -m course_utils info
-    python -m course_utils doctor [--json PATH]
-    python -m course_utils evaluate [--seeds 20] [--json scores.json]
-    python -m course_utils bench [--full] [--profile P] [--json PATH]
-    python -m course_utils gpu-memory [--json PATH]
+python -m course_utils course [--out build] [NOTEBOOK | NN ...]
+python -m course_utils download sd15 --to models
+python -m course_utils hub --serve [--size small|full] [--port N]
+python -m course_utils hub --serve --room [--upstream URL] [--host 0.0.0.0] [--port 8090] [--offline]
+python -m course_utils info
+python -m course_utils doctor [--json PATH]
+python -m course_utils evaluate [--seeds 20] [--json scores.json]
+python -m course_utils bench [--full] [--profile P] [--json PATH]
+python -m course_utils gpu-memory [--json PATH]
 """
+
 import argparse
 import os
 import re
@@ -23,12 +24,6 @@ from .models.hub import SD15_REPOS
 from .paths import NOTEBOOKS_DIR, ROOT
 
 CHOICE_RE = re.compile(r"course_utils: (?:role=\S+ )?profile=(\S+) device=(\S+)")
-
-
-# The tag of outputs that only work with a kernel (lesson 3's live slider; the same string as
-# course_utils.visual.LIVE_ONLY_TAG, not imported to keep torch out of the CLI's start). The HTML export leaves them
-# out: their still copy, the next output, shows the same frames there.
-LIVE_ONLY_TAG = "course-live-widget"
 
 
 def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
@@ -63,8 +58,14 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> dict:
         if os.name != "nt":
             config.KernelManager.transport = "ipc"
             config.KernelManager.ip = str(Path(sockets) / "kernel")
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True, config=config,
-                                resources={"metadata": {"path": str(path.parent)}})
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            store_widget_state=True,
+            config=config,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
         try:
             client.execute()
         except CellExecutionError as err:
@@ -98,6 +99,8 @@ def export_html(nb) -> str:
     """
     from nbconvert import HTMLExporter
     from traitlets.config import Config
+
+    from .visual import LIVE_ONLY_TAG  # here, not at the top: the CLI starts without torch
 
     config = Config(TagRemovePreprocessor=dict(enabled=True, remove_single_output_tags={LIVE_ONLY_TAG}))
     return HTMLExporter(config=config).from_notebook_node(nb)[0]
@@ -135,11 +138,15 @@ def course(args) -> int:
     for path in paths:
         print(f"running {path.name} ...", flush=True)
         rows.append(run_notebook(path, Path(args.out)))
-        print(f"  {rows[-1]['seconds']:.1f} s{'  FAILED: ' + rows[-1]['error'] if rows[-1]['error'] else ''}", flush=True)
+        print(
+            f"  {rows[-1]['seconds']:.1f} s{'  FAILED: ' + rows[-1]['error'] if rows[-1]['error'] else ''}", flush=True
+        )
     width = max(len(r["notebook"]) for r in rows) if rows else 8
     print(f"\n{'notebook':<{width}}  {'seconds':>7}  {'images':>6}  {'profile':<11}  device")
     for r in rows:
-        print(f"{r['notebook']:<{width}}  {r['seconds']:>7.1f}  {r['images']:>6}  {r['profile']:<11}  {r['device']}{'  FAILED' if r['error'] else ''}")
+        print(
+            f"{r['notebook']:<{width}}  {r['seconds']:>7.1f}  {r['images']:>6}  {r['profile']:<11}  {r['device']}{'  FAILED' if r['error'] else ''}"
+        )
     print(f"{'total':<{width}}  {sum(r['seconds'] for r in rows):>7.1f}  {sum(r['images'] for r in rows):>6}")
     print(f"executed notebooks and HTML copies are in {Path(args.out).resolve()}")
     return 1 if any(r["error"] for r in rows) else 0
@@ -160,8 +167,13 @@ def download(args) -> int:
     for repos, role in roles.items():
         # Configs and the weights the course loads on a GPU: from the repository's own file list, the fp16 variant
         # where it has one, else its components' safetensors (else .bin); never the big single-file checkpoints.
-        jobs.append((repos[0], f"{role}: {' or '.join(repos)} -> {Path(args.to)}/<repository>",
-                     lambda role=role: hub.find_and_fetch(role, "fp16", args.to)))
+        jobs.append(
+            (
+                repos[0],
+                f"{role}: {' or '.join(repos)} -> {Path(args.to)}/<repository>",
+                lambda role=role: hub.find_and_fetch(role, "fp16", args.to),
+            )
+        )
     if not args.role or "community" in args.role:
         # Single files lesson 07 loads: the CIVITAI-style checkpoint, EasyNegative, and a LoRA.
         for repo, filename, repo_type in (
@@ -169,9 +181,15 @@ def download(args) -> int:
             (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, "dataset"),
             (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE, "model"),
         ):
-            jobs.append((repo, f"{repo}/{filename}",
-                         lambda repo=repo, filename=filename, repo_type=repo_type: hf_hub_download(
-                             repo, filename, repo_type=repo_type, local_dir=Path(args.to) / repo)))
+            jobs.append(
+                (
+                    repo,
+                    f"{repo}/{filename}",
+                    lambda repo=repo, filename=filename, repo_type=repo_type: hf_hub_download(
+                        repo, filename, repo_type=repo_type, local_dir=Path(args.to) / repo
+                    ),
+                )
+            )
     for repo, what, fetch in jobs:
         print(f"downloading {what}", flush=True)
         try:
@@ -191,8 +209,14 @@ def hub_serve(args) -> int:
     from . import hub_mirror
 
     if args.room:
-        return hub_mirror.serve_room(Path(args.root) / "room", upstream=args.upstream, host=args.host,
-                                     port=args.port or 8090, public_host=args.public_host, offline=args.offline)
+        return hub_mirror.serve_room(
+            Path(args.root) / "room",
+            upstream=args.upstream,
+            host=args.host,
+            port=args.port or 8090,
+            public_host=args.public_host,
+            offline=args.offline,
+        )
     return hub_mirror.serve(Path(args.root) / args.size, size=args.size, port=args.port)
 
 
@@ -201,7 +225,16 @@ def info(args) -> int:
     from .models.registry import choose
 
     print("course_utils:", choose())
-    for var in ("COURSE_PROFILE", "COURSE_DEVICE", "COURSE_DTYPE", "COURSE_MODELS_DIR", "COURSE_CACHE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE"):
+    for var in (
+        "COURSE_PROFILE",
+        "COURSE_DEVICE",
+        "COURSE_DTYPE",
+        "COURSE_MODELS_DIR",
+        "COURSE_CACHE",
+        "HF_ENDPOINT",
+        "HF_HOME",
+        "HF_HUB_OFFLINE",
+    ):
         print(f"  {var}={os.environ.get(var, '')}")
     return 0
 
@@ -225,7 +258,9 @@ def main(argv=None) -> None:
     from .setup_env import main as setup_main  # a bare Python runs it: no torch, no installed package
 
     quiet_log_notes()  # before any command imports transformers (its "requires torchvision" note says nothing to act on)
-    parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("course", help="execute every notebook headless and print a table")
     p.add_argument("notebooks", nargs="*", help="notebooks to run, as paths or lesson numbers (03); default: all")
@@ -234,21 +269,34 @@ def main(argv=None) -> None:
     p = sub.add_parser("download", help="download models into a folder for offline use")
     p.add_argument("profile", choices=["sd15"])
     p.add_argument("--to", required=True, help="target folder; later set COURSE_MODELS_DIR to it")
-    p.add_argument("--role", action="append", choices=list(SD15_REPOS),
-                   help="only this role's model (repeatable)")
+    p.add_argument("--role", action="append", choices=list(SD15_REPOS), help="only this role's model (repeatable)")
     p.set_defaults(func=download)
     p = sub.add_parser("hub", help="serve lookalikes of the sd15 repositories through a local Hub mirror (olah)")
-    p.add_argument("--serve", action="store_true", required=True, help="build the lookalikes (first use) and serve them until Ctrl-C")
-    p.add_argument("--size", choices=["small", "full"], default="small", help="small: CPU-sized random weights; full: SD 1.5's sizes")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        required=True,
+        help="build the lookalikes (first use) and serve them until Ctrl-C",
+    )
+    p.add_argument(
+        "--size",
+        choices=["small", "full"],
+        default="small",
+        help="small: CPU-sized random weights; full: SD 1.5's sizes",
+    )
     p.add_argument("--port", type=int, help="default: a free port (8090 with --room)")
     p.add_argument("--root", default=str(ROOT / ".cache" / "hub-mirror"), help="working folder (default %(default)s)")
-    p.add_argument("--room", action="store_true", help="a caching mirror of the real Hub for a classroom (cache in ROOT/room)")
+    p.add_argument(
+        "--room", action="store_true", help="a caching mirror of the real Hub for a classroom (cache in ROOT/room)"
+    )
     p.add_argument("--upstream", default="https://huggingface.co", help="with --room: the Hub or mirror to fetch from")
     p.add_argument("--host", default="0.0.0.0", help="with --room: the interface to listen on (default: all)")
     p.add_argument("--public-host", help="with --room: the address seats use (default: this machine's LAN address)")
     p.add_argument("--offline", action="store_true", help="with --room: serve only what the cache holds")
     p.set_defaults(func=hub_serve)
-    p = sub.add_parser("setup", help="what `make install` does, on any system (Windows too): venv, torch, the course, its kernel")
+    p = sub.add_parser(
+        "setup", help="what `make install` does, on any system (Windows too): venv, torch, the course, its kernel"
+    )
     p.add_argument("--venv", default=".venv", help="the virtual environment to make or complete (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     p.set_defaults(func=lambda args: setup_main(args.venv, args.dry_run))
@@ -258,14 +306,18 @@ def main(argv=None) -> None:
     p.add_argument("--json", help="also write the report as JSON here")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the Hub per repository (default 5)")
     p.set_defaults(func=doctor)
-    p = sub.add_parser("evaluate", help="score the trained tiny models (table + JSON); see course_utils/evaluate.py",
-                       add_help=False)
+    p = sub.add_parser(
+        "evaluate", help="score the trained tiny models (table + JSON); see course_utils/evaluate.py", add_help=False
+    )
     p.set_defaults(func=None)
-    p = sub.add_parser("bench", help="measure time and memory per image on this machine; see course_utils/bench.py",
-                       add_help=False)
+    p = sub.add_parser(
+        "bench", help="measure time and memory per image on this machine; see course_utils/bench.py", add_help=False
+    )
     p.set_defaults(func=None)
-    p = sub.add_parser("gpu-memory", help="estimate each lesson's peak GPU memory on sd15 (no GPU needed); "
-                                          "see course_utils/gpu_memory.py")
+    p = sub.add_parser(
+        "gpu-memory",
+        help="estimate each lesson's peak GPU memory on sd15 (no GPU needed); see course_utils/gpu_memory.py",
+    )
     p.add_argument("--json", help="also write the estimates here")
     p.set_defaults(func=gpu_memory)
     args, rest = parser.parse_known_args(argv)

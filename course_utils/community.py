@@ -4,6 +4,7 @@ Where the lesson's files come from (Counterfeit-V2.5's single file, EasyNegative
 `sd15`; the course's outline-style models on `tiny`) is the model layer's business:
 ``course_utils.models.files``. Single-file checkpoints have their own module, ``single_file``.
 """
+
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ def style_prompt(prompt: str, word: str = tiny.STYLE_WORD) -> str:
     Returns:
         `str`: e.g. ``"outline style, a red circle on a white background"``.
     """
-    return f"{word} style, {prompt}"
+    return tiny.style_prompt(prompt, word)
 
 
 def embedding_prompt(prompt: str, token: str = tiny.EMBEDDING_TOKEN) -> str:
@@ -43,7 +44,7 @@ def embedding_prompt(prompt: str, token: str = tiny.EMBEDDING_TOKEN) -> str:
     Returns:
         `str`: e.g. ``"<outline>, a red circle on a white background"``.
     """
-    return f"{token}, {prompt}"
+    return tiny.embedding_prompt(prompt, token)
 
 
 def embedding_vectors(path) -> torch.Tensor:
@@ -64,7 +65,8 @@ def embedding_vectors(path) -> torch.Tensor:
     """
     tensors = load_file(str(path))
     if len(tensors) != 1:
-        raise CourseError(f"{Path(path).name} holds {len(tensors)} tensors ({sorted(tensors)}); an A1111 embedding holds one, [n_vectors, hidden_size].")
+        raise CourseError(
+            f"{Path(path).name} holds {len(tensors)} tensors ({sorted(tensors)}); an A1111 embedding holds one, [n_vectors, hidden_size]."
+        )
     (vectors,) = tensors.values()
     return vectors if vectors.ndim == 2 else vectors.reshape(-1, vectors.shape[-1])
-

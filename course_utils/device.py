@@ -5,6 +5,7 @@ Notebooks never write ``"cuda"`` or a dtype themselves; they call :func:`get_dev
 ``cpu``), ``COURSE_DTYPE`` the dtype (``float16``, ``bfloat16`` or ``float32``) on any device: the course's
 tests run every lesson in float16 on a CPU that way, to execute what a Colab GPU runs.
 """
+
 import os
 
 import torch
@@ -65,8 +66,10 @@ def forced_dtype() -> str | None:
         return None
     forced = _DTYPE_ALIASES.get(forced, forced)
     if forced not in DTYPES:
-        raise CourseError(f"COURSE_DTYPE={forced!r} is not one of {tuple(DTYPES)}. Unset it (the course then picks "
-                          "float16 on CUDA, float32 elsewhere) or pick one of those.")
+        raise CourseError(
+            f"COURSE_DTYPE={forced!r} is not one of {tuple(DTYPES)}. Unset it (the course then picks "
+            "float16 on CUDA, float32 elsewhere) or pick one of those."
+        )
     return forced
 
 
@@ -114,6 +117,26 @@ def describe_device(device: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def cast(target, dtype: torch.dtype, device: str | None = None):
+    """Move ``target`` to ``device`` (if given) and cast it to ``dtype`` only where its dtype differs.
+
+    diffusers 0.42 logs a note about "modules ... kept in float32" on every dtype cast of a model, needed or not;
+    casting only when the dtype differs keeps the output free of it (and saves a copy of the weights).
+
+    Args:
+        target (`DiffusionPipeline` or `torch.nn.Module`): a pipeline (its ``dtype`` is its models') or a model.
+        dtype (`torch.dtype`): the dtype wanted, e.g. ``torch.float32``.
+        device (`str`, *optional*): also move it there, e.g. ``"cuda"``.
+
+    Returns:
+        ``target``, moved and cast (pipelines and models are changed in place).
+    """
+    current = getattr(target, "dtype", None) or next(target.parameters()).dtype
+    if current == dtype:
+        return target if device is None else target.to(device)
+    return target.to(dtype=dtype) if device is None else target.to(device, dtype)
+
+
 def fast_layout(target, device: str, dtype: torch.dtype):
     """Put convolutions' weights in channels-last memory layout where that is the fast path: float16 on a CPU.
 
@@ -131,7 +154,9 @@ def fast_layout(target, device: str, dtype: torch.dtype):
         ``target``.
     """
     if device == "cpu" and dtype == torch.float16:
-        models = [target] if isinstance(target, torch.nn.Module) else [getattr(target, n, None) for n in ("unet", "vae")]
+        models = (
+            [target] if isinstance(target, torch.nn.Module) else [getattr(target, n, None) for n in ("unet", "vae")]
+        )
         for model in models:
             if model is not None:
                 model.to(memory_format=torch.channels_last)
@@ -169,5 +194,7 @@ def mps_attention_slicing(pipe, device: str, ram: int | None = None, say=print):
     if ram is None or ram < MPS_SLICING_BELOW:
         pipe.enable_attention_slicing()
         size = "unknown" if ram is None else f"{ram / 2**30:.0f} GiB"
-        say(f"course_utils: mps with {size} of memory (< 64 GB): attention slicing on, as diffusers' MPS guide recommends")
+        say(
+            f"course_utils: mps with {size} of memory (< 64 GB): attention slicing on, as diffusers' MPS guide recommends"
+        )
     return pipe

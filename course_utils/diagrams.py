@@ -4,6 +4,7 @@ Lesson 02 draws the pipeline (§1), lessons 06 and 08 the 4 / 7 / 9 input channe
 numbers from the models when you pass them, so the picture shows the profile at hand (`tiny` or `sd15`), and a
 diagram that disagrees with the model raises instead of teaching something false.
 """
+
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -11,8 +12,11 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 CHANNELS = {
     "text2img": [("noisy latents x_t", 4, "#7aa6d8")],
     "upscale": [("noisy latents x_t", 4, "#7aa6d8"), ("low-res image (RGB, noised)", 3, "#e3a857")],
-    "inpaint": [("noisy latents x_t", 4, "#7aa6d8"), ("mask (1 = repaint)", 1, "#8c8c8c"),
-                ("masked-image latents", 4, "#8cc084")],
+    "inpaint": [
+        ("noisy latents x_t", 4, "#7aa6d8"),
+        ("mask (1 = repaint)", 1, "#8c8c8c"),
+        ("masked-image latents", 4, "#8cc084"),
+    ],
 }
 
 
@@ -24,8 +28,15 @@ def _box(ax, x, y, w, h, text, color):
 def _arrow(ax, start, end, label=None, dy=0.12):
     ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color="#333333", lw=1.2))
     if label:
-        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + dy, label, ha="center", va="bottom", fontsize=7.5,
-                color="#1f4e79")
+        ax.text(
+            (start[0] + end[0]) / 2,
+            (start[1] + end[1]) / 2 + dy,
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            color="#1f4e79",
+        )
 
 
 def pipeline_diagram(pipe=None, height: int | None = None) -> plt.Figure:
@@ -60,8 +71,15 @@ def pipeline_diagram(pipe=None, height: int | None = None) -> plt.Figure:
     _box(ax, 2.1, 2.2, 1.4, 0.8, "tokenizer", "#f7e3b5")
     _box(ax, 4.3, 2.2, 1.6, 0.8, "text encoder\n(CLIP)", "#f7e3b5")
     _box(ax, 0.1, 0.3, 1.4, 0.8, "random noise\nx_T (seed)", "#f3f3f3")
-    _box(ax, 4.3, 0.2, 2.6, 1.1, "UNet predicts the noise ε̂\n+ scheduler.step: x_t → x_{t-1}\n(repeat for each timestep)",
-         "#cfe0f3")
+    _box(
+        ax,
+        4.3,
+        0.2,
+        2.6,
+        1.1,
+        "UNet predicts the noise ε̂\n+ scheduler.step: x_t → x_{t-1}\n(repeat for each timestep)",
+        "#cfe0f3",
+    )
     _box(ax, 7.7, 0.3, 1.4, 0.8, "VAE decoder", "#d9ecd0")
     _box(ax, 9.6, 0.3, 1.3, 0.8, "image", "#f3f3f3")
     _arrow(ax, (1.5, 2.6), (2.1, 2.6))
@@ -72,8 +90,14 @@ def pipeline_diagram(pipe=None, height: int | None = None) -> plt.Figure:
     _arrow(ax, (6.9, 0.7), (7.7, 0.7), f"x_0 / {scale:g}")
     _arrow(ax, (9.1, 0.7), (9.6, 0.7), None)
     ax.text(10.25, 0.1, f"[1, 3, {side}, {side}]", fontsize=7.5, color="#1f4e79", ha="center")
-    ax.text(5.6, 3.25, "Everything between noise and decoder happens on the small latents "
-            f"({latent}x{latent}x{channels}), not on pixels ({side}x{side}x3).", ha="center", fontsize=8.5)
+    ax.text(
+        5.6,
+        3.25,
+        "Everything between noise and decoder happens on the small latents "
+        f"({latent}x{latent}x{channels}), not on pixels ({side}x{side}x3).",
+        ha="center",
+        fontsize=8.5,
+    )
     fig.tight_layout()
     plt.close(fig)  # returned, not drawn twice
     return fig
@@ -96,8 +120,10 @@ def input_channels_diagram(kind: str, unet=None) -> plt.Figure:
     parts = CHANNELS[kind]
     total = sum(n for _, n, _ in parts)
     if unet is not None and unet.config.in_channels != total:
-        raise ValueError(f"this UNet takes {unet.config.in_channels} input channels, the {kind!r} diagram "
-                         f"shows {total}: pass the UNet of a pipeline of kind {kind!r}")
+        raise ValueError(
+            f"this UNet takes {unet.config.in_channels} input channels, the {kind!r} diagram "
+            f"shows {total}: pass the UNet of a pipeline of kind {kind!r}"
+        )
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * total, 2.1))
     ax.set_xlim(-0.2, total * 0.75 + 0.3)
     ax.set_ylim(-0.9, 1.4)
@@ -107,12 +133,21 @@ def input_channels_diagram(kind: str, unet=None) -> plt.Figure:
         for i in range(n):
             ax.add_patch(FancyBboxPatch((x + 0.75 * i, 0), 0.6, 0.6, boxstyle="square,pad=0", fc=color, ec="#333333"))
             ax.text(x + 0.75 * i + 0.3, 0.3, str(int(x / 0.75) + i), ha="center", va="center", fontsize=8)
-        ax.annotate("", xy=(x - 0.05, -0.15), xytext=(x + 0.75 * n - 0.1, -0.15),
-                    arrowprops=dict(arrowstyle="-", color="#333333"))
+        ax.annotate(
+            "",
+            xy=(x - 0.05, -0.15),
+            xytext=(x + 0.75 * n - 0.1, -0.15),
+            arrowprops=dict(arrowstyle="-", color="#333333"),
+        )
         ax.text(x + (0.75 * n - 0.15) / 2, -0.25, f"{label}\n({n})", ha="center", va="top", fontsize=7.5, wrap=True)
         x += 0.75 * n
-    ax.text((total * 0.75 - 0.15) / 2, 0.95, f"{kind}: the UNet's input has {total} channels (torch.cat on dim 1)",
-            ha="center", fontsize=9)
+    ax.text(
+        (total * 0.75 - 0.15) / 2,
+        0.95,
+        f"{kind}: the UNet's input has {total} channels (torch.cat on dim 1)",
+        ha="center",
+        fontsize=9,
+    )
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -14,6 +14,7 @@ cannot run the course until it is fixed):
 The exit code is 0 whenever the course can run (the offline `tiny` profile always can), 1 only for a
 real problem: a missing library, or a ``COURSE_DEVICE`` / ``COURSE_DTYPE`` / ``COURSE_PROFILE`` the seat cannot honour.
 """
+
 import importlib.metadata
 import json
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from .errors import CourseError
 from .models import hub
-from .paths import ROOT
+from .requirements import canonical, requirement_pins
 
 # The libraries the notebooks import; requirements.txt pins all but torch (Colab keeps its own).
 LIBRARIES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "peft", "safetensors", "ipywidgets")
@@ -66,8 +67,12 @@ def nvidia_driver() -> str | None:
     if not shutil.which("nvidia-smi"):
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
@@ -90,11 +95,25 @@ def check_device() -> list[Check]:
         name = torch.cuda.get_device_name(0)
         checks.append(Check("device", "CUDA", f"{name}, driver {driver or '?'}, CUDA {torch.version.cuda}"))
     elif driver:
-        checks.append(Check("device", "CUDA", f"NVIDIA driver {driver}, but this torch cannot use it", "warning",
-                            "install a CUDA build of torch (https://pytorch.org/get-started/locally/)"))
+        checks.append(
+            Check(
+                "device",
+                "CUDA",
+                f"NVIDIA driver {driver}, but this torch cannot use it",
+                "warning",
+                "install a CUDA build of torch (https://pytorch.org/get-started/locally/)",
+            )
+        )
     else:
-        checks.append(Check("device", "CUDA", "no NVIDIA GPU ('Found no NVIDIA driver')", "warning",
-                            "fine for tiny; on Colab: Runtime > Change runtime type > T4 GPU"))
+        checks.append(
+            Check(
+                "device",
+                "CUDA",
+                "no NVIDIA GPU ('Found no NVIDIA driver')",
+                "warning",
+                "fine for tiny; on Colab: Runtime > Change runtime type > T4 GPU",
+            )
+        )
     checks.append(Check("device", "MPS (Apple silicon)", "available" if _mps_available() else "not available"))
     try:
         device = get_device()
@@ -104,7 +123,9 @@ def check_device() -> list[Check]:
         dtype = str(get_dtype(device)).replace("torch.", "")
     except CourseError as err:
         return checks + [Check("device", "course dtype", str(err).splitlines()[0], "problem", "unset COURSE_DTYPE")]
-    checks.append(Check("device", "course device / dtype", f"{describe_device(device)} / {dtype} ({dtype_reason(device)})"))
+    checks.append(
+        Check("device", "course device / dtype", f"{describe_device(device)} / {dtype} ({dtype_reason(device)})")
+    )
     return checks
 
 
@@ -139,20 +160,41 @@ def check_memory() -> list[Check]:
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
         low = free < GPU_FREE_MIN
-        checks.append(Check("memory", "GPU memory free", f"{gib(free)} of {gib(total)}", "warning" if low else "ok",
-                            "close other notebooks / restart the kernel: sd15 needs ~3 GiB free" if low else ""))
+        checks.append(
+            Check(
+                "memory",
+                "GPU memory free",
+                f"{gib(free)} of {gib(total)}",
+                "warning" if low else "ok",
+                "close other notebooks / restart the kernel: sd15 needs ~3 GiB free" if low else "",
+            )
+        )
     ram = free_ram()
     low = ram is not None and ram < RAM_FREE_MIN
-    checks.append(Check("memory", "RAM free", gib(ram), "warning" if low else "ok",
-                        "close other programs: under 2 GiB free" if low else ""))
+    checks.append(
+        Check(
+            "memory",
+            "RAM free",
+            gib(ram),
+            "warning" if low else "ok",
+            "close other programs: under 2 GiB free" if low else "",
+        )
+    )
     places = {"disk free (Hub cache)": constants.HF_HUB_CACHE}
     if os.environ.get("COURSE_MODELS_DIR"):
         places["disk free (COURSE_MODELS_DIR)"] = os.environ["COURSE_MODELS_DIR"]
     for name, place in places.items():
         free = free_disk(place)
         low = free < DISK_FREE_MIN and torch.cuda.is_available()
-        checks.append(Check("memory", name, f"{gib(free)} at {place}", "warning" if low else "ok",
-                            "free space or set HF_HOME elsewhere: the sd15 downloads need ~10 GiB" if low else ""))
+        checks.append(
+            Check(
+                "memory",
+                name,
+                f"{gib(free)} at {place}",
+                "warning" if low else "ok",
+                "free space or set HF_HOME elsewhere: the sd15 downloads need ~10 GiB" if low else "",
+            )
+        )
     return checks
 
 
@@ -162,12 +204,21 @@ def check_profile() -> list[Check]:
 
     from .models.registry import choose
 
-    checks = [Check("profile", "Hub endpoint", f"{constants.ENDPOINT}{' (HF_HUB_OFFLINE=1)' if hub.hub_offline() else ''}")]
+    checks = [
+        Check("profile", "Hub endpoint", f"{constants.ENDPOINT}{' (HF_HUB_OFFLINE=1)' if hub.hub_offline() else ''}")
+    ]
     try:
         choice = choose()
     except CourseError as err:
-        return checks + [Check("profile", "profile", str(err).splitlines()[0], "problem",
-                               "unset or correct COURSE_PROFILE / COURSE_DEVICE")]
+        return checks + [
+            Check(
+                "profile",
+                "profile",
+                str(err).splitlines()[0],
+                "problem",
+                "unset or correct COURSE_PROFILE / COURSE_DEVICE",
+            )
+        ]
     return checks + [Check("profile", "profile", f"{choice.profile} ({choice.reason})")]
 
 
@@ -193,8 +244,9 @@ def repo_status(repo_id: str, variant: str | None = None, timeout: float = 5.0, 
     return ask_hub(repo_id, timeout=timeout) if ask else ("unreachable", "not asked: the Hub did not answer before")
 
 
-def file_status(repo_id: str, filename: str, repo_type: str = "model", timeout: float = 5.0,
-                ask: bool = True) -> tuple[str, str]:
+def file_status(
+    repo_id: str, filename: str, repo_type: str = "model", timeout: float = 5.0, ask: bool = True
+) -> tuple[str, str]:
     """Like :func:`repo_status`, for one file (lesson 7's checkpoint, EasyNegative, the LCM-LoRA)."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -206,10 +258,16 @@ def file_status(repo_id: str, filename: str, repo_type: str = "model", timeout: 
         return "cached", cached
     if hub.hub_offline():
         return "unreachable", "HF_HUB_OFFLINE is set and it is not cached"
-    return ask_hub(repo_id, filename, repo_type, timeout) if ask else ("unreachable", "not asked: the Hub did not answer before")
+    return (
+        ask_hub(repo_id, filename, repo_type, timeout)
+        if ask
+        else ("unreachable", "not asked: the Hub did not answer before")
+    )
 
 
-def ask_hub(repo_id: str, filename: str | None = None, repo_type: str = "model", timeout: float = 5.0) -> tuple[str, str]:
+def ask_hub(
+    repo_id: str, filename: str | None = None, repo_type: str = "model", timeout: float = 5.0
+) -> tuple[str, str]:
     """Ask ``HF_ENDPOINT`` whether it has ``repo_id`` (or one file of it): ``reachable``, ``missing`` or ``unreachable``.
 
     Errors are classified by :func:`course_utils.models.hub.course_error`, exactly as when the course loads.
@@ -245,40 +303,37 @@ def check_models(timeout: float = 5.0) -> list[Check]:
     on_cuda = torch.cuda.is_available()
     items = [(hub.repo_id(role), None, "model", role) for role in hub.SD15_REPOS]
     items = [item for i, item in enumerate(items) if item[0] not in [x[0] for x in items[:i]]]  # text2img = img2img
-    items += [(hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE, "model", "community"),
-              (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, "dataset", "community"),
-              (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE, "model", "community")]
+    items += [
+        (hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE, "model", "community"),
+        (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, "dataset", "community"),
+        (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE, "model", "community"),
+    ]
     checks, ask = [], True
     for repo, filename, repo_type, role in items:
         if filename:
             status, detail = file_status(repo, filename, repo_type, timeout, ask)
         else:
-            variant = "fp16" if on_cuda and repo in hub.FP16_VARIANTS else None
+            variant = (
+                "fp16" if on_cuda else None
+            )  # what load_pipeline asks for (the folder decides: hub.folder_variant)
             status, detail = repo_status(repo, variant, timeout, ask)
         ask = ask and status != "unreachable"  # one timeout is enough to know
-        fix = {"missing": f"the Hub has no such thing; point the role elsewhere with COURSE_HUB_{role.upper()}=<org>/<name>",
-               "unreachable": "for sd15: set HF_ENDPOINT (room mirror) or COURSE_MODELS_DIR; tiny needs nothing"}.get(status, "")
+        fix = {
+            "missing": f"the Hub has no such thing; point the role elsewhere with COURSE_HUB_{role.upper()}=<org>/<name>",
+            "unreachable": "for sd15: set HF_ENDPOINT (room mirror) or COURSE_MODELS_DIR; tiny needs nothing",
+        }.get(status, "")
         if checks and status == "unreachable" and checks[-1].fix in (fix, "as above"):
             fix = "as above"
-        checks.append(Check("models", repo + (f"/{filename}" if filename else ""), f"{status} ({detail})",
-                            "warning" if fix else "ok", fix))
+        checks.append(
+            Check(
+                "models",
+                repo + (f"/{filename}" if filename else ""),
+                f"{status} ({detail})",
+                "warning" if fix else "ok",
+                fix,
+            )
+        )
     return checks
-
-
-def requirement_pins(path=ROOT / "requirements.txt") -> dict[str, str]:
-    """``{name: specifier}`` from ``requirements.txt`` (e.g. ``{"diffusers": "==0.42.1"}``); empty if it is absent."""
-    import re
-
-    pins = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return pins
-    for line in lines:
-        match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*([<>=!~].*)?$", line.split("#")[0])
-        if match:
-            pins[match.group(1).lower().replace("-", "_")] = (match.group(2) or "").strip()
-    return pins
 
 
 def installed(name: str) -> str | None:
@@ -296,14 +351,28 @@ def check_libraries(pins: dict[str, str] | None = None) -> list[Check]:
     pins = requirement_pins() if pins is None else pins
     checks = []
     for name in LIBRARIES:
-        version, spec = installed(name), pins.get(name, "")
+        version, spec = installed(name), pins.get(canonical(name), "")
         wanted = f" (requirements.txt: {spec})" if spec else ""
         if version is None:
-            checks.append(Check("libraries", name, "not installed" + wanted, "problem",
-                                "run `make install` (or `pip install -r requirements.txt -e .`)"))
+            checks.append(
+                Check(
+                    "libraries",
+                    name,
+                    "not installed" + wanted,
+                    "problem",
+                    "run `make install` (or `pip install -r requirements.txt -e .`)",
+                )
+            )
         elif spec and version not in SpecifierSet(spec):
-            checks.append(Check("libraries", name, version + wanted, "warning",
-                                f"pip install '{name}{spec}' (other versions are untested)"))
+            checks.append(
+                Check(
+                    "libraries",
+                    name,
+                    version + wanted,
+                    "warning",
+                    f"pip install '{name}{spec}' (other versions are untested)",
+                )
+            )
         else:
             checks.append(Check("libraries", name, version + wanted))
     return checks
@@ -313,21 +382,39 @@ def check_widgets() -> list[Check]:
     """The widget front end: ipywidgets, its JupyterLab / classic-notebook extensions, and which front end is installed."""
     lab, classic = installed("jupyterlab"), installed("notebook")
     colab = installed("google-colab")  # Colab's own front end renders widgets itself
-    front = ", ".join(f for f, v in (("JupyterLab " + str(lab), lab), ("Notebook " + str(classic), classic), ("Colab", colab)) if v)
-    checks = [Check("widgets", "front end", front or "none (headless only: `make course` still works)",
-                    "ok" if front else "warning", "" if front else "pip install jupyterlab, or open the folder in VS Code")]
+    front = ", ".join(
+        f for f, v in (("JupyterLab " + str(lab), lab), ("Notebook " + str(classic), classic), ("Colab", colab)) if v
+    )
+    checks = [
+        Check(
+            "widgets",
+            "front end",
+            front or "none (headless only: `make course` still works)",
+            "ok" if front else "warning",
+            "" if front else "pip install jupyterlab, or open the folder in VS Code",
+        )
+    ]
     ipywidgets = installed("ipywidgets")
     for name, needed in (("jupyterlab_widgets", lab), ("widgetsnbextension", classic)):
         version = installed(name)
         missing = version is None and ipywidgets and needed
-        checks.append(Check("widgets", name, version or "not installed", "warning" if missing else "ok",
-                            f"pip install {name} (lesson 3's slider shows as text without it)" if missing else ""))
+        checks.append(
+            Check(
+                "widgets",
+                name,
+                version or "not installed",
+                "warning" if missing else "ok",
+                f"pip install {name} (lesson 3's slider shows as text without it)" if missing else "",
+            )
+        )
     return checks
 
 
 def run_checks(timeout: float = 5.0) -> list[Check]:
     """Every check of this module, in report order."""
-    return check_device() + check_memory() + check_profile() + check_models(timeout) + check_libraries() + check_widgets()
+    return (
+        check_device() + check_memory() + check_profile() + check_models(timeout) + check_libraries() + check_widgets()
+    )
 
 
 def report(checks: list[Check]) -> str:

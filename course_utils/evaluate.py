@@ -19,6 +19,7 @@ deterministic on one machine. What is measured (issue 4's targets in ``TARGETS``
   outline fine-tune (with and without its trigger word), its LoRA and its embedding, and by the base model;
 * the time of one 25-step 64x64 text-to-image sample (median of 5).
 """
+
 import argparse
 import json
 import statistics
@@ -78,7 +79,9 @@ def inpaint_scores(pipe, n: int, **settings) -> dict:
         mask = Image.new("L", s.image.size, 0)
         mask.paste(255, shape_box(s))
         prompt = f"{world.article(new)} {new} {s.shape} on {world.article(s.background)} {s.background} background"
-        out = pipe(prompt, image=s.image, mask_image=mask, generator=torch.Generator().manual_seed(i), **settings).images[0]
+        out = pipe(
+            prompt, image=s.image, mask_image=mask, generator=torch.Generator().manual_seed(i), **settings
+        ).images[0]
         ch = region_change(s.image, out, mask)
         outside.append(ch["outside"])
         inside.append(ch["inside"])
@@ -131,8 +134,9 @@ def style_scores(seeds, **settings) -> dict:
     tuned = load_pipeline("community", profile="tiny", device="cpu")
     scores["style_finetune"] = outline_share(tuned, [style_prompt(p, word) for p in STYLE_PROMPTS], seeds, **settings)
     scores["style_finetune_plain"] = outline_share(tuned, STYLE_PROMPTS, seeds, **settings)
-    scores["style_finetune_other_word"] = outline_share(tuned, [style_prompt(p, "watercolor") for p in STYLE_PROMPTS],
-                                                        seeds, **settings)
+    scores["style_finetune_other_word"] = outline_share(
+        tuned, [style_prompt(p, tiny.OTHER_WORD) for p in STYLE_PROMPTS], seeds, **settings
+    )
     tuned.load_textual_inversion(str(tiny.embedding_file()), token=token)
     scores["style_embedding"] = outline_share(tuned, with_token, seeds, **settings)
     return scores
@@ -182,7 +186,9 @@ def evaluate(seeds: int = 20, n_images: int = 20, parts=PARTS) -> dict:
         scores.update(upscale_scores(pipe, n_images, **UPSCALE_SETTINGS))
     if "style" in parts:
         scores.update(style_scores(seed_list, **settings))
-    scores["settings"] = dict(settings, seeds=seeds, n_images=n_images, upscale=UPSCALE_SETTINGS, threads=torch.get_num_threads())
+    scores["settings"] = dict(
+        settings, seeds=seeds, n_images=n_images, upscale=UPSCALE_SETTINGS, threads=torch.get_num_threads()
+    )
     return scores
 
 
@@ -208,7 +214,9 @@ def table(scores: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m course_utils evaluate", description="Score the tiny models (issue 4's targets).")
+    p = argparse.ArgumentParser(
+        prog="python -m course_utils evaluate", description="Score the tiny models (issue 4's targets)."
+    )
     p.add_argument("--seeds", type=int, default=20, help="images per prompt (default %(default)s)")
     p.add_argument("--images", type=int, default=20, help="scenes for inpainting and upscaling (default %(default)s)")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default: all)")

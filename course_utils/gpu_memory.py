@@ -24,6 +24,7 @@ below the measurements, largest beside the float32 VAE decode), the CUDA context
 
 ``python -m course_utils gpu-memory`` prints :func:`lesson_table` and the checks; lesson 9 shows them.
 """
+
 import contextlib
 import math
 import time
@@ -111,8 +112,9 @@ def on_fake_device(module: torch.nn.Module) -> torch.nn.Module:
     for sub in module.modules():
         for name, param in list(sub._parameters.items()):
             if param is not None:
-                sub._parameters[name] = torch.nn.Parameter(torch.empty(param.shape, dtype=param.dtype),
-                                                           requires_grad=param.requires_grad)
+                sub._parameters[name] = torch.nn.Parameter(
+                    torch.empty(param.shape, dtype=param.dtype), requires_grad=param.requires_grad
+                )
         for name, buffer in list(sub._buffers.items()):
             if buffer is not None:
                 sub._buffers[name] = torch.zeros(buffer.shape, dtype=buffer.dtype)
@@ -161,10 +163,16 @@ def pipeline_parts(kind: str = "text2img", safety_checker: bool = True, dtype: t
         dtype (`torch.dtype`): the weights' dtype (the upscaler's VAE stays float32).
     """
     if kind == "upscale":
-        return dict(text_encoder=sd15_model("x4_text_encoder", dtype), unet=sd15_model("x4_unet", dtype),
-                    vae=sd15_model("x4_vae", torch.float32))
-    parts = dict(text_encoder=sd15_model("text_encoder", dtype),
-                 unet=sd15_model("inpaint_unet" if kind == "inpaint" else "unet", dtype), vae=sd15_model("vae", dtype))
+        return dict(
+            text_encoder=sd15_model("x4_text_encoder", dtype),
+            unet=sd15_model("x4_unet", dtype),
+            vae=sd15_model("x4_vae", torch.float32),
+        )
+    parts = dict(
+        text_encoder=sd15_model("text_encoder", dtype),
+        unet=sd15_model("inpaint_unet" if kind == "inpaint" else "unet", dtype),
+        vae=sd15_model("vae", dtype),
+    )
     if safety_checker:
         parts["safety_checker"] = sd15_model("safety_checker", dtype)
     return parts
@@ -182,8 +190,16 @@ def load(parts: dict) -> dict:
 
 # --- 3. the work ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def generate(parts: dict, images: int = 1, size: int = SIZE, guidance: bool = True, steps: int = WORK_STEPS,
-             init_image: bool = False, vae_slicing: bool = False, width: int | None = None) -> None:
+def generate(
+    parts: dict,
+    images: int = 1,
+    size: int = SIZE,
+    guidance: bool = True,
+    steps: int = WORK_STEPS,
+    init_image: bool = False,
+    vae_slicing: bool = False,
+    width: int | None = None,
+) -> None:
     """What a Stable Diffusion pipeline call allocates: text, ``steps`` UNet calls, the decode, the safety checker.
 
     Args:
@@ -231,7 +247,7 @@ def generate(parts: dict, images: int = 1, size: int = SIZE, guidance: bool = Tr
         del model_in, eps
     x = (x / vae.config.scaling_factor).to(vae.dtype)
     if vae_slicing:
-        image = torch.cat([vae.decode(x[i:i + 1]).sample for i in range(images)])
+        image = torch.cat([vae.decode(x[i : i + 1]).sample for i in range(images)])
     else:
         image = vae.decode(x).sample
     if "safety_checker" in parts:  # CLIP's image tower on 224x224 copies of the images, the images still held
@@ -240,8 +256,12 @@ def generate(parts: dict, images: int = 1, size: int = SIZE, guidance: bool = Tr
     del image
 
 
-def add_lora(parts: dict, rank: int = 16, targets: tuple = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"),
-             gradient_checkpointing: bool = True) -> None:
+def add_lora(
+    parts: dict,
+    rank: int = 16,
+    targets: tuple = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"),
+    gradient_checkpointing: bool = True,
+) -> None:
     """Prepare ``parts`` (on ``meta``) for LoRA training as diffusers' scripts (and lesson 10) do: a LoRA on the
     UNet's ``targets``, its parameters cast to float32 (``cast_training_params``), the rest frozen in half precision.
 
@@ -297,8 +317,14 @@ def train_lora(parts: dict, batch: int = 2, size: int = SIZE, steps: int = WORK_
     return optimizer
 
 
-def train_embedding(parts: dict, images: int = 8, batch: int = 1, size: int = SIZE,
-                    gradient_checkpointing: bool = True, steps: int = WORK_STEPS) -> None:
+def train_embedding(
+    parts: dict,
+    images: int = 8,
+    batch: int = 1,
+    size: int = SIZE,
+    gradient_checkpointing: bool = True,
+    steps: int = WORK_STEPS,
+) -> None:
     """What training one new word's embedding allocates (``text_embeddings.train_textual_inversion``).
 
     Everything is frozen but one row of the token table (float32): the gradient flows back through the UNet and
@@ -320,8 +346,9 @@ def train_embedding(parts: dict, images: int = 8, batch: int = 1, size: int = SI
         unet.enable_gradient_checkpointing()
         unet.train()
     with torch.no_grad():
-        latents = torch.cat([vae.encode(torch.zeros(1, 3, size, size, dtype=vae.dtype)).latent_dist.mean
-                             for _ in range(images)])
+        latents = torch.cat(
+            [vae.encode(torch.zeros(1, 3, size, size, dtype=vae.dtype)).latent_dist.mean for _ in range(images)]
+        )
     row = torch.zeros(te.config.hidden_size, requires_grad=True)
     optimizer = torch.optim.Adam([row], lr=5e-3)
     table = te.get_input_embeddings()
@@ -330,7 +357,7 @@ def train_embedding(parts: dict, images: int = 8, batch: int = 1, size: int = SI
             n = min(batch, images - start)
             with torch.autocast("cpu", dtype=torch.float16):
                 text = encode_embeddings(te, table(torch.zeros(n, 77, dtype=torch.long)) + row)
-                x = latents[start:start + n]
+                x = latents[start : start + n]
                 pred = unet(x + torch.randn_like(x), torch.randint(0, 1000, (n,)), text).sample
             loss = F.mse_loss(pred.float(), torch.zeros(pred.shape))
             (loss * 1024).backward()
@@ -375,11 +402,19 @@ def estimate(parts: dict, work: Callable[[dict], None], prepare: Callable[[dict]
 # Measured once on an NVIDIA H100 (README, "Checked on a GPU": torch.cuda.max_memory_allocated(), float16, 25 steps,
 # the full-size architectures with random weights, no safety checker): the method must come within 20% of each.
 CHECKS = (
-    ("text-to-image, 512x512", 2.6, lambda: dict(pipe=pipeline_parts("text2img", safety_checker=False)),
-     lambda m: generate(m["pipe"])),
+    (
+        "text-to-image, 512x512",
+        2.6,
+        lambda: dict(pipe=pipeline_parts("text2img", safety_checker=False)),
+        lambda m: generate(m["pipe"]),
+    ),
     ("x4 upscaler, 128 -> 512", 3.0, lambda: dict(pipe=pipeline_parts("upscale")), lambda m: generate(m["pipe"])),
-    ("inpainting, 512x512", 2.6, lambda: dict(pipe=pipeline_parts("inpaint", safety_checker=False)),
-     lambda m: generate(m["pipe"])),
+    (
+        "inpainting, 512x512",
+        2.6,
+        lambda: dict(pipe=pipeline_parts("inpaint", safety_checker=False)),
+        lambda m: generate(m["pipe"]),
+    ),
 )
 
 
@@ -388,8 +423,14 @@ def check_rows() -> list[dict]:
     rows = []
     for what, measured, parts, work in CHECKS:
         found = estimate(parts(), work)
-        rows.append(dict(what=what, measured_gib=measured, estimate_gib=found.peak_gib,
-                         error=round(found.peak_gib / measured - 1, 3)))
+        rows.append(
+            dict(
+                what=what,
+                measured_gib=measured,
+                estimate_gib=found.peak_gib,
+                error=round(found.peak_gib / measured - 1, 3),
+            )
+        )
     return rows
 
 
@@ -436,13 +477,17 @@ def decode(parts: dict, latents: int, size: int = SIZE) -> None:
 
 
 def _random_full_size(parts: dict) -> None:
-    """bench.full_size_models on the GPU: SD 1.5's text encoder, UNet, VAE and TAESD built in float32, then cast."""
+    """full_size.full_size_models on the GPU: SD 1.5's text encoder, UNet, VAE and TAESD built in float32, then cast."""
     from diffusers import AutoencoderTiny
 
     with torch.device("meta"):
         taesd = AutoencoderTiny()
-    built = dict(te=sd15_model("text_encoder", torch.float32), unet=sd15_model("unet", torch.float32),
-                 vae=sd15_model("vae", torch.float32), taesd=taesd)
+    built = dict(
+        te=sd15_model("text_encoder", torch.float32),
+        unet=sd15_model("unet", torch.float32),
+        vae=sd15_model("vae", torch.float32),
+        taesd=taesd,
+    )
     load(built)
     del built
 
@@ -456,29 +501,79 @@ def _lesson_10(parts: dict) -> None:
 
 
 LESSONS = (
-    Cell("01", "§2, the three lines", "two SD 1.5 pipelines (the course's and `three`), each with its safety checker; "
-         "one image", lambda: dict(pipe=_pipe(), three=_pipe()), lambda m: generate(m["three"])),
-    Cell("02", "§9.4, the new word in a prompt", "the pipeline, a second copy of its models loaded one by one "
-         "(`assembled`, no checker), 4 images in one call", lambda: dict(pipe=_pipe(), assembled=_pipe(checker=False)),
-         lambda m: generate(m["assembled"], images=4)),
-    Cell("03", "§6, watch it happen", "the pipeline; 12 latents decoded, 4 per VAE call",
-         lambda: dict(pipe=_pipe()), lambda m: decode(m["pipe"], 12)),
-    Cell("04", "§1, img2img", "the img2img pipeline; one image from a sketch",
-         lambda: dict(pipe=_pipe()), lambda m: generate(m["pipe"], init_image=True)),
-    Cell("05", "§5, when a negative prompt acts", "the pipeline; 6 latents decoded, 4 per VAE call",
-         lambda: dict(pipe=_pipe()), lambda m: decode(m["pipe"], 6)),
-    Cell("06", "§2, upscale", "the x4 upscaler (VAE in float32); 112x72 -> 448x288",
-         lambda: dict(pipe=_pipe("upscale")), lambda m: generate(m["pipe"], size=288, width=448)),
-    Cell("07", "§3, the single file", "the Counterfeit folder's pipeline (its folders hold no safety checker) "
-         "and the same model from one file, while the file loads", lambda: dict(folder=_pipe(checker=False), file=_pipe(checker=False)),
-         lambda m: None),
-    Cell("08", "§4, blending with a plain model", "the inpainting pipeline and a text-to-image pipeline; one "
-         "inpainting", lambda: dict(pipe=_pipe("inpaint"), text2img=_pipe()), lambda m: generate(m["pipe"])),
-    Cell("09", "§5, SD 1.5's full-size parts", "the pipeline, and SD 1.5's four timing models built in float32",
-         lambda: dict(pipe=_pipe()), _random_full_size),
-    Cell("10", "§10, textual inversion", "three pipelines (the LoRA's, `fresh`, `ti_pipe`), the LoRA's gradients "
-         "and AdamW state; 8 crops, 2 per pass, gradient checkpointing",
-         lambda: dict(pipe=_pipe(), fresh=_pipe(), ti_pipe=_pipe()), _lesson_10, lambda m: add_lora(m["pipe"])),
+    Cell(
+        "01",
+        "§2, the three lines",
+        "two SD 1.5 pipelines (the course's and `three`), each with its safety checker; one image",
+        lambda: dict(pipe=_pipe(), three=_pipe()),
+        lambda m: generate(m["three"]),
+    ),
+    Cell(
+        "02",
+        "§9.4, the new word in a prompt",
+        "the pipeline, a second copy of its models loaded one by one (`assembled`, no checker), 4 images in one call",
+        lambda: dict(pipe=_pipe(), assembled=_pipe(checker=False)),
+        lambda m: generate(m["assembled"], images=4),
+    ),
+    Cell(
+        "03",
+        "§6, watch it happen",
+        "the pipeline; 12 latents decoded, 4 per VAE call",
+        lambda: dict(pipe=_pipe()),
+        lambda m: decode(m["pipe"], 12),
+    ),
+    Cell(
+        "04",
+        "§1, img2img",
+        "the img2img pipeline; one image from a sketch",
+        lambda: dict(pipe=_pipe()),
+        lambda m: generate(m["pipe"], init_image=True),
+    ),
+    Cell(
+        "05",
+        "§5, when a negative prompt acts",
+        "the pipeline; 6 latents decoded, 4 per VAE call",
+        lambda: dict(pipe=_pipe()),
+        lambda m: decode(m["pipe"], 6),
+    ),
+    Cell(
+        "06",
+        "§2, upscale",
+        "the x4 upscaler (VAE in float32); 112x72 -> 448x288",
+        lambda: dict(pipe=_pipe("upscale")),
+        lambda m: generate(m["pipe"], size=288, width=448),
+    ),
+    Cell(
+        "07",
+        "§3, the single file",
+        "the Counterfeit folder's pipeline (its folders hold no safety checker) "
+        "and the same model from one file, while the file loads",
+        lambda: dict(folder=_pipe(checker=False), file=_pipe(checker=False)),
+        lambda m: None,
+    ),
+    Cell(
+        "08",
+        "§4, blending with a plain model",
+        "the inpainting pipeline and a text-to-image pipeline; one inpainting",
+        lambda: dict(pipe=_pipe("inpaint"), text2img=_pipe()),
+        lambda m: generate(m["pipe"]),
+    ),
+    Cell(
+        "09",
+        "§5, SD 1.5's full-size parts",
+        "the pipeline, and SD 1.5's four timing models built in float32",
+        lambda: dict(pipe=_pipe()),
+        _random_full_size,
+    ),
+    Cell(
+        "10",
+        "§10, textual inversion",
+        "three pipelines (the LoRA's, `fresh`, `ti_pipe`), the LoRA's gradients "
+        "and AdamW state; 8 crops, 2 per pass, gradient checkpointing",
+        lambda: dict(pipe=_pipe(), fresh=_pipe(), ti_pipe=_pipe()),
+        _lesson_10,
+        lambda m: add_lora(m["pipe"]),
+    ),
 )
 
 
@@ -488,20 +583,37 @@ def lesson_table(lessons=LESSONS) -> list[dict]:
     rows = []
     for cell in lessons:
         found = estimate(cell.parts(), cell.work, cell.prepare)
-        rows.append(dict(lesson=cell.lesson, where=cell.where, what=cell.what, peak_gib=found.peak_gib,
-                         weights_gib=found.weights_gib, fits_t4=found.peak_gib <= T4_LIMIT_GIB,
-                         fits_8gb=found.peak_gib <= EIGHT_GB_LIMIT_GIB))
+        rows.append(
+            dict(
+                lesson=cell.lesson,
+                where=cell.where,
+                what=cell.what,
+                peak_gib=found.peak_gib,
+                weights_gib=found.weights_gib,
+                fits_t4=found.peak_gib <= T4_LIMIT_GIB,
+                fits_8gb=found.peak_gib <= EIGHT_GB_LIMIT_GIB,
+            )
+        )
     return rows
 
 
 def markdown(rows: list[dict], checks: list[dict]) -> str:
     """:func:`lesson_table` and :func:`check_rows` as the Markdown tables of ``docs/instructors.md``."""
-    lines = ["| lesson | heaviest cell on `sd15` | what is on the GPU, what runs | estimated peak GiB | "
-             f"16 GB T4 (<= {T4_LIMIT_GIB:g}) | 8 GB card (<= {EIGHT_GB_LIMIT_GIB:g}) |", "|---|---|---|---:|---|---|"]
+    lines = [
+        "| lesson | heaviest cell on `sd15` | what is on the GPU, what runs | estimated peak GiB | "
+        f"16 GB T4 (<= {T4_LIMIT_GIB:g}) | 8 GB card (<= {EIGHT_GB_LIMIT_GIB:g}) |",
+        "|---|---|---|---:|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['lesson']} | {r['where']} | {r['what']} | {r['peak_gib']:.2f} | "
-                     f"{'fits' if r['fits_t4'] else '**no**'} | {'fits' if r['fits_8gb'] else '**no**'} |")
-    lines += ["", "| the method checked on | measured on an H100 GiB | estimated GiB | difference |", "|---|---:|---:|---:|"]
+        lines.append(
+            f"| {r['lesson']} | {r['where']} | {r['what']} | {r['peak_gib']:.2f} | "
+            f"{'fits' if r['fits_t4'] else '**no**'} | {'fits' if r['fits_8gb'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        "| the method checked on | measured on an H100 GiB | estimated GiB | difference |",
+        "|---|---:|---:|---:|",
+    ]
     for c in checks:
         lines.append(f"| {c['what']} | {c['measured_gib']:.1f} | {c['estimate_gib']:.2f} | {c['error']:+.0%} |")
     return "\n".join(lines)
@@ -512,8 +624,11 @@ def main(argv=None) -> int:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m course_utils gpu-memory", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils gpu-memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--json", help="also write the rows and checks here")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -523,7 +638,17 @@ def main(argv=None) -> int:
     if args.json:
         from pathlib import Path
 
-        Path(args.json).write_text(json.dumps(dict(method="fake tensors, counted (course_utils/gpu_memory.py)",
-                                                   t4_limit_gib=T4_LIMIT_GIB, eight_gb_limit_gib=EIGHT_GB_LIMIT_GIB,
-                                                   lessons=rows, checks=checks), indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                dict(
+                    method="fake tensors, counted (course_utils/gpu_memory.py)",
+                    t4_limit_gib=T4_LIMIT_GIB,
+                    eight_gb_limit_gib=EIGHT_GB_LIMIT_GIB,
+                    lessons=rows,
+                    checks=checks,
+                ),
+                indent=2,
+            )
+            + "\n"
+        )
     return 0 if all(r["fits_t4"] for r in rows) else 1

@@ -24,6 +24,7 @@ files), so when the room loses its link, restart it with ``--offline``: the same
 olah lives in its own virtual environment (``.venv-hub``, made by ``make``: its dependency
 fastapi-utils pins ``psutil<6``, which the notebook kernel's IPython refuses).
 """
+
 import contextlib
 import os
 import shutil
@@ -69,24 +70,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(root: Path, port: int) -> Path:
-    """olah's settings for serving ``root/mirrors`` offline on ``127.0.0.1:port``; returns the ``.toml`` file."""
+def write_config(root: Path, port: int, mirrors: Path | None = None) -> Path:
+    """olah's settings for serving ``mirrors`` (default ``root/mirrors``) offline on ``127.0.0.1:port``; returns the
+    ``.toml`` file."""
     root = Path(root)
+    mirrors = Path(mirrors) if mirrors else root / "mirrors"
     config = root / "olah.toml"
     config.write_text(
         "[basic]\n"
         'host = "127.0.0.1"\n'
         f"port = {port}\n"
         f'repos-path = "{root / "cache"}"\n'  # olah's own cache (unused offline)
-        f'mirrors-path = ["{root / "mirrors"}"]\n'  # the lookalike git repositories
+        f'mirrors-path = ["{mirrors}"]\n'  # the lookalike git repositories
         "\n[accessibility]\n"
         "offline = true\n"  # never ask the real Hub
     )
     return config
 
 
-def write_room_config(root: Path, port: int, host: str = "0.0.0.0", upstream: str = HUB_URL,
-                      public_host: str | None = None, offline: bool = False) -> Path:
+def write_room_config(
+    root: Path,
+    port: int,
+    host: str = "0.0.0.0",
+    upstream: str = HUB_URL,
+    public_host: str | None = None,
+    offline: bool = False,
+) -> Path:
     """olah's settings for a caching room mirror in front of ``upstream``; returns the ``.toml`` file.
 
     Args:
@@ -150,7 +159,9 @@ def wait_until_up(endpoint: str, process: subprocess.Popen, timeout: float = 60.
     raise CourseError(f"The mirror did not answer {url} within {timeout:.0f} s.")
 
 
-def start(root, size: str = "small", port: int | None = None, log=None) -> tuple[subprocess.Popen, str]:
+def start(
+    root, size: str = "small", port: int | None = None, log=None, repos=None, mirrors=None
+) -> tuple[subprocess.Popen, str]:
     """Build the lookalikes under ``root`` (first use only) and start olah on them.
 
     Args:
@@ -158,6 +169,10 @@ def start(root, size: str = "small", port: int | None = None, log=None) -> tuple
         size (`str`, defaults to ``"small"``): ``"small"`` (CPU-sized weights) or ``"full"`` (SD 1.5's sizes).
         port (`int`, *optional*): default a free port.
         log (file, *optional*): where olah's output goes (default ``root/olah.log``).
+        repos (iterable of `str`, *optional*): build only these lookalikes (``()``: none, e.g. a server that only
+            has to answer or to fail); default all.
+        mirrors (`str` or `Path`, *optional*): serve this folder of repositories, built already (e.g. the tests'
+            one build per run), instead of building into ``root/mirrors``.
 
     Returns:
         `tuple[subprocess.Popen, str]`: the server process (stop it with ``.terminate()``) and its
@@ -167,9 +182,12 @@ def start(root, size: str = "small", port: int | None = None, log=None) -> tuple
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    build_lookalikes(root / "mirrors", size=size)
+    built = {}
+    if mirrors is None:
+        built = build_lookalikes(root / "mirrors", size=size, repos=repos)
     port = port or free_port()
-    return launch(root, write_config(root, port), f"http://127.0.0.1:{port}", log)
+    probe = None if mirrors is not None or PROBE_REPO in built else "/course-probe"  # any answer: nothing to serve yet
+    return launch(root, write_config(root, port, mirrors), f"http://127.0.0.1:{port}", log, probe=probe)
 
 
 def launch(root: Path, config: Path, endpoint: str, log=None, probe: str | None = None) -> tuple[subprocess.Popen, str]:
@@ -180,8 +198,12 @@ def launch(root: Path, config: Path, endpoint: str, log=None, probe: str | None 
     """
     with contextlib.ExitStack() as files:  # a log file opened here is the child's; the parent closes its copy
         log = log or files.enter_context(open(root / "olah.log", "ab"))
-        process = subprocess.Popen(olah_command() + ["-c", str(config), "--log-path", str(root / "logs")],
-                                   cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            olah_command() + ["-c", str(config), "--log-path", str(root / "logs")],
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until_up(endpoint, process, path=probe)
     except BaseException:
@@ -190,8 +212,15 @@ def launch(root: Path, config: Path, endpoint: str, log=None, probe: str | None 
     return process, endpoint
 
 
-def start_room(root, upstream: str = HUB_URL, host: str = "0.0.0.0", port: int | None = None,
-               public_host: str | None = None, offline: bool = False, log=None) -> tuple[subprocess.Popen, str]:
+def start_room(
+    root,
+    upstream: str = HUB_URL,
+    host: str = "0.0.0.0",
+    port: int | None = None,
+    public_host: str | None = None,
+    offline: bool = False,
+    log=None,
+) -> tuple[subprocess.Popen, str]:
     """Start a caching room mirror: olah in front of ``upstream`` (or, ``offline``, its cache only), the cache in ``root/cache``.
 
     Args:
@@ -213,8 +242,13 @@ def start_room(root, upstream: str = HUB_URL, host: str = "0.0.0.0", port: int |
     port = port or free_port()
     public_host = public_host or (host if host not in ("0.0.0.0", "::") else room_address())
     config = write_room_config(root, port, host, upstream, public_host, offline)
-    process, _ = launch(root, config, f"http://127.0.0.1:{port}" if host in ("0.0.0.0", "::") else f"http://{host}:{port}",
-                        log, probe="/course-probe")  # no such route: a 404 that asks the upstream nothing
+    process, _ = launch(
+        root,
+        config,
+        f"http://127.0.0.1:{port}" if host in ("0.0.0.0", "::") else f"http://{host}:{port}",
+        log,
+        probe="/course-probe",
+    )  # no such route: a 404 that asks the upstream nothing
     return process, f"http://{public_host}:{port}"
 
 
@@ -271,8 +305,14 @@ def wait_then_stop(process: subprocess.Popen) -> int:
     return 0
 
 
-def serve_room(root, upstream: str = HUB_URL, host: str = "0.0.0.0", port: int | None = None,
-               public_host: str | None = None, offline: bool = False) -> int:
+def serve_room(
+    root,
+    upstream: str = HUB_URL,
+    host: str = "0.0.0.0",
+    port: int | None = None,
+    public_host: str | None = None,
+    offline: bool = False,
+) -> int:
     """Serve a caching room mirror until Ctrl-C (``python -m course_utils hub --serve --room``).
 
     Prints the ``HF_ENDPOINT`` every seat sets. See :func:`start_room` for the arguments.

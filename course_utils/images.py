@@ -4,9 +4,12 @@ Every image the course passes to a pipeline goes through :func:`load_image`, so 
 own file in an odd mode (RGBA, grayscale, palette, CMYK) or size gets a clear conversion
 note or a clear error instead of a crash deep inside diffusers.
 """
+
 from pathlib import Path
 
 import diffusers.utils
+import numpy as np
+import torch
 from PIL import Image
 
 from .errors import CourseError
@@ -93,7 +96,9 @@ def load_image(path_or_url, size=None) -> Image.Image:
         if not path.exists() and (DATA_DIR / path).exists():
             path = DATA_DIR / path
         if not path.exists():
-            raise CourseError(f"No image at '{path_or_url}' (looked in {Path.cwd()} and {DATA_DIR}). The course's images are: {_data_listing()}.")
+            raise CourseError(
+                f"No image at '{path_or_url}' (looked in {Path.cwd()} and {DATA_DIR}). The course's images are: {_data_listing()}."
+            )
         try:
             image = Image.open(path)
             image.load()
@@ -126,3 +131,19 @@ def check_size(width: int, height: int) -> None:
             f"Image size {width}x{height} is not a multiple of 8: the VAE shrinks images 8x, so SD needs "
             f"multiples of 8. Use {width // 8 * 8}x{height // 8 * 8}, e.g. load_image(..., size=({width}, {height}))."
         )
+
+
+def to_tensor(images) -> torch.Tensor:
+    """RGB images to pixels in [-1, 1], what the pipelines' image processor gives the VAE (lesson 10, §3).
+
+    The one place the course turns pictures into the VAE's input; ``by_hand.to_pil`` is its inverse (the
+    pipeline's own post-processing). ``training/`` uses it too.
+
+    Args:
+        images (`list[PIL.Image.Image]`): pictures of one size (converted to RGB).
+
+    Returns:
+        `torch.Tensor`: ``[batch, 3, H, W]`` float32 in [-1, 1].
+    """
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).div(127.5).sub(1.0).contiguous()

@@ -16,6 +16,7 @@ ignores most of the image. Noise is added to the image's *latents*; the text emb
 With the same generator seed the result equals the pipeline's (the VAE draws its sample first, then the
 noise is drawn - the same order as the pipeline's ``prepare_latents``).
 """
+
 import numbers
 
 import torch
@@ -231,4 +232,6 @@ def img2img_by_hand(
         )
     z0 = encode_image(pipe.vae, image, generator).to(cond.dtype)
     zt = noise_latents(pipe.scheduler, z0, timesteps[0], generator)
-    return by_hand.denoise(pipe.unet, pipe.scheduler, zt, cond, uncond, guidance_scale, timesteps=timesteps, generator=generator)
+    return by_hand.denoise(
+        pipe.unet, pipe.scheduler, zt, cond, uncond, guidance_scale, timesteps=timesteps, generator=generator
+    )

@@ -17,6 +17,7 @@ checks them against these functions), latent blending (§5, likewise),
 how much a result changed inside and outside the mask (§2, §6) and pasting back (§6). The pipelines themselves
 come from the model layer (``course_utils.models``), like every lesson's.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -278,8 +279,9 @@ def preprocess(pipe, image, mask, height: int | None = None, width: int | None =
     return dict(image=init_image, mask_image=mask_image, masked_image=masked_image)
 
 
-def masked_image_inputs(pipe, image, mask, generator: torch.Generator | None = None, height: int | None = None,
-                        width: int | None = None) -> dict:
+def masked_image_inputs(
+    pipe, image, mask, generator: torch.Generator | None = None, height: int | None = None, width: int | None = None
+) -> dict:
     """Build the inpainting UNet's extra inputs by hand, exactly as ``StableDiffusionInpaintPipeline`` does.
 
     Lesson 08, §3 writes this out (channels 4-8) and checks its own tensors against these; its exercise 1 too.
@@ -308,7 +310,9 @@ def masked_image_inputs(pipe, image, mask, generator: torch.Generator | None = N
     """
     out = preprocess(pipe, image, mask, height, width)
     h, w = out["mask_image"].shape[-2:]
-    small = torch.nn.functional.interpolate(out["mask_image"], size=(h // pipe.vae_scale_factor, w // pipe.vae_scale_factor))
+    small = torch.nn.functional.interpolate(
+        out["mask_image"], size=(h // pipe.vae_scale_factor, w // pipe.vae_scale_factor)
+    )
     out["mask"] = small.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
     out["masked_image_latents"] = encode_image(pipe, out["masked_image"], generator)
     return out
@@ -331,8 +335,14 @@ def unet_input(latents: torch.Tensor, mask: torch.Tensor, masked_image_latents: 
     return torch.cat([latents, mask.expand(n, -1, -1, -1), masked_image_latents.expand(n, -1, -1, -1)], dim=1)
 
 
-def blend_latents(latents: torch.Tensor, image_latents: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
-                  scheduler, next_timestep=None) -> torch.Tensor:
+def blend_latents(
+    latents: torch.Tensor,
+    image_latents: torch.Tensor,
+    noise: torch.Tensor,
+    mask: torch.Tensor,
+    scheduler,
+    next_timestep=None,
+) -> torch.Tensor:
     """Latent blending, one step: keep ``latents`` inside the mask, the original outside.
 
     Lesson 08, §5 writes this step out inside its loop (``latents = mask * latents + (1 - mask) * noised_original``);
@@ -378,8 +388,10 @@ def region_change(before: Image.Image, after: Image.Image, mask: Image.Image) ->
         after = after.resize(before.size)
     diff = np.abs(np.asarray(after.convert("RGB"), np.float32) - np.asarray(before.convert("RGB"), np.float32)) / 255
     inside = np.asarray(mask.convert("L").resize(before.size, Image.Resampling.NEAREST)) >= 128
-    return dict(inside=float(diff[inside].mean()) if inside.any() else 0.0,
-                outside=float(diff[~inside].mean()) if (~inside).any() else 0.0)
+    return dict(
+        inside=float(diff[inside].mean()) if inside.any() else 0.0,
+        outside=float(diff[~inside].mean()) if (~inside).any() else 0.0,
+    )
 
 
 def paste_back(original: Image.Image, result: Image.Image, mask: Image.Image) -> Image.Image:
@@ -404,7 +416,20 @@ def paste_back(original: Image.Image, result: Image.Image, mask: Image.Image) ->
 
 
 __all__ = [
-    "HAT_BOX", "TINY_SCENE_BOX",
-    "rect_mask", "ellipse_mask", "hat_mask", "lesson_mask", "load_mask", "check_mask", "load_pair",
-    "encode_image", "preprocess", "masked_image_inputs", "unet_input", "blend_latents", "region_change", "paste_back",
+    "HAT_BOX",
+    "TINY_SCENE_BOX",
+    "rect_mask",
+    "ellipse_mask",
+    "hat_mask",
+    "lesson_mask",
+    "load_mask",
+    "check_mask",
+    "load_pair",
+    "encode_image",
+    "preprocess",
+    "masked_image_inputs",
+    "unet_input",
+    "blend_latents",
+    "region_change",
+    "paste_back",
 ]

@@ -15,6 +15,7 @@ length, so the result goes straight into the pipeline as ``prompt_embeds=`` /
     cond, uncond = long_prompt_embeds(pipe, long_prompt, negative_prompt)
     image = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond).images[0]
 """
+
 import logging
 from contextlib import contextmanager
 

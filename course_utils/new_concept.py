@@ -18,6 +18,7 @@ captions ("a red diamond on a white background") and mixed half and half with th
 (*prior preservation*, as DreamBooth mixes in class images), so that the old prompts keep their meaning.
 :func:`share_drawn` reads the pictures back with ``world.classify`` to count how many show the new shape.
 """
+
 import random
 
 import numpy as np
@@ -26,11 +27,24 @@ import torch.nn.functional as F
 from PIL import Image
 
 from course_utils import by_hand, world
+from course_utils.images import to_tensor
 
-__all__ = ["NOISE_OFFSET", "LORA_TARGETS", "concept_scenes", "prior_scenes", "photo_crops", "encode_dataset",
-           "sample_latents", "training_loss", "concept_prompts", "share_drawn"]
+__all__ = [
+    "NOISE_OFFSET",
+    "LORA_TARGETS",
+    "concept_scenes",
+    "prior_scenes",
+    "photo_crops",
+    "encode_dataset",
+    "sample_latents",
+    "training_loss",
+    "concept_prompts",
+    "share_drawn",
+]
 
-NOISE_OFFSET = 0.2  # offset noise, as `tiny` was trained (lesson 03's box): plain dark or bright backgrounds stay reachable
+NOISE_OFFSET = (
+    0.2  # offset noise, as `tiny` was trained (lesson 03's box): plain dark or bright backgrounds stay reachable
+)
 # Where the LoRA sits: the attention projections AND the ResNet blocks' two convolutions. A LoRA on the attention
 # projections alone (46,592 parameters on `tiny`) drew no diamond in 240 steps (docs/training.md, "Toward issue 16"):
 # a shape's corners are made by the convolutions, not by where the text attends.
@@ -113,12 +127,11 @@ def encode_dataset(pipe, images: list, captions: list[str], batch_size: int | No
         batch_size = max(1, 2**18 // (width * height))
     means, stds, texts = [], [], []
     for k in range(0, len(images), batch_size):
-        pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
-                              for im in images[k:k + batch_size]]) / 127.5 - 1  # [b, 3, H, W] in [-1, 1]
+        pixels = to_tensor(images[k : k + batch_size])  # [b, 3, H, W] in [-1, 1]
         dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
         means.append(dist.mean.float().cpu())
         stds.append(dist.std.float().cpu())
-        texts.append(by_hand.encode_text(tokenizer, text_encoder, captions[k:k + batch_size]).float().cpu())
+        texts.append(by_hand.encode_text(tokenizer, text_encoder, captions[k : k + batch_size]).float().cpu())
     return dict(mean=torch.cat(means), std=torch.cat(stds), text=torch.cat(texts))
 
 
@@ -138,8 +151,14 @@ def sample_latents(data: dict, index: torch.Tensor, scaling_factor: float, gener
     return (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
 
 
-def training_loss(unet, scheduler, latents: torch.Tensor, text: torch.Tensor, generator: torch.Generator,
-                  noise_offset: float = NOISE_OFFSET) -> torch.Tensor:
+def training_loss(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    text: torch.Tensor,
+    generator: torch.Generator,
+    noise_offset: float = NOISE_OFFSET,
+) -> torch.Tensor:
     """Stable Diffusion's training loss for one batch: noise the latents, predict the noise, mean squared error.
 
     The noising runs where ``latents`` are (the CPU) in their dtype (float32): ``scheduler.add_noise`` casts

@@ -3,6 +3,7 @@
 Importing ``course_utils`` changes nothing global; ``setup()`` is where a notebook opts in to
 the course's warning and logging filters (and, under ``make test``, to strict warnings).
 """
+
 import logging
 import os
 import warnings
@@ -23,8 +24,10 @@ def _not_empty_fp32_note(record: logging.LogRecord) -> bool:
 def quiet_log_notes() -> None:
     """Only the logging filters of :func:`quiet_library_notes` (the "requires torchvision" and empty "keep in float32"
     notes), without touching warnings: what ``python -m course_utils`` installs before any command imports a library."""
-    for name, note in (("transformers.utils.import_utils", _not_torchvision_note),
-                       ("diffusers.models.modeling_utils", _not_empty_fp32_note)):
+    for name, note in (
+        ("transformers.utils.import_utils", _not_torchvision_note),
+        ("diffusers.models.modeling_utils", _not_empty_fp32_note),
+    ):
         logger = logging.getLogger(name)
         if note not in logger.filters:
             logger.addFilter(note)
@@ -51,8 +54,12 @@ def quiet_library_notes() -> None:
     quiet_log_notes()
     if os.environ.get("COURSE_STRICT_WARNINGS"):
         warnings.filterwarnings("error", category=FutureWarning)
-        warnings.filterwarnings("error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|__main__)")
-    warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|__main__)"
+        )
+    warnings.filterwarnings(
+        "ignore", message="__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning
+    )
 
 
 def setup(role: str = "text2img") -> "Choice":

@@ -1,4 +1,5 @@
 """Where the course's files are: ``data/`` (inputs, tokenizer) and ``notebooks/``."""
+
 import os
 from pathlib import Path
 

@@ -14,6 +14,7 @@
 In float32 every helper here does nothing: the same code runs on a laptop CPU, where the course trains in float32.
 Lesson 10 writes these steps out in its loop; ``new_concept``, ``text_embeddings`` and ``training/`` call them.
 """
+
 import torch
 
 # The GradScaler's first scale. Its default, 2**16, overflows in the first steps of the course's short runs
@@ -47,8 +48,9 @@ def grad_scaler(device: str | torch.device, dtype: torch.dtype) -> torch.amp.Gra
     return torch.amp.GradScaler(device_type, init_scale=INITIAL_LOSS_SCALE, enabled=dtype == torch.float16)
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list,
-                   max_norm: float | None = None) -> torch.Tensor | None:
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list, max_norm: float | None = None
+) -> torch.Tensor | None:
     """The end of a training step after ``scaler.scale(loss).backward()``: unscale, clip, step, update.
 
     Args:

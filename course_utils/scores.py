@@ -3,9 +3,10 @@
 ``python -m course_utils evaluate`` (the model card's numbers, 20 seeds per prompt) and the
 text-to-image stage's in-run evaluation (``python -m training text2img``, a few seeds) both call
 :func:`text2img_scores`; the evaluator also calls :func:`negative_scores`, and so does
-``python -m training diagnose``. Every image is read back with ``world.classify``. This module
+``python -m training diagnose``; lesson 9 and ``bench`` call :func:`drawn_right`. Every image is read back with ``world.classify``. This module
 imports only ``world`` (and torch), so ``training/`` may use it.
 """
+
 import numpy as np
 import torch
 
@@ -31,7 +32,11 @@ HELD_OUT = tuple(
 )
 # Prompts that leave the colour (or the shape) open, for the negative-prompt test.
 OPEN_COLOR = ("a circle on a white background", "a square on a black background", "a triangle on a gray background")
-OPEN_SHAPE = ("a red shape on a white background", "a blue shape on a black background", "a yellow shape on a gray background")
+OPEN_SHAPE = (
+    "a red shape on a white background",
+    "a blue shape on a black background",
+    "a yellow shape on a gray background",
+)
 
 
 def generate(pipe, prompt: str, seeds, negative_prompt: str | list | None = None, **settings) -> list:
@@ -55,6 +60,29 @@ def generate(pipe, prompt: str, seeds, negative_prompt: str | list | None = None
     return pipe([prompt] * len(seeds), negative_prompt=negative_prompt, generator=generators, **settings).images
 
 
+# Prompts of tiny's world for lesson 9's quick score of a setting (drawn_right): the first six, every colour and shape once.
+QUALITY = tuple((prompt, color, shape) for prompt, color, shape, _ in SEEN[:6])
+
+
+def drawn_right(pipe, seeds=(0, 1), **settings) -> float:
+    """On `tiny`: the share of images whose colour and shape ``world.classify`` reads back as asked (lesson 9, §3).
+
+    Args:
+        pipe: a `tiny` text-to-image pipeline.
+        seeds (`tuple[int]`, defaults to ``(0, 1)``): one image per prompt of :data:`QUALITY` and seed, in one batch.
+        **settings: passed to the pipeline (``num_inference_steps``, ``guidance_scale``, ...).
+
+    Returns:
+        `float` in [0, 1].
+    """
+    prompts = [p for p, _, _ in QUALITY for _ in seeds]
+    generators = [torch.Generator().manual_seed(s) for _ in QUALITY for s in seeds]
+    images = pipe(prompts, generator=generators, **settings).images
+    asked = [(c, s) for _, c, s in QUALITY for _ in seeds]
+    right = [(r := world.classify(im))["color"] == c and r["shape"] == s for im, (c, s) in zip(images, asked)]
+    return sum(right) / len(right)
+
+
 def text2img_scores(pipe, seeds, **settings) -> dict:
     """Colour/shape/background accuracy on ``SEEN`` and colour-and-shape accuracy on ``HELD_OUT``.
 
@@ -73,8 +101,13 @@ def text2img_scores(pipe, seeds, **settings) -> dict:
         for prompt, color, shape, background in prompts:
             for image in generate(pipe, prompt, seeds, **settings):
                 c = world.classify(image)
-                rows[split].append((c["color"] == color, c["shape"] == shape,
-                                    None if background is None else c["background"] == background))
+                rows[split].append(
+                    (
+                        c["color"] == color,
+                        c["shape"] == shape,
+                        None if background is None else c["background"] == background,
+                    )
+                )
     seen, held = rows["seen"], rows["held_out"]
     named = [r[2] for r in seen if r[2] is not None]
     return {
@@ -116,8 +149,12 @@ def negative_scores(pipe, seeds, **settings) -> dict:
 
 # Prompts for the style models (the outline fine-tune, its LoRA and its embedding); trained combinations.
 STYLE_PROMPTS = (
-    "a red circle on a white background", "a blue square on a yellow background", "a green triangle on a black background",
-    "a yellow circle on a blue background", "an orange square on a gray background", "a purple triangle on a white background",
+    "a red circle on a white background",
+    "a blue square on a yellow background",
+    "a green triangle on a black background",
+    "a yellow circle on a blue background",
+    "an orange square on a gray background",
+    "a purple triangle on a white background",
 )
 STYLE_HOLLOW = 0.15  # world.classify(...)["hollow"] above this: the shape is drawn as an outline
 

@@ -14,6 +14,7 @@ Run it from the repository's folder with the Python you want the course to use (
 
 Nothing here imports torch or any other installed package: it runs with a bare Python.
 """
+
 import os
 import shutil
 import subprocess
@@ -76,17 +77,24 @@ def main(folder: str = ".venv", dry_run: bool = False) -> int:
         print(f"1. a virtual environment: {folder}")
         if not dry_run:
             venv.create(folder, with_pip=True)
-    has_torch = python.exists() and subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0
+    has_torch = (
+        python.exists() and subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0
+    )
     for number, command in enumerate(plan(folder, has_torch, nvidia=has_nvidia()), start=2):
         print(f"{number}. {' '.join(command)}", flush=True)
         if not dry_run and subprocess.run(command).returncode != 0:
-            print(f"step {number} failed (its own messages are above); fix it and run `python -m course_utils setup` "
-                  "again: finished steps are kept.", file=sys.stderr)
+            print(
+                f"step {number} failed (its own messages are above); fix it and run `python -m course_utils setup` "
+                "again: finished steps are kept.",
+                file=sys.stderr,
+            )
             return 1
     if dry_run:
         print("\n(dry run: nothing was run)")
         return 0
     activate = folder / ("Scripts\\activate" if os.name == "nt" else "bin/activate")
-    print(f"\nDone. Next: activate it ({activate if os.name == 'nt' else 'source ' + str(activate)}), then "
-          "`python -m course_utils course` (every lesson headless, as `make course`) or `jupyter lab`.")
+    print(
+        f"\nDone. Next: activate it ({activate if os.name == 'nt' else 'source ' + str(activate)}), then "
+        "`python -m course_utils course` (every lesson headless, as `make course`) or `jupyter lab`."
+    )
     return 0

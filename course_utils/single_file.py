@@ -21,6 +21,7 @@ so the course can write its own single-file `tiny` checkpoint and prove that
 :func:`load_single_file` refuses pickled ``.ckpt`` / ``.pt`` / ``.bin`` files unless the
 caller opts in: unpickling can run arbitrary code, a ``.safetensors`` file only holds tensors.
 """
+
 import json
 import os
 import pickle
@@ -31,7 +32,6 @@ from pathlib import Path
 import torch
 
 from .errors import CourseError
-
 from .models.original_layout import (  # the key layout, derived in the model layer (training writes such files too)
     PREFIXES,
     TEXT_ENCODER_PREFIX,
@@ -98,7 +98,9 @@ def load_single_file(path, config=None, allow_pickle: bool = False, pipeline_cla
     name = str(path)
     is_url = name.startswith(("http://", "https://"))
     if not is_url and not Path(name).is_file():
-        raise CourseError(f"No checkpoint file at {name}: check the path (a single-file checkpoint is one file, not a folder).")
+        raise CourseError(
+            f"No checkpoint file at {name}: check the path (a single-file checkpoint is one file, not a folder)."
+        )
     suffix = os.path.splitext(name.split("?")[0])[1].lower()
     if suffix != ".safetensors" and not allow_pickle:
         raise CourseError(pickle_refusal_message(name))
@@ -174,7 +176,17 @@ def group_keys(path_or_keys, depth: int | None = None) -> "OrderedDict[str, list
 
 
 __all__ = [
-    "UNET_PREFIX", "VAE_PREFIX", "TEXT_ENCODER_PREFIX", "PREFIXES",
-    "unet_prefix_map", "vae_prefix_map", "key_mapping", "to_original_state_dict", "save_single_file",
-    "load_single_file", "pickle_refusal_message", "read_header", "group_keys",
+    "UNET_PREFIX",
+    "VAE_PREFIX",
+    "TEXT_ENCODER_PREFIX",
+    "PREFIXES",
+    "unet_prefix_map",
+    "vae_prefix_map",
+    "key_mapping",
+    "to_original_state_dict",
+    "save_single_file",
+    "load_single_file",
+    "pickle_refusal_message",
+    "read_header",
+    "group_keys",
 ]

@@ -3,6 +3,7 @@
 Uses diffusers' ``callback_on_step_end`` hook, which calls a function after every
 ``scheduler.step`` with the current tensors (``callback_kwargs["latents"]``).
 """
+
 import torch
 
 

@@ -17,14 +17,23 @@ mixes words), and a new row is a new word: textual inversion adds a token, grows
 row (:func:`add_token`) and learns that row alone, with the UNet's ordinary training loss on a few
 images of the concept (:func:`train_textual_inversion`).
 """
-import numpy as np
+
 import torch
 import torch.nn.functional as F
 
 from course_utils import precision
+from course_utils.images import to_tensor
 
-__all__ = ["token_ids", "causal_mask", "encode_embeddings", "encode_by_hand", "word_vector", "encode_with_vectors",
-           "add_token", "train_textual_inversion"]
+__all__ = [
+    "token_ids",
+    "causal_mask",
+    "encode_embeddings",
+    "encode_by_hand",
+    "word_vector",
+    "encode_with_vectors",
+    "add_token",
+    "train_textual_inversion",
+]
 
 
 def token_ids(tokenizer, prompt: str | list[str]) -> torch.Tensor:
@@ -38,8 +47,9 @@ def token_ids(tokenizer, prompt: str | list[str]) -> torch.Tensor:
         `torch.LongTensor`: shape ``[batch, 77]`` (``tokenizer.model_max_length``), on the CPU.
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 def causal_mask(length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -235,16 +245,25 @@ def train_textual_inversion(
         `tuple[torch.Tensor, list[float]]`: the learned row ``[hidden]`` (in the text encoder's dtype) and the
         loss before each step.
     """
-    tokenizer, text_encoder, unet, vae, scheduler = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, pipe.scheduler
+    tokenizer, text_encoder, unet, vae, scheduler = (
+        pipe.tokenizer,
+        pipe.text_encoder,
+        pipe.unet,
+        pipe.vae,
+        pipe.scheduler,
+    )
     token_id = tokenizer.convert_tokens_to_ids(token)
     table = text_encoder.get_input_embeddings()  # nn.Embedding(vocabulary, hidden)
-    pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
-                          for im in images])  # [n, 3, H, W] in 0..255
+    pixels = to_tensor(images)  # [n, 3, H, W] in [-1, 1]
     n = len(images)
     batch_size = batch_size or n
     with torch.no_grad():
-        latents = torch.cat([vae.encode((pixels[k:k + batch_size] / 127.5 - 1).to(vae.device, vae.dtype)).latent_dist.mean
-                             for k in range(0, n, batch_size)])
+        latents = torch.cat(
+            [
+                vae.encode(pixels[k : k + batch_size].to(vae.device, vae.dtype)).latent_dist.mean
+                for k in range(0, n, batch_size)
+            ]
+        )
         latents = (latents * vae.config.scaling_factor).to(unet.dtype)  # x_0: [n, 4, h, w]
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents)  # eps
         t = torch.linspace(timesteps[0], timesteps[1] - 1, len(latents)).round().long()  # [n], spread evenly
@@ -272,7 +291,9 @@ def train_textual_inversion(
             for k in range(0, n, batch_size):
                 part = slice(k, k + batch_size)
                 with precision.autocast(unet.device, unet.dtype):
-                    token_vectors = torch.where(where[part], row.to(frozen_rows.dtype), frozen_rows[part])  # [b, 77, hidden]
+                    token_vectors = torch.where(
+                        where[part], row.to(frozen_rows.dtype), frozen_rows[part]
+                    )  # [b, 77, hidden]
                     c = encode_embeddings(text_encoder, token_vectors)
                     eps_hat = unet(noisy[part], t[part], encoder_hidden_states=c).sample
                 # the mean over all n images: each pass's share (exactly 1.0 when there is one pass)

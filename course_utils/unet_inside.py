@@ -11,9 +11,10 @@ Lesson 03, §9 ("Open the UNet") uses these; the lesson writes the timestep embe
 * :func:`recording_cross_attention` installs the recorders on the ``attn2`` layers only, and puts the
   original processors back afterwards.
 * :meth:`CrossAttentionMaps.token_maps` turns what was kept into one map per token over the image
-  (averaged over steps, heads and layers); :func:`overlay`, :func:`shape_mask` and :func:`mass_inside`
+  (averaged over steps, heads and layers); :func:`overlay` and :func:`mass_inside` (with ``world.shape_mask``)
   show and measure them.
 """
+
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,8 +24,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 __all__ = [
-    "BlockShapes", "walk", "CrossAttentionRecorder", "CrossAttentionMaps", "recording_cross_attention",
-    "token_positions", "overlay", "shape_mask", "mass_inside",
+    "BlockShapes",
+    "walk",
+    "CrossAttentionRecorder",
+    "CrossAttentionMaps",
+    "recording_cross_attention",
+    "token_positions",
+    "overlay",
+    "mass_inside",
 ]
 
 
@@ -85,8 +92,17 @@ def walk(unet, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tens
                 out, skips = output[0], [tuple(s.shape) for s in output[1]]
             if "res_hidden_states_tuple" in kwargs:  # an up block takes saved features from the down path
                 skips = [tuple(s.shape) for s in kwargs["res_hidden_states_tuple"]]
-            rows.append(BlockShapes(name, type(module).__name__, sum(p.numel() for p in module.parameters()),
-                                    tuple(x.shape), tuple(out.shape), skips))
+            rows.append(
+                BlockShapes(
+                    name,
+                    type(module).__name__,
+                    sum(p.numel() for p in module.parameters()),
+                    tuple(x.shape),
+                    tuple(out.shape),
+                    skips,
+                )
+            )
+
         return hook
 
     try:
@@ -122,7 +138,9 @@ class CrossAttentionMaps:
         """The mean over the calls, per layer: ``{name: [positions, tokens]}``; each row sums to 1 over the tokens."""
         return {name: s / self.calls[name] for name, s in self.sums.items()}
 
-    def token_maps(self, size: tuple[int, int], latent_size: tuple[int, int], positions: int | None = None) -> torch.Tensor:
+    def token_maps(
+        self, size: tuple[int, int], latent_size: tuple[int, int], positions: int | None = None
+    ) -> torch.Tensor:
         """One map per token over the image: the layers' maps upsampled (bilinear) to ``size`` and averaged.
 
         Args:
@@ -138,8 +156,10 @@ class CrossAttentionMaps:
         """
         chosen = [m for m in self.per_layer().values() if positions is None or m.shape[0] == positions]
         if not chosen:
-            raise ValueError(f"no recorded layer has {positions} positions; recorded: "
-                             f"{sorted({m.shape[0] for m in self.per_layer().values()})}")
+            raise ValueError(
+                f"no recorded layer has {positions} positions; recorded: "
+                f"{sorted({m.shape[0] for m in self.per_layer().values()})}"
+            )
         total = 0
         for m in chosen:
             shrink = (latent_size[0] * latent_size[1] / m.shape[0]) ** 0.5  # 2**k
@@ -177,8 +197,10 @@ class CrossAttentionRecorder:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
         """``AttnProcessor2_0.__call__``'s plumbing (norms, 4-d inputs, masks, residual) around :meth:`attend`."""
         if encoder_hidden_states is None:
-            raise ValueError(f"{self.name}: CrossAttentionRecorder is for cross-attention layers (attn2): "
-                             "it needs encoder_hidden_states")
+            raise ValueError(
+                f"{self.name}: CrossAttentionRecorder is for cross-attention layers (attn2): "
+                "it needs encoder_hidden_states"
+            )
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -220,12 +242,16 @@ class CrossAttentionRecorder:
         key = attn.to_k(text)  # from the text: [batch, 77, inner]
         value = attn.to_v(text)  # from the text: [batch, 77, inner]
         d = key.shape[-1] // heads  # channels per head
-        query, key, value = (x.view(batch, -1, heads, d).transpose(1, 2) for x in (query, key, value))  # [batch, heads, n, d]
+        query, key, value = (
+            x.view(batch, -1, heads, d).transpose(1, 2) for x in (query, key, value)
+        )  # [batch, heads, n, d]
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        scores = query.float() @ key.float().transpose(-1, -2) * attn.scale  # Q K^T / sqrt(d): [batch, heads, positions, 77]
+        scores = (
+            query.float() @ key.float().transpose(-1, -2) * attn.scale
+        )  # Q K^T / sqrt(d): [batch, heads, positions, 77]
         if attention_mask is not None:
             scores = scores + attention_mask.float()
         self._keep(scores.softmax(dim=-1))  # the attention probabilities: each cell's weights over the 77 tokens
@@ -236,7 +262,7 @@ class CrossAttentionRecorder:
     def _keep(self, probs: torch.Tensor):
         """Average ``[batch, heads, positions, 77]`` over the heads and the kept images, and add it to the maps."""
         if self.guided:
-            probs = probs[probs.shape[0] // 2:]  # the text half of [uncond, text]
+            probs = probs[probs.shape[0] // 2 :]  # the text half of [uncond, text]
         self.maps.add(self.name, probs.mean(dim=(0, 1)))
 
 
@@ -261,11 +287,17 @@ def recording_cross_attention(unet, guided: bool = True):
     """
     maps = CrossAttentionMaps()
     original = unet.attn_processors
-    cross = {f"{name}.processor" for name, module in unet.named_modules() if getattr(module, "is_cross_attention", False)}
+    cross = {
+        f"{name}.processor" for name, module in unet.named_modules() if getattr(module, "is_cross_attention", False)
+    }
     if not cross:
         raise ValueError("this UNet has no cross-attention layers to record")
-    unet.set_attn_processor({name: CrossAttentionRecorder(maps, name, guided) if name in cross else processor
-                             for name, processor in original.items()})
+    unet.set_attn_processor(
+        {
+            name: CrossAttentionRecorder(maps, name, guided) if name in cross else processor
+            for name, processor in original.items()
+        }
+    )
     try:
         yield maps
     finally:
@@ -311,30 +343,14 @@ def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.6, cmap: st
 
     heat = heat.detach().float().cpu()
     if tuple(heat.shape) != (image.height, image.width):
-        heat = F.interpolate(heat[None, None], size=(image.height, image.width), mode="bilinear", align_corners=False)[0, 0]
+        heat = F.interpolate(heat[None, None], size=(image.height, image.width), mode="bilinear", align_corners=False)[
+            0, 0
+        ]
     heat = (heat / heat.max().clamp_min(1e-12)).numpy()
     colours = colormaps[cmap](heat)[..., :3]
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
     mixed = ((1 - alpha) * base + alpha * colours).clip(0, 1)
     return Image.fromarray((mixed * 255).round().astype(np.uint8))
-
-
-def shape_mask(image: Image.Image, threshold: float = 60.0) -> np.ndarray:
-    """The pixels of `tiny`'s one shape: those far from the background colour (as ``world.classify`` tells them).
-
-    The background colour is the median of the 2-pixel border; a pixel belongs to the shape when its RGB
-    distance from it is above ``threshold`` (``world.classify`` uses the same test before cleaning it up).
-
-    Args:
-        image (`PIL.Image.Image`): an image of `tiny`'s world.
-        threshold (`float`, defaults to 60): RGB distance (0..441).
-
-    Returns:
-        `np.ndarray`: boolean ``[H, W]``.
-    """
-    x = np.asarray(image.convert("RGB"), dtype=np.float32)
-    border = np.concatenate([x[:2].reshape(-1, 3), x[-2:].reshape(-1, 3), x[:, :2].reshape(-1, 3), x[:, -2:].reshape(-1, 3)])
-    return np.sqrt(((x - np.median(border, axis=0)) ** 2).sum(-1)) > threshold
 
 
 def mass_inside(heat: torch.Tensor, mask: np.ndarray) -> float:

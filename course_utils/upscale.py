@@ -15,6 +15,7 @@ upscalers are built by ``course_utils.models.builders``. Here: the input checks 
 the lesson - the original photo and its low-resolution input (§1), ``noise_level``'s range (§3)
 and PSNR (§2).
 """
+
 import numbers
 
 import numpy as np

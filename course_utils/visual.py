@@ -3,6 +3,7 @@
 Lesson 03, §6 ("Watch it happen") is where they come together; lesson 02, §6 first shows latents, and every
 lesson lays its pictures out with :func:`grid`.
 """
+
 import base64
 import functools
 import html
@@ -15,7 +16,6 @@ from diffusers.utils import make_image_grid
 from PIL import Image, ImageDraw, ImageFont
 
 from . import by_hand
-
 
 DECODE_BATCH = 4  # latents per VAE call: SD 1.5's decoder needs about 0.4 GiB per 512x512 image in float16
 
@@ -38,7 +38,7 @@ def decode_latents(vae, latents: torch.Tensor, batch_size: int = DECODE_BATCH) -
     """
     images = []
     for k in range(0, len(latents), batch_size):  # undo the scaling, decode, [-1, 1] -> PIL
-        images += by_hand.to_pil(by_hand.decode(vae, latents[k:k + batch_size]))
+        images += by_hand.to_pil(by_hand.decode(vae, latents[k : k + batch_size]))
     return images
 
 
@@ -69,8 +69,13 @@ def latent_to_image(latents: torch.Tensor, tile: int = 128) -> Image.Image:
     return make_image_grid(tiles, rows=1, cols=len(tiles))
 
 
-def grid(images: list[Image.Image], cols: int | None = None, size: int | None = None,
-         titles: list[str] | None = None) -> Image.Image:
+def grid(
+    images: list[Image.Image],
+    cols: int | None = None,
+    size: int | None = None,
+    titles: list[str] | None = None,
+    min_width: int | None = None,
+) -> Image.Image:
     """Lay images out in a grid with diffusers' ``make_image_grid``, optionally with a title under each.
 
     A display helper, no lesson derives it: used from lesson 01, §2 on, in every lesson. Small images
@@ -82,6 +87,8 @@ def grid(images: list[Image.Image], cols: int | None = None, size: int | None = 
         cols (`int`, *optional*): columns; default all in one row.
         size (`int`, *optional*): resize every image to ``size x size`` first (default: the first image's size).
         titles (`list[str]`, *optional*): one caption per image, drawn in a white strip under it.
+        min_width (`int`, *optional*): enlarge every image by the same whole factor (nearest-neighbour, the
+            aspect ratio kept) until the first is at least this wide, e.g. 256 for `tiny`'s 64x64 pictures.
 
     Returns:
         `PIL.Image.Image`: the grid.
@@ -93,6 +100,9 @@ def grid(images: list[Image.Image], cols: int | None = None, size: int | None = 
     cols = cols or len(images)
     rows = -(-len(images) // cols)
     w, h = (size, size) if size else images[0].size
+    if min_width:
+        zoom = max(1, min_width // w)
+        w, h = w * zoom, h * zoom
     images = [_resized(im.convert("RGB"), w, h) for im in images]
     if titles is not None:
         images = [_with_title(im, text) for im, text in zip(images, titles)]
@@ -182,8 +192,9 @@ def step_slider(images: list[Image.Image], labels: list[str] | None = None):
     frames = [_png(im) for im in images]
     view = widgets.Image(value=frames[-1], format="png")
     caption = widgets.Label(labels[-1])
-    slider = widgets.IntSlider(value=len(images), min=1, max=len(images), description="step",
-                               layout=widgets.Layout(width="60%"))
+    slider = widgets.IntSlider(
+        value=len(images), min=1, max=len(images), description="step", layout=widgets.Layout(width="60%")
+    )
     for widget, name in ((slider, "slider"), (caption, "caption"), (view, "image")):
         widget.add_class(f"course-step-{name}")  # CSS classes a browser test finds them by
 
@@ -198,7 +209,7 @@ def step_slider(images: list[Image.Image], labels: list[str] | None = None):
 
 
 LIVE_ONLY_TAG = "course-live-widget"
-"""Output tag of a widget that only works with a kernel; the course's HTML export leaves such outputs out."""
+"""Output tag of a widget that only works with a kernel; the course's HTML export (``cli``) leaves such outputs out."""
 
 
 @functools.cache
@@ -216,22 +227,40 @@ def _slider_box_class():
             if hasattr(self, "_repr_mimebundle_"):  # ipywidgets 8
                 data = self._repr_mimebundle_()
             else:  # ipywidgets 7.7 (Colab's): the bundle its Widget._ipython_display_ builds
-                data = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
-                                                                      "model_id": self.model_id}}
-            data["text/plain"] = (f"step slider over {self.children[0].max} frames: it moves with a running "
-                                  "kernel (run the cell); the still copy below works without one")
+                data = {
+                    "application/vnd.jupyter.widget-view+json": {
+                        "version_major": 2,
+                        "version_minor": 0,
+                        "model_id": self.model_id,
+                    }
+                }
+            data["text/plain"] = (
+                f"step slider over {self.children[0].max} frames: it moves with a running "
+                "kernel (run the cell); the still copy below works without one"
+            )
             display(data, raw=True, metadata={"tags": [LIVE_ONLY_TAG]})
             if not hasattr(self, "_repr_mimebundle_"):
                 self._handle_displayed()  # what ipywidgets 7's display does next (calls on_displayed callbacks)
             if self.still is not None:
-                display({"text/html": self.still(), "text/plain": f"still copy of the {self.children[0].max} frames "
-                         "(an HTML player: open the notebook in Jupyter or its HTML export)"}, raw=True)
+                display(
+                    {
+                        "text/html": self.still(),
+                        "text/plain": f"still copy of the {self.children[0].max} frames "
+                        "(an HTML player: open the notebook in Jupyter or its HTML export)",
+                    },
+                    raw=True,
+                )
 
     return StepSliderBox
 
 
-def still_player(images: list[Image.Image], labels: list[str] | None = None, max_frames: int = 26,
-                 max_pixels: int = 1024 * 256, encoded: list[bytes] | None = None) -> str:
+def still_player(
+    images: list[Image.Image],
+    labels: list[str] | None = None,
+    max_frames: int = 26,
+    max_pixels: int = 1024 * 256,
+    encoded: list[bytes] | None = None,
+) -> str:
     """Frames as one self-contained HTML block: a range input and a play button over inline base64 images.
 
     The still copy :func:`step_slider` shows: it needs no kernel, no widget library and no network (the
@@ -258,8 +287,9 @@ def still_player(images: list[Image.Image], labels: list[str] | None = None, max
         data = encoded[i] if encoded is not None else None
         if image.width * image.height > max_pixels:
             scale = (max_pixels / (image.width * image.height)) ** 0.5
-            image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))),
-                                 Image.Resampling.LANCZOS)
+            image = image.resize(
+                (max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.LANCZOS
+            )
             data = None
         uris.append(_data_uri(image, data))
         captions.append(labels[i])
@@ -270,7 +300,8 @@ def still_player(images: list[Image.Image], labels: list[str] | None = None, max
         f'<figure style="display:inline-block;vertical-align:top;width:{thumb}px;margin:2px">'
         f'<img src="{uri}" alt="{html.escape(c)}" title="{html.escape(c)}" style="width:100%">'
         f'<figcaption style="font-size:11px">{html.escape(c)}</figcaption></figure>'
-        for uri, c in zip(uris, captions))
+        for uri, c in zip(uris, captions)
+    )
     script = _PLAYER_JS.replace("ROOT_ID", ident)
     return (
         f'<div id="{ident}" class="course-still" style="font-family:sans-serif;font-size:13px">'
@@ -279,7 +310,7 @@ def still_player(images: list[Image.Image], labels: list[str] | None = None, max
         f'style="max-width:100%;image-rendering:pixelated">'
         f'<div class="course-still-caption">{html.escape(captions[-1])}</div>'
         f'<details class="course-still-all"><summary>all {len(uris)} frames</summary>{cells}</details>'
-        f'<script>{script}</script></div>'
+        f"<script>{script}</script></div>"
     )
 
 

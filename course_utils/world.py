@@ -7,6 +7,7 @@ training (``HELD_OUT``) and used only to test whether a model generalises.
 The :func:`classify` function reads colour, shape and background back from an image
 with plain pixel statistics (no learning), so generated images can be scored.
 """
+
 import random
 from dataclasses import dataclass
 
@@ -98,8 +99,9 @@ def draw(color: str, shape: str, background: str, cx: float, cy: float, r: float
     return img.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
-def caption_for(color: str, shape: str, background: str, rng: random.Random, open_share: float = 0.0,
-                word_share: float = 0.0) -> str:
+def caption_for(
+    color: str, shape: str, background: str, rng: random.Random, open_share: float = 0.0, word_share: float = 0.0
+) -> str:
     """A caption from one of the templates; about half name the background.
 
     Args:
@@ -218,6 +220,35 @@ def _ideal(shape: str, cy: float, cx: float, area: float) -> np.ndarray:
     return (y >= top) & (y <= top + h) & (np.abs(x - cx) <= (y - top) / 2)
 
 
+SHAPE_DISTANCE = 60.0  # RGB distance (0..441) from the background colour above which a pixel is the shape's
+
+
+def _far_from_background(x: np.ndarray, threshold: float = SHAPE_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask, background RGB)``: the background is the median of the 2-pixel border of ``x`` (``[H, W, 3]``)."""
+    border = np.concatenate(
+        [x[:2].reshape(-1, 3), x[-2:].reshape(-1, 3), x[:, :2].reshape(-1, 3), x[:, -2:].reshape(-1, 3)]
+    )
+    bg_rgb = np.median(border, axis=0)
+    return np.sqrt(((x - bg_rgb) ** 2).sum(-1)) > threshold, bg_rgb
+
+
+def shape_mask(image: Image.Image, threshold: float = SHAPE_DISTANCE) -> np.ndarray:
+    """The pixels of `tiny`'s one shape: those far from the background colour, the test :func:`classify` starts from.
+
+    The background colour is the median of the 2-pixel border; a pixel belongs to the shape when its RGB
+    distance from it is above ``threshold`` (``classify`` then cleans the mask up). Used by lesson 3 (§7, where
+    the attention goes) and lesson 10 (the overlap of two pictures of one scene).
+
+    Args:
+        image (`PIL.Image.Image`): an image of `tiny`'s world, any size.
+        threshold (`float`, defaults to 60): RGB distance (0..441).
+
+    Returns:
+        `np.ndarray`: boolean ``[H, W]``.
+    """
+    return _far_from_background(np.asarray(image.convert("RGB"), dtype=np.float32), threshold)[0]
+
+
 def classify(image: Image.Image, shapes: tuple = SHAPES) -> dict:
     """Read background, colour and shape back from an image of this world.
 
@@ -241,10 +272,8 @@ def classify(image: Image.Image, shapes: tuple = SHAPES) -> dict:
         overlap, 0..1); the three numbers are rounded to 3 decimals, so a printed dict fits a line.
     """
     x = np.asarray(image.convert("RGB").resize((SIZE, SIZE)), dtype=np.float32)
-    border = np.concatenate([x[:2].reshape(-1, 3), x[-2:].reshape(-1, 3), x[:, :2].reshape(-1, 3), x[:, -2:].reshape(-1, 3)])
-    bg_rgb = np.median(border, axis=0)
+    far, bg_rgb = _far_from_background(x)
     background = _nearest(bg_rgb, BACKGROUNDS)
-    far = np.sqrt(((x - bg_rgb) ** 2).sum(-1)) > 60
     core = _largest_component(_erode(far))  # erosion cuts specks and 1-pixel tails off the shape
     region = (core | ~_erode(~core)) & far  # grow the eroded rim back (an opening), no further
     if region.sum() < 12:
@@ -260,5 +289,11 @@ def classify(image: Image.Image, shapes: tuple = SHAPES) -> dict:
     ious = {name: float((solid & t).sum() / (solid | t).sum()) for name in shapes for t in [_ideal(name, cy, cx, area)]}
     shape = max(ious, key=ious.get)
     hollow = 1.0 - float(region.sum() / solid.sum())
-    return dict(background=background, color=color, shape=shape, fill=round(fill, 3), hollow=round(hollow, 3),
-                iou=round(ious[shape], 3))
+    return dict(
+        background=background,
+        color=color,
+        shape=shape,
+        fill=round(fill, 3),
+        hollow=round(hollow, 3),
+        iou=round(ious[shape], 3),
+    )

@@ -523,13 +523,13 @@ display(cu.grid([picture] + [unet_inside.overlay(picture, heat[i]) for i in posi
 
 # %% [markdown]
 # On `tiny` we can measure where a map lies: the share of its mass on the shape's pixels
-# (`unet_inside.shape_mask`: the pixels far from the border's colour), against the shape's share of the
+# (`cu.world.shape_mask`: the pixels far from the border's colour), against the shape's share of the
 # image, what a map spread evenly would give. And the same for the prompt with its words reordered,
 # "a circle that is red":
 
 # %%
 if choice.profile == "tiny":
-    mask = unet_inside.shape_mask(picture)
+    mask = cu.world.shape_mask(picture)
     share = {word: unet_inside.mass_inside(heat[i], mask) for word, i in positions.items()}
     print(f"the shape covers {mask.mean():.0%} of the image; share of each map on it:",
           {word: f"{s:.0%}" for word, s in share.items()})
@@ -540,7 +540,7 @@ if choice.profile == "tiny":
         x_reordered = by_hand.denoise(unet, scheduler, x_T, embed([reordered])[1], c_uncond, w)
     picture_reordered = cu.decode_latents(vae, x_reordered)[0]
     heat_reordered = maps_reordered.token_maps((height, width), latent_size=tuple(x_0.shape[-2:]))
-    mask_reordered = unet_inside.shape_mask(picture_reordered)
+    mask_reordered = cu.world.shape_mask(picture_reordered)
     positions_reordered = unet_inside.token_positions(tokenizer, reordered, ["circle", "red", "<|endoftext|>"])
     share_reordered = {word: unet_inside.mass_inside(heat_reordered[i], mask_reordered) for word, i in positions_reordered.items()}
     print(f'"{reordered}": the shape covers {mask_reordered.mean():.0%}; share of each map on it:',

@@ -103,19 +103,13 @@ from course_utils.upscale import check_noise_level, fit_for_upscaling, low_res_i
 settings = cu.default_settings(choice.profile)
 
 
-def show(images, titles):
-    """The images side by side with a title under each; small ones enlarged without smoothing to at least 256 pixels."""
-    zoom = max(1, 256 // images[0].width)
-    return cu.grid([im.resize((im.width * zoom, im.height * zoom), Image.Resampling.NEAREST) for im in images], titles=titles)
-
-
 photo = cu.load_image(cu.image_name("upscale", choice.profile))
 original = fit_for_upscaling(photo, max_side=settings["width"])  # shrink if larger (never enlarge), keep the aspect ratio, crop
 low = low_res_input(original, factor=4)
 print("photo:", photo.size, "-> original:", original.size, "-> low-res input:", low.size)
 # nearest-neighbour enlargement shows the low-res pixels as they are
-show([low.resize(original.size, Image.Resampling.NEAREST), original],
-     [f"low-res input, {low.width}x{low.height}", f"original, {original.width}x{original.height}"])
+cu.grid([low.resize(original.size, Image.Resampling.NEAREST), original], min_width=256,  # small ones enlarged, sharp
+        titles=[f"low-res input, {low.width}x{low.height}", f"original, {original.width}x{original.height}"])
 
 # %% [markdown]
 # ## 2. Upscale with a prompt, next to bicubic
@@ -137,8 +131,7 @@ show([low.resize(original.size, Image.Resampling.NEAREST), original],
 from course_utils.models.configs import SD15_TEXT_ENCODER, X4_UPSCALER_TEXT_ENCODER  # the real models' config values
 
 pipe = cu.load_pipeline("upscale")
-if pipe.vae.dtype != torch.float32:
-    pipe.vae.float()
+cu.cast(pipe.vae, torch.float32)  # the upscaler's VAE stays float32 (cast only if it is not)
 print({name: type(part).__name__ if part is not None else None for name, part in pipe.components.items()})
 print("dtypes: unet", pipe.unet.dtype, "| vae", pipe.vae.dtype)
 text_config = pipe.text_encoder.config
@@ -186,8 +179,8 @@ print(f"PSNR vs original: bicubic {psnr(bicubic, original):.2f} dB | x4 upscaler
 if choice.profile == "tiny":
     for name, picture in [("original", original), ("x4 upscaler", upscaled)]:
         print(f"{name:11s}", cu.world.classify(picture))
-show([bicubic, upscaled, original],
-     [f"bicubic, {psnr(bicubic, original):.1f} dB", f"x4 upscaler, {psnr(upscaled, original):.1f} dB", "original"])
+cu.grid([bicubic, upscaled, original], min_width=256,
+        titles=[f"bicubic, {psnr(bicubic, original):.1f} dB", f"x4 upscaler, {psnr(upscaled, original):.1f} dB", "original"])
 
 # %% [markdown]
 # ## 3. `noise_level`: how much the model may invent
@@ -223,7 +216,7 @@ for level in levels:
         image = pipe(prompt, image=low, generator=torch.Generator().manual_seed(0), **dict(upscale_settings, noise_level=level)).images[0]
     sweep.append(image)
     print(f"noise_level {level:3d}: PSNR {psnr(image, original):.2f} dB")
-show(sweep, [f"noise_level {level}, {psnr(image, original):.1f} dB" for level, image in zip(levels, sweep)])
+cu.grid(sweep, min_width=256, titles=[f"noise_level {level}, {psnr(image, original):.1f} dB" for level, image in zip(levels, sweep)])
 
 # %% [markdown]
 # Past 350 the model was never trained, so the pipeline refuses: diffusers raises a `ValueError`.
@@ -476,4 +469,4 @@ print(f"t = {int(t)}: max |mine - pred_original_sample| {(x0_guess - from_step).
 guess = cu.decode_latents(pipe.vae, x0_guess)[0]
 print(f"PSNR vs original: first guess {psnr(guess, original):.2f} dB | finished upscale {psnr(upscaled, original):.2f} dB"
       f" | bicubic {psnr(bicubic, original):.2f} dB")
-show([guess, upscaled, original], ["first guess x̂₀", "finished upscale", "original"])
+cu.grid([guess, upscaled, original], min_width=256, titles=["first guess x̂₀", "finished upscale", "original"])

@@ -81,7 +81,7 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
 
 # %%
 import course_utils as cu
-from course_utils import bench
+from course_utils import bench, full_size, measuring, scores
 
 choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
 FULL = os.environ.get("COURSE_BENCH", "").strip().lower() == "full"
@@ -116,8 +116,8 @@ doctor.main()  # the same as `python -m course_utils doctor` in a terminal
 # Memory: on CUDA `torch.cuda.max_memory_allocated()` (reset before each measurement) is the
 # peak of the tensors PyTorch held: weights plus the largest activations. On a Linux CPU the
 # peak resident memory of the whole process (`VmHWM`) is the closest number: Python, the
-# libraries and every model still loaded count too, so compare rows with each other. `bench.measure`
-# does exactly these steps; read it with `bench.measure??`.
+# libraries and every model still loaded count too, so compare rows with each other. `measuring.measure`
+# does exactly these steps; read it with `measuring.measure??`.
 
 # %%
 import time
@@ -139,9 +139,9 @@ def one_image(**kwargs):
 
 start = time.perf_counter()
 one_image()  # the warm-up call
-bench.synchronize(device)
+measuring.synchronize(device)
 print(f"first call: {time.perf_counter() - start:.2f} s")
-row = bench.measure(one_image, device, "speed", "default settings", repeats=REPEATS, warmup=0)
+row = measuring.measure(one_image, device, "speed", "default settings", repeats=REPEATS, warmup=0)
 print(f"after it:   {row.seconds:.2f} s (median of {[round(t, 2) for t in row.times]}), peak memory {row.peak_gib} GiB")
 
 # %% [markdown]
@@ -164,18 +164,16 @@ from diffusers import DPMSolverMultistepScheduler
 loaded_scheduler = pipe.scheduler
 print("attention processor:", type(next(iter(pipe.unet.attn_processors.values()))).__name__)
 
-if pipe.unet.dtype != torch.float32:
-    pipe.to(device, torch.float32)  # what from_pretrained gives (a CPU is in float32 already)
+cu.cast(pipe, torch.float32, device)  # what from_pretrained gives (a CPU is in float32 already: no cast)
 image_out_of_box = one_image()  # the warm-up call; its image is shown below
-out_of_box = bench.measure(lambda: one_image(), device, "speed", "out of the box", REPEATS, warmup=0,
+out_of_box = measuring.measure(lambda: one_image(), device, "speed", "out of the box", REPEATS, warmup=0,
                            note=f"float32, {type(loaded_scheduler).__name__}, 50 steps, guidance 7.5")
 
-if choice.dtype != torch.float32:
-    pipe.to(device, choice.dtype)  # half precision where the device has it
+cu.cast(pipe, choice.dtype, device)  # half precision where the device has it
 pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
 kw = dict(num_inference_steps=20, guidance_scale=settings["guidance_scale"])
 image_recommended = one_image(**kw)  # the warm-up call
-recommended = bench.measure(lambda: one_image(**kw), device, "speed", "recommended", REPEATS, warmup=0,
+recommended = measuring.measure(lambda: one_image(**kw), device, "speed", "recommended", REPEATS, warmup=0,
                             note=f"{choice.dtype}, SDPA, DPM-Solver++, 20 steps")
 for r in (out_of_box, recommended):
     print(f"{r.name:15} {r.seconds:7.3f} s  peak {r.peak_gib} GiB  ({r.note})")
@@ -186,27 +184,18 @@ print(f"speed-up: {out_of_box.seconds / recommended.seconds:.1f}x")
 # (enlarged without smoothing if the images are small).
 
 # %%
-from PIL import Image
-
-
-def show(images):
-    """Images side by side, enlarged without smoothing to at least 256 pixels wide."""
-    zoom = max(1, 256 // images[0].width)
-    return cu.grid([im.resize((im.width * zoom, im.height * zoom), Image.Resampling.NEAREST) for im in images])
-
-
-show([image_out_of_box, image_recommended])
+cu.grid([image_out_of_box, image_recommended], min_width=256)
 
 # %% [markdown]
-# On `tiny` we can also *score* a setting: `bench.drawn_right` draws every colour and shape of its
+# On `tiny` we can also *score* a setting: `scores.drawn_right` draws every colour and shape of its
 # world and reads the pictures back with `cu.world.classify`. Fewer steps must not cost correctness.
 
 # %%
 if choice.profile == "tiny":
     pipe.scheduler = loaded_scheduler
-    score_oob = bench.drawn_right(pipe, SEEDS, num_inference_steps=50, **size)
+    score_oob = scores.drawn_right(pipe, SEEDS, num_inference_steps=50, **size)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    score_rec = bench.drawn_right(pipe, SEEDS, **kw, **size)
+    score_rec = scores.drawn_right(pipe, SEEDS, **kw, **size)
     print(f"drawn right - out of the box: {score_oob:.0%}, recommended: {score_rec:.0%}")
 else:
     print("On sd15 judge with your eyes: the two images above.")
@@ -234,7 +223,7 @@ def lever(name, switch_on, switch_off, n_images=1, note=""):
     No warm-up call: the pipeline has run many times by now (a lever that compiles something would need one).
     """
     switch_on()
-    row = bench.measure(lambda: pipe(prompt, num_images_per_prompt=n_images, generator=torch.Generator().manual_seed(0),
+    row = measuring.measure(lambda: pipe(prompt, num_images_per_prompt=n_images, generator=torch.Generator().manual_seed(0),
                                      **size, **kw), device, "memory", name, REPEATS, warmup=0, note=note)
     switch_off()
     return row
@@ -281,7 +270,7 @@ if device != "cpu" and torch.cuda.is_available():  # offloading needs a CUDA GPU
     rows.append(lever("sequential CPU offload", pipe.enable_sequential_cpu_offload, lambda: (pipe.remove_all_hooks(), pipe.to(device))))
     print(*(f"{r.name}: {r.seconds:.2f} s, peak {r.peak_gib} GiB" for r in rows[-2:]), sep="\n")
 else:
-    rows += [bench.not_measured("memory", name, f"needs a GPU to offload from; this is {device}")
+    rows += [measuring.not_measured("memory", name, f"needs a GPU to offload from; this is {device}")
              for name in ("model CPU offload", "sequential CPU offload")]
     print(rows[-1].note)
 
@@ -319,12 +308,12 @@ else:
 # %%
 # quick run: each part once, no warm-up call (a first call is a little slower), the decodes at 256x256
 # scaled to 512x512 by their FLOPs, a guided step taken as two unguided ones (as on a CPU)
-parts, seconds = bench.full_size_parts(device, repeats=3 if FULL else 1, warmup=1 if FULL else 0,
+parts, seconds = full_size.full_size_parts(device, repeats=3 if FULL else 1, warmup=1 if FULL else 0,
                                        guidance_batch=FULL or device != "cpu", decode_size=512 if FULL else 256)
 for r in parts:
     print(f"{r.name:34} {number(r.seconds, '8.2f')} s  {r.note}")
 print()
-for name, s in bench.estimates(seconds).items():
+for name, s in full_size.estimates(seconds).items():
     print(f"one 512x512 image, {name}: {s:.1f} s = {s / 60:.1f} min")
 
 # %% [markdown]
@@ -347,15 +336,15 @@ pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
 if choice.profile == "sd15":
     pipe.load_lora_weights(hub.lora_source(), adapter_name="lcm")  # downloads it first if needed
 lcm = dict(num_inference_steps=4, guidance_scale=1.0)
-lcm_row = bench.measure(lambda: one_image(**lcm), device, "speed", "LCM, 4 steps", REPEATS)
+lcm_row = measuring.measure(lambda: one_image(**lcm), device, "speed", "LCM, 4 steps", REPEATS)
 print(f"LCM, 4 steps: {lcm_row.seconds:.3f} s vs recommended {recommended.seconds:.3f} s per image")
 if choice.profile == "tiny":
-    print(f"drawn right with 4 LCM steps and no LCM-LoRA: {bench.drawn_right(pipe, SEEDS, **lcm, **size):.0%}")
+    print(f"drawn right with 4 LCM steps and no LCM-LoRA: {scores.drawn_right(pipe, SEEDS, **lcm, **size):.0%}")
 image_lcm = one_image(**lcm)
 if choice.profile == "sd15":
     pipe.unload_lora_weights()
 pipe.scheduler = dpm
-show([image_recommended, image_lcm])
+cu.grid([image_recommended, image_lcm], min_width=256)
 
 # %% [markdown]
 # With `COURSE_BENCH=full` the next cell makes a *whole* 512x512 image at full size with that recipe
@@ -364,7 +353,7 @@ show([image_recommended, image_lcm])
 
 # %%
 if FULL:
-    laptop = bench.laptop_row(device, repeats=3)
+    laptop = full_size.laptop_row(device, repeats=3)
     print(f"{laptop.name}: {laptop.seconds:.1f} s ({laptop.note})")
 else:
     print("Skipped: set COURSE_BENCH=full to run it (about half a minute per image on a 2-core CPU).")
@@ -411,9 +400,9 @@ print(f"{'one pipeline':13} {total / 1e6:6.0f} M parameters  float32 {4 * total 
 # %%
 from diffusers import StableDiffusionImg2ImgPipeline
 
-before = bench.memory_in_use(device)
+before = measuring.memory_in_use(device)
 img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe, dtype=choice.dtype)
-after = bench.memory_in_use(device)
+after = measuring.memory_in_use(device)
 print("same UNet object:", img2img.unet is pipe.unet, "| same weights in memory:",
       img2img.unet.conv_in.weight.data_ptr() == pipe.unet.conv_in.weight.data_ptr())
 if before is not None:
@@ -548,7 +537,7 @@ except Exception as err:  # no network, a blocked Hub, HF_HUB_OFFLINE=1 ...
 # Each begins with a prediction: write it down, then run.
 #
 # **1.** Predict: how many times more work is one full-size UNet step at 512x512 than at 256x256
-# (4x the pixels)? Exactly 4, less, or more? Then count it with `bench.unet_flops(size)`.
+# (4x the pixels)? Exactly 4, less, or more? Then count it with `full_size.unet_flops(size)`.
 
 # %%
 # your attempt
@@ -595,7 +584,7 @@ except Exception as err:  # no network, a blocked Hub, HF_HUB_OFFLINE=1 ...
 # of the pixels (16x); so the ratio lies above 4, by how much depends on attention's share.
 
 # %%
-small, large = bench.unet_flops(256), bench.unet_flops(512)
+small, large = full_size.unet_flops(256), full_size.unet_flops(512)
 print(f"256x256: {small / 1e9:.0f} GFLOP, 512x512: {large / 1e9:.0f} GFLOP, ratio {large / small:.2f}")
 
 # %% [markdown]

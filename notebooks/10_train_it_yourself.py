@@ -177,18 +177,15 @@ def star(color, background, r=22, inner=0.382, size=64):
 
 def round_trip(image):
     """VAE encode (the mean) then decode: what the latents keep of ``image``."""
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    x = cu.to_tensor([image])  # [1, 3, H, W] in [-1, 1], as the pipeline's image processor makes it
     with torch.no_grad():
         latents = pipe.vae.encode(x.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
     return cu.decode_latents(pipe.vae, latents * pipe.vae.config.scaling_factor)[0]  # (it undoes the scaling)
 
 
 def overlap(a, b):
-    """IoU of the pixels far from the background (the shape) in two pictures of one scene."""
-    masks = []
-    for im in (a, b):
-        x = np.asarray(im, dtype=np.float32)
-        masks.append(np.sqrt(((x - x[0, 0]) ** 2).sum(-1)) > 60)
+    """IoU of the pixels far from the background (the shape, `world.shape_mask`) in two pictures of one scene."""
+    masks = [world.shape_mask(im) for im in (a, b)]
     return (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum()
 
 

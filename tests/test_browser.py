@@ -6,6 +6,7 @@ Headless Chromium from Debian (``apt-get install chromium``: /usr/bin/chromium) 
 browser is downloaded. Missing either, the tests skip on a developer's machine and fail in CI (``CI=true``), where
 ``.ci/run`` installs Chromium.
 """
+
 import json
 import os
 import shutil
@@ -26,8 +27,15 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium")
 # Chromium as root in a container, with no network but loopback: no sandbox, no GPU, no calls home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LESSON = NOTEBOOKS_DIR / "03_denoising_loop.ipynb"
 SLIDER_CELL = "cu.step_slider(frames, labels)"
 # JupyterLab settings for the test: no autosave (the test copy stays as it was), no news or update pop-ups.
@@ -38,8 +46,10 @@ LAB_SETTINGS = {
 
 
 def _missing(what: str):
-    message = (f"{what}: the browser tests need Debian's Chromium (`apt-get install -y chromium`, as .ci/run does) "
-               "and the playwright package (requirements-dev.txt: `make install`)")
+    message = (
+        f"{what}: the browser tests need Debian's Chromium (`apt-get install -y chromium`, as .ci/run does) "
+        "and the playwright package (requirements-dev.txt: `make install`)"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -77,10 +87,23 @@ def lab(tmp_path_factory):
     port, token = _free_port(), uuid.uuid4().hex
     log = open(root / "lab.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--allow-root",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
-         f"--LabApp.workspaces_dir={root / '.workspaces'}"],
-        env=dict(os.environ, COURSE_PROFILE="tiny", HF_HUB_OFFLINE="1"), stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--allow-root",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={root / '.workspaces'}",
+        ],
+        env=dict(os.environ, COURSE_PROFILE="tiny", HF_HUB_OFFLINE="1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -90,7 +113,9 @@ def lab(tmp_path_factory):
                 urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
                 break
             except OSError:
-                assert time.monotonic() < deadline, f"JupyterLab did not answer: {(root / 'lab.log').read_text()[-3000:]}"
+                assert time.monotonic() < deadline, (
+                    f"JupyterLab did not answer: {(root / 'lab.log').read_text()[-3000:]}"
+                )
                 time.sleep(0.5)
         yield url, token, root
     finally:
@@ -129,8 +154,12 @@ def lesson_3(browser, lab):
         while saved.stat().st_mtime_ns == before or "course-still" not in saved.read_text():
             assert time.monotonic() < deadline, "JupyterLab did not save the notebook"
             time.sleep(0.5)
-        failed = [out for c in nbformat.read(saved, as_version=4).cells for out in c.get("outputs", [])
-                  if out.output_type == "error"]
+        failed = [
+            out
+            for c in nbformat.read(saved, as_version=4).cells
+            for out in c.get("outputs", [])
+            if out.output_type == "error"
+        ]
         assert not failed, failed[0]
         yield page, cell, saved
         assert not errors, errors
@@ -147,8 +176,9 @@ def test_lesson_3_slider_moves_in_jupyterlab(lesson_3, tmp_path):
     assert before[0].startswith("step 26/26"), before[0]
     handle.focus()
     page.keyboard.press("Home")  # the slider's keyboard: to its first position
-    page.wait_for_function("([el, old]) => el.textContent !== old", arg=[caption.element_handle(), before[0]],
-                           timeout=30_000)
+    page.wait_for_function(
+        "([el, old]) => el.textContent !== old", arg=[caption.element_handle(), before[0]], timeout=30_000
+    )
     after = (caption.inner_text(), image.get_attribute("src"), image.screenshot())
     assert after[0].startswith("step 1/26"), after[0]
     assert after[1] != before[1] and after[2] != before[2]  # a new picture, and it looks different
@@ -190,7 +220,9 @@ def test_lesson_3_html_shows_the_still_copy_offline(browser, lesson_3, tmp_path)
         first = (shown.get_attribute("src"), shown.screenshot())
         assert first[0] != last[0] and first[1] != last[1]
         still.locator(".course-still-play").click()
-        page.wait_for_function("el => !el.textContent.startsWith('step 1/')", arg=caption.element_handle(), timeout=10_000)
+        page.wait_for_function(
+            "el => !el.textContent.startsWith('step 1/')", arg=caption.element_handle(), timeout=10_000
+        )
         assert page.locator(".course-step-slider").count() == 0  # the live slider needs a kernel: not in the HTML
         assert not any(url.startswith("file:") for url in refused)
         still.screenshot(path=tmp_path / "html_still.png")

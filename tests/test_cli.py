@@ -1,4 +1,5 @@
 """The commands: ``python -m course_utils {info,download,course,evaluate}`` as a learner or instructor types them."""
+
 import json
 import os
 import subprocess
@@ -8,14 +9,20 @@ import nbformat
 import pytest
 from nbformat.sign import NotebookNotary
 
-from course_utils import cli
+from course_utils import cli, visual
 from course_utils.paths import ROOT
 
 
 def run(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
     full = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "course_utils", *args], env=full, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "course_utils", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_info_prints_the_choice_and_the_settings(monkeypatch, capsys):
@@ -32,11 +39,23 @@ def test_info_prints_the_choice_and_the_settings(monkeypatch, capsys):
 
 def test_download_without_network_says_what_to_do(tmp_path):
     """Offline with an empty cache: the course's message with the three ways out, not a traceback."""
-    result = run("download", "sd15", "--to", str(tmp_path / "models"), "--role", "text2img",
-                 env=dict(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")))
+    result = run(
+        "download",
+        "sd15",
+        "--to",
+        str(tmp_path / "models"),
+        "--role",
+        "text2img",
+        env=dict(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")),
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    for needle in ("stable-diffusion-v1-5/stable-diffusion-v1-5", "HF_ENDPOINT", "COURSE_MODELS_DIR", "COURSE_PROFILE=tiny"):
+    for needle in (
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "HF_ENDPOINT",
+        "COURSE_MODELS_DIR",
+        "COURSE_PROFILE=tiny",
+    ):
         assert needle in result.stderr, needle
 
 
@@ -56,7 +75,9 @@ def test_course_runs_a_notebook_and_prints_the_table(tmp_path):
     nb.cells = [
         nbformat.v4.new_code_cell("import course_utils as cu\nchoice = cu.setup()"),
         nbformat.v4.new_code_cell("from PIL import Image\nImage.new('RGB', (8, 8), 'red')"),
-        nbformat.v4.new_code_cell("cu.step_slider([Image.new('RGB', (8, 8), c) for c in ('red', 'blue')], ['one', 'two'])"),
+        nbformat.v4.new_code_cell(
+            "cu.step_slider([Image.new('RGB', (8, 8), c) for c in ('red', 'blue')], ['one', 'two'])"
+        ),
     ]
     path = tmp_path / "99_check.ipynb"
     nbformat.write(nb, path)
@@ -73,7 +94,7 @@ def test_course_runs_a_notebook_and_prints_the_table(tmp_path):
     assert [w["state"]["value"] for w in state.values() if w["model_name"] == "IntSliderModel"] == [2]
     assert NotebookNotary().check_signature(executed)
     live, still = executed.cells[2].outputs
-    assert live.metadata["tags"] == [cli.LIVE_ONLY_TAG] and "course-still" in still.data["text/html"]
+    assert live.metadata["tags"] == [visual.LIVE_ONLY_TAG] and "course-still" in still.data["text/html"]
     page = (out / "99_check.html").read_text()
     slider_view = json.dumps(live.data["application/vnd.jupyter.widget-view+json"])
     assert "course-still" in page and slider_view[:50] not in page  # '{"model_id": "…' of the slider's output

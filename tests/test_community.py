@@ -1,4 +1,5 @@
 """Single-file checkpoints, the refusal of pickled ``.ckpt`` files, textual inversion and LoRA on `tiny`."""
+
 import warnings
 
 import pytest
@@ -7,8 +8,8 @@ from safetensors.torch import load_file
 
 import course_utils as cu
 from course_utils import community
-from course_utils.models import builders, configs, files, hub, original_layout, tiny
 from course_utils import single_file as sf
+from course_utils.models import builders, configs, files, hub, original_layout, tiny
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 
@@ -40,16 +41,24 @@ def test_key_layout_is_the_original_one(tiny_pipe):
     assert set(groups) == {"model.diffusion_model", "first_stage_model", "cond_stage_model.transformer"}
     assert len(state) == sum(len(getattr(tiny_pipe, c).state_dict()) for c in COMPONENTS)
     assert torch.equal(state["model.diffusion_model.input_blocks.0.0.weight"], tiny_pipe.unet.conv_in.weight)
-    assert torch.equal(state["model.diffusion_model.time_embed.0.weight"], tiny_pipe.unet.time_embedding.linear_1.weight)
+    assert torch.equal(
+        state["model.diffusion_model.time_embed.0.weight"], tiny_pipe.unet.time_embedding.linear_1.weight
+    )
     assert torch.equal(state["model.diffusion_model.out.2.weight"], tiny_pipe.unet.conv_out.weight)
     # The VAE attention is stored as 1x1 convolutions in the original layout.
     q = state["first_stage_model.encoder.mid.attn_1.q.weight"]
     assert q.ndim == 4 and q.shape[2:] == (1, 1)
     # The original decoder counts up blocks from the bottom: up.0 runs last, at full resolution.
-    assert state["first_stage_model.decoder.up.0.block.0.conv1.weight"].shape[0] == configs.TINY_VAE["block_out_channels"][0]
+    assert (
+        state["first_stage_model.decoder.up.0.block.0.conv1.weight"].shape[0]
+        == configs.TINY_VAE["block_out_channels"][0]
+    )
     assert "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight" in state
     mapping = sf.key_mapping(tiny_pipe)
-    assert mapping["model.diffusion_model.input_blocks.1.0.in_layers.0.weight"] == "unet.down_blocks.0.resnets.0.norm1.weight"
+    assert (
+        mapping["model.diffusion_model.input_blocks.1.0.in_layers.0.weight"]
+        == "unet.down_blocks.0.resnets.0.norm1.weight"
+    )
 
 
 def test_sd15_sized_layout_matches_diffusers_converter():
@@ -62,7 +71,11 @@ def test_sd15_sized_layout_matches_diffusers_converter():
     unet_map, vae_map = sf.unet_prefix_map(unet.config), sf.vae_prefix_map(vae.config)
     original = {sf.UNET_PREFIX + original_layout._rename(k, unet_map): v for k, v in unet.state_dict().items()}
     # The key diffusers uses to detect SD 1.x, and the upsamplers after (2, 5) or without (8) attention:
-    for key in ("output_blocks.11.0.skip_connection.weight", "output_blocks.2.1.conv.weight", "output_blocks.5.2.conv.weight"):
+    for key in (
+        "output_blocks.11.0.skip_connection.weight",
+        "output_blocks.2.1.conv.weight",
+        "output_blocks.5.2.conv.weight",
+    ):
         assert sf.UNET_PREFIX + key in original
     assert set(convert_ldm_unet_checkpoint(original, dict(unet.config))) == set(unet.state_dict())
     original_vae = {sf.VAE_PREFIX + original_layout._rename(k, vae_map): v for k, v in vae.state_dict().items()}
@@ -111,13 +124,19 @@ def test_without_config_diffusers_infers_the_type_and_fetches_configs(monkeypatc
     from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
 
     seen = {}
-    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", classmethod(lambda cls, name, **kw: seen.update(kw) or "pipe"))
+    monkeypatch.setattr(
+        StableDiffusionPipeline, "from_single_file", classmethod(lambda cls, name, **kw: seen.update(kw) or "pipe")
+    )
     assert sf.load_single_file(tiny.community_file()) == "pipe"
     assert "config" not in seen and seen["local_files_only"] is False
     sf.load_single_file(tiny.community_file(), config=tiny.text2img_folder())
     assert seen["config"] == str(tiny.text2img_folder()) and seen["local_files_only"] is True
     # lesson 07, step 2: the tiny file's keys look like SD 1.5's, so diffusers would fetch SD 1.5's configs (too big for it)
-    shapes = {k: torch.empty(v["shape"], device="meta") for k, v in sf.read_header(tiny.community_file()).items() if k != "__metadata__"}
+    shapes = {
+        k: torch.empty(v["shape"], device="meta")
+        for k, v in sf.read_header(tiny.community_file()).items()
+        if k != "__metadata__"
+    }
     assert infer_diffusers_model_type(shapes) == "v1"
     assert fetch_diffusers_config(shapes)["pretrained_model_name_or_path"] == hub.SD15_REPOS["text2img"]
 
@@ -135,7 +154,7 @@ def test_textual_inversion_adds_tokens_and_vectors(fresh_community):
     assert ids == list(range(49408, 49408 + len(vectors)))
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids], vectors.float())
     expanded = "blurry, " + " ".join(names)
-    assert pipe.tokenizer(expanded).input_ids[1:-1][-len(ids):] == ids
+    assert pipe.tokenizer(expanded).input_ids[1:-1][-len(ids) :] == ids
     # transformers 5's CLIP tokenizer lower-cases what tokenize() returns, so diffusers' multi-vector
     # expansion misses a mixed-case token: lesson 07 writes the names out itself. If this starts
     # failing, diffusers expands it again and the lesson can go back to plain "EasyNegative".
@@ -150,7 +169,10 @@ def test_tiny_embedding_token_expands(fresh_community):
     vectors = community.embedding_vectors(files.embedding_file("tiny"))
     pipe.load_textual_inversion(str(files.embedding_file("tiny")), token=token)
     names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]
-    assert pipe.maybe_convert_prompt(f"a red circle in {token} style", pipe.tokenizer) == f"a red circle in {' '.join(names)} style"
+    assert (
+        pipe.maybe_convert_prompt(f"a red circle in {token} style", pipe.tokenizer)
+        == f"a red circle in {' '.join(names)} style"
+    )
 
 
 def _unet_out(pipe):
@@ -182,7 +204,9 @@ def test_load_pipeline_community_offline_without_warnings(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
-        warnings.filterwarnings("error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|peft)")
+        warnings.filterwarnings(
+            "error", category=DeprecationWarning, module=r"(diffusers|transformers|huggingface_hub|peft)"
+        )
         pipe = cu.load_pipeline("community", profile="tiny", device="cpu")
         pipe.load_lora_weights(files.lora_source("tiny"), adapter_name="demo")
         pipe.set_adapters(["demo"], adapter_weights=[0.5])

@@ -45,8 +45,17 @@ def test_dtype_per_device():
         cu.get_dtype("gpu")
 
 
-@pytest.mark.parametrize("value, expected", [("float16", torch.float16), ("fp16", torch.float16), ("bfloat16", torch.bfloat16),
-                                             ("BF16", torch.bfloat16), ("float32", torch.float32), ("torch.float16", torch.float16)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("float16", torch.float16),
+        ("fp16", torch.float16),
+        ("bfloat16", torch.bfloat16),
+        ("BF16", torch.bfloat16),
+        ("float32", torch.float32),
+        ("torch.float16", torch.float16),
+    ],
+)
 def test_course_dtype_overrides_on_every_device(monkeypatch, value, expected):
     monkeypatch.setenv("COURSE_DTYPE", value)
     for name in cu.DEVICES:
@@ -96,3 +105,16 @@ def test_attention_slicing_on_mps_below_64_gb(capsys):
     assert capsys.readouterr().out.count("attention slicing") == 0
     assert sliced(mps_attention_slicing(pipe, "mps", ram=16 * 2**30))
     assert "mps with 16 GiB of memory (< 64 GB): attention slicing on" in capsys.readouterr().out
+
+
+def test_cast_only_where_the_dtype_differs():
+    """device.cast: a cast to the dtype a model already has changes nothing (no copy, no diffusers note)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4)
+    weight = vae.encoder.conv_in.weight
+    assert (
+        cu.cast(vae, torch.float32) is vae and vae.encoder.conv_in.weight is weight
+    )  # the same tensor: nothing copied
+    assert cu.cast(vae, torch.bfloat16, "cpu").dtype == torch.bfloat16
+    assert cu.cast(torch.nn.Linear(2, 2), torch.float16).weight.dtype == torch.float16  # a plain module too

@@ -1,4 +1,5 @@
 """The diagrams read their numbers from the models and refuse to contradict them."""
+
 import matplotlib
 import pytest
 

@@ -1,4 +1,5 @@
 """``python -m course_utils doctor`` (one seat's check) and the room mirror of ``hub --serve --room``."""
+
 import json
 import os
 import subprocess
@@ -55,11 +56,6 @@ def test_a_missing_library_is_a_problem_and_a_pin_mismatch_a_warning(monkeypatch
     assert "pip install 'diffusers==0.0.1'" in checks[0].fix and "make install" in checks[1].fix
 
 
-def test_requirement_pins_reads_requirements_txt():
-    pins = doctor.requirement_pins()
-    assert pins["diffusers"].startswith("==") and pins["ipywidgets"] == ">=7.7,<9" and "torch" not in pins
-
-
 def test_a_device_the_seat_lacks_is_a_problem_and_exit_code_1(empty_seat, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_DEVICE", "quantum")
     assert doctor.main(timeout=1) == 1
@@ -72,7 +68,12 @@ def test_doctor_writes_its_report_as_json(empty_seat, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_PROFILE", "tiny")
     assert doctor.main(json_path=empty_seat / "seat.json", timeout=1) == 0
     report = json.loads((empty_seat / "seat.json").read_text())
-    assert report["ok"] is True and {c["section"] for c in report["checks"]} >= {"device", "memory", "profile", "models"}
+    assert report["ok"] is True and {c["section"] for c in report["checks"]} >= {
+        "device",
+        "memory",
+        "profile",
+        "models",
+    }
     profile = next(c for c in report["checks"] if c["name"] == "profile")
     assert profile["detail"] == "tiny (COURSE_PROFILE=tiny)"
     assert "profile                            tiny (COURSE_PROFILE=tiny)  -> OK" in capsys.readouterr().out
@@ -84,8 +85,14 @@ def test_doctor_command_on_an_offline_seat(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "COURSE_"))}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     out = tmp_path / "seat.json"
-    result = subprocess.run([sys.executable, "-m", "course_utils", "doctor", "--json", str(out)], env=env,
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "course_utils", "doctor", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "requires torchvision" not in result.stderr, result.stderr  # the CLI filters that note before any import
@@ -98,20 +105,27 @@ def test_doctor_command_on_an_offline_seat(tmp_path):
     assert report["ok"] is True
     models = [c for c in report["checks"] if c["section"] == "models"]
     assert models and all(c["detail"].split()[0] in ("missing", "unreachable") for c in models)
-    assert all(line.rstrip().split("-> ")[-1].startswith(("OK", "WARNING", "PROBLEM"))
-               for line in result.stdout.splitlines() if line.startswith("  "))
+    assert all(
+        line.rstrip().split("-> ")[-1].startswith(("OK", "WARNING", "PROBLEM"))
+        for line in result.stdout.splitlines()
+        if line.startswith("  ")
+    )
 
 
 def download(endpoint: str, hf_home, repo: str, filename: str, repo_type: str) -> subprocess.CompletedProcess:
     """hf_hub_download in a fresh process (huggingface_hub reads HF_ENDPOINT at import)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home))
-    code = "import sys; from huggingface_hub import hf_hub_download as d; print(d(*sys.argv[1:3], repo_type=sys.argv[3]))"
-    return subprocess.run([sys.executable, "-c", code, repo, filename, repo_type], env=env, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys; from huggingface_hub import hf_hub_download as d; print(d(*sys.argv[1:3], repo_type=sys.argv[3]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, repo, filename, repo_type], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
+@pytest.mark.mirror
 def test_room_mirror_caches_what_it_passes_on_and_serves_it_when_the_upstream_is_gone(tmp_path):
     """A room mirror in front of the lookalike mirror (standing in for the Hub): the first download goes
     through to the upstream; with the upstream stopped, the room mirror restarted ``--offline`` on its
@@ -120,8 +134,11 @@ def test_room_mirror_caches_what_it_passes_on_and_serves_it_when_the_upstream_is
     build_lookalikes(upstream_root / "mirrors", repos=[hub.EASYNEGATIVE_REPO])
     port = hub_mirror.free_port()
     upstream, upstream_url = hub_mirror.launch(
-        upstream_root, hub_mirror.write_config(upstream_root, port), f"http://127.0.0.1:{port}",
-        probe=f"/api/datasets/{hub.EASYNEGATIVE_REPO}/revision/main")
+        upstream_root,
+        hub_mirror.write_config(upstream_root, port),
+        f"http://127.0.0.1:{port}",
+        probe=f"/api/datasets/{hub.EASYNEGATIVE_REPO}/revision/main",
+    )
     room_root = tmp_path / "room"
     try:
         room, room_url = hub_mirror.start_room(room_root, upstream=upstream_url, host="127.0.0.1")
@@ -148,8 +165,15 @@ def test_room_mirror_caches_what_it_passes_on_and_serves_it_when_the_upstream_is
 def test_room_config_points_olah_at_the_upstream(tmp_path):
     config = hub_mirror.write_room_config(tmp_path, 8090, upstream="http://10.0.0.2:8091", public_host="10.0.0.5")
     text = config.read_text()
-    for line in ('hf-scheme = "http"', 'hf-netloc = "10.0.0.2:8091"', 'hf-lfs-netloc = "10.0.0.2:8091"',
-                 'host = "0.0.0.0"', 'mirror-netloc = "10.0.0.5:8090"', "offline = false", f'repos-path = "{tmp_path / "cache"}"'):
+    for line in (
+        'hf-scheme = "http"',
+        'hf-netloc = "10.0.0.2:8091"',
+        'hf-lfs-netloc = "10.0.0.2:8091"',
+        'host = "0.0.0.0"',
+        'mirror-netloc = "10.0.0.5:8090"',
+        "offline = false",
+        f'repos-path = "{tmp_path / "cache"}"',
+    ):
         assert line in text, line
     text = hub_mirror.write_room_config(tmp_path, 8090).read_text()
     assert 'hf-netloc = "huggingface.co"' in text and 'hf-lfs-netloc = "cdn-lfs.huggingface.co"' in text

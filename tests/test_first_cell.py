@@ -5,6 +5,7 @@ brings its own; a bare `pip install torch` here would pull a multi-GB CUDA build
 7.7, but no course. The cell clones a local repository holding this working tree (no Hub, no GitHub) and
 installs it with pip (PyPI, or pip's cache).
 """
+
 import http.server
 import importlib.util
 import json
@@ -75,13 +76,18 @@ def test_sd15_file_sizes_follow_from_the_configs():
 
     from course_utils.models import configs
 
-    parts = {"text_encoder": ("text", configs.SD15_TEXT_ENCODER), "unet": ("unet", configs.SD15_UNET),
-             "vae": ("vae", configs.SD15_VAE)}
+    parts = {
+        "text_encoder": ("text", configs.SD15_TEXT_ENCODER),
+        "unet": ("unet", configs.SD15_UNET),
+        "vae": ("vae", configs.SD15_VAE),
+    }
     with torch.device("meta"):
         checker = StableDiffusionSafetyChecker(CLIPConfig(**configs.SD15_SAFETY_CHECKER))
     for dtype, table in ((torch.float32, publish.SD15_FP32), (torch.float16, publish.SD15_FP16)):
         sizes = {name: safetensors_size(component_tensors(kind, cfg, dtype)) for name, (kind, cfg) in parts.items()}
-        sizes["safety_checker"] = safetensors_size({k: (dtype, tuple(v.shape)) for k, v in checker.state_dict().items()})
+        sizes["safety_checker"] = safetensors_size(
+            {k: (dtype, tuple(v.shape)) for k, v in checker.state_dict().items()}
+        )
         assert sizes == table, dtype
     inpaint = safetensors_size(component_tensors("unet", configs.SD15_INPAINT_UNET, torch.float16))
     assert inpaint == publish.INPAINT_UNET_FP16
@@ -116,8 +122,18 @@ def working_tree_repository(target: Path) -> Path:
     for name in filter(None, git("ls-files", "-z", "--deleted").split("\0")):
         (target / name).unlink(missing_ok=True)
     git("add", "-A", cwd=target)
-    git("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "--allow-empty",
-        "-m", "working tree", cwd=target)
+    git(
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.com",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "working tree",
+        cwd=target,
+    )
     return target
 
 
@@ -132,7 +148,9 @@ def test_first_cell_in_a_fresh_venv(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_REQUIRE"))}
-    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost"
+    )
     subprocess.run([python, "-m", "pip", "install", "-q", TORCH, COLAB_IPYWIDGETS], check=True, env=env)
     lesson = root / "colab"  # the runtime's working folder, where the cell clones into sd-course/
     lesson.mkdir()
@@ -140,9 +158,16 @@ def test_first_cell_in_a_fresh_venv(tmp_path_factory):
 
     def run(code: str, repo=None, timeout=600):
         t0 = time.monotonic()
-        done = subprocess.run([python, "-c", code], cwd=lesson, env=dict(env, COURSE_REPO=str(repo or source)),
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              start_new_session=True)  # no terminal to ask on, as on Colab
+        done = subprocess.run(
+            [python, "-c", code],
+            cwd=lesson,
+            env=dict(env, COURSE_REPO=str(repo or source)),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # no terminal to ask on, as on Colab
         return done, done.stdout + done.stderr, time.monotonic() - t0
 
     # (a) a URL that does not exist: git's own message, then what to do; no CalledProcessError, nothing left behind

@@ -8,6 +8,7 @@ A CPU computes float16 slowly (no float16 hardware: `tiny`'s UNet step is 6 time
 PyTorch's default layout, 3 times in channels-last, which ``device.fast_layout`` picks), so this run takes 10
 sampling steps instead of 25 (``COURSE_SETTINGS``) and lesson 10 the short training schedule of the float32 run.
 """
+
 import os
 import subprocess
 import sys
@@ -20,8 +21,14 @@ from course_utils.paths import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.lane]
 
 # What this run changes: the dtype, and 10 sampling steps (float16 costs 3x per step here). Every cell still runs.
-FLOAT16_ENV = dict(COURSE_DTYPE="float16", COURSE_SETTINGS="num_inference_steps=10", COURSE_TRAIN_STEPS="16",
-                   COURSE_PROFILE="tiny", HF_HUB_OFFLINE="1", COURSE_STRICT_WARNINGS="1")
+FLOAT16_ENV = dict(
+    COURSE_DTYPE="float16",
+    COURSE_SETTINGS="num_inference_steps=10",
+    COURSE_TRAIN_STEPS="16",
+    COURSE_PROFILE="tiny",
+    HF_HUB_OFFLINE="1",
+    COURSE_STRICT_WARNINGS="1",
+)
 
 
 def test_every_lesson_runs_on_tiny_in_float16():
@@ -29,8 +36,14 @@ def test_every_lesson_runs_on_tiny_in_float16():
     env.update(FLOAT16_ENV)
     notebooks = sorted(str(p) for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20", *notebooks],
-                          env=env, capture_output=True, text=True, timeout=3000, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20", *notebooks],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        cwd=ROOT,
+    )
     seconds = time.perf_counter() - start
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "float16-lane.log").write_text(proc.stdout + proc.stderr)  # the slowest cells, for developers

@@ -1,4 +1,5 @@
 """course_utils.gpu_memory: peak GPU memory estimated on fake tensors, checked against GPU measurements."""
+
 import pytest
 import torch
 
@@ -29,7 +30,9 @@ def test_attention_is_counted_as_a_fused_kernel():
     """SDPA on the fake device must not store the 4096 x 4096 attention matrices (PyTorch's fused CUDA kernels do not)."""
     parts = dict(pipe=gpu_memory.pipeline_parts("text2img", safety_checker=False))
     found = gpu_memory.estimate(parts, lambda m: gpu_memory.generate(m["pipe"], steps=1))
-    assert found.peak_gib - found.weights_gib < 0.6  # the materialised matrices alone: 8 heads x 4096^2 x 2 x 2 B = 0.5 GiB
+    assert (
+        found.peak_gib - found.weights_gib < 0.6
+    )  # the materialised matrices alone: 8 heads x 4096^2 x 2 x 2 B = 0.5 GiB
 
 
 @pytest.mark.slow
@@ -52,7 +55,9 @@ def test_every_lesson_fits_a_t4_and_the_committed_table_is_current():
     assert [r["lesson"] for r in rows] == [f"{n:02d}" for n in range(1, 11)]
     for row in rows:
         assert row["peak_gib"] >= row["weights_gib"] > 0
-        assert row["fits_t4"], f"lesson {row['lesson']} ({row['where']}): {row['peak_gib']} GiB > {gpu_memory.T4_LIMIT_GIB}"
+        assert row["fits_t4"], (
+            f"lesson {row['lesson']} ({row['where']}): {row['peak_gib']} GiB > {gpu_memory.T4_LIMIT_GIB}"
+        )
     committed = json.loads((ROOT / "docs" / "gpu-memory.json").read_text())
     assert committed["lessons"] == rows
     assert [c["estimate_gib"] for c in committed["checks"]] == [c["estimate_gib"] for c in gpu_memory.check_rows()]

@@ -1,4 +1,5 @@
 """Lessons 4 and 5: img2img by hand == pipeline, negative prompt by hand == pipeline, long prompts, bad input."""
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline
@@ -33,8 +34,15 @@ def gen(seed=0):
 @pytest.mark.parametrize("strength", [0.3, 0.75])
 def test_img2img_by_hand_matches_pipeline(img2img_pipe, sketch, strength):
     prompt = cu.prompt("restyle", "tiny")
-    theirs = img2img_pipe(prompt, image=sketch, strength=strength, num_inference_steps=8, guidance_scale=7.5,
-                          generator=gen(), output_type="latent").images
+    theirs = img2img_pipe(
+        prompt,
+        image=sketch,
+        strength=strength,
+        num_inference_steps=8,
+        guidance_scale=7.5,
+        generator=gen(),
+        output_type="latent",
+    ).images
     mine = img2img.img2img_by_hand(img2img_pipe, sketch, prompt, strength, 8, 7.5, gen())
     assert mine.shape == (1, 4, SIZE // F, SIZE // F)
     assert (mine - theirs).abs().max().item() <= TOL
@@ -43,8 +51,15 @@ def test_img2img_by_hand_matches_pipeline(img2img_pipe, sketch, strength):
 def test_img2img_step_by_step_matches_pipeline(img2img_pipe, sketch):
     """The four moves of lesson 4, spelled out, with a negative prompt and a generator drawn in the pipeline's order."""
     prompt, negative = cu.prompt("restyle", "tiny"), cu.prompt("negative", "tiny")
-    theirs = img2img_pipe(prompt, image=sketch, strength=0.6, negative_prompt=negative, num_inference_steps=10,
-                          generator=gen(3), output_type="latent").images
+    theirs = img2img_pipe(
+        prompt,
+        image=sketch,
+        strength=0.6,
+        negative_prompt=negative,
+        num_inference_steps=10,
+        generator=gen(3),
+        output_type="latent",
+    ).images
     g = gen(3)
     ts = img2img.start_timesteps(img2img_pipe.scheduler, 10, 0.6)
     z0 = img2img.encode_image(img2img_pipe.vae, sketch, g)
@@ -59,8 +74,9 @@ def test_img2img_by_hand_other_scheduler(img2img_pipe, sketch):
     original = img2img_pipe.scheduler
     img2img_pipe.scheduler = DDIMScheduler.from_config(original.config)
     try:
-        theirs = img2img_pipe("a cat", image=sketch, strength=0.5, num_inference_steps=6, generator=gen(1),
-                              output_type="latent").images
+        theirs = img2img_pipe(
+            "a cat", image=sketch, strength=0.5, num_inference_steps=6, generator=gen(1), output_type="latent"
+        ).images
         mine = img2img.img2img_by_hand(img2img_pipe, sketch, "a cat", 0.5, 6, 7.5, gen(1))
         assert len(img2img.start_timesteps(img2img_pipe.scheduler, 6, 0.5)) == 3
     finally:
@@ -71,12 +87,22 @@ def test_img2img_by_hand_other_scheduler(img2img_pipe, sketch):
 def test_negative_prompt_by_hand_matches_pipeline(tiny_pipe):
     pipe = tiny_pipe
     prompt, negative = cu.prompt("main", "tiny"), cu.prompt("negative", "tiny")
-    theirs = pipe(prompt, negative_prompt=negative, height=SIZE, width=SIZE, num_inference_steps=5, guidance_scale=7.5,
-                  generator=gen(), output_type="latent").images
+    theirs = pipe(
+        prompt,
+        negative_prompt=negative,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=5,
+        guidance_scale=7.5,
+        generator=gen(),
+        output_type="latent",
+    ).images
     cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)
     uncond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, negative)
     pipe.scheduler.set_timesteps(5, device="cpu")
-    x_T = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, gen(), "cpu", cond.dtype, vae_scale_factor=pipe.vae_scale_factor)
+    x_T = by_hand.initial_latents(
+        1, pipe.unet, pipe.scheduler, SIZE, SIZE, gen(), "cpu", cond.dtype, vae_scale_factor=pipe.vae_scale_factor
+    )
     mine = by_hand.denoise(pipe.unet, pipe.scheduler, x_T, cond, uncond, 7.5)
     assert (mine - theirs).abs().max().item() <= TOL
     # ... and the empty prompt instead gives something else: the negative prompt does matter
@@ -207,6 +233,13 @@ def test_long_prompt_embeds_shapes_and_content(tiny_pipe):
 def test_pipeline_accepts_long_embeds(tiny_pipe):
     long_a, _ = _long_prompts()
     c, u = long_prompt.long_prompt_embeds(tiny_pipe, long_a, cu.prompt("negative", "tiny"))
-    out = tiny_pipe(prompt_embeds=c, negative_prompt_embeds=u, height=SIZE, width=SIZE, num_inference_steps=2,
-                    generator=gen(), output_type="latent").images
+    out = tiny_pipe(
+        prompt_embeds=c,
+        negative_prompt_embeds=u,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=2,
+        generator=gen(),
+        output_type="latent",
+    ).images
     assert out.shape == (1, 4, SIZE // F, SIZE // F) and torch.isfinite(out).all()

@@ -1,4 +1,5 @@
 """Inpainting (lesson 08): the tiny 9-channel model, masks, and the by-hand mechanisms == the pipeline."""
+
 import copy
 
 import numpy as np
@@ -42,7 +43,11 @@ def test_inpaint_unet_from_zeroes_the_extra_channels(tiny_pipe):
     # zeroed extra channels: the output equals the text2img UNet's, whatever the mask channels hold
     g = torch.Generator().manual_seed(0)
     n, hidden = SIZE // F, tiny_pipe.text_encoder.config.hidden_size
-    x, extra, c = torch.randn(1, 4, n, n, generator=g), torch.randn(1, 5, n, n, generator=g), torch.randn(1, 77, hidden, generator=g)
+    x, extra, c = (
+        torch.randn(1, 4, n, n, generator=g),
+        torch.randn(1, 5, n, n, generator=g),
+        torch.randn(1, 77, hidden, generator=g),
+    )
     with torch.no_grad():
         a = wide(torch.cat([x, extra], 1), 500, encoder_hidden_states=c).sample
         b = plain(x, 500, encoder_hidden_states=c).sample
@@ -51,7 +56,9 @@ def test_inpaint_unet_from_zeroes_the_extra_channels(tiny_pipe):
 
 def test_tiny_inpaint_shares_text_encoder_and_vae(inpaint_pipe, tiny_pipe):
     """The trained inpainting UNet is its own; everything else is the text-to-image model's."""
-    assert torch.equal(inpaint_pipe.text_encoder.get_input_embeddings().weight, tiny_pipe.text_encoder.get_input_embeddings().weight)
+    assert torch.equal(
+        inpaint_pipe.text_encoder.get_input_embeddings().weight, tiny_pipe.text_encoder.get_input_embeddings().weight
+    )
     assert torch.equal(inpaint_pipe.vae.encoder.conv_in.weight, tiny_pipe.vae.encoder.conv_in.weight)
     assert inpaint_pipe.scheduler.config == tiny_pipe.scheduler.config
     # trained on masks: the mask channels are no longer zero
@@ -62,7 +69,9 @@ def _nonzero_extra_channels(pipe):
     """A copy of ``pipe`` whose UNet reads the mask channels (as a trained model does)."""
     unet = copy.deepcopy(pipe.unet)
     with torch.no_grad():
-        unet.conv_in.weight[:, 4:] = torch.randn(unet.conv_in.weight[:, 4:].shape, generator=torch.Generator().manual_seed(1)) * 0.1
+        unet.conv_in.weight[:, 4:] = (
+            torch.randn(unet.conv_in.weight[:, 4:].shape, generator=torch.Generator().manual_seed(1)) * 0.1
+        )
     return StableDiffusionInpaintPipeline(**dict(pipe.components, unet=unet), requires_safety_checker=False)
 
 
@@ -77,15 +86,31 @@ def test_by_hand_equals_pipeline(inpaint_pipe, photo_and_mask):
         seen.update({k: v.clone() for k, v in tensors.items()})
         return tensors
 
-    pipe(prompt, image=image, mask_image=mask, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=w,
-         generator=torch.Generator().manual_seed(0), callback_on_step_end=keep,
-         callback_on_step_end_tensor_inputs=["latents", "mask", "masked_image_latents"])
+    pipe(
+        prompt,
+        image=image,
+        mask_image=mask,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=STEPS,
+        guidance_scale=w,
+        generator=torch.Generator().manual_seed(0),
+        callback_on_step_end=keep,
+        callback_on_step_end_tensor_inputs=["latents", "mask", "masked_image_latents"],
+    )
 
     g = torch.Generator().manual_seed(0)
     pipe.scheduler.set_timesteps(STEPS)
-    noise = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32, vae_scale_factor=pipe.vae_scale_factor)
+    noise = by_hand.initial_latents(
+        1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32, vae_scale_factor=pipe.vae_scale_factor
+    )
     parts = inpaint.masked_image_inputs(pipe, image, mask, g, height=SIZE, width=SIZE)
-    assert parts["mask"].shape == (1, 1, SIZE // F, SIZE // F) and parts["masked_image_latents"].shape == (1, 4, SIZE // F, SIZE // F)
+    assert parts["mask"].shape == (1, 1, SIZE // F, SIZE // F) and parts["masked_image_latents"].shape == (
+        1,
+        4,
+        SIZE // F,
+        SIZE // F,
+    )
     assert set(parts["mask"].unique().tolist()) <= {0.0, 1.0}
     assert (seen["mask"][:1] - parts["mask"]).abs().max() <= 1e-6
     assert (seen["masked_image_latents"][:1] - parts["masked_image_latents"]).abs().max() <= 1e-5
@@ -98,7 +123,9 @@ def test_by_hand_equals_pipeline(inpaint_pipe, photo_and_mask):
     # the mask channels matter for this UNet: another mask gives other latents
     pipe.scheduler.set_timesteps(STEPS)
     other = torch.cat([1 - parts["mask"], parts["masked_image_latents"]], 1)
-    assert (by_hand.denoise(pipe.unet, pipe.scheduler, noise, cond, uncond, w, extra_channels=other) - latents).abs().max() > 1e-3
+    assert (
+        by_hand.denoise(pipe.unet, pipe.scheduler, noise, cond, uncond, w, extra_channels=other) - latents
+    ).abs().max() > 1e-3
 
 
 def test_blending_with_a_4_channel_unet(tiny_pipe, photo_and_mask):
@@ -112,14 +139,25 @@ def test_blending_with_a_4_channel_unet(tiny_pipe, photo_and_mask):
         seen.update({k: v.clone() for k, v in tensors.items()})
         return tensors
 
-    out = pipe(prompt, image=image, mask_image=mask, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=w,
-               generator=torch.Generator().manual_seed(0), callback_on_step_end=keep).images[0]
+    out = pipe(
+        prompt,
+        image=image,
+        mask_image=mask,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=STEPS,
+        guidance_scale=w,
+        generator=torch.Generator().manual_seed(0),
+        callback_on_step_end=keep,
+    ).images[0]
     assert out.size == (SIZE, SIZE)
 
     g = torch.Generator().manual_seed(0)  # the blending pipeline's order: photo, noise, masked photo
     image_latents = inpaint.encode_image(pipe, inpaint.preprocess(pipe, image, mask, SIZE, SIZE)["image"], g)
     pipe.scheduler.set_timesteps(STEPS)
-    noise = by_hand.initial_latents(1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32, vae_scale_factor=pipe.vae_scale_factor)
+    noise = by_hand.initial_latents(
+        1, pipe.unet, pipe.scheduler, SIZE, SIZE, g, "cpu", torch.float32, vae_scale_factor=pipe.vae_scale_factor
+    )
     parts = inpaint.masked_image_inputs(pipe, image, mask, g, height=SIZE, width=SIZE)
     timesteps = pipe.scheduler.timesteps
 
@@ -148,7 +186,10 @@ def test_thin_mask_lines_at_latent_size(inpaint_pipe, photo_and_mask):
     # any f neighbouring pixels hold a sampled one
     for left in range(f, 2 * f):
         wide = inpaint.rect_mask(SIZE, (left, 0, left + f, SIZE))
-        assert inpaint.masked_image_inputs(inpaint_pipe, image, wide, torch.Generator().manual_seed(0))["mask"].sum() == SIZE // f
+        assert (
+            inpaint.masked_image_inputs(inpaint_pipe, image, wide, torch.Generator().manual_seed(0))["mask"].sum()
+            == SIZE // f
+        )
 
 
 def test_blend_written_out_equals_blend_latents(tiny_pipe):

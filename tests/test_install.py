@@ -1,5 +1,6 @@
 """Installs that match the truth: a wheel built from the repository holds every subpackage and draws a `tiny` picture
 in a fresh virtual environment; ``python -m course_utils setup`` plans the same steps as ``make install``."""
+
 import os
 import subprocess
 import sys
@@ -28,17 +29,28 @@ def _venv_python(folder) -> str:
 @pytest.mark.slow
 def test_wheel_installs_every_subpackage_and_draws_a_tiny_picture(tmp_path):
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-                   check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     (wheel,) = wheels.glob("course_utils-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("course_utils/__init__.py", "course_utils/models/__init__.py", "course_utils/models/registry.py",
-                   "course_utils/models/configs.py"):
+    for module in (
+        "course_utils/__init__.py",
+        "course_utils/models/__init__.py",
+        "course_utils/models/registry.py",
+        "course_utils/models/configs.py",
+    ):
         assert module in names, module
     venv.create(tmp_path / "venv", with_pip=True)
     python = _venv_python(tmp_path / "venv")
     for spec in (["torch==2.13.0"], [str(wheel)]):  # the CPU torch first (the course never picks torch for you)
-        proc = subprocess.run([python, "-m", "pip", "install", "-q", *spec], capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [python, "-m", "pip", "install", "-q", *spec], capture_output=True, text=True, timeout=900
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COURSE_", "PYTHON"))}
     env.update(COURSE_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
@@ -58,7 +70,13 @@ def test_setup_plans_what_make_install_does_on_every_system(tmp_path):
 
     folder = tmp_path / ".venv"
     linux = setup_env.plan(folder, has_torch=False, system="posix", nvidia=True)
-    assert linux[0] == [str(folder / "bin" / "python"), "-m", "pip", "install", "torch==2.13.0"]  # Linux: PyPI's CUDA torch
+    assert linux[0] == [
+        str(folder / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "torch==2.13.0",
+    ]  # Linux: PyPI's CUDA torch
     assert linux[1][-4:] == ["-r", str(ROOT / "requirements-dev.txt"), "-e", str(ROOT)]
     assert linux[2][-5:] == ["ipykernel", "install", "--sys-prefix", "--name", "python3"]
     windows = setup_env.plan(folder, has_torch=False, system="nt", nvidia=True)
@@ -69,9 +87,20 @@ def test_setup_plans_what_make_install_does_on_every_system(tmp_path):
     assert f"TORCH_SPEC ?= {setup_env.TORCH_SPEC}" in (ROOT / "Makefile").read_text()
     # from a bare Python (no torch, nothing installed): the CLI answers, and a dry run changes nothing
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.modules['torch'] = None; "
-                           "from course_utils.cli import main; main(['setup', '--dry-run', '--venv', sys.argv[1]])", str(folder)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.modules['torch'] = None; "
+            "from course_utils.cli import main; main(['setup', '--dry-run', '--venv', sys.argv[1]])",
+            str(folder),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"1. a virtual environment: {folder}" in proc.stdout and "ipykernel install" in proc.stdout
     assert "dry run" in proc.stdout and not folder.exists()

@@ -4,6 +4,7 @@ About 5 minutes on a 2-core CPU, so `make test` leaves it out (``-m "not recipe"
 ``make test-recipe``. CI runs the same notebook with a short schedule (``COURSE_TRAIN_STEPS`` in the Makefile),
 which checks the mechanics and that the loss on a fixed batch falls.
 """
+
 import json
 import os
 import time
@@ -35,7 +36,9 @@ def test_full_recipe_teaches_the_diamond_without_forgetting():
     nb.cells = lesson + [nbformat.v4.new_code_cell(REPORT)]
     env = {k: v for k, v in os.environ.items() if k != "COURSE_TRAIN_STEPS"}  # the full schedule
     env.update(COURSE_PROFILE="tiny", HF_HUB_OFFLINE="1")
-    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    client = NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    )
     start = time.perf_counter()
     with client.setup_kernel(env=env):
         for i, cell in enumerate(nb.cells):

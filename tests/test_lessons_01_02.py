@@ -1,5 +1,6 @@
 """What lessons 1 and 2 rely on: seeds, CLIP's token ids and 77-token window, PNDM's timesteps,
 the VAE's 48x compression, and components loaded one by one == the pipeline (on `tiny`)."""
+
 import numpy as np
 import pytest
 import torch
@@ -72,7 +73,9 @@ def test_tiny_has_no_safety_checker(tiny_pipe):
 @pytest.fixture(scope="module")
 def components():
     src = cu.model_source("text2img", profile="tiny")
-    f32 = dict(dtype=torch.float32)  # what the lessons pass on the CPU (it is also the default: data/tiny declares float32)
+    f32 = dict(
+        dtype=torch.float32
+    )  # what the lessons pass on the CPU (it is also the default: data/tiny declares float32)
     return dict(
         tokenizer=CLIPTokenizer.from_pretrained(src, subfolder="tokenizer"),
         text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **f32),
@@ -104,7 +107,9 @@ def test_components_one_by_one_make_the_same_pipeline(components, tiny_pipe):
     generator = torch.Generator(device="cpu").manual_seed(0)
     latents = assembled("a cat", generator=generator, output_type="latent", **FAST).images
     with torch.no_grad():
-        by_hand = (components["vae"].decode(latents / components["vae"].config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+        by_hand = (components["vae"].decode(latents / components["vae"].config.scaling_factor).sample / 2 + 0.5).clamp(
+            0, 1
+        )
     generator = torch.Generator(device="cpu").manual_seed(0)
     from_pipe = tiny_pipe("a cat", generator=generator, output_type="np", **FAST).images
     assert np.abs(by_hand.permute(0, 2, 3, 1).numpy() - from_pipe).max() <= 1e-4

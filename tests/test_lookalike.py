@@ -1,5 +1,6 @@
 """The lookalike Hub repositories (course_utils/models/lookalike.py), small size: git layout, files, and that
 diffusers loads each one the way the lessons load the real one (docs/lookalike-repos.md has the sources)."""
+
 import json
 import subprocess
 
@@ -25,21 +26,42 @@ def _folder(component: str, weights: str, variants=("",)) -> set:
 TOKENIZER = {f"tokenizer/{n}" for n in ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json")}
 CARD = {".gitattributes", "README.md"}
 SD_FOLDERS = (
-    {"model_index.json", "feature_extractor/preprocessor_config.json", "scheduler/scheduler_config.json"} | TOKENIZER
-    | _folder("safety_checker", "model", ("", ".fp16")) | _folder("text_encoder", "model", ("", ".fp16"))
-    | _folder("unet", "diffusion_pytorch_model", ("", ".fp16")) | _folder("vae", "diffusion_pytorch_model", ("", ".fp16"))
+    {"model_index.json", "feature_extractor/preprocessor_config.json", "scheduler/scheduler_config.json"}
+    | TOKENIZER
+    | _folder("safety_checker", "model", ("", ".fp16"))
+    | _folder("text_encoder", "model", ("", ".fp16"))
+    | _folder("unet", "diffusion_pytorch_model", ("", ".fp16"))
+    | _folder("vae", "diffusion_pytorch_model", ("", ".fp16"))
 )
 # Every file of the real repositories except pickles (.ckpt, .bin, .pt) and sample images (docs/lookalike-repos.md).
 EXPECTED_FILES = {
-    SD15: CARD | SD_FOLDERS | {"unet/diffusion_pytorch_model.non_ema.safetensors",
-                               "v1-5-pruned-emaonly.safetensors", "v1-5-pruned.safetensors"},
+    SD15: CARD
+    | SD_FOLDERS
+    | {
+        "unet/diffusion_pytorch_model.non_ema.safetensors",
+        "v1-5-pruned-emaonly.safetensors",
+        "v1-5-pruned.safetensors",
+    },
     INPAINT: CARD | SD_FOLDERS,
-    UPSCALE: CARD | TOKENIZER | {"model_index.json", "scheduler/scheduler_config.json", "low_res_scheduler/scheduler_config.json",
-                                 "x4-upscaler-ema.safetensors"}
-    | _folder("text_encoder", "model", ("", ".fp16")) | _folder("unet", "diffusion_pytorch_model", ("", ".fp16"))
+    UPSCALE: CARD
+    | TOKENIZER
+    | {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "low_res_scheduler/scheduler_config.json",
+        "x4-upscaler-ema.safetensors",
+    }
+    | _folder("text_encoder", "model", ("", ".fp16"))
+    | _folder("unet", "diffusion_pytorch_model", ("", ".fp16"))
     | _folder("vae", "diffusion_pytorch_model", ("", ".fp16")),
-    hub.COUNTERFEIT_REPO: CARD | {f.replace(".fp16", "") for f in SD_FOLDERS if not f.startswith(("safety_checker/", "feature_extractor/"))}
-    | {"Counterfeit-V2.5.safetensors", "Counterfeit-V2.5_pruned.safetensors", hub.COUNTERFEIT_FILE, "Counterfeit-V2.2.safetensors"},
+    hub.COUNTERFEIT_REPO: CARD
+    | {f.replace(".fp16", "") for f in SD_FOLDERS if not f.startswith(("safety_checker/", "feature_extractor/"))}
+    | {
+        "Counterfeit-V2.5.safetensors",
+        "Counterfeit-V2.5_pruned.safetensors",
+        hub.COUNTERFEIT_FILE,
+        "Counterfeit-V2.2.safetensors",
+    },
     hub.EASYNEGATIVE_REPO: CARD | {hub.EASYNEGATIVE_FILE},
     hub.LCM_LORA_REPO: CARD | {hub.LCM_LORA_FILE},
 }
@@ -60,24 +82,34 @@ REAL_MODEL_INDEX = {
     SD15: dict(_class_name="StableDiffusionPipeline", **_SD_COMPONENTS),
     # The inpainting pipeline with SD 1.5's components; DDIMScheduler: its scheduler_config.json as quoted in
     # third-party code ("_class_name": "DDIMScheduler", "_diffusers_version": "0.6.0.dev0"). Unverified on the Hub.
-    INPAINT: dict(_class_name="StableDiffusionInpaintPipeline", **dict(_SD_COMPONENTS, scheduler=["diffusers", "DDIMScheduler"])),
+    INPAINT: dict(
+        _class_name="StableDiffusionInpaintPipeline", **dict(_SD_COMPONENTS, scheduler=["diffusers", "DDIMScheduler"])
+    ),
     # A tutorial's print(pipeline) of stabilityai/stable-diffusion-x4-upscaler (diffusers 0.15.1); the Hub's file is
     # 485 bytes, which these keys with "_diffusers_version": "0.9.0.dev0" (or "0.8.0.dev0") make exactly.
-    UPSCALE: dict(_class_name="StableDiffusionUpscalePipeline", low_res_scheduler=["diffusers", "DDPMScheduler"],
-                  max_noise_level=350, scheduler=["diffusers", "DDIMScheduler"], text_encoder=["transformers", "CLIPTextModel"],
-                  tokenizer=["transformers", "CLIPTokenizer"], unet=["diffusers", "UNet2DConditionModel"],
-                  vae=["diffusers", "AutoencoderKL"]),
+    UPSCALE: dict(
+        _class_name="StableDiffusionUpscalePipeline",
+        low_res_scheduler=["diffusers", "DDPMScheduler"],
+        max_noise_level=350,
+        scheduler=["diffusers", "DDIMScheduler"],
+        text_encoder=["transformers", "CLIPTextModel"],
+        tokenizer=["transformers", "CLIPTokenizer"],
+        unet=["diffusers", "UNet2DConditionModel"],
+        vae=["diffusers", "AutoencoderKL"],
+    ),
     # Its folders (docs/lookalike-repos.md) have no safety checker or feature extractor; the file's exact content
     # (left out, or [null, null]) is unverified. PNDM: unverified.
-    hub.COUNTERFEIT_REPO: dict(_class_name="StableDiffusionPipeline",
-                               **{k: v for k, v in _SD_COMPONENTS.items() if k not in ("safety_checker", "feature_extractor")}),
+    hub.COUNTERFEIT_REPO: dict(
+        _class_name="StableDiffusionPipeline",
+        **{k: v for k, v in _SD_COMPONENTS.items() if k not in ("safety_checker", "feature_extractor")},
+    ),
 }
 
 
 @pytest.fixture(scope="session")
-def repos(tmp_path_factory):
-    """All lookalikes, small size, built once per session."""
-    return lookalike.build_lookalikes(tmp_path_factory.mktemp("lookalikes"), size="small")
+def repos(lookalikes):
+    """All lookalikes, small size: the test run's one build (tests/conftest.py)."""
+    return lookalikes
 
 
 def git(folder, *args) -> str:
@@ -154,7 +186,9 @@ def test_sd15_loads_with_its_safety_checker_and_runs(repos):
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
     pipe = quiet(DiffusionPipeline.from_pretrained(repos[SD15]))
-    assert type(pipe) is StableDiffusionPipeline and type(pipe.safety_checker).__name__ == "StableDiffusionSafetyChecker"
+    assert (
+        type(pipe) is StableDiffusionPipeline and type(pipe.safety_checker).__name__ == "StableDiffusionSafetyChecker"
+    )
     assert pipe.unet.config.block_out_channels == list(configs.TINY_UNET["block_out_channels"])
     assert pipe.vae.config.scaling_factor == configs.SD15_VAE["scaling_factor"]
     out = pipe("a photograph of an astronaut", height=64, width=64, **steps())
@@ -184,7 +218,10 @@ def test_inpainting_loads_and_runs(repos):
     assert pipe("a hat", image=image, mask_image=mask, **steps()).images.shape == (1, 64, 64, 3)
     sd15 = DiffusionPipeline.from_pretrained(repos[SD15])
     assert same(pipe.vae, sd15.vae) and same(pipe.text_encoder, sd15.text_encoder)  # shared, as in the real pair
-    assert DiffusionPipeline.from_pretrained(repos[INPAINT], variant="fp16", dtype=torch.float16).unet.dtype == torch.float16
+    assert (
+        DiffusionPipeline.from_pretrained(repos[INPAINT], variant="fp16", dtype=torch.float16).unet.dtype
+        == torch.float16
+    )
 
 
 def test_upscaler_loads_and_runs(repos):
@@ -192,8 +229,13 @@ def test_upscaler_loads_and_runs(repos):
 
     pipe = quiet(DiffusionPipeline.from_pretrained(repos[UPSCALE]))
     assert type(pipe) is StableDiffusionUpscalePipeline
-    assert pipe.unet.config.in_channels == 7 and pipe.vae.config.scaling_factor == configs.X4_UPSCALER_VAE["scaling_factor"]
-    assert pipe.text_encoder.config.hidden_act == "gelu" and pipe.tokenizer.pad_token == "!"  # SD 2's OpenCLIP, its tokenizer
+    assert (
+        pipe.unet.config.in_channels == 7
+        and pipe.vae.config.scaling_factor == configs.X4_UPSCALER_VAE["scaling_factor"]
+    )
+    assert (
+        pipe.text_encoder.config.hidden_act == "gelu" and pipe.tokenizer.pad_token == "!"
+    )  # SD 2's OpenCLIP, its tokenizer
     out = pipe("a cat", image=Image.new("RGB", (16, 16), "gray"), noise_level=20, **steps())
     assert out.images.shape == (1, 64, 64, 3)
     fp16 = DiffusionPipeline.from_pretrained(repos[UPSCALE], variant="fp16", dtype=torch.float16)
@@ -209,7 +251,11 @@ def test_counterfeit_single_file_loads_with_sd15_configs(repos):
     path = repos[hub.COUNTERFEIT_REPO] / hub.COUNTERFEIT_FILE
     header = single_file.read_header(path)
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
-    assert set(single_file.group_keys(path)) == {"model.diffusion_model", "first_stage_model", "cond_stage_model.transformer"}
+    assert set(single_file.group_keys(path)) == {
+        "model.diffusion_model",
+        "first_stage_model",
+        "cond_stage_model.transformer",
+    }
     pipe = single_file.load_single_file(path, config=repos[SD15], dtype=torch.float32)
     folder = DiffusionPipeline.from_pretrained(repos[hub.COUNTERFEIT_REPO])
     for name in ("unet", "vae", "text_encoder"):  # the same model as the repository's diffusers folders
@@ -223,13 +269,18 @@ def test_sd15_single_files_hold_the_ema_and_non_ema_weights(repos):
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
     folder = repos[SD15]
-    ema, non_ema = DiffusionPipeline.from_pretrained(folder), DiffusionPipeline.from_pretrained(folder, variant="non_ema")
+    ema, non_ema = (
+        DiffusionPipeline.from_pretrained(folder),
+        DiffusionPipeline.from_pretrained(folder, variant="non_ema"),
+    )
     kw = dict(config=str(folder), local_files_only=True)
     emaonly = StableDiffusionPipeline.from_single_file(str(folder / "v1-5-pruned-emaonly.safetensors"), **kw)
     assert same(emaonly.unet, ema.unet) and same(emaonly.vae, ema.vae) and same(emaonly.text_encoder, ema.text_encoder)
     pruned = StableDiffusionPipeline.from_single_file(str(folder / "v1-5-pruned.safetensors"), **kw)
     assert same(pruned.unet, non_ema.unet)
-    pruned_ema = StableDiffusionPipeline.from_single_file(str(folder / "v1-5-pruned.safetensors"), extract_ema=True, **kw)
+    pruned_ema = StableDiffusionPipeline.from_single_file(
+        str(folder / "v1-5-pruned.safetensors"), extract_ema=True, **kw
+    )
     assert same(pruned_ema.unet, ema.unet)
     with safe_open(str(folder / "v1-5-pruned.safetensors"), "pt") as f:
         keys = set(f.keys())
@@ -248,7 +299,11 @@ def test_upscaler_single_file_is_sd2_layout_and_loads(repos):
     prefix = original_layout.OPEN_CLIP_PREFIX
     layers = configs.TINY_UPSCALER_TEXT_ENCODER["num_hidden_layers"]
     assert f"{prefix}transformer.resblocks.{layers}.attn.in_proj_weight" in keys  # the block diffusers drops
-    assert {f"{prefix}text_projection", "model.diffusion_model.label_emb.weight", "low_scale_model.alphas_cumprod"} <= keys
+    assert {
+        f"{prefix}text_projection",
+        "model.diffusion_model.label_emb.weight",
+        "low_scale_model.alphas_cumprod",
+    } <= keys
     pipe = StableDiffusionUpscalePipeline.from_single_file(str(path), config=str(folder), local_files_only=True)
     ref = DiffusionPipeline.from_pretrained(folder)
     assert same(pipe.unet, ref.unet) and same(pipe.vae, ref.vae) and same(pipe.text_encoder, ref.text_encoder)
@@ -286,7 +341,9 @@ def test_lcm_lora_has_the_kohya_key_format_and_loads_into_sd15(repos):
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     run = dict(prompt="a cat", height=64, width=64, guidance_scale=1.0, **dict(steps(), output_type="latent"))
     base = pipe(**run).images
-    pipe.load_lora_weights(str(repos[hub.LCM_LORA_REPO]), adapter_name="lcm")  # the folder, as files.lora_source gives it
+    pipe.load_lora_weights(
+        str(repos[hub.LCM_LORA_REPO]), adapter_name="lcm"
+    )  # the folder, as files.lora_source gives it
     assert pipe.get_list_adapters() == {"unet": ["lcm"]}
     assert sum(isinstance(m, peft.tuners.lora.LoraLayer) for m in pipe.unet.modules()) == len(shapes)
     run["generator"] = torch.Generator().manual_seed(0)
@@ -312,8 +369,11 @@ def safetensors_size(tensors: dict) -> int:
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, (dtype, shape) in sorted(tensors.items(), key=lambda kv: (-_BYTES[kv[1][0]], kv[0])):
         size = _BYTES[dtype] * torch.Size(shape).numel()
-        header[name] = {"dtype": {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64"}[dtype],
-                        "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64"}[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     text = json.dumps(header, separators=(",", ":"))
     return 8 + len(text) + (-len(text)) % 8 + offset
@@ -325,15 +385,24 @@ def component_tensors(kind: str, cfg: dict, dtype) -> dict:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):
-        model = {"text": lambda: CLIPTextModel(CLIPTextConfig(**cfg)), "unet": lambda: UNet2DConditionModel(**cfg),
-                 "vae": lambda: AutoencoderKL(**cfg)}[kind]()
-    out = {("text_model." if kind == "text" else "") + k: (dtype, tuple(t.shape)) for k, t in model.state_dict().items()}
+        model = {
+            "text": lambda: CLIPTextModel(CLIPTextConfig(**cfg)),
+            "unet": lambda: UNet2DConditionModel(**cfg),
+            "vae": lambda: AutoencoderKL(**cfg),
+        }[kind]()
+    out = {
+        ("text_model." if kind == "text" else "") + k: (dtype, tuple(t.shape)) for k, t in model.state_dict().items()
+    }
     if kind == "text":
         out["text_model.embeddings.position_ids"] = (torch.int64, (1, cfg["max_position_embeddings"]))
     return out
 
 
-X4_FILES = (("text", "text_encoder/model"), ("unet", "unet/diffusion_pytorch_model"), ("vae", "vae/diffusion_pytorch_model"))
+X4_FILES = (
+    ("text", "text_encoder/model"),
+    ("unet", "unet/diffusion_pytorch_model"),
+    ("vae", "vae/diffusion_pytorch_model"),
+)
 
 
 def test_size_arithmetic_matches_the_small_files(repos):
@@ -341,7 +410,9 @@ def test_size_arithmetic_matches_the_small_files(repos):
     for kind, stem in X4_FILES:
         for variant, dtype in (("", torch.float32), (".fp16", torch.float16)):
             path = repos[UPSCALE] / f"{stem}{variant}.safetensors"
-            assert safetensors_size(component_tensors(kind, small[f"x4_{kind}"], dtype)) == path.stat().st_size, path.name
+            assert safetensors_size(component_tensors(kind, small[f"x4_{kind}"], dtype)) == path.stat().st_size, (
+                path.name
+            )
 
 
 def test_full_size_x4_files_have_the_real_files_byte_sizes():
@@ -360,8 +431,14 @@ def test_full_size_sd15_files_have_the_real_files_sizes_in_mib():
     from transformers import CLIPConfig
 
     full = lookalike.architecture("full")
-    real_mib = {("unet", torch.float32): 3278, ("unet", torch.float16): 1639, ("text", torch.float32): 469,
-                ("text", torch.float16): 234, ("vae", torch.float32): 319, ("vae", torch.float16): 159}
+    real_mib = {
+        ("unet", torch.float32): 3278,
+        ("unet", torch.float16): 1639,
+        ("text", torch.float32): 469,
+        ("text", torch.float16): 234,
+        ("vae", torch.float32): 319,
+        ("vae", torch.float16): 159,
+    }
     for (kind, dtype), mib in real_mib.items():
         assert safetensors_size(component_tensors(kind, full[kind], dtype)) // 2**20 == mib, (kind, dtype)
     with torch.device("meta"):

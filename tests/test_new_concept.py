@@ -1,4 +1,5 @@
 """course_utils.new_concept (lesson 10) against diffusers and the world's ground truth."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +22,9 @@ def test_scenes_new_shape_and_prior():
     assert [s.shape for s in concept] == ["diamond"] * 6 and all("diamond" in s.caption for s in concept)
     assert concept[0].caption == world.sample(3, shape="diamond").caption
     prior = new_concept.prior_scenes(30)
-    assert {s.shape for s in prior} <= set(world.SHAPES) and prior[0].caption == world.sample(new_concept.PRIOR_SEED).caption
+    assert {s.shape for s in prior} <= set(world.SHAPES) and prior[0].caption == world.sample(
+        new_concept.PRIOR_SEED
+    ).caption
 
 
 def test_photo_crops_are_squares_of_the_asked_size():
@@ -34,7 +37,11 @@ def test_photo_crops_are_squares_of_the_asked_size():
 def test_encode_dataset_and_training_loss_match_diffusers(pipe):
     scenes = new_concept.concept_scenes("diamond", 3) + new_concept.prior_scenes(2)
     data = new_concept.encode_dataset(pipe, [s.image for s in scenes], [s.caption for s in scenes], batch_size=2)
-    assert data["mean"].shape == (5, 4, 16, 16) and data["std"].shape == (5, 4, 16, 16) and data["text"].shape == (5, 77, 64)
+    assert (
+        data["mean"].shape == (5, 4, 16, 16)
+        and data["std"].shape == (5, 4, 16, 16)
+        and data["text"].shape == (5, 77, 64)
+    )
     with torch.no_grad():
         ids = cu.text_embeddings.token_ids(pipe.tokenizer, scenes[4].caption)
         assert torch.allclose(data["text"][4], pipe.text_encoder(ids)[0][0], atol=1e-5)
@@ -58,8 +65,10 @@ def test_encode_dataset_and_training_loss_match_diffusers(pipe):
 def test_share_drawn_counts_what_classify_reads(pipe):
     class Rendered:  # a stand-in pipeline that "draws" rendered ground truth: 3 diamonds, 1 square
         def __call__(self, prompts, generator, **settings):
-            images = [world.sample(i, shape="diamond").image for i in range(3)] + [world.sample(0, shape="square").image]
-            return type("Out", (), {"images": images[:len(prompts)]})
+            images = [world.sample(i, shape="diamond").image for i in range(3)] + [
+                world.sample(0, shape="square").image
+            ]
+            return type("Out", (), {"images": images[: len(prompts)]})
 
     share, images, found = new_concept.share_drawn(Rendered(), "diamond", ["a"] * 4)
     assert share == 0.75 and len(images) == 4 and found[3]["shape"] == "square"

@@ -1,4 +1,5 @@
 """Every lesson follows the course's conventions: paired, stripped, structured, profile-neutral."""
+
 import json
 import re
 from pathlib import Path
@@ -8,7 +9,9 @@ import pytest
 
 NOTEBOOKS = sorted(Path(__file__).resolve().parent.parent.joinpath("notebooks").glob("[0-9][0-9]_*.ipynb"))
 # Outdated APIs and the removed model id (written with [.] etc. so this file does not match itself).
-DEPRECATED = re.compile(r"unet[.]in_channels|torch_dtype[=]|CLIPFeature[E]xtractor|callback_steps[=]|_encode_promp[t]|runwayml[/]")
+DEPRECATED = re.compile(
+    r"unet[.]in_channels|torch_dtype[=]|CLIPFeature[E]xtractor|callback_steps[=]|_encode_promp[t]|runwayml[/]"
+)
 
 
 def test_all_lessons_present():
@@ -39,7 +42,8 @@ def test_no_library_note_before_setup(path):
     first = next(t for t in code if "setup(" in t)
     before = first[: first.index("setup(")]
     assert not re.search(r"from diffusers import .*Pipeline|from transformers import", before), (
-        "import pipeline classes and transformers after `choice = cu.setup()`")
+        "import pipeline classes and transformers after `choice = cu.setup()`"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -73,12 +77,16 @@ def test_repository_url_is_set_in_one_place():
     """pyproject.toml names the repository; every first cell and the README's Colab links use exactly it."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("publish", Path(__file__).resolve().parent.parent / "tools" / "publish.py")
+    spec = importlib.util.spec_from_file_location(
+        "publish", Path(__file__).resolve().parent.parent / "tools" / "publish.py"
+    )
     publish = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(publish)
     repo = publish.repository_url()
     for path in NOTEBOOKS:
         first = "".join(next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")["source"])
-        assert f'os.environ.get("COURSE_REPO", "{repo}.git")' in first, f"{path.name}: run tools/publish.py and make sync"
+        assert f'os.environ.get("COURSE_REPO", "{repo}.git")' in first, (
+            f"{path.name}: run tools/publish.py and make sync"
+        )
     readme = (path.parent.parent / "README.md").read_text()
     assert publish.badge_table(repo) in readme, "README's Colab badges: run tools/publish.py"

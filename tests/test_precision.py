@@ -3,6 +3,7 @@
 The bug this guards against: peft gives a LoRA the dtype of its base layer, so on a GPU (float16) AdamW steps float16
 weights; its eps (1e-8) is 0 in float16 and a LoRA's A has a zero first gradient (B starts at 0): 0 / 0 = NaN.
 """
+
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -22,7 +23,9 @@ def scenes():
 def _lora_unet(dtype: torch.dtype, recipe: bool):
     unet = builders.tiny_text2img(dtype=dtype).unet
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=list(new_concept.LORA_TARGETS)))
+    unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=list(new_concept.LORA_TARGETS))
+    )
     if recipe:
         cast_training_params(unet, dtype=torch.float32)
     return unet
@@ -101,11 +104,14 @@ def test_textual_inversion_in_float16_is_finite_and_accumulates_like_one_batch()
     for dtype in (torch.float32, torch.float16):
         pipe = builders.tiny_text2img(dtype=dtype)
         token = "<my-shape>"
-        te.add_token(pipe.tokenizer, pipe.text_encoder, token, te.word_vector(pipe.tokenizer, pipe.text_encoder, "shape"))
+        te.add_token(
+            pipe.tokenizer, pipe.text_encoder, token, te.word_vector(pipe.tokenizer, pipe.text_encoder, "shape")
+        )
         images, captions = _purple_triangles(4, token)
         whole, losses = te.train_textual_inversion(pipe, images, captions, token, steps=2)
-        parts, part_losses = te.train_textual_inversion(pipe, images, captions, token, steps=2, batch_size=1,
-                                                        gradient_checkpointing=True)
+        parts, part_losses = te.train_textual_inversion(
+            pipe, images, captions, token, steps=2, batch_size=1, gradient_checkpointing=True
+        )
         assert all(torch.isfinite(torch.tensor(losses + part_losses))) and torch.isfinite(parts.float()).all()
         assert not pipe.unet.is_gradient_checkpointing  # switched back off
         # 4 passes of 1 add up to the batch of 4 (float32: to rounding; float16: to its last digits)

@@ -35,7 +35,12 @@ def test_hub_unreachable_offline(monkeypatch, tmp_path):
     with pytest.raises(cu.CourseError) as info:
         cu.load_pipeline("text2img", profile="sd15", device="cpu")
     message = str(info.value)
-    for needle in ("HF_ENDPOINT", "COURSE_MODELS_DIR", "COURSE_PROFILE=tiny", "stable-diffusion-v1-5/stable-diffusion-v1-5"):
+    for needle in (
+        "HF_ENDPOINT",
+        "COURSE_MODELS_DIR",
+        "COURSE_PROFILE=tiny",
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    ):
         assert needle in message
 
 
@@ -130,7 +135,9 @@ def test_every_role_has_a_builder_per_profile():
 def test_repo_override_and_weight_patterns(monkeypatch):
     assert hub.repo_id("upscale") == "stabilityai/stable-diffusion-x4-upscaler"
     monkeypatch.setenv("COURSE_HUB_UPSCALE", "someone/x4-upscaler-copy")
-    assert hub.repo_id("upscale") == "someone/x4-upscaler-copy" and hub.repo_id("text2img") == hub.SD15_REPOS["text2img"]
+    assert (
+        hub.repo_id("upscale") == "someone/x4-upscaler-copy" and hub.repo_id("text2img") == hub.SD15_REPOS["text2img"]
+    )
     allow, ignore = hub.weight_patterns("fp16")
     assert "*/*.fp16.safetensors" in allow and not ignore
     allow, ignore = hub.weight_patterns(None)
@@ -142,8 +149,15 @@ def pipeline_folder(root, files, index=("unet", "vae")):
     import json
 
     root.mkdir(parents=True, exist_ok=True)
-    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
-                                                       **{n: ["diffusers", "X"] for n in index}, "safety_checker": [None, None]}))
+    (root / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                **{n: ["diffusers", "X"] for n in index},
+                "safety_checker": [None, None],
+            }
+        )
+    )
     for name in index:
         (root / name).mkdir(exist_ok=True)
         (root / name / "config.json").write_text("{}")
@@ -153,7 +167,10 @@ def pipeline_folder(root, files, index=("unet", "vae")):
 
 
 def test_folder_variant(tmp_path):
-    folder = pipeline_folder(tmp_path / "a", ["unet/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors"])
+    folder = pipeline_folder(
+        tmp_path / "a",
+        ["unet/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors"],
+    )
     assert hub.folder_variant(folder, None) == "fp16"  # only fp16 files (a GPU's download): load those
     assert hub.folder_variant(folder, "fp16") == "fp16"
     for name in ("unet", "vae"):
@@ -166,7 +183,9 @@ def test_folder_variant(tmp_path):
 def test_folder_complete_finds_bin_only_and_refuses_missing_parts(tmp_path):
     bins = pipeline_folder(tmp_path / "bins", ["unet/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"])
     assert hub.folder_complete(bins, None) and not hub.folder_complete(bins, "fp16")
-    half = pipeline_folder(tmp_path / "half", ["unet/diffusion_pytorch_model.safetensors"])  # the VAE's weights are missing
+    half = pipeline_folder(
+        tmp_path / "half", ["unet/diffusion_pytorch_model.safetensors"]
+    )  # the VAE's weights are missing
     assert not hub.folder_complete(half, None)
     (half / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     assert hub.folder_complete(half, None)
@@ -176,23 +195,48 @@ def test_folder_complete_finds_bin_only_and_refuses_missing_parts(tmp_path):
     assert not hub.folder_complete(tmp_path / "nothing", None)
 
 
-SD15_FILES = ["model_index.json", "v1-5-pruned-emaonly.safetensors", "v1-5-pruned-emaonly.ckpt", "README.md",
-              "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
-              "unet/config.json", "unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.safetensors",
-              "unet/diffusion_pytorch_model.fp16.bin", "unet/diffusion_pytorch_model.fp16.safetensors",
-              "unet/diffusion_pytorch_model.non_ema.safetensors",
-              "text_encoder/config.json", "text_encoder/pytorch_model.bin", "text_encoder/model.safetensors",
-              "text_encoder/model.fp16.safetensors"]
+SD15_FILES = [
+    "model_index.json",
+    "v1-5-pruned-emaonly.safetensors",
+    "v1-5-pruned-emaonly.ckpt",
+    "README.md",
+    "scheduler/scheduler_config.json",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.bin",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.fp16.bin",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/diffusion_pytorch_model.non_ema.safetensors",
+    "text_encoder/config.json",
+    "text_encoder/pytorch_model.bin",
+    "text_encoder/model.safetensors",
+    "text_encoder/model.fp16.safetensors",
+]
 
 
 def test_download_plan_follows_the_repositorys_own_files():
     files, variant = hub.download_plan(SD15_FILES, "fp16")
-    assert variant == "fp16" and sorted(files) == sorted(["model_index.json", "scheduler/scheduler_config.json",
-        "tokenizer/vocab.json", "tokenizer/merges.txt", "unet/config.json", "text_encoder/config.json",
-        "unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.fp16.safetensors"])
-    files, variant = hub.download_plan(SD15_FILES, None)  # the default weights, safetensors; never non_ema, never single files
+    assert variant == "fp16" and sorted(files) == sorted(
+        [
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "unet/config.json",
+            "text_encoder/config.json",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "text_encoder/model.fp16.safetensors",
+        ]
+    )
+    files, variant = hub.download_plan(
+        SD15_FILES, None
+    )  # the default weights, safetensors; never non_ema, never single files
     assert variant is None and {f for f in files if "/" in f and not f.endswith((".json", ".txt"))} == {
-        "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"}
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    }
     # an early-2023 conversion: pickles only, no fp16 -> the .bin files, default weights even when fp16 was wanted
     bins = [f for f in SD15_FILES if not f.endswith(".safetensors") and ".fp16." not in f]
     files, variant = hub.download_plan(bins, "fp16")
@@ -205,8 +249,12 @@ def test_download_plan_follows_the_repositorys_own_files():
     # fp16 for one part only: one variant= must load the folder, so the default weights everywhere
     partial = [f for f in SD15_FILES if f != "text_encoder/model.fp16.safetensors"]
     assert hub.download_plan(partial, "fp16")[1] is None
-    shards = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors.index.json",
-              "unet/diffusion_pytorch_model-00001-of-00002.safetensors", "unet/diffusion_pytorch_model-00002-of-00002.safetensors"]
+    shards = [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors.index.json",
+        "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+        "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
+    ]
     assert sorted(hub.download_plan(shards, None)[0]) == sorted(shards)
 
 
@@ -231,13 +279,17 @@ def test_find_moves_on_when_missing_and_stops_when_unreachable(monkeypatch):
     monkeypatch.setattr(hub, "resolve_model", resolve)
     said = []
     assert hub.find("upscale", say=said.append) == ("copy/x4", "/cache/copy/x4")
-    assert [s.split(": ", 2)[2] for s in said] == [f"trying gone/x4 on {constants_endpoint()} (1 of 2)",
-                                                   "gone/x4 is missing there; trying the next known copy",
-                                                   f"trying copy/x4 on {constants_endpoint()} (2 of 2)"]
+    assert [s.split(": ", 2)[2] for s in said] == [
+        f"trying gone/x4 on {constants_endpoint()} (1 of 2)",
+        "gone/x4 is missing there; trying the next known copy",
+        f"trying copy/x4 on {constants_endpoint()} (2 of 2)",
+    ]
     said.clear()
     assert hub.find("upscale", say=said.append)[0] == "copy/x4" and "gone/x4" not in " ".join(said)  # not asked again
     monkeypatch.setenv("COURSE_HUB_UPSCALE", "gone/x4,gone2/x4")
-    monkeypatch.setattr(hub, "resolve_model", lambda repo, **kw: (_ for _ in ()).throw(hub.RepoMissing(hub.missing_message(repo))))
+    monkeypatch.setattr(
+        hub, "resolve_model", lambda repo, **kw: (_ for _ in ()).throw(hub.RepoMissing(hub.missing_message(repo)))
+    )
     with pytest.raises(hub.RepoMissing, match="gone/x4, gone2/x4"):
         hub.find("upscale", say=said.append)
     calls = []
@@ -268,8 +320,11 @@ def test_a_gpu_that_falls_back_to_tiny_shows_a_banner(monkeypatch, capsys, what)
     monkeypatch.setattr(registry, "get_device", lambda: "cuda")
     monkeypatch.setattr(registry, "describe_device", lambda device: "cuda (a GPU, pretended)")  # no CUDA in this torch
     monkeypatch.setattr(registry, "_BANNERS_SHOWN", set())
-    error = hub.RepoMissing(hub.missing_message("gone/sd15", role="text2img")) if what == "missing" else CourseError(
-        hub.unreachable_message("gone/sd15"))
+    error = (
+        hub.RepoMissing(hub.missing_message("gone/sd15", role="text2img"))
+        if what == "missing"
+        else CourseError(hub.unreachable_message("gone/sd15"))
+    )
     monkeypatch.setattr(hub, "find", lambda *a, **kw: (_ for _ in ()).throw(error))
     choice = cu.setup()
     out = capsys.readouterr().out
@@ -287,10 +342,16 @@ def test_a_gpu_that_falls_back_to_tiny_shows_a_banner(monkeypatch, capsys, what)
 def test_missing_and_unreachable_are_told_apart():
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-    not_found = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as raised for a 401/404 (it wants a response)
+    not_found = RepositoryNotFoundError.__new__(
+        RepositoryNotFoundError
+    )  # as raised for a 401/404 (it wants a response)
     Exception.__init__(not_found, "404 Client Error: Repository Not Found")
     missing = hub.course_error("nobody/nothing", not_found, role="upscale")
-    assert isinstance(missing, hub.RepoMissing) and "nobody/nothing" in str(missing) and "COURSE_HUB_UPSCALE" in str(missing)
+    assert (
+        isinstance(missing, hub.RepoMissing)
+        and "nobody/nothing" in str(missing)
+        and "COURSE_HUB_UPSCALE" in str(missing)
+    )
     assert "not reachable" not in str(missing)
     offline = hub.course_error("nobody/nothing", LocalEntryNotFoundError("not cached"))
     refused = hub.course_error("nobody/nothing", ConnectionRefusedError("refused"))

@@ -3,6 +3,7 @@
 Each scenario runs the course in a fresh Python process, as a learner would, with ``HF_ENDPOINT``
 pointing at the mirror and an empty ``HF_HOME`` (huggingface_hub reads both once, at import).
 """
+
 import json
 import os
 import shutil
@@ -49,19 +50,27 @@ print("RESULT " + json.dumps(out))
 
 def course_env(endpoint: str, hf_home: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "COURSE_"))}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), COURSE_PROFILE="sd15", COURSE_DEVICE="cpu",
-               COURSE_CACHE=os.environ.get("COURSE_CACHE", str(hf_home / "course")), **extra)
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(hf_home),
+        COURSE_PROFILE="sd15",
+        COURSE_DEVICE="cpu",
+        COURSE_CACHE=os.environ.get("COURSE_CACHE", str(hf_home / "course")),
+        **extra,
+    )
     return env
 
 
 def python(code: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def result(proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def served_files(log: Path) -> list[str]:
@@ -70,10 +79,12 @@ def served_files(log: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def mirror(tmp_path_factory):
+def mirror(tmp_path_factory, lookalikes):
+    """olah serving the test run's one build of the lookalikes (tests/conftest.py)."""
     root = tmp_path_factory.mktemp("hub-mirror")
-    process, endpoint = hub_mirror.start(root, size="small")
-    yield dict(root=root, endpoint=endpoint, log=root / "olah.log", process=process)
+    mirrors = next(iter(lookalikes.values())).parents[2]
+    process, endpoint = hub_mirror.start(root, mirrors=mirrors)
+    yield dict(root=root, mirrors=mirrors, endpoint=endpoint, log=root / "olah.log", process=process)
     hub_mirror.stop(process)
 
 
@@ -95,8 +106,14 @@ def test_every_role_downloads_then_loads_offline_from_the_cache(mirror, tmp_path
 def test_download_command_then_course_models_dir(mirror, tmp_path):
     models = tmp_path / "models"
     env = course_env(mirror["endpoint"], tmp_path / "hf")
-    proc = subprocess.run([sys.executable, "-m", "course_utils", "download", "sd15", "--to", str(models)],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "course_utils", "download", "sd15", "--to", str(models)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for repo in set(hub.SD15_REPOS.values()):
         assert (models / repo / "model_index.json").exists(), repo
@@ -123,8 +140,7 @@ def test_fp16_only_cache_is_found_and_used_on_a_cpu(mirror, tmp_path):
         "from huggingface_hub import snapshot_download\n"
         "from course_utils.models import hub\n"
         f"try:\n    snapshot_download({repo!r}, local_files_only=True)\n    print('PATTERNLESS ok')\n"
-        "except Exception as err:\n    print('PATTERNLESS', type(err).__name__)\n"
-        + LOAD_EVERY_ROLE % (("text2img",),)
+        "except Exception as err:\n    print('PATTERNLESS', type(err).__name__)\n" + LOAD_EVERY_ROLE % (("text2img",),)
     )
     proc = python(check, course_env(mirror["endpoint"], hf_home, HF_HUB_OFFLINE="1"))
     loaded = result(proc)
@@ -135,8 +151,8 @@ def test_fp16_only_cache_is_found_and_used_on_a_cpu(mirror, tmp_path):
 def commit_copy(mirror, source_id: str, copy_id: str, change=None) -> Path:
     """A copy of a lookalike under another id in the mirror (as a community copy would be), optionally changed
     by ``change(folder)``, committed as one git commit on main."""
-    src = mirror["root"] / "mirrors" / "models" / source_id
-    copy = mirror["root"] / "mirrors" / "models" / copy_id
+    src = mirror["mirrors"] / "models" / source_id
+    copy = mirror["mirrors"] / "models" / copy_id
     if not copy.exists():
         shutil.copytree(src, copy, ignore=shutil.ignore_patterns(".git"))
         if change:
@@ -157,24 +173,35 @@ def test_missing_repo_is_missing_not_unreachable_and_a_known_copy_is_tried_next(
     )
     proc = python(code, env)
     assert "ERROR RepoMissing" in proc.stdout, proc.stdout + proc.stderr[-2000:]
-    assert "nobody/no-such-upscaler" in proc.stdout and "is missing" in proc.stdout and "not reachable" not in proc.stdout
+    assert (
+        "nobody/no-such-upscaler" in proc.stdout and "is missing" in proc.stdout and "not reachable" not in proc.stdout
+    )
     assert "COURSE_HUB_UPSCALE" in proc.stdout
     # the first repository is gone, the second a copy under another id (as sd2-community's is): each try printed
     commit_copy(mirror, hub.SD15_REPOS["upscale"], "course-test/x4-upscaler-copy")
     hf_home = tmp_path / "hf-copy"
-    env = course_env(mirror["endpoint"], hf_home, COURSE_HUB_UPSCALE="nobody/no-such-upscaler,course-test/x4-upscaler-copy")
+    env = course_env(
+        mirror["endpoint"], hf_home, COURSE_HUB_UPSCALE="nobody/no-such-upscaler,course-test/x4-upscaler-copy"
+    )
     proc = python(LOAD_EVERY_ROLE % (("upscale",),), env)
     loaded = result(proc)
     assert "course-test--x4-upscaler-copy" in loaded["upscale"]["source"]
     tries = [line for line in proc.stdout.splitlines() if line.startswith("course_utils: upscale:")]
-    assert tries == [f"course_utils: upscale: trying nobody/no-such-upscaler on {mirror['endpoint']} (1 of 2)",
-                     "course_utils: upscale: nobody/no-such-upscaler is missing there; trying the next known copy",
-                     f"course_utils: upscale: trying course-test/x4-upscaler-copy on {mirror['endpoint']} (2 of 2)"], proc.stdout
+    assert tries == [
+        f"course_utils: upscale: trying nobody/no-such-upscaler on {mirror['endpoint']} (1 of 2)",
+        "course_utils: upscale: nobody/no-such-upscaler is missing there; trying the next known copy",
+        f"course_utils: upscale: trying course-test/x4-upscaler-copy on {mirror['endpoint']} (2 of 2)",
+    ], proc.stdout
     # offline, the copy is found in the cache without asking anyone
     offline = result(python(LOAD_EVERY_ROLE % (("upscale",),), dict(env, HF_HUB_OFFLINE="1")))
-    assert offline["upscale"]["source"] == loaded["upscale"]["source"] and offline["upscale"]["shape"] == loaded["upscale"]["shape"]
+    assert (
+        offline["upscale"]["source"] == loaded["upscale"]["source"]
+        and offline["upscale"]["shape"] == loaded["upscale"]["shape"]
+    )
     # every known copy missing: one message naming each
-    env = course_env(mirror["endpoint"], tmp_path / "hf-none", COURSE_HUB_UPSCALE="nobody/no-such-upscaler,nobody/no-copy-either")
+    env = course_env(
+        mirror["endpoint"], tmp_path / "hf-none", COURSE_HUB_UPSCALE="nobody/no-such-upscaler,nobody/no-copy-either"
+    )
     proc = python(code, env)
     assert "ERROR RepoMissing None of upscale's known repositories" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "nobody/no-such-upscaler, nobody/no-copy-either" in proc.stdout
@@ -213,7 +240,7 @@ def test_counterfeit_with_bin_only_folders_downloads_and_loads_online_then_offli
 
 def test_server_stopped_gives_the_three_ways_out(tmp_path):
     root = tmp_path / "stopped"
-    process, endpoint = hub_mirror.start(root, size="small")
+    process, endpoint = hub_mirror.start(root, repos=())  # a server that stops: nothing to serve
     hub_mirror.stop(process)
     code = (
         "import course_utils as cu\n"
@@ -226,13 +253,15 @@ def test_server_stopped_gives_the_three_ways_out(tmp_path):
         assert needle in proc.stdout, needle
 
 
-LARGE = 96 * 2**20  # bytes: the test kills the server once 1 MB has arrived, so the rest is still on its way (was 256 MB: +25 s)
+LARGE = (
+    96 * 2**20
+)  # bytes: the test kills the server once 1 MB has arrived, so the rest is still on its way (was 256 MB: +25 s)
 
 
 def test_server_killed_mid_download_then_resumed(tmp_path):
     """The Wi-Fi drops during a large download: nothing truncated is loaded, the message says so, the next run completes."""
     root = tmp_path / "flaky"
-    process, endpoint = hub_mirror.start(root, size="small")
+    process, endpoint = hub_mirror.start(root, repos=())  # its one repository is made below
     port = int(endpoint.rsplit(":", 1)[1])
     # a large file in a repository of its own, committed into the mirror
     repo = root / "mirrors" / "models" / "course-test" / "large"
@@ -240,8 +269,19 @@ def test_server_killed_mid_download_then_resumed(tmp_path):
     (repo / "model_index.json").write_text("{}")
     with open(repo / "unet" / "diffusion_pytorch_model.safetensors", "wb") as f:
         f.write(os.urandom(LARGE))
-    git = ["git", "-C", str(repo), "-c", "user.name=course", "-c", "user.email=course@localhost",
-           "-c", "core.compression=0", "-c", "core.looseCompression=0"]  # random bytes do not compress: do not try
+    git = [
+        "git",
+        "-C",
+        str(repo),
+        "-c",
+        "user.name=course",
+        "-c",
+        "user.email=course@localhost",
+        "-c",
+        "core.compression=0",
+        "-c",
+        "core.looseCompression=0",
+    ]  # random bytes do not compress: do not try
     subprocess.run(["git", "-C", str(repo), "init", "-q", "-b", "main"], check=True)
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["commit", "-q", "-m", "large"], check=True)
@@ -254,8 +294,14 @@ def test_server_killed_mid_download_then_resumed(tmp_path):
         "except Exception as err:\n"
         "    print('ERROR', hub.course_error('course-test/large', err))\n"
     )
-    download = subprocess.Popen([sys.executable, "-c", code], env=course_env(endpoint, hf_home), cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    download = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=course_env(endpoint, hf_home),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any(p.stat().st_size > 2**20 for p in hf_home.rglob("*.incomplete")):
         time.sleep(0.05)
@@ -267,7 +313,7 @@ def test_server_killed_mid_download_then_resumed(tmp_path):
     assert not any(p.stat().st_size == LARGE for p in blobs)  # only the .incomplete part was written
     snapshot = list(hf_home.rglob("snapshots/*/unet/diffusion_pytorch_model.safetensors"))
     assert not snapshot, "a truncated file is in the snapshot"
-    process, endpoint = hub_mirror.start(root, size="small", port=port)  # the Wi-Fi is back
+    process, endpoint = hub_mirror.start(root, repos=(), port=port)  # the Wi-Fi is back
     try:
         proc = python(code, course_env(endpoint, hf_home))
         assert "DONE" in proc.stdout, proc.stdout + proc.stderr[-2000:]
@@ -285,7 +331,7 @@ def full_size_cells_of_lesson_9() -> list[str]:
 
     path = ROOT / "notebooks" / "09_your_hardware.ipynb"
     code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    found = [i for i, src in enumerate(code) if "bench.full_size_parts(" in src or 'seconds["UNet step' in src]
+    found = [i for i, src in enumerate(code) if "full_size.full_size_parts(" in src or 'seconds["UNet step' in src]
     assert len(found) == 2, found
     return [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]
 
@@ -294,14 +340,34 @@ def full_size_cells_of_lesson_9() -> list[str]:
 def test_every_lesson_runs_on_sd15_through_the_mirror(mirror, tmp_path):
     """nbval on every notebook with COURSE_PROFILE=sd15 in float16, as on a Colab GPU: every sd15 branch and every
     half-precision branch executes, from the repositories' variant="fp16" files (small lookalikes, 64x64, 10 steps)."""
-    env = course_env(mirror["endpoint"], tmp_path / "hf", COURSE_SETTINGS="height=64,width=64,num_inference_steps=10",
-                     COURSE_STRICT_WARNINGS="1", COURSE_TRAIN_STEPS="4",  # lesson 10: the mechanics, 4 LoRA steps
-                     COURSE_DTYPE="float16")
+    env = course_env(
+        mirror["endpoint"],
+        tmp_path / "hf",
+        COURSE_SETTINGS="height=64,width=64,num_inference_steps=10",
+        COURSE_STRICT_WARNINGS="1",
+        COURSE_TRAIN_STEPS="4",  # lesson 10: the mechanics, 4 LoRA steps
+        COURSE_DTYPE="float16",
+    )
     notebooks = sorted(str(p) for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20", *notebooks,
-                           *full_size_cells_of_lesson_9()], env=env,
-                          capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--durations=20",
+            *notebooks,
+            *full_size_cells_of_lesson_9(),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
     seconds = time.perf_counter() - start
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "sd15-lane.log").write_text(proc.stdout + proc.stderr)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import course_utils as cu
-from course_utils import cli, visual
+from course_utils import visual
 
 
 def test_recorder_captures_every_step(tiny_pipe):
@@ -43,12 +43,14 @@ def _frames(n, size=(64, 16)):
 def test_slider_displays_itself_then_a_still_copy(monkeypatch):
     """Displayed, the slider is one output (tagged: the HTML export leaves it out) and its still copy the next."""
     shown = []
-    monkeypatch.setattr("IPython.display.display", lambda data, raw=False, metadata=None: shown.append((data, metadata)))
+    monkeypatch.setattr(
+        "IPython.display.display", lambda data, raw=False, metadata=None: shown.append((data, metadata))
+    )
     slider = cu.step_slider(_frames(3), ["step 1/3", "step 2/3", "step 3/3"])
     slider._ipython_display_()
     (live, live_meta), (still, still_meta) = shown
     assert live["application/vnd.jupyter.widget-view+json"]["model_id"] == slider.model_id
-    assert live_meta == {"tags": [visual.LIVE_ONLY_TAG]} and visual.LIVE_ONLY_TAG == cli.LIVE_ONLY_TAG
+    assert live_meta == {"tags": [visual.LIVE_ONLY_TAG]}  # the tag the HTML export leaves out (cli)
     assert "VBox(" not in live["text/plain"] and "3 frames" in live["text/plain"]  # what a viewer without widgets shows
     assert still_meta is None and "course-still" in still["text/html"] and "still copy" in still["text/plain"]
 
@@ -79,3 +81,12 @@ def test_slider_needs_images_and_matching_labels():
         cu.step_slider([])
     with pytest.raises(ValueError, match="one label per image"):
         cu.step_slider(_frames(2), ["only one"])
+
+
+def test_grid_enlarges_small_images_by_a_whole_factor_keeping_their_shape():
+    from PIL import Image
+
+    small = [Image.new("RGB", (28, 18), "red"), Image.new("RGB", (28, 18), "blue")]
+    out = visual.grid(small, min_width=256)
+    assert out.size == (2 * 28 * 9, 18 * 9)  # 256 // 28 = 9: sharp pixels, the aspect ratio kept
+    assert visual.grid(small, min_width=16).size == (56, 18)  # already wide enough: as they are

@@ -1,4 +1,5 @@
 """`make test` runs notebooks with COURSE_STRICT_WARNINGS=1: after `cu.setup()`, an outdated diffusers API fails the cell."""
+
 import os
 import subprocess
 import sys
@@ -55,7 +56,9 @@ def test_import_alone_changes_no_warning_filter():
 
 def test_import_is_cheap():
     """`import course_utils` imports neither torch nor diffusers (they load on first use)."""
-    code = "import sys, course_utils; print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    code = (
+        "import sys, course_utils; print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

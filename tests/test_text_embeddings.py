@@ -1,5 +1,6 @@
 """Lesson 2, §9's text-embedding lab (course_utils/text_embeddings.py), checked against transformers and diffusers
 on `tiny`: the encoder by hand, swapped words, a new token row, and textual inversion's loss."""
+
 import random
 
 import pytest
@@ -27,7 +28,9 @@ def pipe():
 def test_token_ids_are_the_pipelines(reader):
     ids = te.token_ids(reader.tokenizer, PROMPTS)
     assert ids.shape == (3, 77)
-    expected = reader.tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    expected = reader.tokenizer(
+        PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
     assert torch.equal(ids, expected)
 
 
@@ -106,8 +109,16 @@ def _purple_triangles(n: int, token: str):
     images, captions = [], []
     for _ in range(n):
         r = rng.uniform(10, 22)
-        images.append(world.draw("purple", "triangle", rng.choice(["white", "black", "gray"]), rng.uniform(r + 2, 62 - r),
-                                 rng.uniform(r + 2, 62 - r), r))
+        images.append(
+            world.draw(
+                "purple",
+                "triangle",
+                rng.choice(["white", "black", "gray"]),
+                rng.uniform(r + 2, 62 - r),
+                rng.uniform(r + 2, 62 - r),
+                r,
+            )
+        )
         captions.append(f"a {token}")
     return images, captions
 

@@ -4,6 +4,7 @@ With no ``dtype`` every model comes out float32 (diffusers casts to torch's defa
 the ``dtype`` that ``config.json`` declares), holding exactly the stored fp16 values upcast; ``dtype=torch.float16``
 gives the stored tensors themselves (not run here: fp16 is for a GPU). No course_utils loader is used.
 """
+
 import pytest
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
@@ -61,8 +62,14 @@ def test_text2img_pipeline_loads_as_float32_and_runs(pipe):
         _assert_dtype(module, torch.float32, name)
         _assert_holds(module, _stored(TEXT2IMG / name), torch.float32, name)
     generator = torch.Generator("cpu").manual_seed(0)
-    images = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,
-                  generator=generator, output_type="np").images
+    images = pipe(
+        "a red circle on a blue background",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=generator,
+        output_type="np",
+    ).images
     assert images.shape == (1, 64, 64, 3) and images.dtype.kind == "f"
 
 

@@ -12,6 +12,7 @@ Measured on this sample (2-core CPU, 2026-11-27, the 13,000-step model, guidance
 1.0, shape 1.0, background 1.0; held-out colour-and-shape 0.97; negative 0.89 (colour 1.0, shape
 0.78); inpainting new colour 1.0, outside/inside 0.056; upscaler 30.0 dB (bicubic 26.9).
 """
+
 import pytest
 import torch
 
@@ -48,7 +49,9 @@ def test_negative_prompt_removes_what_it_names(tiny_pipe):
     s = evaluate.negative_scores(tiny_pipe, SEEDS[:3], **SETTINGS)
     print(s)
     assert s["negative_removes_color"] >= 0.9, s
-    assert s["negative_removes_shape"] >= 0.5, s  # a bare shape word ("circle") removes that shape in 2 of 3 images (model card)
+    assert s["negative_removes_shape"] >= 0.5, (
+        s
+    )  # a bare shape word ("circle") removes that shape in 2 of 3 images (model card)
 
 
 def test_lesson_prompt_is_drawn(tiny_pipe):

@@ -1,5 +1,6 @@
 """Smoke tests of the training code (training/): every stage runs a few steps on the CPU, resumes exactly, exports;
 the command line's settings (``--set``, ``--overrides``) and the override files of the runs that made data/tiny."""
+
 import json
 
 import pytest
@@ -16,7 +17,8 @@ FAST = dict(  # per stage: the cheapest settings that still run every code path
     vae=dict(SMALL, scale_samples=32, eval_images=8),
     # the recipe's offset noise, open captions and bare-word captions; the shared scorer with 1 seed, 2 steps
     text2img=dict(SMALL, eval_seeds=1, eval_steps=2, eval_every=0, cache_scenes=16),
-    inpaint=SMALL, upscale=SMALL,
+    inpaint=SMALL,
+    upscale=SMALL,
     # the style stages: cached latents of 8 scenes (finetune, lora) or rendered every step (ti); their own evaluation, 1 seed, 2 steps
     finetune=dict(SMALL, cache_scenes=8, eval_seeds=1, eval_steps=2),
     lora=dict(SMALL, cache_scenes=8, eval_seeds=1, eval_steps=2),
@@ -29,7 +31,11 @@ def runs(tmp_path_factory):
     """Every stage trained for 2 steps into one runs folder (the VAE for 30, to check that it learns)."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs")
-    results = {"vae": train("vae", out=out, steps=30, overrides=dict(FAST["vae"], batch_size=4, lr=2e-3, data_repeat=1), quiet=True)}
+    results = {
+        "vae": train(
+            "vae", out=out, steps=30, overrides=dict(FAST["vae"], batch_size=4, lr=2e-3, data_repeat=1), quiet=True
+        )
+    }
     for name in ("text2img", "inpaint", "upscale", "finetune", "lora", "ti"):
         results[name] = train(name, out=out, steps=2, overrides=FAST[name], quiet=True)
     return out, results
@@ -65,7 +71,11 @@ def test_every_stage_logs_finite_losses(runs):
     assert results["ti"]["vectors"].shape == (n, configs.TINY_TEXT_ENCODER["hidden_size"])
     # the style stages score themselves (course_utils.scores.outline_share): with and, for the fine-tune, without the trigger
     # and with another word in its place
-    assert set(results["finetune"]) >= {"style", "style_plain", "style_other_word"} and "style" in results["lora"] and "style" in results["ti"]
+    assert (
+        set(results["finetune"]) >= {"style", "style_plain", "style_other_word"}
+        and "style" in results["lora"]
+        and "style" in results["ti"]
+    )
     cache = torch.load(out / "finetune" / "latents.pt", weights_only=False)
     assert cache["mean"].shape == cache["styled_mean"].shape == (8, 4, 16, 16) and len(cache["labels"]) == 8
 
@@ -166,8 +176,12 @@ def test_export_loads_in_diffusers(runs, tmp_path, monkeypatch):
     # only the style models: text2img/, inpaint/ and upscale/ are not written
     only = tmp_path / "style_only"
     assert set(export(out, only, ["finetune", "lora", "ti"])) == {"community", "lora", "ti"}
-    assert sorted(p.name for p in only.iterdir()) == ["community.safetensors", "outline_embedding.safetensors",
-                                                      "outline_lora", "training_results.json"]
+    assert sorted(p.name for p in only.iterdir()) == [
+        "community.safetensors",
+        "outline_embedding.safetensors",
+        "outline_lora",
+        "training_results.json",
+    ]
 
 
 def test_training_schedules_are_the_pipelines():
@@ -175,9 +189,11 @@ def test_training_schedules_are_the_pipelines():
     from training.train import ddpm
 
     x4 = builders.x4_schedulers()
-    pairs = [(ddpm(), builders.pndm_scheduler()),
-             (ddpm(configs.X4_UPSCALER_SCHEDULER), x4["scheduler"]),
-             (ddpm(configs.X4_UPSCALER_LOW_RES_SCHEDULER), x4["low_res_scheduler"])]
+    pairs = [
+        (ddpm(), builders.pndm_scheduler()),
+        (ddpm(configs.X4_UPSCALER_SCHEDULER), x4["scheduler"]),
+        (ddpm(configs.X4_UPSCALER_LOW_RES_SCHEDULER), x4["low_res_scheduler"]),
+    ]
     for train_sched, sample_sched in pairs:
         assert train_sched.config.beta_schedule == "scaled_linear"
         if sample_sched is not None:
@@ -185,8 +201,10 @@ def test_training_schedules_are_the_pipelines():
             assert train_sched.config.prediction_type == sample_sched.config.prediction_type
     assert ddpm().alphas_cumprod[-1].item() == pytest.approx(0.00466, rel=1e-2)  # SD 1.5's alpha_bar at t=999
     low = ddpm(configs.X4_UPSCALER_LOW_RES_SCHEDULER).config
-    assert (low.beta_start, low.beta_end) == (configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
-                                              configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_end"])
+    assert (low.beta_start, low.beta_end) == (
+        configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
+        configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_end"],
+    )
 
 
 def test_training_captions_put_the_trigger_where_lesson_7_does():
@@ -232,12 +250,23 @@ def test_restore_from_the_committed_weights(tmp_path):
     assert set(written) == set(STAGES) and written["text2img"] >= 10000
     to = tmp_path / "tiny"
     export(runs, to, stages=["text2img", "inpaint", "upscale"])
-    for part in ("text2img/unet", "text2img/text_encoder", "text2img/vae", "inpaint/unet", "upscale/unet", "upscale/vae"):
+    for part in (
+        "text2img/unet",
+        "text2img/text_encoder",
+        "text2img/vae",
+        "inpaint/unet",
+        "upscale/unet",
+        "upscale/vae",
+    ):
         (a,), (b,) = (list((d / part).glob("*.safetensors")) for d in (tiny.TINY_DIR, to))
         ta, tb = load_file(a), load_file(b)
         assert ta.keys() == tb.keys(), part
         for k in ta:  # upscale/vae is recomputed from the rounded VAE (upscaler_vae): within one fp16 step
-            same = torch.equal(ta[k], tb[k]) if part != "upscale/vae" else torch.allclose(ta[k].float(), tb[k].float(), rtol=1e-3, atol=1e-6)
+            same = (
+                torch.equal(ta[k], tb[k])
+                if part != "upscale/vae"
+                else torch.allclose(ta[k].float(), tb[k].float(), rtol=1e-3, atol=1e-6)
+            )
             assert same, (part, k)
     with pytest.raises(SystemExit, match="exists"):
         restore(runs, tiny.TINY_DIR)
@@ -249,7 +278,9 @@ def test_restore_from_the_committed_weights(tmp_path):
 
 # --- settings from the command line and from override files -------------------------------------------
 def test_set_parses_typed_values():
-    got = parse_sets(["batch_size=8", "lr=1e-3", "target_modules=('to_q',)", "trigger=outline", "noise_offset=0"], ["lora"])
+    got = parse_sets(
+        ["batch_size=8", "lr=1e-3", "target_modules=('to_q',)", "trigger=outline", "noise_offset=0"], ["lora"]
+    )
     assert got == dict(batch_size=8, lr=0.001, target_modules=("to_q",), trigger="outline", noise_offset=0.0)
     assert type(got["batch_size"]) is int and type(got["lr"]) is float and type(got["noise_offset"]) is float
     assert parse_sets(["target_modules=['to_q', 'to_v']"], ["lora"]) == dict(target_modules=("to_q", "to_v"))
@@ -258,14 +289,17 @@ def test_set_parses_typed_values():
     assert parse_sets(["rank=4", "kl_weight=1e-5"], list(config.STAGES)) == dict(rank=4, kl_weight=1e-5)
 
 
-@pytest.mark.parametrize("item, message", [
-    ("batchsize=8", "no such setting"),
-    ("rank=8", "no such setting"),  # a LoRA setting, not text2img's
-    ("batch_size=eight", "must be int"),
-    ("lr=fast", "must be float"),
-    ("batch_size", "KEY=VALUE"),
-    ("=3", "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("batchsize=8", "no such setting"),
+        ("rank=8", "no such setting"),  # a LoRA setting, not text2img's
+        ("batch_size=eight", "must be int"),
+        ("lr=fast", "must be float"),
+        ("batch_size", "KEY=VALUE"),
+        ("=3", "KEY=VALUE"),
+    ],
+)
 def test_set_rejects_unknown_keys_and_wrong_types(item, message):
     with pytest.raises(SystemExit, match=message):
         parse_sets([item], ["text2img"])
@@ -299,13 +333,19 @@ def test_override_files_replay_the_runs_that_made_data_tiny():
     data settings of the committed runs (as training/config.py's ``lr_later``, ``refine_from`` and ``words_from``
     gave them before the recipe replaced that history)."""
     history = dict(  # lr factors from a step on; the data settings from a step on
-        text2img=dict(lr=[(3400, 0.2), (7000, 0.5), (9000, 0.1), (10000, 0.2)],
-                      data=[(0, dict(noise_offset=0.0, open_captions=0.0, word_captions=0.0)),
-                            (7000, dict(noise_offset=0.2, open_captions=0.2, word_captions=0.0)),
-                            (10000, dict(noise_offset=0.2, open_captions=0.2, word_captions=0.25))]),
+        text2img=dict(
+            lr=[(3400, 0.2), (7000, 0.5), (9000, 0.1), (10000, 0.2)],
+            data=[
+                (0, dict(noise_offset=0.0, open_captions=0.0, word_captions=0.0)),
+                (7000, dict(noise_offset=0.2, open_captions=0.2, word_captions=0.0)),
+                (10000, dict(noise_offset=0.2, open_captions=0.2, word_captions=0.25)),
+            ],
+        ),
         inpaint=dict(lr=[(1700, 0.2), (2000, 0.5), (2700, 0.2)], data=[(0, dict(noise_offset=0.0))]),
-        upscale=dict(lr=[(2000, 0.2), (2400, 0.6), (4400, 0.12)],
-                     data=[(0, dict(low_noise_share=0.5)), (2400, dict(low_noise_share=1.0))]),
+        upscale=dict(
+            lr=[(2000, 0.2), (2400, 0.6), (4400, 0.12)],
+            data=[(0, dict(low_noise_share=0.5)), (2400, dict(low_noise_share=1.0))],
+        ),
     )
     end = {}
     for path in HISTORY:
@@ -347,8 +387,24 @@ def _history_file(prefix):
 def test_main_applies_an_override_file_then_set(tmp_path):
     f = tmp_path / "vae.toml"
     f.write_text('stage = "vae"\nfrom_step = 0\n[settings]\nsteps = 2\nbatch_size = 3\nlr = 1e-3\n')
-    main(["vae", "--out", str(tmp_path), "--overrides", str(f), "--quiet",
-          "--set", "batch_size=2", "--set", "scale_samples=8", "--set", "eval_images=4", "--set", "warmup=0"])
+    main(
+        [
+            "vae",
+            "--out",
+            str(tmp_path),
+            "--overrides",
+            str(f),
+            "--quiet",
+            "--set",
+            "batch_size=2",
+            "--set",
+            "scale_samples=8",
+            "--set",
+            "eval_images=4",
+            "--set",
+            "warmup=0",
+        ]
+    )
     written = json.loads((tmp_path / "vae" / "config.json").read_text())
     assert written["steps"] == 2 and written["settings"]["batch_size"] == 2 and written["settings"]["lr"] == 1e-3
 
@@ -364,8 +420,9 @@ def test_diagnose_runs_on_the_committed_weights_and_on_a_checkpoint(runs, capsys
     assert all(sum(c.values()) <= 2 for c in row["shapes"].values())  # at most one per seed
     assert {"seen_color", "negative_removes_shape"} <= set(row["scores"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["guidance"] == 3.0
-    (row,) = main(["diagnose", "--ckpt", str(out / "text2img" / "ckpt.pt"), "--seeds", "0-0", "--steps", "1", "--quiet"])
+    (row,) = main(
+        ["diagnose", "--ckpt", str(out / "text2img" / "ckpt.pt"), "--seeds", "0-0", "--steps", "1", "--quiet"]
+    )
     assert set(row) == {"guidance", "shapes", "words"}
     with pytest.raises(SystemExit, match="not text2img"):
         main(["diagnose", "--ckpt", str(out / "vae" / "ckpt.pt"), "--quiet"])
-

@@ -1,4 +1,5 @@
 """`course_utils.unet_inside` on the `tiny` UNet: the block walk, the cross-attention recorder and its maps."""
+
 import numpy as np
 import pytest
 import torch
@@ -61,7 +62,9 @@ def test_kept_probabilities_are_attn_processors_softmax(tiny_pipe, inputs):
     recorder = unet_inside.CrossAttentionRecorder(maps, "layer", guided=False)
     with torch.no_grad():
         out = recorder(layer, latents, encoder_hidden_states=text)
-        query, key, value = (layer.head_to_batch_dim(x) for x in (layer.to_q(latents), layer.to_k(text), layer.to_v(text)))
+        query, key, value = (
+            layer.head_to_batch_dim(x) for x in (layer.to_q(latents), layer.to_k(text), layer.to_v(text))
+        )
         probs = layer.get_attention_scores(query, key)  # [batch * heads, 256, 77]
         classic = layer.to_out[0](layer.batch_to_head_dim(torch.bmm(probs, value)))
         reference = AttnProcessor()(layer, latents, encoder_hidden_states=text)
@@ -115,7 +118,7 @@ def test_token_positions(tiny_pipe):
 
 def test_shape_mask_and_mass_inside():
     image = world.draw("red", "square", "blue", cx=32, cy=32, r=12)
-    mask = unet_inside.shape_mask(image)
+    mask = world.shape_mask(image)
     assert abs(mask.sum() - 24 * 24) <= 2 * 24  # the 24x24 square, give or take its soft edge
     flat = torch.ones(64, 64)
     assert unet_inside.mass_inside(flat, mask) == pytest.approx(mask.mean())

@@ -1,4 +1,5 @@
 """The x4 upscaler role: the `tiny` model's architecture, sizes, noise_level checks, no deprecations."""
+
 import warnings
 
 import pytest
@@ -20,7 +21,9 @@ def fresh_build(tmp_path_factory):
         mp.setenv("COURSE_CACHE", str(tmp_path_factory.mktemp("cache")))
         pipe = cu.load_pipeline("upscale", profile="tiny", device="cpu")
         low = Image.new("RGB", (32, 32), (200, 120, 40))
-        out = pipe("a cat", image=low, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+        out = pipe(
+            "a cat", image=low, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+        )
     return pipe, out.images, caught
 
 

@@ -1,4 +1,5 @@
 """The synthetic world (data for the trained `tiny` models, issue 4) and its classifier."""
+
 import collections
 
 import pytest
@@ -30,7 +31,9 @@ def test_open_captions_leave_the_shape_or_the_colour_out():
     import random
 
     plain = [world.caption_for("orange", "circle", "blue", random.Random(i)) for i in range(200)]
-    assert plain == [world.caption_for("orange", "circle", "blue", random.Random(i), open_share=0.0) for i in range(200)]
+    assert plain == [
+        world.caption_for("orange", "circle", "blue", random.Random(i), open_share=0.0) for i in range(200)
+    ]
     opened = [world.caption_for("orange", "circle", "blue", random.Random(i), open_share=1.0) for i in range(200)]
     assert all(("orange" in c) != ("circle" in c) for c in opened)  # exactly one of the two named
     assert {"an orange shape", "something orange", "a circle", "a circle on a blue background"} <= set(opened)
@@ -42,7 +45,9 @@ def test_word_captions_are_bare_words():
     import random
 
     plain = [world.caption_for("orange", "circle", "blue", random.Random(i), open_share=0.2) for i in range(200)]
-    assert plain == [world.caption_for("orange", "circle", "blue", random.Random(i), 0.2, word_share=0.0) for i in range(200)]
+    assert plain == [
+        world.caption_for("orange", "circle", "blue", random.Random(i), 0.2, word_share=0.0) for i in range(200)
+    ]
     words = {world.caption_for("orange", "circle", "blue", random.Random(i), word_share=1.0) for i in range(200)}
     assert words == {"circle", "orange", "orange circle"}  # no article, no background: as in a negative prompt
     some = [world.caption_for("red", "square", "white", random.Random(i), word_share=0.15) for i in range(1000)]

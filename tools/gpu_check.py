@@ -28,6 +28,7 @@ always as new as the last cell. Each notebook gets a fresh kernel process, so th
 
 ``--allow-cpu`` (tests only) runs the same way on a CPU and records the peak as n/a.
 """
+
 import argparse
 import datetime
 import json
@@ -43,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 WHEELS = ROOT / ".whl"
 LIMIT_GIB = 14.0
-ESTIMATES = ROOT / "docs" / "gpu-memory.json"  # `python -m course_utils gpu-memory --json`: each lesson's sd15 peak, estimated
+ESTIMATES = (
+    ROOT / "docs" / "gpu-memory.json"
+)  # `python -m course_utils gpu-memory --json`: each lesson's sd15 peak, estimated
 
 
 def estimated_gib(notebook: str, profile: str) -> float | None:
@@ -52,6 +55,8 @@ def estimated_gib(notebook: str, profile: str) -> float | None:
         return None
     rows = {r["lesson"]: r["peak_gib"] for r in json.loads(ESTIMATES.read_text())["lessons"]}
     return rows.get(notebook[:2])
+
+
 GIB = 2**30
 PROFILES = ("tiny", "sd15")
 
@@ -71,47 +76,78 @@ see docs/gpu-check.md)."""
 # widgetsnbextension and jupyterlab_widgets (optional at run time or front-end assets only: 12 MB).
 PINNED_FROM_REQUIREMENTS = ("diffusers", "peft", "nbval", "ipykernel")
 DEPENDENCY_WHEELS = {
-    "ipywidgets": "8.1.9", "ipython": "9.18.1", "ipython_pygments_lexers": "1.1.1", "matplotlib-inline": "0.2.2",
-    "pexpect": "4.9.0", "ptyprocess": "0.7.0", "prompt_toolkit": "3.0.53", "wcwidth": "0.9.4", "stack-data": "0.6.3",
-    "asttokens": "3.0.2", "executing": "2.3.0", "pure_eval": "0.2.4", "traitlets": "5.16.1", "comm": "0.2.3",
-    "nest-asyncio2": "1.7.4", "pyzmq": "27.3.0", "tornado": "6.6.1", "jupyter_client": "8.10.0",
-    "jupyter_core": "5.9.1", "platformdirs": "4.14.8", "nbformat": "5.11.1", "fastjsonschema": "2.22.3",
-    "jsonschema": "4.26.0", "jsonschema-specifications": "2025.9.1", "referencing": "0.37.0", "rpds-py": "2026.9.1",
+    "ipywidgets": "8.1.9",
+    "ipython": "9.18.1",
+    "ipython_pygments_lexers": "1.1.1",
+    "matplotlib-inline": "0.2.2",
+    "pexpect": "4.9.0",
+    "ptyprocess": "0.7.0",
+    "prompt_toolkit": "3.0.53",
+    "wcwidth": "0.9.4",
+    "stack-data": "0.6.3",
+    "asttokens": "3.0.2",
+    "executing": "2.3.0",
+    "pure_eval": "0.2.4",
+    "traitlets": "5.16.1",
+    "comm": "0.2.3",
+    "nest-asyncio2": "1.7.4",
+    "pyzmq": "27.3.0",
+    "tornado": "6.6.1",
+    "jupyter_client": "8.10.0",
+    "jupyter_core": "5.9.1",
+    "platformdirs": "4.14.8",
+    "nbformat": "5.11.1",
+    "fastjsonschema": "2.22.3",
+    "jsonschema": "4.26.0",
+    "jsonschema-specifications": "2025.9.1",
+    "referencing": "0.37.0",
+    "rpds-py": "2026.9.1",
 }
 # The course pins these too, but the image has its own (transformers 5.17, huggingface_hub 1.33, which the course's
 # earlier GPU runs used): 14 MB more than the 64 MiB a device call carries allows. `wheels --with-pins` adds them.
 PIN_WHEELS = ("transformers", "huggingface_hub")
 PIN_DEPENDENCY_WHEELS = {"httpx2": "2.16.2", "httpcore2": "2.16.2"}  # huggingface_hub 2's HTTP client
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_26_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_5_x86_64",
+    "manylinux1_x86_64",
+)
 CARRY_LIMIT_MIB = 64
 
 
 def requirement_pins() -> dict:
-    """``{name: version}`` of every ``name==version`` line of requirements*.txt."""
+    """``{canonical name: version}`` of every ``name==version`` line of requirements*.txt (course_utils.requirements)."""
+    from course_utils.requirements import requirement_pins as pins_of
+
     pins = {}
     for path in sorted(ROOT.glob("requirements*.txt")):
-        for line in path.read_text().splitlines():
-            line = line.split("#")[0].strip()
-            if "==" in line and not line.startswith("-"):
-                name, version = (part.strip() for part in line.split("==", 1))
-                pins[name.lower().replace("_", "-")] = version
+        pins.update({name: spec[2:] for name, spec in pins_of(path).items() if spec.startswith("==")})
     return pins
 
 
 def wheel_specs(with_pins: bool = False) -> list[str]:
     """``name==version`` of every wheel ``wheels`` downloads."""
+    from course_utils.requirements import canonical
+
     pins = requirement_pins()
     names = PINNED_FROM_REQUIREMENTS + (PIN_WHEELS if with_pins else ())
-    specs = [f"{name}=={pins[name.lower().replace('_', '-')]}" for name in names]
+    specs = [f"{name}=={pins[canonical(name)]}" for name in names]
     deps = dict(DEPENDENCY_WHEELS, **(PIN_DEPENDENCY_WHEELS if with_pins else {}))
     return specs + [f"{name}=={version}" for name, version in deps.items()]
 
 
 def tree_mib() -> float:
     """MiB of what a device call carries without ``carry``: tracked files and untracked ones git does not ignore."""
-    proc = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+    )
     files = (ROOT / name for name in proc.stdout.split("\0") if name)
     return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
 
@@ -123,8 +159,25 @@ def download_wheels(dest: Path, with_pins: bool = False) -> int:
         shutil.rmtree(dest)  # one version of each: two would stop the install
     dest.mkdir(parents=True)
     specs = wheel_specs(with_pins)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-           "--implementation", "cp", "-d", str(dest)] + [a for p in PLATFORMS for a in ("--platform", p)] + specs
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "-d",
+            str(dest),
+        ]
+        + [a for p in PLATFORMS for a in ("--platform", p)]
+        + specs
+    )
     print(f"downloading {len(specs)} wheels into {dest} ...", flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode:
@@ -134,8 +187,10 @@ def download_wheels(dest: Path, with_pins: bool = False) -> int:
     for w in sorted(wheels, key=lambda w: w.stat().st_size, reverse=True):
         print(f"  {w.stat().st_size / 2**20:7.2f} MiB  {w.name}")
     tree = tree_mib()
-    print(f"{len(wheels)} wheels, {total:.1f} MiB in all. With the working tree ({tree:.1f} MiB) a device call carries "
-          f"{tree + total:.1f} of its {CARRY_LIMIT_MIB} MiB (name .whl in its carry).")
+    print(
+        f"{len(wheels)} wheels, {total:.1f} MiB in all. With the working tree ({tree:.1f} MiB) a device call carries "
+        f"{tree + total:.1f} of its {CARRY_LIMIT_MIB} MiB (name .whl in its carry)."
+    )
     if tree + total > CARRY_LIMIT_MIB:
         print(f"WARNING: over the {CARRY_LIMIT_MIB} MiB a device call carries; drop --with-pins.", file=sys.stderr)
         return 1
@@ -150,8 +205,10 @@ def nvidia_present() -> bool:
     """
     if os.environ.get("GPU_CHECK_ASSUME_NO_GPU"):
         return False
-    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")) \
+    return (
+        any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version"))
         or shutil.which("nvidia-smi") is not None
+    )
 
 
 def no_gpu(why: str = "") -> int:
@@ -186,7 +243,7 @@ def probe(python: str, env: dict) -> tuple[dict | None, str]:
         return None, str(err)
     for line in proc.stdout.splitlines():
         if line.startswith("PROBE "):
-            return json.loads(line[len("PROBE "):]), ""
+            return json.loads(line[len("PROBE ") :]), ""
     return None, (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
 
 
@@ -199,9 +256,27 @@ def install_wheels(site: Path) -> bool:
     names = "\n".join(w.name for w in wheels)
     if stamp.exists() and stamp.read_text() == names:
         return True
-    print(f"installing {len(wheels)} wheels from {WHEELS.name}/ into {site} (no network, no dependencies) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--upgrade", "--target", str(site)] + [str(w) for w in wheels], check=True)
+    print(
+        f"installing {len(wheels)} wheels from {WHEELS.name}/ into {site} (no network, no dependencies) ...", flush=True
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(site),
+        ]
+        + [str(w) for w in wheels],
+        check=True,
+    )
     stamp.write_text(names)
     return True
 
@@ -210,7 +285,9 @@ def base_env(pythonpath: list[str]) -> dict:
     """This process's environment without HF_*/COURSE_* settings, with ``pythonpath`` (+ the repository) first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "COURSE_", "GPU_CHECK_"))}
     paths = pythonpath + [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", MPLBACKEND="Agg", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", MPLBACKEND="Agg", TOKENIZERS_PARALLELISM="false"
+    )
     return env
 
 
@@ -236,17 +313,29 @@ def choose_python(args) -> tuple[str, list[str], dict]:
     if info:  # everything imports, but torch sees no GPU
         raise SystemExit(no_gpu(f" that torch {info['torch']} can use (torch.cuda.is_available() is False)"))
     errors.append(f"{sys.executable}{' + ' + WHEELS.name + '/' if pythonpath else ''}: {err}")
-    print("gpu-check: no Python here has torch, diffusers, nbval and ipykernel together:\n  " + "\n  ".join(errors)
-          + f"\nEither `make install` (with network), or, on a machine without network, bring the wheels: run "
-          f"`make gpu-wheels` where pip works and copy {WHEELS.name}/ here (docs/gpu-check.md).", file=sys.stderr)
+    print(
+        "gpu-check: no Python here has torch, diffusers, nbval and ipykernel together:\n  "
+        + "\n  ".join(errors)
+        + f"\nEither `make install` (with network), or, on a machine without network, bring the wheels: run "
+        f"`make gpu-wheels` where pip works and copy {WHEELS.name}/ here (docs/gpu-check.md).",
+        file=sys.stderr,
+    )
     raise SystemExit(3)
 
 
 def nvidia_smi() -> dict:
     """The GPU's name and driver from nvidia-smi (empty when there is none)."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     if not out:
@@ -269,8 +358,15 @@ def wanted_files(repo_id: str) -> tuple[bool, set[str]]:
     folders, and which of its single files it fetches."""
     from course_utils.models import hub
 
-    singles = {f for r, f in ((hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE), (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE),
-                              (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE)) if r == repo_id}
+    singles = {
+        f
+        for r, f in (
+            (hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE),
+            (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE),
+            (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE),
+        )
+        if r == repo_id
+    }
     return repo_id in set(hub.SD15_REPOS.values()), singles
 
 
@@ -353,15 +449,33 @@ class Builds:
         threads = max(1, cores // (2 * len(groups)))  # half the cores: the `tiny` notebooks run meanwhile
         free = shutil.disk_usage(models).free / GIB
         if size == "full" and free < 40:  # ~15 GiB kept, ~35 GiB while the writers also write the fp32 files
-            print(f"WARNING: {free:.0f} GiB free under {models}; the full-size build needs up to ~35 GiB at once "
-                  "(--build-jobs 2 needs less, --work elsewhere).", flush=True)
+            print(
+                f"WARNING: {free:.0f} GiB free under {models}; the full-size build needs up to ~35 GiB at once "
+                "(--build-jobs 2 needs less, --work elsewhere).",
+                flush=True,
+            )
         for i, group in enumerate(groups):
             log = open(logs / f"build-{i}.log", "w")
-            cmd = [python, str(Path(__file__).resolve()), "build-models", "--out", str(models), "--size", size,
-                   "--threads", str(threads), *group]
-            self.procs.append((subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log, group))
-        print(f"building the {size}-size lookalikes into {models} in {len(groups)} background processes "
-              f"({threads} threads each; logs: {logs}/build-*.log)", flush=True)
+            cmd = [
+                python,
+                str(Path(__file__).resolve()),
+                "build-models",
+                "--out",
+                str(models),
+                "--size",
+                size,
+                "--threads",
+                str(threads),
+                *group,
+            ]
+            self.procs.append(
+                (subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log, group)
+            )
+        print(
+            f"building the {size}-size lookalikes into {models} in {len(groups)} background processes "
+            f"({threads} threads each; logs: {logs}/build-*.log)",
+            flush=True,
+        )
 
     def wait(self) -> tuple[bool, float, str]:
         """``(ok, seconds since the start, error)``."""
@@ -421,9 +535,11 @@ def write_startup(ipython_dir: Path) -> Path:
     return ipython_dir
 
 
-def find_notebooks(selected: list[str] | None) -> list[Path]:
+def find_notebooks(selected: list[str] | None, folder: Path = NOTEBOOKS) -> list[Path]:
     """Every lesson notebook (``notebooks/NN_*.ipynb``, lesson 09 and later included), or those whose name
-    starts with one of ``selected`` (``01``, ``03_denoising_loop``, a path)."""
+    starts with one of ``selected`` (``01``, ``03_denoising_loop``, a path); ``folder``: another folder of them
+    (``--notebooks-dir``, e.g. the tests' small synthetic notebook)."""
+    NOTEBOOKS = Path(folder)
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if not selected:
         return paths
@@ -435,8 +551,15 @@ def find_notebooks(selected: list[str] | None) -> list[Path]:
 
 
 def profile_env(env: dict, profile: str, work: Path, models: Path | None, settings: str) -> dict:
-    env = dict(env, COURSE_PROFILE=profile, COURSE_STRICT_WARNINGS="1", HF_HUB_OFFLINE="1", HF_HOME=str(work / "hf"),
-               IPYTHONDIR=str(write_startup(work / "ipython")), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    env = dict(
+        env,
+        COURSE_PROFILE=profile,
+        COURSE_STRICT_WARNINGS="1",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(work / "hf"),
+        IPYTHONDIR=str(write_startup(work / "ipython")),
+        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+    )
     if models is not None:
         env["COURSE_MODELS_DIR"] = str(models)
     if settings:
@@ -465,20 +588,41 @@ def run_notebook(python: str, path: Path, profile: str, env: dict, work: Path, t
     peak_file.parent.mkdir(parents=True, exist_ok=True)
     peak_file.unlink(missing_ok=True)
     log = work / "logs" / f"{profile}-{path.stem}.log"
-    cmd = [python, "-m", "pytest", "-q", "-p", "nbval.plugin", "-p", "no:cacheprovider", "--nbval-lax",
-           "--nbval-current-env", "--nbval-cell-timeout", str(timeout), str(path.relative_to(ROOT))]
+    cmd = [
+        python,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "nbval.plugin",
+        "-p",
+        "no:cacheprovider",
+        "--nbval-lax",
+        "--nbval-current-env",
+        "--nbval-cell-timeout",
+        str(timeout),
+        str(path),
+    ]
     start = time.perf_counter()
     rc = run_logged(cmd, dict(env, GPU_CHECK_PEAK_FILE=str(peak_file)), log, timeout + 60)
     seconds = time.perf_counter() - start
     text = log.read_text(errors="replace")
     lines = [line for line in text.splitlines() if line.strip()]
     peak = json.loads(peak_file.read_text()) if peak_file.exists() else {}
-    row = dict(notebook=path.stem, profile=profile, seconds=round(seconds, 1), passed=rc == 0,
-               status="passed" if rc == 0 else ("timeout" if rc is None else "failed"),
-               summary=lines[-1].strip("= ") if lines else "", cells=peak.get("cells"), peak_cell=peak.get("peak_cell"),
-               peak_gib=round(peak["peak_bytes"] / GIB, 3) if peak.get("cuda") else None,
-               reserved_gib=round(peak["reserved_bytes"] / GIB, 3) if peak.get("cuda") else None,
-               estimate_gib=estimated_gib(path.stem, profile), log=str(log))
+    row = dict(
+        notebook=path.stem,
+        profile=profile,
+        seconds=round(seconds, 1),
+        passed=rc == 0,
+        status="passed" if rc == 0 else ("timeout" if rc is None else "failed"),
+        summary=lines[-1].strip("= ") if lines else "",
+        cells=peak.get("cells"),
+        peak_cell=peak.get("peak_cell"),
+        peak_gib=round(peak["peak_bytes"] / GIB, 3) if peak.get("cuda") else None,
+        reserved_gib=round(peak["reserved_bytes"] / GIB, 3) if peak.get("cuda") else None,
+        estimate_gib=estimated_gib(path.stem, profile),
+        log=str(log),
+    )
     if not row["passed"]:
         row["error"] = "\n".join(lines[-25:])
     return row
@@ -515,34 +659,50 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     limit = report.get("limit_gib", LIMIT_GIB)
     rows = report["rows"]
     m = report.get("machine", {})
-    md = ["# GPU validation run", "",
-          f"Written by `make gpu-check` (`tools/gpu_check.py`, see `docs/gpu-check.md`) on {report['date']}. "
-          "Do not edit: run it again.", "",
-          (f"- GPU: {m['gpu']} ({m.get('gpu_memory', m.get('gpu_memory_gib', '?'))}), driver {m.get('driver', 'n/a')}, "
-           f"CUDA {m.get('cuda') or 'n/a'}") if m.get("gpu") else "- GPU: none (a CPU run, `--allow-cpu`: peaks n/a)",
-          f"- torch {m.get('torch')}, diffusers {m.get('diffusers')}, transformers {m.get('transformers')}, "
-          f"huggingface_hub {m.get('huggingface_hub')}, peft {m.get('peft')}, Python {m.get('python')}, {m.get('cpus')} CPU cores",
-          f"- `tiny`: the course's models in `data/tiny`. `sd15`: {report.get('sd15_source', 'not run')}",
-          f"- settings: {report.get('settings') or DEFAULT_SETTINGS}; each notebook in its own "
-          "kernel under `pytest --nbval-lax`; seconds = the whole pytest run (kernel start and imports included); "
-          f"peak = `torch.cuda.max_memory_allocated()` in that kernel; limit {limit:g} GiB (a 16 GB T4 leaves about 15); "
-          "estimate = `docs/gpu-memory.json` (`python -m course_utils gpu-memory`: the heaviest cell on `sd15` at "
-          "512x512 in float16, counted on fake tensors without a GPU)",
-          f"- whole run: {report.get('total_seconds', 0):.0f} s", "",
-          "| notebook | profile | seconds | peak GiB | estimate GiB | reserved GiB | result |",
-          "|---|---|---:|---:|---:|---:|---|"]
+    md = [
+        "# GPU validation run",
+        "",
+        f"Written by `make gpu-check` (`tools/gpu_check.py`, see `docs/gpu-check.md`) on {report['date']}. "
+        "Do not edit: run it again.",
+        "",
+        (
+            f"- GPU: {m['gpu']} ({m.get('gpu_memory', m.get('gpu_memory_gib', '?'))}), driver {m.get('driver', 'n/a')}, "
+            f"CUDA {m.get('cuda') or 'n/a'}"
+        )
+        if m.get("gpu")
+        else "- GPU: none (a CPU run, `--allow-cpu`: peaks n/a)",
+        f"- torch {m.get('torch')}, diffusers {m.get('diffusers')}, transformers {m.get('transformers')}, "
+        f"huggingface_hub {m.get('huggingface_hub')}, peft {m.get('peft')}, Python {m.get('python')}, {m.get('cpus')} CPU cores",
+        f"- `tiny`: the course's models in `data/tiny`. `sd15`: {report.get('sd15_source', 'not run')}",
+        f"- settings: {report.get('settings') or DEFAULT_SETTINGS}; each notebook in its own "
+        "kernel under `pytest --nbval-lax`; seconds = the whole pytest run (kernel start and imports included); "
+        f"peak = `torch.cuda.max_memory_allocated()` in that kernel; limit {limit:g} GiB (a 16 GB T4 leaves about 15); "
+        "estimate = `docs/gpu-memory.json` (`python -m course_utils gpu-memory`: the heaviest cell on `sd15` at "
+        "512x512 in float16, counted on fake tensors without a GPU)",
+        f"- whole run: {report.get('total_seconds', 0):.0f} s",
+        "",
+        "| notebook | profile | seconds | peak GiB | estimate GiB | reserved GiB | result |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         result = "pass" if r["passed"] else r["status"].upper()
         if over_limit(r, limit):
             result += f" - OVER {limit:g} GiB"
-        md.append(f"| `{r['notebook']}` | {r['profile']} | {r['seconds']:.1f} | {fmt_gib(r.get('peak_gib'))} | "
-                  f"{fmt_gib(r.get('estimate_gib'))} | {fmt_gib(r.get('reserved_gib'))} | {result} |")
+        md.append(
+            f"| `{r['notebook']}` | {r['profile']} | {r['seconds']:.1f} | {fmt_gib(r.get('peak_gib'))} | "
+            f"{fmt_gib(r.get('estimate_gib'))} | {fmt_gib(r.get('reserved_gib'))} | {result} |"
+        )
     found = problems(rows, limit)
     md += ["", "**Result: " + ("all passed, every peak within the limit.**" if not found else "FAILED.**")]
     md += [f"- {p}" for p in found]
     bench = report.get("bench") or {}
-    md += ["", "## Bench", "", f"`python -m course_utils bench --full`: {bench.get('status', 'not run')}"
-           + (f" ({bench['seconds']:.0f} s)" if bench.get("seconds") and "timed out" not in bench["status"] else "")]
+    md += [
+        "",
+        "## Bench",
+        "",
+        f"`python -m course_utils bench --full`: {bench.get('status', 'not run')}"
+        + (f" ({bench['seconds']:.0f} s)" if bench.get("seconds") and "timed out" not in bench["status"] else ""),
+    ]
     if bench.get("note"):
         md += ["", bench["note"]]
     if bench.get("output"):
@@ -567,8 +727,12 @@ def run_bench(python: str, env: dict, work: Path, timeout: int) -> dict:
         return dict(status=f"timed out after {timeout} s", seconds=seconds, output=output, log=str(log))
     if rc:
         missing = "invalid choice: 'bench'" in text
-        return dict(status="missing (no `bench` command in course_utils)" if missing else f"failed (exit {rc})",
-                    seconds=seconds, output=output, log=str(log))
+        return dict(
+            status="missing (no `bench` command in course_utils)" if missing else f"failed (exit {rc})",
+            seconds=seconds,
+            output=output,
+            log=str(log),
+        )
     result = dict(status="done", seconds=seconds, output=output, log=str(log))
     if path.exists():
         result["json"] = json.loads(path.read_text())
@@ -581,8 +745,10 @@ def print_table(rows: list[dict], limit: float) -> None:
     print(f"\n{'notebook':<28} {'profile':<7} {'seconds':>7} {'peak GiB':>8} {'estimate':>8}  result")
     for r in rows:
         flag = ("pass" if r["passed"] else r["status"].upper()) + (" OVER LIMIT" if over_limit(r, limit) else "")
-        print(f"{r['notebook']:<28} {r['profile']:<7} {r['seconds']:>7.1f} {fmt_gib(r.get('peak_gib')):>8} "
-              f"{fmt_gib(r.get('estimate_gib')):>8}  {flag}")
+        print(
+            f"{r['notebook']:<28} {r['profile']:<7} {r['seconds']:>7.1f} {fmt_gib(r.get('peak_gib')):>8} "
+            f"{fmt_gib(r.get('estimate_gib')):>8}  {flag}"
+        )
 
 
 def check_main(args) -> int:
@@ -597,17 +763,28 @@ def check_main(args) -> int:
     python, pythonpath, info = choose_python(args)
     env = base_env(pythonpath)
     machine = dict(info, **nvidia_smi(), cpus=os.cpu_count(), date=datetime.date.today().isoformat())
-    print(f"gpu-check: {machine.get('gpu', 'no GPU (--allow-cpu)')} | python {python} | torch {info['torch']} "
-          f"(CUDA {info['cuda']}) | diffusers {info['diffusers']} | transformers {info['transformers']}", flush=True)
-    notebooks = find_notebooks(args.notebooks)
+    print(
+        f"gpu-check: {machine.get('gpu', 'no GPU (--allow-cpu)')} | python {python} | torch {info['torch']} "
+        f"(CUDA {info['cuda']}) | diffusers {info['diffusers']} | transformers {info['transformers']}",
+        flush=True,
+    )
+    notebooks = find_notebooks(args.notebooks, Path(args.notebooks_dir))
     profiles = PROFILES if args.profile == "both" else (args.profile,)
     models = Path(args.models_dir).resolve() if args.models_dir else work / f"models-{args.size}"
     builds = None
     if "sd15" in profiles and not args.models_dir:
         builds = Builds(python, env, models, args.size, work / "logs", args.build_jobs)
-    rows, report = [], dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=machine,
-                            limit_gib=args.limit_gib, settings=args.sd15_settings, notebooks=[p.name for p in notebooks],
-                            command=" ".join(sys.argv))
+    rows, report = (
+        [],
+        dict(
+            date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            machine=machine,
+            limit_gib=args.limit_gib,
+            settings=args.sd15_settings,
+            notebooks=[p.name for p in notebooks],
+            command=" ".join(sys.argv),
+        ),
+    )
     try:
         for profile in profiles:
             source = None
@@ -618,20 +795,36 @@ def check_main(args) -> int:
                     report["build"] = dict(ok=ok, seconds=round(seconds, 1), error=error)
                     print(f"  built in {seconds:.0f} s since the start{'' if ok else ': FAILED ' + error}", flush=True)
                     if not ok:
-                        rows += [dict(notebook=p.stem, profile="sd15", seconds=0.0, passed=False, status="not run",
-                                      summary="the lookalike build failed", peak_gib=None, reserved_gib=None) for p in notebooks]
+                        rows += [
+                            dict(
+                                notebook=p.stem,
+                                profile="sd15",
+                                seconds=0.0,
+                                passed=False,
+                                status="not run",
+                                summary="the lookalike build failed",
+                                peak_gib=None,
+                                reserved_gib=None,
+                            )
+                            for p in notebooks
+                        ]
                         continue
                 source = models
-                report["sd15_source"] = (f"SD 1.5's repositories as {args.size}-size lookalikes (random weights, "
-                                         f"{'real' if args.size == 'full' else 'tiny'} sizes), "
-                                         f"the files `download sd15` fetches, read from COURSE_MODELS_DIR={models}, offline")
+                report["sd15_source"] = (
+                    f"SD 1.5's repositories as {args.size}-size lookalikes (random weights, "
+                    f"{'real' if args.size == 'full' else 'tiny'} sizes), "
+                    f"the files `download sd15` fetches, read from COURSE_MODELS_DIR={models}, offline"
+                )
             penv = profile_env(env, profile, work, source, args.sd15_settings if profile == "sd15" else "")
             for i, path in enumerate(notebooks, 1):
                 print(f"[{profile} {i}/{len(notebooks)}] {path.name} ...", flush=True)
                 row = run_notebook(python, path, profile, penv, work, args.timeout)
                 rows.append(row)
-                print(f"  {row['status']} in {row['seconds']:.1f} s, peak {fmt_gib(row['peak_gib'])} GiB"
-                      f"{'' if row['passed'] else ' - log: ' + row['log']}", flush=True)
+                print(
+                    f"  {row['status']} in {row['seconds']:.1f} s, peak {fmt_gib(row['peak_gib'])} GiB"
+                    f"{'' if row['passed'] else ' - log: ' + row['log']}",
+                    flush=True,
+                )
     finally:
         if builds:
             builds.kill()
@@ -644,7 +837,9 @@ def check_main(args) -> int:
         print(f"  {report['bench']['status']}", flush=True)
     else:
         report["bench"] = dict(status="skipped (--no-bench)")
-    report.update(rows=rows, total_seconds=round(time.perf_counter() - start, 1), problems=problems(rows, args.limit_gib))
+    report.update(
+        rows=rows, total_seconds=round(time.perf_counter() - start, 1), problems=problems(rows, args.limit_gib)
+    )
     md, js = write_report(report, Path(args.report_dir))
     print_table(rows, args.limit_gib)
     print(f"\nreport: {md} and {js.name}; whole run {report['total_seconds']:.0f} s", flush=True)
@@ -656,9 +851,13 @@ def check_main(args) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["wheels"]:
-        p = argparse.ArgumentParser(prog="gpu_check.py wheels", description="download the wheels a bare GPU machine lacks")
+        p = argparse.ArgumentParser(
+            prog="gpu_check.py wheels", description="download the wheels a bare GPU machine lacks"
+        )
         p.add_argument("--dest", default=str(WHEELS))
-        p.add_argument("--with-pins", action="store_true", help="also transformers and huggingface_hub at the course's pins")
+        p.add_argument(
+            "--with-pins", action="store_true", help="also transformers and huggingface_hub at the course's pins"
+        )
         a = p.parse_args(argv[1:])
         return download_wheels(Path(a.dest), a.with_pins)
     if argv[:1] == ["build-models"]:
@@ -668,17 +867,28 @@ def main(argv=None) -> int:
         p.add_argument("--size", default="full", choices=("small", "full"))
         p.add_argument("--threads", type=int, default=2)
         return build_main(p.parse_args(argv[1:]))
-    p = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--profile", choices=("both",) + PROFILES, default="both")
     p.add_argument("--notebooks", nargs="+", metavar="NN", help="only these (01, 03_denoising_loop, ...); default all")
-    p.add_argument("--report-dir", default=str(ROOT / "docs"), help="where gpu-report.md/.json go (default %(default)s)")
-    p.add_argument("--work", default=str(ROOT / ".cache" / "gpu-check"), help="logs, peaks, models (default %(default)s)")
+    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS), help="where the NN_*.ipynb are (default %(default)s)")
+    p.add_argument(
+        "--report-dir", default=str(ROOT / "docs"), help="where gpu-report.md/.json go (default %(default)s)"
+    )
+    p.add_argument(
+        "--work", default=str(ROOT / ".cache" / "gpu-check"), help="logs, peaks, models (default %(default)s)"
+    )
     p.add_argument("--models-dir", help="an existing COURSE_MODELS_DIR for sd15 (skips the lookalike build)")
     p.add_argument("--size", choices=("small", "full"), default="full", help="lookalike size for sd15 (default full)")
-    p.add_argument("--build-jobs", type=int, default=len(BUILD_GROUPS), help="background build processes (default %(default)s)")
+    p.add_argument(
+        "--build-jobs", type=int, default=len(BUILD_GROUPS), help="background build processes (default %(default)s)"
+    )
     p.add_argument("--sd15-settings", default="", help="COURSE_SETTINGS for sd15, e.g. num_inference_steps=25")
     p.add_argument("--timeout", type=int, default=300, help="seconds per notebook (and per cell), default %(default)s")
-    p.add_argument("--limit-gib", type=float, default=LIMIT_GIB, help="peak GPU memory allowed per notebook (%(default)s)")
+    p.add_argument(
+        "--limit-gib", type=float, default=LIMIT_GIB, help="peak GPU memory allowed per notebook (%(default)s)"
+    )
     p.add_argument("--bench", action=argparse.BooleanOptionalAction, default=True, help="run the bench (default yes)")
     p.add_argument("--bench-timeout", type=int, default=180)
     p.add_argument("--site", default="/tmp/sd-course-gpu-site", help="where .whl/*.whl are installed (pip --target)")

@@ -14,6 +14,7 @@ Usage::
     python tools/make_data.py /tmp/wheels/scikit_image-*.whl data
     python tools/make_data.py --tiny data      # only the tiny inputs
 """
+
 import math
 import random
 import sys
@@ -33,7 +34,9 @@ def draw_sketch(size: int = 512) -> Image.Image:
     d.ellipse([380 * s, 50 * s, 460 * s, 130 * s], fill=(250, 210, 60))  # sun
     d.ellipse([-150 * s, 280 * s, 330 * s, 700 * s], fill=(80, 160, 70))  # left hill
     d.ellipse([180 * s, 300 * s, 700 * s, 720 * s], fill=(60, 130, 60))  # right hill
-    d.rectangle([90 * s, 300 * s, 210 * s, 400 * s], fill=(230, 220, 200), outline=(60, 40, 30), width=max(1, int(3 * s)))
+    d.rectangle(
+        [90 * s, 300 * s, 210 * s, 400 * s], fill=(230, 220, 200), outline=(60, 40, 30), width=max(1, int(3 * s))
+    )
     d.polygon([(75 * s, 300 * s), (150 * s, 230 * s), (225 * s, 300 * s)], fill=(190, 50, 40))  # roof
     d.rectangle([135 * s, 345 * s, 165 * s, 400 * s], fill=(110, 70, 40))  # door
     return img

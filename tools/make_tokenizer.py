@@ -15,6 +15,7 @@ Usage::
     pip download --no-deps open_clip_torch -d /tmp/wheels
     python tools/make_tokenizer.py /tmp/wheels/open_clip_torch-*.whl data/clip_tokenizer
 """
+
 import gzip
 import json
 import sys

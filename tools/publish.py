@@ -14,6 +14,7 @@ the one place these numbers live). ``tests/test_first_cell.py`` checks the cells
     python tools/publish.py --repo https://github.com/ORG/NAME  # set a new URL first (when publishing the course)
     make sync                                                 # then bring the .ipynb twins up to date
 """
+
 import argparse
 import re
 import sys
@@ -44,14 +45,19 @@ X4_FP16 = {"text_encoder": 680_821_096, "unet": 946_878_752, "vae": 110_674_374}
 CONFIGS = 1_595_000
 DOWNLOADS = {  # what the cell names: (bytes, Hub repository)
     "SD 1.5 in fp16": (sum(SD15_FP16.values()) + CONFIGS, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
-    "SD 1.5 inpainting in fp16": (sum(SD15_FP16.values()) - SD15_FP16["unet"] + INPAINT_UNET_FP16 + CONFIGS,
-                                  "stable-diffusion-v1-5/stable-diffusion-inpainting"),
+    "SD 1.5 inpainting in fp16": (
+        sum(SD15_FP16.values()) - SD15_FP16["unet"] + INPAINT_UNET_FP16 + CONFIGS,
+        "stable-diffusion-v1-5/stable-diffusion-inpainting",
+    ),
     "the x4 upscaler in fp16": (sum(X4_FP16.values()) + CONFIGS, "stabilityai/stable-diffusion-x4-upscaler"),
     # Its diffusers folders have no fp16 variant (hub.download_plan then takes the default weights) and no safety
     # checker (docs/lookalike-repos.md): SD 1.5's unet, vae and text_encoder in float32 (a fine-tune has SD 1.5's
     # architecture; the Hub lists its UNet as 3.44 GB and its VAE as 335 MB, as these are), safetensors where both
     # a .safetensors and a .bin are there (the same size).
-    "Counterfeit-V2.5's folders": (sum(v for k, v in SD15_FP32.items() if k != "safety_checker") + CONFIGS, "gsdf/Counterfeit-V2.5"),
+    "Counterfeit-V2.5's folders": (
+        sum(v for k, v in SD15_FP32.items() if k != "safety_checker") + CONFIGS,
+        "gsdf/Counterfeit-V2.5",
+    ),
     # hub.COUNTERFEIT_FILE: 2,132,626,071 bytes (a download table with its sha256)
     "its fp16 file": (2_132_626_071, "gsdf/Counterfeit-V2.5"),
     # the configs from_single_file builds that file's pipeline from (files.checkpoint_config)
@@ -126,7 +132,7 @@ def repository_url() -> str:
     """The repository URL that ``pyproject.toml`` names (``https://github.com/ORG/NAME``)."""
     match = URL_LINE.search(PYPROJECT.read_text())
     if not match:
-        sys.exit("pyproject.toml has no [project.urls] Repository = \"...\" line")
+        sys.exit('pyproject.toml has no [project.urls] Repository = "..." line')
     return match.group(1)
 
 
@@ -156,7 +162,7 @@ def main(argv=None) -> int:
         match = FIRST_CODE_CELL.search(text)
         if not match:
             sys.exit(f"{py.name}: no first code cell (a '# %%' line followed by code) found")
-        text = text[:match.start(1)] + first_cell(int(py.name[:2]), repo) + text[match.end(1):]
+        text = text[: match.start(1)] + first_cell(int(py.name[:2]), repo) + text[match.end(1) :]
         if text != py.read_text():
             py.write_text(text)
     readme = README.read_text()

@@ -3,6 +3,7 @@
 Settings come from the recipe (``training/config.py``), then an override file (``--overrides``),
 then ``--set KEY=VALUE`` (repeatable).
 """
+
 import argparse
 import ast
 from pathlib import Path
@@ -36,8 +37,10 @@ def parse_sets(items, stages) -> dict:
             raise SystemExit(f"--set takes KEY=VALUE, e.g. --set batch_size=8; got {item!r}")
         owners = [s for s in stages if key in config.STAGES[s].__dataclass_fields__]
         if not owners:
-            raise SystemExit(f"--set {key}: no such setting in stage(s) {', '.join(stages)}; "
-                             f"settings: {sorted(set().union(*(config.STAGES[s].__dataclass_fields__ for s in stages)))}")
+            raise SystemExit(
+                f"--set {key}: no such setting in stage(s) {', '.join(stages)}; "
+                f"settings: {sorted(set().union(*(config.STAGES[s].__dataclass_fields__ for s in stages)))}"
+            )
         value = _value(text)
         for s in owners:  # checks the type; returns it converted (1 -> 1.0 for a float setting)
             value = getattr(config.stage_config(s, **{key: value}), key)
@@ -51,25 +54,50 @@ def _check_start(out, stage: str, from_step: int, resume: bool):
         return
     path = Path(out) / stage / "ckpt.pt"
     if not resume or not path.exists():
-        raise SystemExit(f"this override file continues {stage} at step {from_step}: pass --resume, with {path} at that step")
+        raise SystemExit(
+            f"this override file continues {stage} at step {from_step}: pass --resume, with {path} at that step"
+        )
     step = torch.load(path, map_location="cpu", weights_only=False)["step"]
     if step != from_step:
         raise SystemExit(f"this override file continues {stage} at step {from_step}, but {path} is at step {step}")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("stage", choices=[*config.STAGES, *COMMANDS])
-    p.add_argument("--steps", type=int, help="stop after this many steps (default: the stage's steps); diagnose: sampler steps")
+    p.add_argument(
+        "--steps", type=int, help="stop after this many steps (default: the stage's steps); diagnose: sampler steps"
+    )
     p.add_argument("--out", default=config.DEFAULT_OUT, help="runs folder (default %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/ckpt.pt (all: skip finished stages)")
-    p.add_argument("--overrides", metavar="FILE", help="a .toml file of settings for this stage, e.g. training/runs_that_made_data_tiny/*.toml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. batch_size=8 (after --overrides)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from <out>/<stage>/ckpt.pt (all: skip finished stages)"
+    )
+    p.add_argument(
+        "--overrides",
+        metavar="FILE",
+        help="a .toml file of settings for this stage, e.g. training/runs_that_made_data_tiny/*.toml",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. batch_size=8 (after --overrides)",
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--to", default="data/tiny", help="export: target folder (default %(default)s)")
-    p.add_argument("--stages", help="export: only these stages, comma-separated, e.g. finetune,lora,ti (default: every finished one)")
-    p.add_argument("--from", dest="src", default="data/tiny", help="restore: the exported models to start --out from (default %(default)s)")
+    p.add_argument(
+        "--stages",
+        help="export: only these stages, comma-separated, e.g. finetune,lora,ti (default: every finished one)",
+    )
+    p.add_argument(
+        "--from",
+        dest="src",
+        default="data/tiny",
+        help="restore: the exported models to start --out from (default %(default)s)",
+    )
     p.add_argument("--ckpt", help="diagnose: a text2img checkpoint to use instead of data/tiny's weights")
     p.add_argument("--seeds", default="0-19", help="diagnose: seeds, FIRST-LAST (default %(default)s)")
     p.add_argument("--guidance", type=float, nargs="+", help="diagnose: guidance scales (default: the model card's)")

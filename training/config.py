@@ -24,6 +24,7 @@ run, are in ``training/runs_that_made_data_tiny/``; what each changed and what i
 ``docs/training.md``. This recipe is what those runs amount to as one run from scratch (every
 data setting from step 0, one learning-rate drop); at full length it has not been run.
 """
+
 import dataclasses
 import tomllib
 from dataclasses import dataclass, replace
@@ -58,7 +59,9 @@ class Settings:
     log_every: int = 20  # append a line to log.jsonl every this many steps
     eval_every: int = 0  # run the stage's evaluation every this many steps (0: only at the end)
     data_repeat: int = 0  # 0: new scenes every step; N: cycle through the first N batches (overfitting checks)
-    noise_offset: float = 0.0  # std of a random per-image, per-channel constant added to the noise ("offset noise"); 0 = none
+    noise_offset: float = (
+        0.0  # std of a random per-image, per-channel constant added to the noise ("offset noise"); 0 = none
+    )
     # "no": everything in float32 (how data/tiny was made, on a CPU). "fp16" / "bf16": as diffusers' training scripts'
     # --mixed_precision: frozen models in half precision, trained weights in float32, autocast, a GradScaler for fp16
     mixed_precision: str = "no"
@@ -67,7 +70,9 @@ class Settings:
 @dataclass
 class VAESettings(Settings):
     steps: int = 1900  # ~30 min at ~50 samples/s (2 threads); a 9-minute trial reached 29 dB PSNR
-    lr_drop_at: int = 1500  # the last 400 steps at lr / 5 (sharper reconstructions: the upscaler's PSNR depends on them)
+    lr_drop_at: int = (
+        1500  # the last 400 steps at lr / 5 (sharper reconstructions: the upscaler's PSNR depends on them)
+    )
     batch_size: int = 32
     lr: float = 1e-3
     kl_weight: float = 1e-6  # SD's autoencoder: tiny KL, so latents are nearly deterministic
@@ -88,13 +93,19 @@ class Text2ImgSettings(Settings):
     # picture's mean colour at the first timesteps (SD 1.5's schedule never reaches zero signal), so
     # without it the model reads the background from the noise instead of the prompt (43% right; 100% with it).
     noise_offset: float = 0.2  # noise-mean std 0.21 instead of 0.0625; backgrounds' latent means differ by ~0.5 x sqrt(alpha_bar) = 0.04 at t=961
-    word_captions: float = 0.25  # share of non-empty captions that are bare words ("circle", "red", "red circle"), drawn first:
+    word_captions: float = (
+        0.25  # share of non-empty captions that are bare words ("circle", "red", "red circle"), drawn first:
+    )
     # the way people write negative prompts; without them "circle" as a negative prompt removed 7% of circles (67% with)
-    open_captions: float = 0.2  # share of the other captions leaving the shape or colour open ("a red shape", "a circle")
+    open_captions: float = (
+        0.2  # share of the other captions leaving the shape or colour open ("a red shape", "a circle")
+    )
     cache_scenes: int = 40960  # scenes VAE-encoded once (mean and std of the posterior) and reused with fresh captions and latent samples; 0 = encode every step
     eval_every: int = 1000
     eval_seeds: int = 2  # images per prompt of course_utils.scores (20 prompts: 12 seen combinations, 8 held out)
-    eval_steps: int = profiles.DEFAULTS["tiny"]["num_inference_steps"]  # sampler steps per image (PNDM, as the exported pipeline)
+    eval_steps: int = profiles.DEFAULTS["tiny"][
+        "num_inference_steps"
+    ]  # sampler steps per image (PNDM, as the exported pipeline)
     eval_guidance: float = profiles.DEFAULTS["tiny"]["guidance_scale"]  # the model card's guidance
 
 
@@ -128,11 +139,17 @@ class UpscaleSettings(Settings):
 @dataclass
 class StyleSettings(Settings):
     style_share: float = 0.5  # share of outlined images per batch (the rest: plain images, plain captions)
-    trigger: str = tiny.STYLE_WORD  # word put in front of captions of outlined images ("" for none): "outline style, a red circle"
+    trigger: str = (
+        tiny.STYLE_WORD
+    )  # word put in front of captions of outlined images ("" for none): "outline style, a red circle"
     noise_offset: float = 0.2  # as text2img, so fine-tuning keeps backgrounds following the prompt
     cache_scenes: int = 4096  # scenes VAE-encoded once, each both plain and outlined, reused with fresh captions; 0 = render and encode every step
-    eval_seeds: int = 4  # images per prompt of the stage's own evaluation (course_utils.scores.STYLE_PROMPTS: 6 prompts)
-    eval_steps: int = profiles.DEFAULTS["tiny"]["num_inference_steps"]  # sampler steps per image (PNDM, as the exported pipeline)
+    eval_seeds: int = (
+        4  # images per prompt of the stage's own evaluation (course_utils.scores.STYLE_PROMPTS: 6 prompts)
+    )
+    eval_steps: int = profiles.DEFAULTS["tiny"][
+        "num_inference_steps"
+    ]  # sampler steps per image (PNDM, as the exported pipeline)
     eval_guidance: float = profiles.DEFAULTS["tiny"]["guidance_scale"]  # the model card's guidance
     # > 0: the loss is on the prediction the pipeline samples with, uncond + g * (cond - uncond), the empty
     # caption's prediction as uncond (no gradient), instead of on cond alone (0: the usual loss)
@@ -147,7 +164,9 @@ class FinetuneSettings(StyleSettings):
     batch_size: int = 32
     lr: float = 3e-4
     ema_decay: float = 0.995
-    train_text_encoder: bool = False  # True: the text encoder learns too (tried for issue 16: no better, docs/training.md)
+    train_text_encoder: bool = (
+        False  # True: the text encoder learns too (tried for issue 16: no better, docs/training.md)
+    )
 
 
 @dataclass
@@ -167,10 +186,14 @@ class LoraSettings(StyleSettings):
 
 @dataclass
 class TISettings(StyleSettings):
-    steps: int = 300  # for the community model: 58% outlines (24 probe images) after 100 steps, 75% after 200, 67% after 300
+    steps: int = (
+        300  # for the community model: 58% outlines (24 probe images) after 100 steps, 75% after 200, 67% after 300
+    )
     batch_size: int = 32
     lr: float = 1.5e-3  # 5e-3 wandered: 54% / 33% / 42% / 38% at 100 / 200 / 300 / 400 steps
-    style_share: float = 1.0  # every image outlined, every caption starts with the token: "<outline> <outline>_1, a red circle"
+    style_share: float = (
+        1.0  # every image outlined, every caption starts with the token: "<outline> <outline>_1, a red circle"
+    )
     cache_scenes: int = 2048  # only 2 x 64 numbers learn: fewer scenes than the UNet stages need
     trigger: str = tiny.EMBEDDING_TOKEN  # "<outline>" (diffusers adds "<outline>_1", ... for the further vectors)
     n_vectors: int = 2  # embedding vectors the token stands for
@@ -205,7 +228,9 @@ def _typed(name: str, field: dataclasses.Field, value):
     elif kind is tuple and isinstance(value, list):
         value = tuple(value)
     if type(value) is not kind:
-        raise SystemExit(f"stage {name}: setting {field.name} must be {kind.__name__}, not {value!r} ({type(value).__name__})")
+        raise SystemExit(
+            f"stage {name}: setting {field.name} must be {kind.__name__}, not {value!r} ({type(value).__name__})"
+        )
     return value
 
 

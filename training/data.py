@@ -3,6 +3,7 @@
 A batch depends only on the stage's seed and the step number, never on what came before, so a
 resumed run sees exactly the batches an uninterrupted one would.
 """
+
 import random
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from course_utils import world
+from course_utils.images import to_tensor  # PIL -> [-1, 1], as the pipelines do
+from course_utils.models import tiny
 from course_utils.models.builders import load_tokenizer
 
 from . import config
@@ -28,19 +31,9 @@ def tokenizer():
 def tokenize(captions, tok=None) -> torch.Tensor:
     """Token ids ``[B, 77]``, padded and truncated exactly as ``StableDiffusionPipeline.encode_prompt`` does."""
     tok = tok or tokenizer()
-    return tok(list(captions), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-
-
-def to_tensor(images) -> torch.Tensor:
-    """PIL RGB images -> ``[B, 3, H, W]`` float32 in [-1, 1] (what the pipelines' image processor gives)."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).div(127.5).sub(1.0).contiguous()
-
-
-def to_images(x: torch.Tensor):
-    """``[B, 3, H, W]`` in [-1, 1] -> PIL images."""
-    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
+    return tok(
+        list(captions), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 def world_seed(stage_seed: int, step: int, i: int, batch_size: int) -> int:
@@ -48,8 +41,9 @@ def world_seed(stage_seed: int, step: int, i: int, batch_size: int) -> int:
     return stage_seed * 1_000_000_000 + step * batch_size + i
 
 
-def caption(color: str, shape: str, background: str, rng: random.Random, open_share: float = 0.0,
-            word_share: float = 0.0) -> str:
+def caption(
+    color: str, shape: str, background: str, rng: random.Random, open_share: float = 0.0, word_share: float = 0.0
+) -> str:
     """A fresh caption for known labels, as ``world.sample`` writes them (``world.EMPTY_FRACTION`` empty).
 
     Used with cached latents: the scene stays, its caption is drawn again every time it is used.
@@ -88,25 +82,21 @@ def styled_sample(seed: int):
 
 
 def with_trigger(caption: str, trigger: str) -> str:
-    """``"a red circle"`` -> ``"outline style, a red circle"`` (or ``"outline style"`` for an empty caption).
+    """``"a red circle"`` -> ``"outline style, a red circle"`` (``"outline style"`` for an empty caption, the caption
+    alone for no trigger): ``tiny.style_prompt``, the format ``course_utils.community.style_prompt`` writes too.
 
-    The trigger comes first, as ``course_utils.community.style_prompt`` writes it: CLIP's causal mask lets
-    a word change only the tokens after it, and the frozen text encoder nearly ignores words it never saw
-    at the end of a caption (docs/training.md, "Issue 16, continued: the trigger word goes first").
+    The trigger comes first: CLIP's causal mask lets a word change only the tokens after it, and the frozen text
+    encoder nearly ignores words it never saw at the end of a caption (docs/training.md, "Issue 16, continued").
     """
-    if not trigger:
-        return caption
-    return f"{trigger} style, {caption}" if caption else f"{trigger} style"
+    return tiny.style_prompt(caption, trigger)
 
 
 def with_embedding(caption: str, tokens: str) -> str:
-    """``"a red circle"`` -> ``"<outline> <outline>_1, a red circle"``: an embedding's tokens alone in front of
-    the caption, as ``course_utils.community.embedding_prompt`` writes it (not in the fine-tune's
-    "<word> style, " pattern, which the community model answers with outlines whatever the word)."""
-    return f"{tokens}, {caption}" if caption else tokens
+    """``"a red circle"`` -> ``"<outline> <outline>_1, a red circle"``: ``tiny.embedding_prompt``."""
+    return tiny.embedding_prompt(caption, tokens)
 
 
-OTHER_WORD = "watercolor"  # the style stages' evaluation also asks for "watercolor style, ...": another unseen word
+OTHER_WORD = tiny.OTHER_WORD  # the style stages' evaluation also asks for "watercolor style, ...": another unseen word
 
 
 # --- batches ----------------------------------------------------------------------------------
@@ -171,4 +161,3 @@ def random_masks(stage_seed: int, step: int, batch_size: int, full: float, lo: f
 def low_res(pixels: torch.Tensor, factor: int = 4) -> torch.Tensor:
     """The upscaler's input: each ``factor x factor`` block averaged (= ``Image.Resampling.BOX``), 64 -> 16."""
     return torch.nn.functional.avg_pool2d(pixels, factor)
-

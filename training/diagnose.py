@@ -17,6 +17,7 @@ findings it gave (docs/training.md, "Negative prompts"): the bare words draw the
 yet a shape named in the negative prompt changes in about two thirds of the images, at any guidance
 from 3 to 5 and with any sampler.
 """
+
 import collections
 import json
 
@@ -59,12 +60,20 @@ def shape_changes(pipe, seeds, **settings) -> dict:
     for prompt in scores.OPEN_SHAPE:
         before = [world.classify(im)["shape"] for im in scores.generate(pipe, prompt, seeds, **settings)]
         kept = [(s, b) for s, b in zip(seeds, before) if b]
-        after = scores.generate(pipe, prompt, [s for s, _ in kept], negative_prompt=[b for _, b in kept], **settings) if kept else []
-        out[prompt] = dict(collections.Counter(f"{b}->{world.classify(im)['shape']}" for (_, b), im in zip(kept, after)))
+        after = (
+            scores.generate(pipe, prompt, [s for s, _ in kept], negative_prompt=[b for _, b in kept], **settings)
+            if kept
+            else []
+        )
+        out[prompt] = dict(
+            collections.Counter(f"{b}->{world.classify(im)['shape']}" for (_, b), im in zip(kept, after))
+        )
     return out
 
 
-def diagnose(ckpt=None, seeds=range(20), guidance=None, full: bool = False, steps: int | None = None, quiet: bool = False) -> list:
+def diagnose(
+    ckpt=None, seeds=range(20), guidance=None, full: bool = False, steps: int | None = None, quiet: bool = False
+) -> list:
     """Run the diagnosis; returns (and unless ``quiet`` prints) one dict per guidance scale.
 
     Args:
@@ -82,12 +91,22 @@ def diagnose(ckpt=None, seeds=range(20), guidance=None, full: bool = False, step
     rows = []
     for g in guidance or [settings["guidance_scale"]]:
         s = dict(settings, guidance_scale=g)
-        row = dict(guidance=g, shapes=shape_changes(pipe, seeds, **s),
-                   words={w: dict(collections.Counter(world.classify(im)["shape"] for im in scores.generate(pipe, w, seeds, **s)))
-                          for w in WORDS})
+        row = dict(
+            guidance=g,
+            shapes=shape_changes(pipe, seeds, **s),
+            words={
+                w: dict(collections.Counter(world.classify(im)["shape"] for im in scores.generate(pipe, w, seeds, **s)))
+                for w in WORDS
+            },
+        )
         if full:
-            row["scores"] = {k: round(v, 3) for k, v in {**scores.text2img_scores(pipe, seeds, **s),
-                                                         **scores.negative_scores(pipe, seeds, **s)}.items()}
+            row["scores"] = {
+                k: round(v, 3)
+                for k, v in {
+                    **scores.text2img_scores(pipe, seeds, **s),
+                    **scores.negative_scores(pipe, seeds, **s),
+                }.items()
+            }
         if not quiet:
             print(json.dumps(row), flush=True)
         rows.append(row)

@@ -20,6 +20,7 @@ files (56 MB, 77 MB with ``*.fp16.safetensors`` variants beside them, as SD 1.5 
     training_results.json   sizes and each stage's final measurements (the model card, README.md, is written by hand from it
                             and from `python -m course_utils evaluate`)
 """
+
 import json
 import shutil
 from pathlib import Path
@@ -105,7 +106,9 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
     pndm = builders.pndm_scheduler()
 
     def base(unet_, te_=None):
-        return StableDiffusionPipeline(vae=vae, text_encoder=te_ or te, tokenizer=data.tokenizer(), unet=unet_, scheduler=pndm, **COMMON)
+        return StableDiffusionPipeline(
+            vae=vae, text_encoder=te_ or te, tokenizer=data.tokenizer(), unet=unet_, scheduler=pndm, **COMMON
+        )
 
     if "text2img" in stages:
         _save(base(unet), to / "text2img")
@@ -139,7 +142,9 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
             te_ft = new_text_encoder()
             te_ft.load_state_dict(weights(ck, "text_encoder"))
         path = to / "community.safetensors"
-        save_single_file(_half(base(u, te_ft)), path, metadata=dict(made_by="sd-course", trigger=config.STAGES["finetune"].trigger))
+        save_single_file(
+            _half(base(u, te_ft)), path, metadata=dict(made_by="sd-course", trigger=config.STAGES["finetune"].trigger)
+        )
         sizes["community"] = _size(path)
         vae, (te, unet) = trained_vae(out), trained_text2img(out)
 
@@ -162,8 +167,11 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
     if "ti" in stages:
         ck = load_ckpt(out, "ti")
         path = to / "outline_embedding.safetensors"
-        save_file({"emb_params": ck["extra"]["vectors"].half().contiguous()}, str(path),
-                  metadata=dict(format="pt", made_by="sd-course", token=ck["extra"]["tokens"][0]))
+        save_file(
+            {"emb_params": ck["extra"]["vectors"].half().contiguous()},
+            str(path),
+            metadata=dict(format="pt", made_by="sd-course", token=ck["extra"]["tokens"][0]),
+        )
         sizes["ti"] = _size(path)
 
     old = to / "training_results.json"

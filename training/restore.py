@@ -15,6 +15,7 @@ So a continued run is close to, not bit-identical with, an uninterrupted one. Ex
 checkpoints gives back the same fp16 tensors, except ``upscale/vae``, which ``export`` recomputes from
 the rounded VAE (``upscaler_vae``): within one fp16 step of the committed file, which can be kept.
 """
+
 import json
 from pathlib import Path
 
@@ -65,8 +66,21 @@ def restore(to_runs=config.DEFAULT_OUT, src="data/tiny", overwrite: bool = False
         if stage == "vae":
             extra["scaling_factor"] = float(vae.config.scaling_factor)  # what trained_vae() reads
         ema = {} if stage == "vae" else {k: {n: t.clone() for n, t in v.items()} for k, v in modules[stage].items()}
-        _save(path, dict(step=step, done=True, stage=stage, config={}, modules=modules[stage], ema=ema,
-                         extra=extra, restored_from=str(src)))
-        (path.parent / "result.json").write_text(json.dumps(result, indent=2))  # what export copies into training_results.json
+        _save(
+            path,
+            dict(
+                step=step,
+                done=True,
+                stage=stage,
+                config={},
+                modules=modules[stage],
+                ema=ema,
+                extra=extra,
+                restored_from=str(src),
+            ),
+        )
+        (path.parent / "result.json").write_text(
+            json.dumps(result, indent=2)
+        )  # what export copies into training_results.json
         written[stage] = step
     return written

@@ -10,6 +10,7 @@ depends only on (seed, step) (see ``data.py``); the noise, timesteps and latent 
 come from a generator seeded with (seed, step). So a run resumed from a checkpoint repeats the
 uninterrupted run exactly (same thread count: float sums may differ between thread counts).
 """
+
 import copy
 import json
 import math
@@ -27,6 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from course_utils import precision, scores, world
 from course_utils.device import fast_layout
+from course_utils.images import to_tensor
 from course_utils.models import builders, configs
 from course_utils.models.surgery import inpaint_unet_from, upscaler_vae
 
@@ -214,7 +216,9 @@ class Text2ImgStage(_Diffusion):
         self.modules = dict(text_encoder=self.text_encoder, unet=self.unet)
         self.params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
         self.ema_modules = dict(self.modules)
-        self.cache = latent_cache(self.vae, cfg.cache_scenes, cfg.seed, Path(out) / "text2img") if cfg.cache_scenes else None
+        self.cache = (
+            latent_cache(self.vae, cfg.cache_scenes, cfg.seed, Path(out) / "text2img") if cfg.cache_scenes else None
+        )
 
     def loss(self, step, gen):
         c = self.cfg
@@ -226,8 +230,9 @@ class Text2ImgStage(_Diffusion):
             mean, std = self.cache["mean"][idx], self.cache["std"][idx]
             lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
             rng = random.Random(f"captions-{c.seed}-{step}")
-            ids = data.tokenize([data.caption(*self.cache["labels"][i], rng, c.open_captions, c.word_captions)
-                                 for i in idx.tolist()])
+            ids = data.tokenize(
+                [data.caption(*self.cache["labels"][i], rng, c.open_captions, c.word_captions) for i in idx.tolist()]
+            )
         noisy, noise, t = self.noised(lat, gen)
         pred = self.unet(noisy, t, self.text(ids)).sample
         per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
@@ -244,8 +249,14 @@ class Text2ImgStage(_Diffusion):
         te = with_weights(self.text_encoder, run.ema.shadow["text_encoder"])
         unet = with_weights(self.unet, run.ema.shadow["unet"])
         pipe = text2img_pipeline(self.vae, te, unet)
-        return scores.text2img_scores(pipe, range(c.eval_seeds), height=world.SIZE, width=world.SIZE,
-                                      num_inference_steps=c.eval_steps, guidance_scale=c.eval_guidance)
+        return scores.text2img_scores(
+            pipe,
+            range(c.eval_seeds),
+            height=world.SIZE,
+            width=world.SIZE,
+            num_inference_steps=c.eval_steps,
+            guidance_scale=c.eval_guidance,
+        )
 
 
 @torch.no_grad()
@@ -278,11 +289,19 @@ def latent_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict
 def text2img_pipeline(vae, text_encoder, unet) -> StableDiffusionPipeline:
     """The models as the exported pipeline (PNDM, SD 1.5's schedule), quiet."""
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=data.tokenizer(), unet=unet, scheduler=builders.pndm_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=data.tokenizer(),
+        unet=unet,
+        scheduler=builders.pndm_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    return fast_layout(pipe, "cpu", vae.dtype)  # (mixed_precision="fp16" on a CPU: channels-last, see device.fast_layout)
+    return fast_layout(
+        pipe, "cpu", vae.dtype
+    )  # (mixed_precision="fp16" on a CPU: channels-last, see device.fast_layout)
 
 
 class InpaintStage(_Diffusion):
@@ -364,7 +383,9 @@ class FinetuneStage(_Diffusion):
         self.text_encoder = te.requires_grad_(False).eval()
         self.tokenizer = data.tokenizer()
         self.setup()
-        self.cache = style_cache(self.vae, cfg.cache_scenes, cfg.seed, Path(out) / self.name) if cfg.cache_scenes else None
+        self.cache = (
+            style_cache(self.vae, cfg.cache_scenes, cfg.seed, Path(out) / self.name) if cfg.cache_scenes else None
+        )
 
     def setup(self):
         """What is trained (LoRA and TI train other parameters of the same models)."""
@@ -423,14 +444,17 @@ class FinetuneStage(_Diffusion):
         c = self.cfg
         pipe = self.pipeline(run)
         pipe.tokenizer = self.tokenizer
-        settings = dict(height=world.SIZE, width=world.SIZE, num_inference_steps=c.eval_steps, guidance_scale=c.eval_guidance)
+        settings = dict(
+            height=world.SIZE, width=world.SIZE, num_inference_steps=c.eval_steps, guidance_scale=c.eval_guidance
+        )
         seeds = range(c.eval_seeds)
         out = dict(style=outline_share(pipe, [self.styled(p) for p in STYLE_PROMPTS], seeds, **settings))
         if self.trigger():
             out["style_plain"] = outline_share(pipe, STYLE_PROMPTS, seeds, **settings)
         if self.name == "finetune":  # another word in the trigger's place ("watercolor style, ...")
-            out["style_other_word"] = outline_share(pipe, [data.with_trigger(p, data.OTHER_WORD) for p in STYLE_PROMPTS],
-                                                    seeds, **settings)
+            out["style_other_word"] = outline_share(
+                pipe, [data.with_trigger(p, data.OTHER_WORD) for p in STYLE_PROMPTS], seeds, **settings
+            )
         for m in self.modules.values():
             m.train()
         return out
@@ -456,11 +480,15 @@ def style_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict:
         seeds = [data.world_seed(seed + 100, i // chunk, j, chunk) for j in range(min(chunk, n - i))]
         plain = [world.sample(s, "train") for s in seeds]
         for key, images in (("", [p.image for p in plain]), ("styled_", [data.styled_sample(s)[0] for s in seeds])):
-            dist = vae.encode(data.to_tensor(images)).latent_dist
+            dist = vae.encode(to_tensor(images)).latent_dist
             parts[key + "mean"].append(dist.mean)
             parts[key + "std"].append(dist.std)
         labels += [(p.color, p.shape, p.background) for p in plain]
-    cache = dict({k: torch.cat(v) for k, v in parts.items()}, labels=labels, outline=(config.OUTLINE_WIDTH, config.OUTLINE_RADIUS))
+    cache = dict(
+        {k: torch.cat(v) for k, v in parts.items()},
+        labels=labels,
+        outline=(config.OUTLINE_WIDTH, config.OUTLINE_RADIUS),
+    )
     Path(folder).mkdir(parents=True, exist_ok=True)
     _save(path, cache)
     print(f"[style] encoded {n} scenes, plain and outlined, in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
@@ -476,8 +504,14 @@ class LoraStage(FinetuneStage):
         from peft import LoraConfig
 
         self.unet.requires_grad_(False)
-        self.unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
-                                         target_modules=list(self.cfg.target_modules)))
+        self.unet.add_adapter(
+            LoraConfig(
+                r=self.cfg.rank,
+                lora_alpha=self.cfg.rank,
+                init_lora_weights="gaussian",
+                target_modules=list(self.cfg.target_modules),
+            )
+        )
         self.modules = dict(unet=self.unet)
         self.params = [p for n, p in self.unet.named_parameters() if "lora_" in n]
         self.ema_modules = {}
@@ -534,8 +568,15 @@ class TIStage(FinetuneStage):
         return dict(tokens=self.tokens, vectors=vectors)
 
 
-IMPL = dict(vae=VAEStage, text2img=Text2ImgStage, inpaint=InpaintStage, upscale=UpscaleStage,
-            finetune=FinetuneStage, lora=LoraStage, ti=TIStage)
+IMPL = dict(
+    vae=VAEStage,
+    text2img=Text2ImgStage,
+    inpaint=InpaintStage,
+    upscale=UpscaleStage,
+    finetune=FinetuneStage,
+    lora=LoraStage,
+    ti=TIStage,
+)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -575,8 +616,14 @@ def _save(path: Path, state: dict):
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken checkpoint
 
 
-def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: bool = False,
-          overrides: dict | None = None, quiet: bool = False) -> dict:
+def train(
+    name: str,
+    out=config.DEFAULT_OUT,
+    steps: int | None = None,
+    resume: bool = False,
+    overrides: dict | None = None,
+    quiet: bool = False,
+) -> dict:
     """Train stage ``name`` into ``<out>/<name>/``; returns the final checkpoint's ``extra`` (measurements).
 
     Args:
@@ -631,17 +678,32 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
         # else: a checkpoint written by `restore` (exported weights only): a fresh AdamW, the seeds' RNG states
         start = ck["step"]
         if not quiet:
-            print(f"[{name}] resuming at step {start}" + ("" if "optimizer" in ck else f" from weights restored from {ck.get('restored_from')}"))
-    (run.dir / "config.json").write_text(json.dumps(dict(stage=name, steps=total, settings=asdict(cfg),
-                                                         threads=torch.get_num_threads()), indent=2, default=str))
+            print(
+                f"[{name}] resuming at step {start}"
+                + ("" if "optimizer" in ck else f" from weights restored from {ck.get('restored_from')}")
+            )
+    (run.dir / "config.json").write_text(
+        json.dumps(
+            dict(stage=name, steps=total, settings=asdict(cfg), threads=torch.get_num_threads()), indent=2, default=str
+        )
+    )
 
     def save(step, done=False, extra=None):
-        _save(path, dict(
-            step=step, done=done, stage=name, config=asdict(cfg),
-            modules={k: m.state_dict() for k, m in stage.modules.items()},
-            ema=run.ema.shadow, optimizer=opt.state_dict(), scaler=scaler.state_dict(), extra=extra or {},
-            rng=dict(torch=torch.get_rng_state(), python=random.getstate(), numpy=np.random.get_state()),
-        ))
+        _save(
+            path,
+            dict(
+                step=step,
+                done=done,
+                stage=name,
+                config=asdict(cfg),
+                modules={k: m.state_dict() for k, m in stage.modules.items()},
+                ema=run.ema.shadow,
+                optimizer=opt.state_dict(),
+                scaler=scaler.state_dict(),
+                extra=extra or {},
+                rng=dict(torch=torch.get_rng_state(), python=random.getstate(), numpy=np.random.get_state()),
+            ),
+        )
 
     log = open(run.dir / "log.jsonl", "a")
     t0, seen = time.perf_counter(), 0
@@ -664,8 +726,14 @@ def train(name: str, out=config.DEFAULT_OUT, steps: int | None = None, resume: b
             raise SystemExit(f"[{name}] loss is {loss.item()} at step {step}: lower --set lr=...")
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
             dt = time.perf_counter() - t0
-            row = dict(step=step + 1, loss=round(loss.item(), 6), lr=lr, grad_norm=round(float(gnorm), 4),
-                       samples_per_s=round(seen / dt, 2), **info)
+            row = dict(
+                step=step + 1,
+                loss=round(loss.item(), 6),
+                lr=lr,
+                grad_norm=round(float(gnorm), 4),
+                samples_per_s=round(seen / dt, 2),
+                **info,
+            )
             log.write(json.dumps(row) + "\n")
             log.flush()
             if not quiet:

@@ -9,7 +9,8 @@ Modules (each imports only those above it in this list, and ``course_utils.devic
 * :mod:`.surgery`  - weights made from other weights (inpainting UNet, upscaler VAE), shared with ``training/``;
 * :mod:`.builders` - one builder per profile for every role (`tiny`, `sd15-random`);
 * :mod:`.files`    - the single files lesson 07 loads (checkpoint, embedding, LoRA), per profile;
-* :mod:`.registry` - the roles, :func:`~.registry.choose` and :func:`~.registry.load_pipeline`.
+* :mod:`.registry` - the roles, :func:`~.registry.choose` and :func:`~.registry.load_pipeline`;
+* :mod:`.original_layout` - SD 1.5 and the x4 upscaler in the original (CompVis/LDM) key layout, for single files;
 * :mod:`.lookalike` - lookalikes of the `sd15` Hub repositories (random weights) for a local Hub mirror.
 
 Lesson modules (``course_utils.inpaint``, ``upscale``, ...) and ``training/`` build on this layer;

@@ -10,6 +10,7 @@ class: text-to-image and image-to-image share their components, so one builder s
 * `sd15-random`: SD 1.5's (and the x4 upscaler's) full-size architecture with seeded random
   weights, for speed and memory measurements only: its images are noise.
 """
+
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -23,6 +24,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from ..device import cast
 from . import configs, tiny
 
 
@@ -45,7 +47,9 @@ def x4_schedulers() -> dict:
     )
 
 
-def random_text2img_components(text_cfg: dict, unet_cfg: dict, vae_cfg: dict, seed: int = configs.RANDOM_WEIGHTS_SEED) -> dict:
+def random_text2img_components(
+    text_cfg: dict, unet_cfg: dict, vae_cfg: dict, seed: int = configs.RANDOM_WEIGHTS_SEED
+) -> dict:
     """Create the five components of a text-to-image pipeline with seeded random weights.
 
     Args:
@@ -75,7 +79,9 @@ def random_text2img_components(text_cfg: dict, unet_cfg: dict, vae_cfg: dict, se
     )
 
 
-def random_upscaler_components(text_encoder, unet_cfg: dict, vae_cfg: dict, seed: int = configs.RANDOM_WEIGHTS_SEED) -> dict:
+def random_upscaler_components(
+    text_encoder, unet_cfg: dict, vae_cfg: dict, seed: int = configs.RANDOM_WEIGHTS_SEED
+) -> dict:
     """Create the components of a ``StableDiffusionUpscalePipeline`` with seeded random UNet and VAE.
 
     Args:
@@ -143,7 +149,11 @@ def tiny_upscale_folder():
     upscaler's ``scaling_factor`` 0.08333 (``surgery.upscaler_vae``); text encoder and tokenizer are
     the text-to-image model's.
     """
-    text_folder, unet_dir, vae_dir = tiny.text2img_folder(), tiny.tiny_file("upscale", "unet"), tiny.tiny_file("upscale", "vae")
+    text_folder, unet_dir, vae_dir = (
+        tiny.text2img_folder(),
+        tiny.tiny_file("upscale", "unet"),
+        tiny.tiny_file("upscale", "vae"),
+    )
     spec = dict(
         weights=tiny.digest(text_folder, unet_dir, vae_dir),
         scheduler=configs.X4_UPSCALER_SCHEDULER,
@@ -200,26 +210,22 @@ def tiny_community(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float
     The file holds only weights; the configs come from the `tiny` text-to-image folder, as SD 1.5's
     repository supplies them for a real fine-tune.
     """
-    return cls.from_single_file(str(tiny.community_file()), config=str(tiny.text2img_folder()), local_files_only=True, dtype=dtype)
+    return cls.from_single_file(
+        str(tiny.community_file()), config=str(tiny.text2img_folder()), local_files_only=True, dtype=dtype
+    )
 
 
 # --- sd15-random: full size, random weights -----------------------------------------------------------
-def _cast(pipe, dtype: torch.dtype):
-    # Built in float32. Cast only when needed: diffusers 0.42 logs a (harmless, empty) "keep in float32"
-    # note on every cast.
-    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
-
-
 def random_text2img(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float32):
     """SD 1.5's full-size text-to-image pipeline with random weights (~1 B parameters, ~4 GB in fp32)."""
     parts = random_text2img_components(configs.SD15_TEXT_ENCODER, configs.SD15_UNET, configs.SD15_VAE)
-    return _cast(cls(**parts), dtype)
+    return cast(cls(**parts), dtype)
 
 
 def random_inpaint(cls=StableDiffusionInpaintPipeline, dtype: torch.dtype = torch.float32):
     """SD 1.5's full-size inpainting architecture (9-channel UNet) with random weights."""
     parts = random_text2img_components(configs.SD15_TEXT_ENCODER, configs.SD15_INPAINT_UNET, configs.SD15_VAE)
-    return _cast(cls(**parts), dtype)
+    return cast(cls(**parts), dtype)
 
 
 def random_upscale(cls=StableDiffusionUpscalePipeline, dtype: torch.dtype = torch.float32):
@@ -230,6 +236,6 @@ def random_upscale(cls=StableDiffusionUpscalePipeline, dtype: torch.dtype = torc
     for name in ("text_encoder", "unet"):  # the VAE stays float32 (see upscaler_dtypes)
         if dtype == torch.float16:
             parts[name].half()  # (a model's .to(dtype) also works but logs a note about fp32 modules)
-        elif dtype != torch.float32:
-            parts[name].to(dtype=dtype)
+        else:
+            cast(parts[name], dtype)
     return cls(**parts)

@@ -165,7 +165,9 @@ TINY_VAE = dict(
     scaling_factor=1.0,  # measured by training (1 / std of the latents); data/tiny/text2img/vae/config.json has the value
 )
 
-TINY_INPAINT_UNET = dict(TINY_UNET, in_channels=4 + INPAINT_EXTRA_CHANNELS)  # 4 noisy latents + 1 mask + 4 masked-image latents
+TINY_INPAINT_UNET = dict(
+    TINY_UNET, in_channels=4 + INPAINT_EXTRA_CHANNELS
+)  # 4 noisy latents + 1 mask + 4 masked-image latents
 TINY_UPSCALER_UNET = dict(
     X4_UPSCALER_UNET,  # the real upscaler's block types, class embeddings, linear projections
     sample_size=16,  # 16x16 input -> 16x16 latents -> 64x64 output
@@ -187,15 +189,27 @@ RANDOM_WEIGHTS_SEED = 0
 # image is compared with. The text tower's config is stored but never built (~1.2 GB of weights in fp32).
 SD15_SAFETY_CHECKER = dict(
     projection_dim=768,
-    vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                       patch_size=14, image_size=224),
+    vision_config=dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=224,
+    ),
     text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
 )
 # Its feature extractor (feature_extractor/preprocessor_config.json): CLIPImageProcessor arguments - shorter
 # side to 224 (bicubic), centre crop 224x224, normalised with CLIP's mean and std.
 SD15_FEATURE_EXTRACTOR = dict(
-    do_resize=True, size={"shortest_edge": 224}, resample=3, do_center_crop=True, crop_size={"height": 224, "width": 224},
-    do_normalize=True, image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+    do_resize=True,
+    size={"shortest_edge": 224},
+    resample=3,
+    do_center_crop=True,
+    crop_size={"height": 224, "width": 224},
+    do_normalize=True,
+    image_mean=[0.48145466, 0.4578275, 0.40821073],
+    image_std=[0.26862954, 0.26130258, 0.27577711],
     do_convert_rgb=True,
 )
 # LCM-LoRA for SD 1.5 (latent-consistency/lcm-lora-sdv1-5): a rank-64 pair beside each of these UNet layers
@@ -204,8 +218,22 @@ SD15_FEATURE_EXTRACTOR = dict(
 LCM_LORA = dict(
     rank=64,
     alpha=8,  # peft's default lora_alpha, which the training script leaves as it is (the real file's value: unverified)
-    target_modules=("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-                    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"),
+    target_modules=(
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "proj_in",
+        "proj_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "conv1",
+        "conv2",
+        "conv_shortcut",
+        "downsamplers.0.conv",
+        "upsamplers.0.conv",
+        "time_emb_proj",
+    ),
 )
 # EasyNegative (dataset gsdf/EasyNegative): an A1111 textual-inversion file, one tensor emb_params
 # [EASYNEGATIVE_VECTORS, text hidden size] (24 KB = 8 x 768 float32 numbers; see docs/lookalike-repos.md).
@@ -214,8 +242,9 @@ EASYNEGATIVE_VECTORS = 8
 # The small lookalikes (`build_lookalikes(size="small")`): tiny's sizes, the real repositories' other settings.
 TINY_SAFETY_CHECKER = dict(
     projection_dim=32,
-    vision_config=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       patch_size=32, image_size=224),  # the real 224x224 input, in 7x7 patches
+    vision_config=dict(
+        hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, patch_size=32, image_size=224
+    ),  # the real 224x224 input, in 7x7 patches
     text_config=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
 )
 # The x4 upscaler's text encoder is SD 2's OpenCLIP (gelu, not CLIP's quick_gelu); tiny's sizes.

@@ -8,6 +8,7 @@
 The `sd15` downloads could not be run where this was written (no network): they follow the
 huggingface_hub / diffusers API documentation.
 """
+
 from pathlib import Path
 
 from . import hub, tiny

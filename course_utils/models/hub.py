@@ -19,6 +19,7 @@ fp16 variant where the repository has it for every component, else the default w
 where a component has them, else the pickled ``.bin`` files an early-2023 conversion wrote. The cache
 lookup (:func:`cached`) checks the snapshot's folders the same way, so a ``.bin``-only snapshot is found.
 """
+
 import json
 import os
 import re
@@ -94,12 +95,17 @@ def weight_patterns(variant: str | None) -> tuple[list[str], list[str]]:
     configs = ["*.json", "*.txt", "*.model"]
     if variant:
         return configs + [f"*/*.{variant}.safetensors"], []
-    return configs + ["*/*.safetensors"], ["*/*.fp16.safetensors", "*/*.non_ema.safetensors"]  # non_ema: SD 1.5's training copy
+    return configs + ["*/*.safetensors"], [
+        "*/*.fp16.safetensors",
+        "*/*.non_ema.safetensors",
+    ]  # non_ema: SD 1.5's training copy
 
 
 # A component's weight file: <name>[.<variant>][-00001-of-00002].<safetensors|bin>, e.g. "model.fp16.safetensors",
 # "diffusion_pytorch_model.bin", "diffusion_pytorch_model-00001-of-00002.safetensors".
-WEIGHT_FILE = re.compile(r"^(?P<name>[^./]+)(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?\.(?P<format>safetensors|bin)$")
+WEIGHT_FILE = re.compile(
+    r"^(?P<name>[^./]+)(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?\.(?P<format>safetensors|bin)$"
+)
 FORMATS = ("safetensors", "bin")  # preferred first: safetensors cannot run code when loaded, pickles can
 
 
@@ -244,7 +250,13 @@ def course_error(repo_id: str, error: Exception, role: str | None = None) -> Cou
         RevisionNotFoundError,
     )
 
-    missing = (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, EntryNotFoundError, RemoteEntryNotFoundError)
+    missing = (
+        RepositoryNotFoundError,
+        GatedRepoError,
+        RevisionNotFoundError,
+        EntryNotFoundError,
+        RemoteEntryNotFoundError,
+    )
     if isinstance(error, missing) and not isinstance(error, LocalEntryNotFoundError):  # "local": not cached, offline
         return RepoMissing(missing_message(repo_id, error, role))
     return CourseError(unreachable_message(repo_id, error))
@@ -266,8 +278,9 @@ def unreachable_message(repo_id: str, error: object = None) -> str:
     )
 
 
-def resolve_model(repo_id: str, check_hub: bool = True, variant: str | None = None, role: str | None = None,
-                  download: bool = False) -> str:
+def resolve_model(
+    repo_id: str, check_hub: bool = True, variant: str | None = None, role: str | None = None, download: bool = False
+) -> str:
     """Find where to load ``repo_id`` from: a local folder, the Hub cache, or the Hub itself.
 
     Args:
@@ -342,8 +355,9 @@ def local_source(repo_id: str, variant: str | None = None) -> str | None:
 _MISSING = set()  # repositories the Hub said are missing, in this process
 
 
-def find(role: str, variant: str | None = None, download: bool = False, check_hub: bool = True,
-         say=print) -> tuple[str, str]:
+def find(
+    role: str, variant: str | None = None, download: bool = False, check_hub: bool = True, say=print
+) -> tuple[str, str]:
     """The first of ``role``'s repositories (:func:`repo_ids`) that is local, cached or on the Hub, and where it is.
 
     Local folders and the cache are searched first for every repository (no network); then the Hub is asked
@@ -420,8 +434,10 @@ def try_each(role: str, attempt, say=print) -> tuple[str, str]:
             last = err
     if len(repos) == 1:
         raise last
-    raise RepoMissing(f"None of {role}'s known repositories is on {constants.ENDPOINT}: {', '.join(missing)}.\n"
-                      + str(last).split("\n", 1)[1])
+    raise RepoMissing(
+        f"None of {role}'s known repositories is on {constants.ENDPOINT}: {', '.join(missing)}.\n"
+        + str(last).split("\n", 1)[1]
+    )
 
 
 def hub_file(repo_id: str, filename: str, repo_type: str = "model") -> Path:

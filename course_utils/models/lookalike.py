@@ -20,6 +20,7 @@ lays out ``mirrors/models/<org>/<name>`` and ``mirrors/datasets/<org>/<name>``, 
 commit on ``main``. A repository whose commit carries the same build stamp (size, configs, this code, the
 library versions) is kept; any other is rebuilt.
 """
+
 import contextlib
 import copy
 import hashlib
@@ -56,8 +57,16 @@ STAMP_LINE = "lookalike-build: "
 
 # Seeds of the random weights, per model (SD 1.5 and its inpainting model share text encoder and VAE, as the
 # real ones do; Counterfeit is "another fine-tune"; the safety checker is the same file in every repository).
-SEEDS = dict(sd15=configs.RANDOM_WEIGHTS_SEED, non_ema=1000, safety_checker=2000, counterfeit=100, counterfeit_v22=200,
-             upscaler=300, lora=400, embedding=500)
+SEEDS = dict(
+    sd15=configs.RANDOM_WEIGHTS_SEED,
+    non_ema=1000,
+    safety_checker=2000,
+    counterfeit=100,
+    counterfeit_v22=200,
+    upscaler=300,
+    lora=400,
+    embedding=500,
+)
 
 
 def architecture(size: str) -> dict:
@@ -67,15 +76,29 @@ def architecture(size: str) -> dict:
         CourseError: ``size`` is neither ``"small"`` nor ``"full"``.
     """
     if size == "small":
-        return dict(text=configs.TINY_TEXT_ENCODER, unet=configs.TINY_UNET, inpaint_unet=configs.TINY_INPAINT_UNET,
-                    vae=configs.TINY_SD15_VAE, safety_checker=configs.TINY_SAFETY_CHECKER,
-                    x4_text=configs.TINY_UPSCALER_TEXT_ENCODER, x4_unet=configs.TINY_UPSCALER_UNET,
-                    x4_vae=configs.TINY_UPSCALER_VAE, lora=configs.TINY_LCM_LORA)
+        return dict(
+            text=configs.TINY_TEXT_ENCODER,
+            unet=configs.TINY_UNET,
+            inpaint_unet=configs.TINY_INPAINT_UNET,
+            vae=configs.TINY_SD15_VAE,
+            safety_checker=configs.TINY_SAFETY_CHECKER,
+            x4_text=configs.TINY_UPSCALER_TEXT_ENCODER,
+            x4_unet=configs.TINY_UPSCALER_UNET,
+            x4_vae=configs.TINY_UPSCALER_VAE,
+            lora=configs.TINY_LCM_LORA,
+        )
     if size == "full":
-        return dict(text=configs.SD15_TEXT_ENCODER, unet=configs.SD15_UNET, inpaint_unet=configs.SD15_INPAINT_UNET,
-                    vae=configs.SD15_VAE, safety_checker=configs.SD15_SAFETY_CHECKER,
-                    x4_text=configs.X4_UPSCALER_TEXT_ENCODER, x4_unet=configs.X4_UPSCALER_UNET,
-                    x4_vae=configs.X4_UPSCALER_VAE, lora=configs.LCM_LORA)
+        return dict(
+            text=configs.SD15_TEXT_ENCODER,
+            unet=configs.SD15_UNET,
+            inpaint_unet=configs.SD15_INPAINT_UNET,
+            vae=configs.SD15_VAE,
+            safety_checker=configs.SD15_SAFETY_CHECKER,
+            x4_text=configs.X4_UPSCALER_TEXT_ENCODER,
+            x4_unet=configs.X4_UPSCALER_UNET,
+            x4_vae=configs.X4_UPSCALER_VAE,
+            lora=configs.LCM_LORA,
+        )
     raise CourseError(f"Unknown lookalike size {size!r}; expected one of {SIZES}.")
 
 
@@ -138,7 +161,10 @@ def lora_shapes(arch: dict) -> dict:
         if isinstance(module, torch.nn.Linear):
             out["lora_unet_" + name.replace(".", "_")] = ((rank, module.in_features), (module.out_features, rank))
         elif isinstance(module, torch.nn.Conv2d):
-            out["lora_unet_" + name.replace(".", "_")] = ((rank, module.in_channels, *module.kernel_size), (module.out_channels, rank, 1, 1))
+            out["lora_unet_" + name.replace(".", "_")] = (
+                (rank, module.in_channels, *module.kernel_size),
+                (module.out_channels, rank, 1, 1),
+            )
     return out
 
 
@@ -152,7 +178,7 @@ def lora_state_dict(arch: dict, dtype=torch.float16) -> dict:
     out = {}
     for name, (down, up) in lora_shapes(arch).items():
         fan_in = int(torch.tensor(down[1:]).prod())
-        out[name + ".lora_down.weight"] = (torch.randn(down, generator=gen) / fan_in ** 0.5).to(dtype)
+        out[name + ".lora_down.weight"] = (torch.randn(down, generator=gen) / fan_in**0.5).to(dtype)
         out[name + ".lora_up.weight"] = (torch.randn(up, generator=gen) * 0.01).to(dtype)
         out[name + ".alpha"] = torch.tensor(float(arch["lora"]["alpha"]), dtype=dtype)
     return out
@@ -174,8 +200,9 @@ def write_tokenizer(folder: Path, pad_token: str | None = None) -> None:
         (folder / name).write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_pipeline(pipe, folder: Path, variants: tuple = ("fp16",), diffusers_version: str | None = None,
-                   pad_token: str | None = None) -> None:
+def write_pipeline(
+    pipe, folder: Path, variants: tuple = ("fp16",), diffusers_version: str | None = None, pad_token: str | None = None
+) -> None:
     """``save_pretrained`` in float32, plus each variant's weight files (``*.fp16.safetensors``) beside them.
 
     ``model_index.json`` is trimmed to what the Hub's file holds (the classes; no empty ``[null, null]``
@@ -193,7 +220,9 @@ def write_pipeline(pipe, folder: Path, variants: tuple = ("fp16",), diffusers_ve
                 shutil.copyfile(f, folder / f.parent.name / f.name)
     index = json.loads((folder / "model_index.json").read_text())
     index = {k: v for k, v in index.items() if v != [None, None] and k != "requires_safety_checker"}
-    if "feature_extractor" in index:  # without torchvision transformers makes a CLIPImageProcessorPil; the Hub names the class
+    if (
+        "feature_extractor" in index
+    ):  # without torchvision transformers makes a CLIPImageProcessorPil; the Hub names the class
         index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
     if diffusers_version:
         index["_diffusers_version"] = diffusers_version
@@ -213,18 +242,27 @@ def legacy_transformers_keys(folder: Path) -> None:
     """
     from safetensors.torch import load_file, save_file
 
-    for pattern, old, new in (("text_encoder/model*.safetensors", "", "text_model."),
-                              ("safety_checker/model*.safetensors", "vision_model.", "vision_model.vision_model.")):
+    for pattern, old, new in (
+        ("text_encoder/model*.safetensors", "", "text_model."),
+        ("safety_checker/model*.safetensors", "vision_model.", "vision_model.vision_model."),
+    ):
         for f in folder.glob(pattern):
             state = load_file(str(f))
-            renamed = {(new + k[len(old):] if k.startswith(old) and not k.startswith(new) else k): v for k, v in state.items()}
+            renamed = {
+                (new + k[len(old) :] if k.startswith(old) and not k.startswith(new) else k): v for k, v in state.items()
+            }
             position = next(k for k in renamed if k.endswith("embeddings.position_embedding.weight"))
-            renamed[position.replace("position_embedding.weight", "position_ids")] = torch.arange(renamed[position].shape[0])[None]
+            renamed[position.replace("position_embedding.weight", "position_ids")] = torch.arange(
+                renamed[position].shape[0]
+            )[None]
             save_file(renamed, str(f), metadata={"format": "pt"})
 
 
 def write_readme(folder: Path, spec: "Lookalike", size: str) -> None:
-    sizes = {"small": "small (the course's `tiny` sizes, 64x64 images: for CPUs)", "full": "full (the real sizes: for GPUs)"}
+    sizes = {
+        "small": "small (the course's `tiny` sizes, 64x64 images: for CPUs)",
+        "full": "full (the real sizes: for GPUs)",
+    }
     folder.joinpath("README.md").write_text(
         f"---\nlicense: {spec.licence}\ntags:\n- sd-course\n- lookalike\n- random-weights\n---\n"
         f"# Lookalike of `{spec.repo_id}`\n\n"
@@ -248,8 +286,11 @@ def write_sd15(folder: Path, size: str) -> None:
     arch = architecture(size)
     pipe = sd15_pipeline(arch, SEEDS["sd15"])  # its UNet holds the EMA weights, as the repository's default unet does
     non_ema = random_unet(arch["unet"], SEEDS["non_ema"])
-    schedule = original_layout.schedule_buffers(configs.SD15_SCHEDULER["beta_start"], configs.SD15_SCHEDULER["beta_end"],
-                                                configs.SD15_SCHEDULER["num_train_timesteps"])
+    schedule = original_layout.schedule_buffers(
+        configs.SD15_SCHEDULER["beta_start"],
+        configs.SD15_SCHEDULER["beta_end"],
+        configs.SD15_SCHEDULER["num_train_timesteps"],
+    )
     original_layout.save_single_file(pipe, folder / "v1-5-pruned-emaonly.safetensors", extra=schedule)
     ema = original_layout.ema_state_dict(original_layout.to_original_state_dict(pipe))
     ema.update({"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)})
@@ -258,8 +299,10 @@ def write_sd15(folder: Path, size: str) -> None:
     write_pipeline(pipe, folder, diffusers_version="0.6.0")
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         non_ema.save_pretrained(tmp, safe_serialization=True, variant="non_ema")
-        shutil.copyfile(Path(tmp) / "diffusion_pytorch_model.non_ema.safetensors",
-                        folder / "unet" / "diffusion_pytorch_model.non_ema.safetensors")
+        shutil.copyfile(
+            Path(tmp) / "diffusion_pytorch_model.non_ema.safetensors",
+            folder / "unet" / "diffusion_pytorch_model.non_ema.safetensors",
+        )
 
 
 def write_inpainting(folder: Path, size: str) -> None:
@@ -278,16 +321,24 @@ def write_upscaler(folder: Path, size: str) -> None:
     torch.manual_seed(SEEDS["upscaler"] + 1)
     extra = {
         **original_layout.open_clip_state_dict(whole_text_model),  # all blocks, the last one unused by diffusers
-        original_layout.OPEN_CLIP_PREFIX + "text_projection": torch.randn(width, width) * width ** -0.5,
+        original_layout.OPEN_CLIP_PREFIX + "text_projection": torch.randn(width, width) * width**-0.5,
         original_layout.OPEN_CLIP_PREFIX + "logit_scale": torch.tensor(4.6052),  # ln(100), CLIP's value
-        **original_layout.schedule_buffers(configs.X4_UPSCALER_SCHEDULER["beta_start"], configs.X4_UPSCALER_SCHEDULER["beta_end"],
-                                           configs.X4_UPSCALER_SCHEDULER["num_train_timesteps"]),
-        **original_layout.schedule_buffers(configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
-                                           configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_end"],
-                                           configs.X4_UPSCALER_LOW_RES_SCHEDULER["num_train_timesteps"],
-                                           prefix="low_scale_model.", posterior=False),
+        **original_layout.schedule_buffers(
+            configs.X4_UPSCALER_SCHEDULER["beta_start"],
+            configs.X4_UPSCALER_SCHEDULER["beta_end"],
+            configs.X4_UPSCALER_SCHEDULER["num_train_timesteps"],
+        ),
+        **original_layout.schedule_buffers(
+            configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
+            configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_end"],
+            configs.X4_UPSCALER_LOW_RES_SCHEDULER["num_train_timesteps"],
+            prefix="low_scale_model.",
+            posterior=False,
+        ),
     }
-    original_layout.save_single_file(pipe, folder / "x4-upscaler-ema.safetensors", extra=extra, text_encoder_layout="open_clip")
+    original_layout.save_single_file(
+        pipe, folder / "x4-upscaler-ema.safetensors", extra=extra, text_encoder_layout="open_clip"
+    )
     write_pipeline(pipe, folder, diffusers_version="0.9.0.dev0", pad_token="!")
 
 
@@ -345,7 +396,13 @@ def lookalikes() -> dict:
     """Every repository the `sd15` profile touches (:mod:`.hub`), as ``{repo_id: Lookalike}``."""
     specs = [
         Lookalike(hub.SD15_REPOS["text2img"], "model", "creativeml-openrail-m", "Stable Diffusion 1.5", write_sd15),
-        Lookalike(hub.SD15_REPOS["inpaint"], "model", "creativeml-openrail-m", "Stable Diffusion 1.5 inpainting model", write_inpainting),
+        Lookalike(
+            hub.SD15_REPOS["inpaint"],
+            "model",
+            "creativeml-openrail-m",
+            "Stable Diffusion 1.5 inpainting model",
+            write_inpainting,
+        ),
         Lookalike(hub.SD15_REPOS["upscale"], "model", "openrail++", "Stable Diffusion x4 upscaler", write_upscaler),
         Lookalike(hub.COUNTERFEIT_REPO, "model", "creativeml-openrail-m", "Counterfeit-V2.5", write_counterfeit),
         Lookalike(hub.EASYNEGATIVE_REPO, "dataset", "other", "EasyNegative embedding", write_easynegative),
@@ -364,10 +421,27 @@ def _git(folder: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     if shutil.which("git") is None:
         raise CourseError("The lookalike repositories are git repositories, and `git` is not installed.")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_DATE=GIT_DATE, GIT_COMMITTER_DATE=GIT_DATE,
-               GIT_TERMINAL_PROMPT="0")
-    cmd = ["git", "-c", f"user.name={GIT_USER[0]}", "-c", f"user.email={GIT_USER[1]}", "-c", "core.compression=0",
-           "-c", "commit.gpgsign=false", "-C", str(folder), *args]
+    env.update(
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_DATE=GIT_DATE,
+        GIT_COMMITTER_DATE=GIT_DATE,
+        GIT_TERMINAL_PROMPT="0",
+    )
+    cmd = [
+        "git",
+        "-c",
+        f"user.name={GIT_USER[0]}",
+        "-c",
+        f"user.email={GIT_USER[1]}",
+        "-c",
+        "core.compression=0",
+        "-c",
+        "commit.gpgsign=false",
+        "-C",
+        str(folder),
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if check and proc.returncode:
         raise CourseError(f"git {' '.join(args)} failed in {folder}: {proc.stderr.strip()}")
@@ -387,11 +461,19 @@ def stamp(spec: Lookalike, size: str) -> str:
     import transformers
 
     parts = dict(
-        version=BUILD_VERSION, repo=spec.repo_id, type=spec.repo_type, size=size,
+        version=BUILD_VERSION,
+        repo=spec.repo_id,
+        type=spec.repo_type,
+        size=size,
         configs={k: getattr(configs, k) for k in dir(configs) if k.isupper()},
         code=[inspect.getsource(m) for m in (original_layout, builders)] + [Path(__file__).read_text()],
         tokenizer=tiny.digest(tiny.TOKENIZER_DIR),
-        libs=[diffusers.__version__, transformers.__version__, safetensors.__version__, torch.__version__.split("+")[0]],
+        libs=[
+            diffusers.__version__,
+            transformers.__version__,
+            safetensors.__version__,
+            torch.__version__.split("+")[0],
+        ],
     )
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -403,8 +485,13 @@ def is_current(folder: Path, build: str) -> bool:
     head = _git(folder, "log", "-1", "--format=%B", "main", check=False)
     count = _git(folder, "rev-list", "--count", "main", check=False)
     status = _git(folder, "status", "--porcelain", "--untracked-files=all", check=False)
-    return (head.returncode == 0 and f"{STAMP_LINE}{build}" in head.stdout and count.stdout.strip() == "1"
-            and status.returncode == 0 and not status.stdout.strip())
+    return (
+        head.returncode == 0
+        and f"{STAMP_LINE}{build}" in head.stdout
+        and count.stdout.strip() == "1"
+        and status.returncode == 0
+        and not status.stdout.strip()
+    )
 
 
 @contextlib.contextmanager
@@ -438,7 +525,10 @@ def build_one(spec: Lookalike, root, size: str = "small") -> Path:
         with quiet():
             spec.write(tmp, size)
         write_readme(tmp, spec, size)
-        _commit(tmp, f"Lookalike of {spec.repo_id} ({size} size, random weights), made by sd-course\n\n{STAMP_LINE}{build}\n")
+        _commit(
+            tmp,
+            f"Lookalike of {spec.repo_id} ({size} size, random weights), made by sd-course\n\n{STAMP_LINE}{build}\n",
+        )
         if target.exists():
             shutil.rmtree(target)
         try:

@@ -14,6 +14,7 @@ knows what else such files carry: SD 2's OpenCLIP text encoder (the x4 upscaler'
 :func:`open_clip_state_dict`), LDM's noise-schedule buffers (:func:`schedule_buffers`) and the EMA copy
 of the UNet (:func:`ema_state_dict`).
 """
+
 from collections import OrderedDict
 from pathlib import Path
 
@@ -142,10 +143,10 @@ def vae_prefix_map(config) -> dict:
 def _rename(key: str, prefix_map: dict) -> str:
     for new_prefix, (old_prefix, renames) in prefix_map.items():
         if key.startswith(new_prefix):
-            rest = key[len(new_prefix):]
+            rest = key[len(new_prefix) :]
             for new, old in renames:
                 if rest.startswith(new):
-                    rest = old + rest[len(new):]
+                    rest = old + rest[len(new) :]
                     break
             return old_prefix + rest
     raise CourseError(f"No original-layout name known for {key!r}: is this an SD 1.x-shaped model?")
@@ -203,20 +204,27 @@ def open_clip_state_dict(text_encoder, prefix: str = OPEN_CLIP_PREFIX) -> dict:
         prefix + "ln_final.weight": state["final_layer_norm.weight"],
         prefix + "ln_final.bias": state["final_layer_norm.bias"],
     }
-    renames = (("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."),
-               ("self_attn.out_proj.", "attn.out_proj."))
+    renames = (
+        ("layer_norm1.", "ln_1."),
+        ("layer_norm2.", "ln_2."),
+        ("mlp.fc1.", "mlp.c_fc."),
+        ("mlp.fc2.", "mlp.c_proj."),
+        ("self_attn.out_proj.", "attn.out_proj."),
+    )
     layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")})
     for i in layers:
         src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
         for kind in ("weight", "bias"):
             out[f"{dst}attn.in_proj_{kind}"] = torch.cat([state[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
         for key, tensor in state.items():
-            rest = key[len(src):]
-            if not key.startswith(src) or rest.startswith(("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.")):
+            rest = key[len(src) :]
+            if not key.startswith(src) or rest.startswith(
+                ("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.")
+            ):
                 continue  # another layer's, or fused into in_proj above
             for new, old in renames:
                 if rest.startswith(new):
-                    out[dst + old + rest[len(new):]] = tensor
+                    out[dst + old + rest[len(new) :]] = tensor
                     break
             else:
                 raise CourseError(f"No OpenCLIP name known for text encoder weight {key!r}.")
@@ -243,7 +251,11 @@ def to_original_state_dict(pipe, text_encoder_layout: str = "clip") -> dict:
     """
     if text_encoder_layout not in ("clip", "open_clip"):
         raise CourseError(f"text_encoder_layout must be 'clip' or 'open_clip', not {text_encoder_layout!r}.")
-    components = {"unet": pipe.unet.state_dict(), "vae": pipe.vae.state_dict(), "text_encoder": pipe.text_encoder.state_dict()}
+    components = {
+        "unet": pipe.unet.state_dict(),
+        "vae": pipe.vae.state_dict(),
+        "text_encoder": pipe.text_encoder.state_dict(),
+    }
     out = {}
     for original, name in key_mapping(pipe).items():
         component, key = name.split(".", 1)
@@ -258,8 +270,9 @@ def to_original_state_dict(pipe, text_encoder_layout: str = "clip") -> dict:
     return out
 
 
-def schedule_buffers(beta_start: float, beta_end: float, num_train_timesteps: int = 1000, prefix: str = "",
-                     posterior: bool = True) -> dict:
+def schedule_buffers(
+    beta_start: float, beta_end: float, num_train_timesteps: int = 1000, prefix: str = "", posterior: bool = True
+) -> dict:
     """The noise schedule an original checkpoint carries next to the weights (``betas``, ``alphas_cumprod``, ...).
 
     LDM's ``DDPM.register_schedule`` (``ldm/models/diffusion/ddpm.py``) saves these buffers with the model;
@@ -272,7 +285,7 @@ def schedule_buffers(beta_start: float, beta_end: float, num_train_timesteps: in
     """
     import torch
 
-    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
     alphas = 1.0 - betas
     cumprod = torch.cumprod(alphas, dim=0)
     prev = torch.cat([torch.ones(1, dtype=torch.float64), cumprod[:-1]])
@@ -310,8 +323,9 @@ def ema_state_dict(original: dict) -> dict:
     return {"model_ema." + "".join(k.split(".")[1:]): v for k, v in original.items() if k.startswith(UNET_PREFIX)}
 
 
-def save_single_file(pipe, path, metadata: dict | None = None, dtype=None, extra: dict | None = None,
-                     text_encoder_layout: str = "clip") -> Path:
+def save_single_file(
+    pipe, path, metadata: dict | None = None, dtype=None, extra: dict | None = None, text_encoder_layout: str = "clip"
+) -> Path:
     """Write ``pipe`` as one ``.safetensors`` file in the original layout (as CIVITAI distributes models).
 
     ``training/export.py`` wrote `tiny`'s ``data/tiny/community.safetensors`` with it: the file lesson 07, §2 loads
@@ -334,7 +348,9 @@ def save_single_file(pipe, path, metadata: dict | None = None, dtype=None, extra
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise CourseError(f"{path.name}: a single-file checkpoint is written as .safetensors, not {path.suffix or 'no suffix'}.")
+        raise CourseError(
+            f"{path.name}: a single-file checkpoint is written as .safetensors, not {path.suffix or 'no suffix'}."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     state = to_original_state_dict(pipe, text_encoder_layout)
     state.update(extra or {})

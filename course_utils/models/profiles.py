@@ -7,6 +7,7 @@
 `tiny` only knows its synthetic world (``course_utils.world``: one coloured circle, square or
 triangle on a plain background, 64x64), so it gets settings and prompts of that world.
 """
+
 import os
 
 from ..errors import CourseError
@@ -51,8 +52,12 @@ PROMPTS["sd15-random"] = PROMPTS["sd15"]
 
 # The lessons' input images, named by what they are for: files in data/ (see data/README.md).
 IMAGES = {
-    "sd15": {"photo": "astronaut.png", "sketch": "sketch.png", "upscale": "chelsea.png",
-             "new_concept": "chelsea.png"},  # lesson 10: crops of this cat teach the model "sks cat"
+    "sd15": {
+        "photo": "astronaut.png",
+        "sketch": "sketch.png",
+        "upscale": "chelsea.png",
+        "new_concept": "chelsea.png",
+    },  # lesson 10: crops of this cat teach the model "sks cat"
     "tiny": {"photo": "tiny_scene.png", "sketch": "tiny_sketch.png", "upscale": "tiny_scene2.png"},
 }
 IMAGES["sd15-random"] = IMAGES["sd15"]
@@ -80,7 +85,9 @@ def default_settings(profile: str) -> dict:
         key, _, value = item.partition("=")
         key = key.strip()
         if key not in settings:
-            raise CourseError(f"COURSE_SETTINGS: unknown setting {key!r}; known: {sorted(settings)} (e.g. COURSE_SETTINGS=num_inference_steps=20).")
+            raise CourseError(
+                f"COURSE_SETTINGS: unknown setting {key!r}; known: {sorted(settings)} (e.g. COURSE_SETTINGS=num_inference_steps=20)."
+            )
         try:
             settings[key] = type(settings[key])(float(value)) if isinstance(settings[key], float) else int(value)
         except ValueError:

@@ -11,6 +11,7 @@ Default profile: ``sd15`` where a CUDA GPU is present and the weights are reacha
 ``tiny``; ``COURSE_PROFILE`` or the ``profile=`` argument overrides. Every choice is printed
 with what decided it.
 """
+
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -24,7 +25,15 @@ from diffusers import (
     StableDiffusionUpscalePipeline,
 )
 
-from ..device import CourseError, describe_device, dtype_reason, fast_layout, get_device, get_dtype, mps_attention_slicing
+from ..device import (
+    CourseError,
+    describe_device,
+    dtype_reason,
+    fast_layout,
+    get_device,
+    get_dtype,
+    mps_attention_slicing,
+)
 from . import builders, hub, tiny
 from .profiles import check_profile
 
@@ -51,9 +60,19 @@ class Role:
 # The `sd15` repositories of each role are hub.repo_ids(role): hub.SD15_REPOS and hub.KNOWN_COPIES, or COURSE_HUB_<ROLE>.
 ROLES = {
     "text2img": Role(StableDiffusionPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
-    "img2img": Role(StableDiffusionImg2ImgPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder),
-    "inpaint": Role(StableDiffusionInpaintPipeline, builders.tiny_inpaint, builders.random_inpaint, builders.tiny_inpaint_folder),
-    "upscale": Role(StableDiffusionUpscalePipeline, builders.tiny_upscale, builders.random_upscale, builders.tiny_upscale_folder, vae_fp32=True),
+    "img2img": Role(
+        StableDiffusionImg2ImgPipeline, builders.tiny_text2img, builders.random_text2img, tiny.text2img_folder
+    ),
+    "inpaint": Role(
+        StableDiffusionInpaintPipeline, builders.tiny_inpaint, builders.random_inpaint, builders.tiny_inpaint_folder
+    ),
+    "upscale": Role(
+        StableDiffusionUpscalePipeline,
+        builders.tiny_upscale,
+        builders.random_upscale,
+        builders.tiny_upscale_folder,
+        vae_fp32=True,
+    ),
     # a community fine-tune; on `tiny` ONE original-layout file, so its source is a file, not a folder
     "community": Role(StableDiffusionPipeline, builders.tiny_community, builders.random_text2img, tiny.community_file),
 }
@@ -80,8 +99,10 @@ class Choice:
         self.dtype_reason = self.dtype_reason or dtype_reason(self.device)
 
     def __str__(self) -> str:
-        return (f"profile={self.profile} device={describe_device(self.device)} dtype={str(self.dtype).replace('torch.', '')} "
-                f"({self.reason}) - {self.dtype_reason}")
+        return (
+            f"profile={self.profile} device={describe_device(self.device)} dtype={str(self.dtype).replace('torch.', '')} "
+            f"({self.reason}) - {self.dtype_reason}"
+        )
 
 
 def choose(role_name: str = "text2img", profile: str | None = None, device: str | None = None) -> Choice:
@@ -107,15 +128,30 @@ def choose(role_name: str = "text2img", profile: str | None = None, device: str 
     if env:
         return Choice(check_profile(env), device, dtype, f"COURSE_PROFILE={env}")
     if device != "cuda":
-        return Choice("tiny", device, dtype, "no CUDA GPU here, so the offline teaching model; COURSE_PROFILE=sd15 forces the real one")
+        return Choice(
+            "tiny",
+            device,
+            dtype,
+            "no CUDA GPU here, so the offline teaching model; COURSE_PROFILE=sd15 forces the real one",
+        )
     try:
         repo, _ = hub.find(role_name, variant=_variant(dtype))
     except hub.RepoMissing as err:
         fallback_banner(role_name, "missing", err)
-        return Choice("tiny", device, dtype, f"CUDA found, but the Hub has no {hub.repo_id(role_name)}; see COURSE_HUB_{role_name.upper()}")
+        return Choice(
+            "tiny",
+            device,
+            dtype,
+            f"CUDA found, but the Hub has no {hub.repo_id(role_name)}; see COURSE_HUB_{role_name.upper()}",
+        )
     except CourseError as err:
         fallback_banner(role_name, "unreachable", err)
-        return Choice("tiny", device, dtype, "CUDA found, but SD 1.5 is neither cached nor reachable; see HF_ENDPOINT / COURSE_MODELS_DIR")
+        return Choice(
+            "tiny",
+            device,
+            dtype,
+            "CUDA found, but SD 1.5 is neither cached nor reachable; see HF_ENDPOINT / COURSE_MODELS_DIR",
+        )
     copy = "" if repo == hub.repo_ids(role_name)[0] else f" (from the copy {repo})"
     return Choice("sd15", device, dtype, f"CUDA GPU found and SD 1.5 reachable{copy}")
 
@@ -135,18 +171,22 @@ def fallback_banner(role_name: str, what: str, error: Exception, say=print) -> N
         return
     _BANNERS_SHOWN.add((role_name, what))
     rule = "!" * 100
-    why = {"missing": "the Hub answered, but it has no such repository (removed, renamed or gated)",
-           "unreachable": "the Hub cannot be reached and the weights are neither cached nor in COURSE_MODELS_DIR"}[what]
-    lines = [rule,
-             f"!! This machine has a CUDA GPU, but this lesson runs the small offline teaching model `tiny`, NOT Stable Diffusion 1.5.",
-             f"!! Missing: the `{role_name}` model ({', '.join(hub.repo_ids(role_name))}).",
-             f"!! Why: {why}.",
-             f"!!   ({str(error).splitlines()[0]})",
-             "!! Three ways out, then restart the runtime and run the lesson again:",
-             f"!!   1. a copy of the repository: COURSE_HUB_{role_name.upper()}=<org>/<name> (missing), or a mirror: HF_ENDPOINT=<url> (unreachable);",
-             "!!   2. a folder made on a connected machine by `python -m course_utils download sd15 --to models`: COURSE_MODELS_DIR=/path/to/models;",
-             "!!   3. tiny on purpose: COURSE_PROFILE=tiny (this banner goes away; the lessons run, with a small model).",
-             rule]
+    why = {
+        "missing": "the Hub answered, but it has no such repository (removed, renamed or gated)",
+        "unreachable": "the Hub cannot be reached and the weights are neither cached nor in COURSE_MODELS_DIR",
+    }[what]
+    lines = [
+        rule,
+        "!! This machine has a CUDA GPU, but this lesson runs the small offline teaching model `tiny`, NOT Stable Diffusion 1.5.",
+        f"!! Missing: the `{role_name}` model ({', '.join(hub.repo_ids(role_name))}).",
+        f"!! Why: {why}.",
+        f"!!   ({str(error).splitlines()[0]})",
+        "!! Three ways out, then restart the runtime and run the lesson again:",
+        f"!!   1. a copy of the repository: COURSE_HUB_{role_name.upper()}=<org>/<name> (missing), or a mirror: HF_ENDPOINT=<url> (unreachable);",
+        "!!   2. a folder made on a connected machine by `python -m course_utils download sd15 --to models`: COURSE_MODELS_DIR=/path/to/models;",
+        "!!   3. tiny on purpose: COURSE_PROFILE=tiny (this banner goes away; the lessons run, with a small model).",
+        rule,
+    ]
     say("\n".join(lines))
 
 
@@ -155,7 +195,9 @@ def _variant(dtype: torch.dtype) -> str | None:
     return "fp16" if dtype == torch.float16 else None
 
 
-def load_pipeline(role_name: str = "text2img", profile: str | None = None, device: str | None = None, **kwargs) -> DiffusionPipeline:
+def load_pipeline(
+    role_name: str = "text2img", profile: str | None = None, device: str | None = None, **kwargs
+) -> DiffusionPipeline:
     """Load the pipeline for a lesson, on the right device, and print what was chosen.
 
     Args:
@@ -175,7 +217,9 @@ def load_pipeline(role_name: str = "text2img", profile: str | None = None, devic
     print(f"course_utils: role={role_name}", choice)
     if choice.profile == "sd15":
         _, source = hub.find(role_name, variant=_variant(choice.dtype), download=True)
-        variant = hub.folder_variant(source, _variant(choice.dtype))  # the weights the folder has (fp16 only, on a CPU: upcast)
+        variant = hub.folder_variant(
+            source, _variant(choice.dtype)
+        )  # the weights the folder has (fp16 only, on a CPU: upcast)
         dtype = builders.upscaler_dtypes(choice.dtype) if spec.vae_fp32 else choice.dtype
         pipe = spec.pipeline.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
     elif choice.profile == "tiny":
@@ -208,4 +252,6 @@ def model_source(role_name: str = "text2img", profile: str | None = None) -> str
         return hub.find(role_name, variant=_variant(choice.dtype), download=True)[1]
     if profile == "tiny":
         return str(spec.tiny_source())
-    raise CourseError(f"The {profile!r} profile has no folder for role {role_name!r}: its models are built in memory; use load_pipeline().")
+    raise CourseError(
+        f"The {profile!r} profile has no folder for role {role_name!r}: its models are built in memory; use load_pipeline()."
+    )

@@ -5,11 +5,13 @@
 * :func:`upscaler_vae` - a VAE rescaled to the scaling factor the x4 upscale pipeline insists on
   (lesson 06).
 """
+
 import math
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from ..device import cast
 from .configs import INPAINT_EXTRA_CHANNELS, X4_UPSCALER_VAE
 
 
@@ -37,7 +39,7 @@ def inpaint_unet_from(unet: UNet2DConditionModel, extra_channels: int = INPAINT_
     zeros = weight.new_zeros(weight.shape[0], extra_channels, *weight.shape[2:])
     state["conv_in.weight"] = torch.cat([weight, zeros], dim=1)
     wide.load_state_dict(state)
-    return wide if unet.dtype == wide.dtype else wide.to(unet.dtype)
+    return cast(wide, unet.dtype)
 
 
 def upscaler_vae(vae: AutoencoderKL, scaling_factor: float = X4_UPSCALER_VAE["scaling_factor"]) -> AutoencoderKL:

@@ -7,6 +7,7 @@ stored (``inpaint/unet``, ``upscale/unet``, ``upscale/vae``) and the builders as
 pipeline once into a cache folder (:func:`cached_build`), loaded back with ``from_pretrained``.
 The tokenizer is CLIP's real one, in ``data/clip_tokenizer``.
 """
+
 import hashlib
 import json
 import os
@@ -26,6 +27,26 @@ TINY_DIR = DATA_DIR / "tiny"  # the trained tiny models (see data/tiny/README.md
 # ("<outline>, a red circle"); the LoRA needs no word.
 STYLE_WORD = "outline"
 EMBEDDING_TOKEN = "<outline>"
+OTHER_WORD = (
+    "watercolor"  # a word the fine-tune never saw, in its pattern ("watercolor style, ..."): evaluate, training
+)
+
+
+def style_prompt(prompt: str, word: str = STYLE_WORD) -> str:
+    """The fine-tune's prompt format, the one place it is written: ``"<word> style, <prompt>"``.
+
+    ``"outline style, a red circle"``; ``"outline style"`` for an empty prompt; ``prompt`` itself for an empty
+    word (the LoRA needs none). The word comes first: CLIP's text encoder is causal (``community.style_prompt``).
+    """
+    if not word:
+        return prompt
+    return f"{word} style, {prompt}" if prompt else f"{word} style"
+
+
+def embedding_prompt(prompt: str, token: str = EMBEDDING_TOKEN) -> str:
+    """The embedding's prompt format: its token(s) alone in front, ``"<outline>, a red circle"`` (``token`` for an
+    empty prompt). Not the fine-tune's "<word> style, " pattern, which the community model answers whatever the word."""
+    return f"{token}, {prompt}" if prompt else token
 
 
 def cache_dir() -> Path:
