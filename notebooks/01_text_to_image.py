@@ -96,7 +96,8 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # ```
 #
 # 1. `from_pretrained` downloads the model once (`variant="fp16"` fetches the half-size copies of the
-#    weights, about 2 GB, instead of the float32 ones), then loads it from the cache;
+#    weights, about 2.7 GB: UNet 1.7, safety checker 0.6, text encoder 0.25, VAE 0.17, as the first cell
+#    says; not the float32 ones), then loads it from the cache;
 #    `dtype=torch.float16` keeps the weights in half precision: half the memory, and fast on a GPU.
 # 2. `.to(device)` moves every weight to the GPU.
 # 3. Calling the pipeline with a sentence runs text encoder → 50 denoising steps → image decoder
@@ -135,7 +136,7 @@ if choice.profile == "sd15":
     del three  # one copy of SD 1.5 in memory is enough: the lesson goes on with `pipe`
     display(astronaut)
 else:
-    print(f"profile {choice.profile}: no GPU or no Hub here, so the three lines would download about 2 GB and "
+    print(f"profile {choice.profile}: no GPU or no Hub here, so the three lines would download about 2.7 GB and "
           f"take minutes per image on this machine; `pipe` above is the course's small model instead:",
           type(pipe).__name__, "on", pipe.device)
 

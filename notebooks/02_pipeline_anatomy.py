@@ -277,7 +277,7 @@ print("runs on:   ", next(text_encoder.parameters()).device)
 # %%
 height, width = settings["height"], settings["width"]
 photo = cu.load_image(cu.image_name("photo", choice.profile), size=(width, height))
-x = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 127.5 - 1  # [1, 3, H, W] in [-1, 1]
+x = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 127.5 - 1  # [1, 3, H, W] in [-1, 1] (cu.to_tensor does this; written out here)
 scaling = vae.config.scaling_factor
 print("scaling_factor from the VAE's config:", scaling)
 
@@ -559,10 +559,12 @@ cu.grid(concept_images[:8], size=max(128, width // 4), titles=captions[:8])
 # The loop. Each picture is noised once, at a timestep spread over the noisier half of the schedule,
 # t = 500..999, where the latents do not show the picture yet and the caption must decide it (at small
 # t the picture is nearly there whatever the text). Every step sees the same problem, so one step's
-# loss can be compared with the next:
+# loss can be compared with the next. That is a simplification for this demonstration: real textual
+# inversion (diffusers' training script, and lesson 10) draws fresh noise and a fresh `t` for every
+# picture at every step, over thousands of steps, so its loss jumps from one step to the next.
 
 # %%
-pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in concept_images]).float() / 127.5 - 1
+pixels = cu.to_tensor(concept_images)  # [n, 3, H, W] in [-1, 1], as the pipeline's image processor makes it
 with torch.no_grad():
     x0 = vae.encode(pixels.to(choice.device, vae.dtype)).latent_dist.mean * scaling  # [n, 4, h, w]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(x0)  # the noise to predict

@@ -314,7 +314,8 @@ cu.grid(sweep_pictures, cols=len(scales), size=192, titles=titles)
 # step `k` we swap its first half for the empty prompt's embedding (`empty`, section 3). diffusers'
 # documentation uses the same hook to switch guidance off part-way through a run.
 # The callback runs once per entry of `pipe.scheduler.timesteps`; PNDM, SD 1.5's default scheduler,
-# has one entry more than `num_inference_steps` (it repeats its first timestep).
+# has one entry more than `num_inference_steps`: it repeats its *second* timestep (961, 921, 921, 881, ... for
+# 25 steps; lesson 4, section 1 prints them).
 
 # %%
 def negative_for_first(k):
@@ -363,8 +364,9 @@ cu.grid(window_pictures, cols=len(windows), size=192, titles=titles)
 # most. Two measurements instead: how far the negative prompt has moved the latents *right after* its
 # window and by the end (section 2 kept the latents after every step of both runs; during its
 # first `k` steps a window run *is* the run with the negative prompt), and how much the negative
-# prompt changes the UNet's prediction at each timestep, `|ε(x_t, c_neg) − ε(x_t, c_∅)|`, next to how
-# far that step moves the latents.
+# prompt changes the UNet's prediction at each timestep, `|ε(x_t, c_neg) − ε(x_t, c_∅)|`, what that
+# difference is in the predicted clean latents `x̂₀ = (x_t − √(1−ᾱ_t)·ε) / √ᾱ_t` (lesson 3: times
+# `√(1−ᾱ_t)/√ᾱ_t`, large at the noisiest timesteps), and how far that step moves the latents.
 
 # %%
 for k in windows[1:-1]:
@@ -379,13 +381,18 @@ with torch.no_grad():
         t = pipe.scheduler.timesteps[i]
         x = pipe.scheduler.scale_model_input(torch.cat([before[i]] * 2), t)
         eps_empty, eps_negative = pipe.unet(x, t, encoder_hidden_states=torch.cat([empty, uncond])).sample.chunk(2)
-        print(f"timestep {i + 1:2d} (t = {int(t):3d}): |eps_neg - eps_empty| = {(eps_negative - eps_empty).abs().max():.3f},"
-              f" this step moves the latents by {(plain_trajectory[i] - before[i]).abs().max():.3f}")
+        abar = pipe.scheduler.alphas_cumprod[int(t)]
+        d_eps = (eps_negative - eps_empty).abs().max().item()
+        print(f"timestep {i + 1:2d} (t = {int(t):3d}): |eps_neg - eps_empty| = {d_eps:.3f}, in x0_hat "
+              f"{d_eps * ((1 - abar) / abar).sqrt().item():.2f}, this step moves the latents by "
+              f"{(plain_trajectory[i] - before[i]).abs().max():.3f}")
 
 # %% [markdown]
 # On `tiny`: at the first timestep the negative prompt changes the UNet's prediction by a few
-# hundredths, at the last ones by more than 1. At the noisiest timesteps the UNet sees almost pure
-# noise, and what it predicts there hardly depends on the text; those steps also move the latents
+# hundredths, at the last ones by more than 1. At the noisiest timesteps the negative prompt changes
+# the UNet's ε by little, but that is a large change in the clean picture it predicts (the `x0_hat`
+# column: ε is multiplied by `√(1−ᾱ_t)/√ᾱ_t` there; lesson 3's x̂₀ grid shows the red circle after
+# one step). What is small is the step the scheduler takes from there: those steps move the latents
 # less than the middle ones. So two timesteps with the negative prompt push the latents by only a
 # few hundredths. The steps that follow, without it, do amplify that push (the change at the end is
 # larger, the circle moves), but they decide the colour again as the run without a negative prompt
@@ -393,7 +400,8 @@ with torch.no_grad():
 # the colour change.
 #
 # So the first timesteps do little not because the picture is already settled there (it is not),
-# but because the text barely matters to the UNet there. What the starting noise *has* settled by
+# and not because the UNet ignores the text there, but because each of those steps moves the latents
+# only a little of the way towards what it predicts. What the starting noise *has* settled by
 # the time the text matters is hard to remove: on `tiny`, shapes more than colours
 # (`data/tiny/README.md`: named colours are removed in all of its 60 test images, named shapes in
 # about two thirds).
@@ -524,9 +532,9 @@ cu.grid(long_pictures, cols=2, size=256, titles=titles)
 #   SD 1.5's usual range, 3 `tiny`'s; very high values distort.
 # - CLIP reads 75 content tokens; the pipeline drops the rest with a warning (`which_tokens_are_cut`
 #   shows them). Chunked embeddings (`long_prompt_embeds` → `prompt_embeds=`) are one way past it.
-# - A negative prompt acts over several steps. On `tiny`, at the noisiest timesteps the text barely
-#   changes the UNet's prediction, so the first timesteps alone change little; what the starting
-#   noise has settled (on `tiny`: shapes) is hard to remove. `callback_on_step_end` can switch it
+# - A negative prompt acts over several steps. At the noisiest timesteps it changes the predicted clean
+#   picture, but the scheduler's steps there are small, so the first timesteps alone change little;
+#   what the starting noise has settled (on `tiny`: shapes) is hard to remove. `callback_on_step_end` can switch it
 #   off or on after any timestep.
 # - Image not matching the text: try seeds, guidance, a negative prompt, a shorter prompt.
 

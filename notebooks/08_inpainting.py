@@ -187,8 +187,10 @@ display(cu.diagrams.input_channels_diagram("inpaint", unet=pipe.unet))  # checks
 # | 5–8 | the *masked image* (the photo with the white region blanked), VAE-encoded × `scaling_factor` | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
 #
 # The output is still 4 channels: the predicted noise of the latents. Only the first layer (`conv_in`)
-# is wider; SD's inpainting model was made from SD's text-to-image model by adding 5 input channels
-# with zero weights to `conv_in` and training further with synthetic masks (440k steps).
+# is wider. SD 1.5's inpainting model started from SD v1.2's weights, trained 595k steps as a
+# text-to-image model, then got 5 more input channels with zero weights in `conv_in` and 440k steps of
+# inpainting training with synthetic masks (its model card). `tiny`'s was made the same way from
+# `tiny`'s own text-to-image UNet (`docs/training.md`).
 #
 # We build them by hand, one move at a time, as the pipeline does. The order of random draws matters
 # for an exact match: at strength 1 the pipeline draws the starting noise first (lesson 3's x_T), then
@@ -463,7 +465,7 @@ print([name for name in inspect.signature(UNet2DConditionModel.forward).paramete
 # your attempt
 
 # %% [markdown]
-# **2.** Predict, then run: the inpainting UNet started from the text-to-image UNet with the weights
+# **2.** Predict, then run: the inpainting UNet started from a text-to-image UNet with the weights
 # that read channels 4–8 set to zero. Are they still near zero? If you give it an *empty* mask (all
 # black: nothing to repaint, and the masked photo is the whole photo), does its predicted noise change
 # compared with the lesson's mask? Does it then equal the text-to-image UNet's, on the same latents?
@@ -548,9 +550,12 @@ print(f"inpainting UNet vs text-to-image UNet:                             {(wit
 
 # %% [markdown]
 # Both inpainting models started with the weights on channels 4–8 at exactly zero: then the mask
-# and the masked photo could not change the output, and the inpainting UNet equalled the
-# text-to-image UNet. Training with synthetic masks made those weights useful: now they are not
-# zero, the mask changes the prediction, and the two UNets differ.
+# and the masked photo could not change the output. Training with synthetic masks made those weights
+# useful: now they are not zero, and the mask changes the prediction. The last line mixes two causes
+# on `sd15`: SD 1.5's inpainting model did not start from SD 1.5's UNet but from SD v1.2's, trained
+# 595k more steps before its inpainting training (its model card), so it differs from SD 1.5's UNet
+# even where the mask adds nothing. On `tiny` it started from this very text-to-image UNet, so there
+# the difference is the inpainting training alone.
 
 # %% [markdown]
 # ### Solution 3

@@ -120,8 +120,10 @@ print("profile:", choice.profile, "| steps:", STEPS, "| settings:", settings)
 #
 # `tiny` was trained on circles, squares and triangles. The word "diamond" is in CLIP's vocabulary,
 # but its row of the token table was never trained, and no training image was a diamond. On SD 1.5
-# the "new thing" is one particular cat: the photo `data/chelsea.png`, named by a rare token, `sks`,
-# as in the DreamBooth paper. We ask for it before training:
+# the "new thing" is one particular cat: the photo `data/chelsea.png`, named by a rare token, `sks`.
+# The DreamBooth paper binds the subject to a rare-token identifier it writes `[V]`; `sks` is the one
+# diffusers' DreamBooth example and much community code use (it is also a real word, so a rarer token
+# can work better). We ask for it before training:
 
 # %%
 pipe = cu.load_pipeline("text2img")
@@ -587,8 +589,8 @@ for name, n, size, seconds, effect in rows:
 
 # %% [markdown]
 # - **Textual inversion** trains one row of the token table (64 numbers on `tiny`, 768 on SD 1.5).
-#   The UNet is frozen, so the new word can only steer it toward pictures it can already make:
-#   the row ends near "square", and `tiny` has never drawn a corner at 45°. An embedding names
+#   The UNet is frozen, so the new word can only steer it toward pictures it can already make (the
+#   row above prints what `<diamond>` drew: `tiny` has never drawn a corner at 45°). An embedding names
 #   things; it cannot teach drawing. (On SD 1.5, which has seen countless cats, an embedding of one
 #   cat gets close, which is why embeddings are popular there.)
 # - **A LoRA** changes what the layers compute, through a few per cent of their weights: enough to
@@ -598,9 +600,12 @@ for name, n, size, seconds, effect in rows:
 #   It can learn the most, needs the most memory (AdamW keeps two more numbers per weight) and
 #   ships as a whole model (lesson 7's `community.safetensors`; 1.7 GB in fp16 for SD 1.5's UNet).
 #   On `tiny`, this lesson's recipe as a full fine-tune (lr 2e-4, 400 steps; `docs/training.md`)
-#   took about as long per step as the LoRA (the backward pass through the frozen layers costs the
-#   same), drew 80% diamonds, and the old prompts' shapes fell from 1.00 to 0.86: with every weight
-#   free to move, more of what the model knew moved too.
+#   drew 80% diamonds, and the old prompts' shapes fell from 1.00 to 0.86: with every weight free to
+#   move, more of what the model knew moved too. Its steps took about as long as the LoRA's on this
+#   small model on a CPU (`docs/training.md`). That is not general: a LoRA step skips the weight
+#   gradients of every frozen layer (about a third of a training step's matrix products) and keeps
+#   AdamW's state for its few weights only (for SD 1.5's 860 M UNet weights, AdamW's two float32
+#   states alone are 6.9 GB).
 
 # %% [markdown]
 # ## Exercises

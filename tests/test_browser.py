@@ -147,6 +147,9 @@ def lesson_3(browser, lab):
         page.get_by_role("menuitem", name="Run All Above Selected Cell").click()
         page.keyboard.press("Shift+Enter")  # then the slider's own cell
         cell.locator(".course-step-slider .noUi-handle").wait_for(timeout=300_000)
+        # the still copy is the cell's second output, sent after the live slider: save only once it is shown
+        # (a save between the two outputs kept only the first, and the file was never saved again)
+        cell.locator(".course-still").first.wait_for(state="attached", timeout=120_000)
         saved = root / LESSON.name
         before = saved.stat().st_mtime_ns
         page.keyboard.press("Control+s")
