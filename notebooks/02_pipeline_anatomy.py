@@ -412,9 +412,11 @@ print("assembled pipeline (built with safety_checker=None):", assembled.safety_c
 # 1. look up each id's row in the **token table** `embeddings.token_embedding` (one learned vector per
 #    word of the vocabulary: 49,408 rows);
 # 2. add the row of its **position** (0..76) from `embeddings.position_embedding`;
-# 3. run the `encoder.layers` (self-attention + MLP) with a **causal mask**: position *i* only looks at
-#    positions 0..*i*, as in a language model;
-# 4. a last layer norm, `final_layer_norm`.
+# 3. run the `encoder.layers` with a **causal mask**: position *i* only looks at positions 0..*i*, as in a
+#    language model. Each layer is self-attention (every position mixes in the positions it may look at)
+#    followed by an MLP (two linear layers with a nonlinearity between, applied to each position alone);
+# 4. a last **layer norm**, `final_layer_norm`: each position's vector shifted and scaled to mean 0 and
+#    variance 1, then by two learned vectors.
 
 # %%
 token_table = text_encoder.embeddings.token_embedding        # nn.Embedding: one row per token of the vocabulary

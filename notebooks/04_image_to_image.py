@@ -293,10 +293,14 @@ cu.grid(views, cols=5, size=192, titles=titles)
 # `PNDMScheduler.step_plms` (diffusers, with SD 1.5's `skip_prk_steps=True`) counts its calls in
 # `scheduler.counter` and treats the first two differently, whatever timesteps it is given:
 #
-# - call 0, at t: a plain first-order step t → t − Δ (Δ = 1000 / steps), keeping x_t;
+# - call 0, at t: a plain first-order step t → t − Δ (Δ = 1000 / steps), keeping x_t (first-order: it
+#   uses one noise prediction, the one at t, as lesson 3's DDIM step does);
 # - call 1 (told t − Δ): it goes *back* to x_t and redoes the same step t → t − Δ with the average of
-#   the two predicted noises (a Heun-type correction);
-# - from call 2 on: the multistep formula, from the timestep it is told to that timestep − Δ.
+#   the two predicted noises (a Heun-type correction: predict at the start, predict at the end, step
+#   with their average);
+# - from call 2 on: the multistep formula (it combines the last few predicted noises, up to four, one
+#   from each earlier step, instead of calling the UNet more often), from the timestep it is told to
+#   that timestep − Δ.
 #
 # That is why the full list holds its second timestep twice, `[961, 921, 921, 881, …]`: the first 921
 # is the correction's evaluation, the second starts the step 921 → 881. img2img cuts the list from the

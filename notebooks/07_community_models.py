@@ -415,7 +415,8 @@ print("vocabulary size:", len(pipe.tokenizer))
 # %% [markdown]
 # EasyNegative is a **textual-inversion embedding**: a few new vectors in the text encoder's
 # embedding table, trained so that, used as a negative prompt, they push away typical flaws. Its
-# file (A1111 format, Hub dataset `gsdf/EasyNegative`) holds one tensor `emb_params` of shape
+# file (in the format of AUTOMATIC1111's Stable Diffusion web UI, "A1111", the most used community
+# front end; Hub dataset `gsdf/EasyNegative`) holds one tensor `emb_params` of shape
 # `[n_vectors, hidden_size]`. No network weight changes. `tiny`'s `<outline>` is a file of the same
 # format, trained on `tiny`'s community model (step 1) to mean "drawn as an outline": it goes in
 # front of the prompt ("<outline>, a red circle on a white background"), not into the negative

@@ -115,7 +115,8 @@ doctor.main()  # the same as `python -m course_utils doctor` in a terminal
 #
 # Memory: on CUDA `torch.cuda.max_memory_allocated()` (reset before each measurement) is the
 # peak of the tensors PyTorch held: weights plus the largest activations. On a Linux CPU the
-# peak resident memory of the whole process (`VmHWM`) is the closest number: Python, the
+# peak resident memory of the whole process (`VmHWM`, the "high water mark" Linux keeps in
+# `/proc/self/status`) is the closest number: Python, the
 # libraries and every model still loaded count too, so compare rows with each other. `measuring.measure`
 # does exactly these steps; read it with `measuring.measure??`.
 
@@ -311,7 +312,9 @@ else:
 # anything. We time each part and add up a whole image. The tiny autoencoder has the
 # architecture of TAESD (`AutoencoderTiny`, 2.4 M parameters, a drop-in VAE decoder); with random
 # weights here, we see its *time*, not its pictures. The quick run times the decodes on a 256x256
-# image and scales them to 512x512 by their counted FLOPs; `COURSE_BENCH=full` times 512x512 itself.
+# image and scales them to 512x512 by their counted FLOPs (floating-point operations: each
+# multiplication and addition counts one; `full_size.part_flops` counts them without running anything);
+# `COURSE_BENCH=full` times 512x512 itself.
 
 # %%
 # quick run: each part once, no warm-up call (a first call is a little slower), the decodes at 256x256

@@ -327,7 +327,7 @@ print("dtypes: W", layer.base_layer.weight.dtype, "| A and B", layer.lora_A["new
 # ## 6. Train
 #
 # AdamW on the LoRA's parameters; the learning rate warms up over 20 steps, then follows a cosine
-# down to 0. Every step draws a fresh batch, fresh noise and fresh timesteps, so its loss jumps
+# down to 0 (half a cosine wave: it falls slowly at first, fastest in the middle, slowly at the end). Every step draws a fresh batch, fresh noise and fresh timesteps, so its loss jumps
 # around: a loss at t = 900 is mostly about the noise, one at t = 50 mostly about the picture. To
 # see learning, we also keep a **fixed** batch of new-thing images (fixed noise, fixed timesteps)
 # and measure the loss on it every so often: the same question each time, so it can only go down
@@ -337,7 +337,8 @@ print("dtypes: W", layer.base_layer.weight.dtype, "| A and B", layer.lora_A["new
 # LoRA's weights in float32 (`cast_training_params`, §5), the forward pass under `torch.autocast`
 # (float16 arithmetic, the float32 weights cast on the fly), and a `GradScaler` that multiplies the
 # loss before `backward()` so that small gradients do not round to 0 in float16, then divides them
-# back before clipping and skips any step whose gradients overflowed. Why not simply train float16
+# back before clipping (scaling the gradients down when their overall length exceeds 1, so one bad
+# batch cannot throw the weights far) and skips any step whose gradients overflowed. Why not simply train float16
 # weights? Exercise 3 shows what AdamW does to them. In float32 (a CPU) these lines change nothing.
 
 # %%

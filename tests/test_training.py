@@ -122,7 +122,7 @@ def test_resume_is_exact(runs, tmp_path, stage):
     o = dict(FAST[stage], ckpt_every=100)
     train(stage, out=a, steps=4, overrides=o, quiet=True)
     train(stage, out=b, steps=2, overrides=o, quiet=True)
-    with pytest.raises(SystemExit):  # no silent overwrite
+    with pytest.raises(config.TrainingError):  # no silent overwrite
         train(stage, out=b, steps=4, overrides=o, quiet=True)
     train(stage, out=b, steps=4, overrides=o, resume=True, quiet=True)
     ka, kb = (torch.load(d / stage / "ckpt.pt", weights_only=False) for d in (a, b))
@@ -268,7 +268,7 @@ def test_restore_from_the_committed_weights(tmp_path):
                 else torch.allclose(ta[k].float(), tb[k].float(), rtol=1e-3, atol=1e-6)
             )
             assert same, (part, k)
-    with pytest.raises(SystemExit, match="exists"):
+    with pytest.raises(config.TrainingError, match="exists"):
         restore(runs, tiny.TINY_DIR)
     step = written["upscale"]
     train("upscale", out=runs, steps=step + 1, resume=True, overrides=SMALL, quiet=True)
@@ -301,7 +301,7 @@ def test_set_parses_typed_values():
     ],
 )
 def test_set_rejects_unknown_keys_and_wrong_types(item, message):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(config.TrainingError, match=message):
         parse_sets([item], ["text2img"])
 
 
@@ -369,10 +369,10 @@ def test_override_files_replay_the_runs_that_made_data_tiny():
 def test_override_file_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('stage = "text2img"\n[settings]\nlr_later = [[7000, 0.5]]\n')
-    with pytest.raises(SystemExit, match="no setting"):
+    with pytest.raises(config.TrainingError, match="no setting"):
         config.load_overrides(bad)
     bad.write_text('stage = "vae"\n[settings]\nsteps = 10\n')
-    with pytest.raises(SystemExit, match="for stage 'vae', not 'text2img'"):
+    with pytest.raises(config.TrainingError, match="for stage 'vae', not 'text2img'"):
         config.load_overrides(bad, "text2img")
     with pytest.raises(SystemExit, match="continues text2img at step 7000"):  # a resumed run's file needs --resume
         main(["text2img", "--out", str(tmp_path), "--overrides", str(_history_file("03_"))])

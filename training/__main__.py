@@ -27,17 +27,17 @@ def parse_sets(items, stages) -> dict:
     """``["batch_size=8", "lr=1e-3"]`` -> ``{"batch_size": 8, "lr": 0.001}``, typed as the settings of ``stages``.
 
     Every key must be a setting of at least one of ``stages``, and its value of that setting's type
-    (an int is accepted for a float, a list for a tuple); anything else is a ``SystemExit`` saying which.
+    (an int is accepted for a float, a list for a tuple); anything else is a ``config.TrainingError`` saying which.
     """
     out = {}
     for item in items:
         key, eq, text = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise SystemExit(f"--set takes KEY=VALUE, e.g. --set batch_size=8; got {item!r}")
+            raise config.TrainingError(f"--set takes KEY=VALUE, e.g. --set batch_size=8; got {item!r}")
         owners = [s for s in stages if key in config.STAGES[s].__dataclass_fields__]
         if not owners:
-            raise SystemExit(
+            raise config.TrainingError(
                 f"--set {key}: no such setting in stage(s) {', '.join(stages)}; "
                 f"settings: {sorted(set().union(*(config.STAGES[s].__dataclass_fields__ for s in stages)))}"
             )
@@ -54,15 +54,25 @@ def _check_start(out, stage: str, from_step: int, resume: bool):
         return
     path = Path(out) / stage / "ckpt.pt"
     if not resume or not path.exists():
-        raise SystemExit(
+        raise config.TrainingError(
             f"this override file continues {stage} at step {from_step}: pass --resume, with {path} at that step"
         )
     step = torch.load(path, map_location="cpu", weights_only=False)["step"]
     if step != from_step:
-        raise SystemExit(f"this override file continues {stage} at step {from_step}, but {path} is at step {step}")
+        raise config.TrainingError(
+            f"this override file continues {stage} at step {from_step}, but {path} is at step {step}"
+        )
 
 
 def main(argv=None):
+    """``python -m training ...``: a :class:`config.TrainingError` becomes the exit message (no traceback)."""
+    try:
+        return _main(argv)
+    except config.TrainingError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -126,7 +136,7 @@ def main(argv=None):
     settings = {}
     if a.overrides:
         if a.stage == "all":
-            raise SystemExit("--overrides applies to one stage, not all")
+            raise config.TrainingError("--overrides applies to one stage, not all")
         loaded = config.load_overrides(a.overrides, a.stage)
         _check_start(a.out, a.stage, loaded["from_step"], a.resume)
         settings.update(loaded["settings"])

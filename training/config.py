@@ -41,6 +41,11 @@ DEFAULT_OUT = "training/runs"  # where runs go: <out>/<stage>/{ckpt.pt, log.json
 HISTORY_DIR = Path(__file__).resolve().parent / "runs_that_made_data_tiny"  # the override files of the committed runs
 
 
+class TrainingError(Exception):
+    """A run cannot start or go on (an unknown setting, a missing checkpoint, a loss that is not finite): the message
+    says what to do. ``python -m training`` turns it into its exit message."""
+
+
 @dataclass
 class Settings:
     """Settings shared by every stage."""
@@ -217,7 +222,7 @@ STAGES = {  # stage name -> its settings, in the order `all` runs them (each sta
 
 def _check_stage(name: str):
     if name not in STAGES:
-        raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        raise TrainingError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 
 
 def _typed(name: str, field: dataclasses.Field, value):
@@ -228,7 +233,7 @@ def _typed(name: str, field: dataclasses.Field, value):
     elif kind is tuple and isinstance(value, list):
         value = tuple(value)
     if type(value) is not kind:
-        raise SystemExit(
+        raise TrainingError(
             f"stage {name}: setting {field.name} must be {kind.__name__}, not {value!r} ({type(value).__name__})"
         )
     return value
@@ -241,7 +246,7 @@ def stage_config(name: str, **overrides) -> Settings:
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     unknown = set(overrides) - set(fields)
     if unknown:
-        raise SystemExit(f"stage {name} has no setting(s) {sorted(unknown)}; settings: {sorted(fields)}")
+        raise TrainingError(f"stage {name} has no setting(s) {sorted(unknown)}; settings: {sorted(fields)}")
     return replace(cfg, **{k: _typed(name, fields[k], v) for k, v in overrides.items()})
 
 
@@ -268,12 +273,12 @@ def load_overrides(path, stage: str | None = None) -> dict:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise SystemExit(f"{path}: {e}") from None
+        raise TrainingError(f"{path}: {e}") from None
     extra = set(data) - {"stage", "from_step", "settings"}
     if extra or "stage" not in data:
-        raise SystemExit(f"{path}: expected the keys stage, from_step and a [settings] table, got {sorted(data)}")
+        raise TrainingError(f"{path}: expected the keys stage, from_step and a [settings] table, got {sorted(data)}")
     if stage is not None and data["stage"] != stage:
-        raise SystemExit(f"{path} is for stage {data['stage']!r}, not {stage!r}")
+        raise TrainingError(f"{path} is for stage {data['stage']!r}, not {stage!r}")
     settings = dict(data.get("settings", {}))
     stage_config(data["stage"], **settings)  # unknown names or wrong types: an error now, not after hours
     return dict(stage=data["stage"], from_step=int(data.get("from_step", 0)), settings=settings)

@@ -26,6 +26,7 @@ import torch
 from course_utils import scores, world
 from course_utils.models import builders, profiles
 
+from .config import TrainingError
 from .train import weights
 
 WORDS = tuple(world.SHAPES)  # the bare words tried alone as prompts
@@ -37,7 +38,7 @@ def seed_range(text: str) -> list:
     try:
         lo, hi = int(lo), int(hi or lo)
     except ValueError:
-        raise SystemExit(f"--seeds takes FIRST-LAST, e.g. 0-19, not {text!r}") from None
+        raise TrainingError(f"--seeds takes FIRST-LAST, e.g. 0-19, not {text!r}") from None
     return list(range(lo, hi + 1))
 
 
@@ -48,7 +49,7 @@ def pipeline(ckpt=None):
     if ckpt:
         ck = torch.load(ckpt, map_location="cpu", weights_only=False)
         if ck.get("stage") != "text2img":
-            raise SystemExit(f"{ckpt} is a checkpoint of stage {ck.get('stage')!r}, not text2img")
+            raise TrainingError(f"{ckpt} is a checkpoint of stage {ck.get('stage')!r}, not text2img")
         pipe.text_encoder.load_state_dict(weights(ck, "text_encoder"))
         pipe.unet.load_state_dict(weights(ck, "unet"))
     return pipe

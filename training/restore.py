@@ -23,7 +23,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from . import config
-from .train import CKPT, _save
+from .config import TrainingError
+from .train import CKPT, save_checkpoint
 
 STAGES = ("vae", "text2img", "inpaint", "upscale")  # what `restore` writes: the stages others start from
 
@@ -58,7 +59,7 @@ def restore(to_runs=config.DEFAULT_OUT, src="data/tiny", overwrite: bool = False
     for stage in STAGES:
         path = runs / stage / CKPT
         if path.exists() and not overwrite:
-            raise SystemExit(f"{path} exists: remove it (or pass --overwrite) to restore over it")
+            raise TrainingError(f"{path} exists: remove it (or pass --overwrite) to restore over it")
         path.parent.mkdir(parents=True, exist_ok=True)
         result = results.get(stage, {})
         step = int(result.get("step", config.STAGES[stage].steps))
@@ -66,7 +67,7 @@ def restore(to_runs=config.DEFAULT_OUT, src="data/tiny", overwrite: bool = False
         if stage == "vae":
             extra["scaling_factor"] = float(vae.config.scaling_factor)  # what trained_vae() reads
         ema = {} if stage == "vae" else {k: {n: t.clone() for n, t in v.items()} for k, v in modules[stage].items()}
-        _save(
+        save_checkpoint(
             path,
             dict(
                 step=step,

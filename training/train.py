@@ -33,6 +33,7 @@ from course_utils.models import builders, configs
 from course_utils.models.surgery import inpaint_unet_from, upscaler_vae
 
 from . import config, data
+from .config import TrainingError
 
 CKPT = "ckpt.pt"
 
@@ -55,10 +56,12 @@ def load_ckpt(out, stage: str) -> dict:
     """The finished checkpoint of ``stage`` (a stage this one starts from)."""
     path = Path(out) / stage / CKPT
     if not path.exists():
-        raise SystemExit(f"{path} not found: run `python -m training {stage}` first")
+        raise TrainingError(f"{path} not found: run `python -m training {stage}` first")
     ck = torch.load(path, map_location="cpu", weights_only=False)
     if not ck.get("done"):
-        raise SystemExit(f"{path} is at step {ck['step']} of an unfinished run: `python -m training {stage} --resume`")
+        raise TrainingError(
+            f"{path} is at step {ck['step']} of an unfinished run: `python -m training {stage} --resume`"
+        )
     return ck
 
 
@@ -281,7 +284,7 @@ def latent_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict
         labels += b["labels"]
     cache = dict(mean=torch.cat(means), std=torch.cat(stds), labels=labels)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    _save(path, cache)
+    save_checkpoint(path, cache)
     print(f"[text2img] encoded {n} scenes in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
     return cache
 
@@ -370,12 +373,17 @@ class FinetuneStage(_Diffusion):
     """The "community" fine-tune: text2img's UNet learns outlined shapes for captions with the trigger word."""
 
     name = "finetune"  # the stage's folder (its latent cache goes there)
+    scores_other_word = True  # its evaluation also asks for another word in the trigger's place (not the LoRA, TI)
+
+    def unet_from(self, cfg) -> str:
+        """The stage whose UNet this one starts from: text2img's here (TIStage: its settings say)."""
+        return "text2img"
 
     def __init__(self, cfg, out):
         super().__init__(cfg, out)
         self.vae, self.sched = trained_vae(out), ddpm()
         te, self.unet = trained_text2img(out)
-        if getattr(cfg, "unet_from", "text2img") == "finetune":  # TI for the community model: its (EMA) weights
+        if self.unet_from(cfg) == "finetune":  # TI for the community model: its (EMA) weights
             ck = load_ckpt(out, "finetune")
             self.unet.load_state_dict(weights(ck, "unet"))
             if "text_encoder" in ck["modules"]:
@@ -451,7 +459,7 @@ class FinetuneStage(_Diffusion):
         out = dict(style=outline_share(pipe, [self.styled(p) for p in STYLE_PROMPTS], seeds, **settings))
         if self.trigger():
             out["style_plain"] = outline_share(pipe, STYLE_PROMPTS, seeds, **settings)
-        if self.name == "finetune":  # another word in the trigger's place ("watercolor style, ...")
+        if self.scores_other_word:  # another word in the trigger's place ("watercolor style, ...")
             out["style_other_word"] = outline_share(
                 pipe, [data.with_trigger(p, data.OTHER_WORD) for p in STYLE_PROMPTS], seeds, **settings
             )
@@ -490,7 +498,7 @@ def style_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict:
         outline=(config.OUTLINE_WIDTH, config.OUTLINE_RADIUS),
     )
     Path(folder).mkdir(parents=True, exist_ok=True)
-    _save(path, cache)
+    save_checkpoint(path, cache)
     print(f"[style] encoded {n} scenes, plain and outlined, in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
     return cache
 
@@ -499,6 +507,7 @@ class LoraStage(FinetuneStage):
     """A LoRA (peft, rank ``cfg.rank``) on the UNet's ``cfg.target_modules``; everything else frozen."""
 
     name = "lora"
+    scores_other_word = False
 
     def setup(self):
         from peft import LoraConfig
@@ -525,6 +534,11 @@ class TIStage(FinetuneStage):
 
     name = "ti"
     keep_float32 = ("text_encoder",)  # as diffusers' textual_inversion.py: the text encoder stays float32
+    scores_other_word = False
+
+    def unet_from(self, cfg) -> str:
+        """``cfg.unet_from``: ``"finetune"`` trains the embedding for the community model (its EMA weights)."""
+        return cfg.unet_from
 
     def setup(self):
         c = self.cfg
@@ -610,7 +624,8 @@ def learning_rate(cfg, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
 
 
-def _save(path: Path, state: dict):
+def save_checkpoint(path: Path, state: dict):
+    """Write a checkpoint atomically: to ``path``.tmp first, then renamed (restore.py writes them too)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken checkpoint
@@ -641,7 +656,7 @@ def train(
     ck = None
     if path.exists():
         if not resume:
-            raise SystemExit(f"{path} exists: pass --resume to continue it, or remove {run.dir} to start again")
+            raise TrainingError(f"{path} exists: pass --resume to continue it, or remove {run.dir} to start again")
         ck = torch.load(path, map_location="cpu", weights_only=False)
         if ck["step"] >= total and ck.get("done"):
             if not quiet:
@@ -689,7 +704,7 @@ def train(
     )
 
     def save(step, done=False, extra=None):
-        _save(
+        save_checkpoint(
             path,
             dict(
                 step=step,
@@ -705,56 +720,55 @@ def train(
             ),
         )
 
-    log = open(run.dir / "log.jsonl", "a")
-    t0, seen = time.perf_counter(), 0
-    for step in range(start, total):
-        lr = learning_rate(cfg, step)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        with precision.autocast("cpu", half):  # (off in float32)
-            loss, info = stage.loss(step % cfg.data_repeat if cfg.data_repeat else step, gen)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # float16: the loss times the scale; otherwise loss.backward()
-        gnorm = precision.optimizer_step(opt, scaler, stage.params, cfg.grad_clip or None)
-        gnorm = torch.tensor(0.0) if gnorm is None else gnorm
-        stage.after_step()
-        if cfg.ema_decay:
-            run.ema.update(step, stage.ema_modules)
-        seen += cfg.batch_size
-        if not math.isfinite(loss.item()):
-            raise SystemExit(f"[{name}] loss is {loss.item()} at step {step}: lower --set lr=...")
-        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            dt = time.perf_counter() - t0
-            row = dict(
-                step=step + 1,
-                loss=round(loss.item(), 6),
-                lr=lr,
-                grad_norm=round(float(gnorm), 4),
-                samples_per_s=round(seen / dt, 2),
-                **info,
-            )
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            if not quiet:
-                print(f"[{name}] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-            t0, seen = time.perf_counter(), 0
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
-            with precision.autocast("cpu", half):
-                ev = stage.evaluate(run)
-            log.write(json.dumps(dict(step=step + 1, eval=ev)) + "\n")
-            log.flush()
-            if not quiet:
-                print(f"[{name}] eval {ev}", flush=True)
-            t0 = time.perf_counter()
-        if (step + 1) % cfg.ckpt_every == 0 and step + 1 < total:
-            save(step + 1)
-    with precision.autocast("cpu", half):
-        extra = {**stage.evaluate(run), **stage.checkpoint_extra()}
-    save(total, done=True, extra=extra)
-    shown = {k: v for k, v in extra.items() if not torch.is_tensor(v)}  # result.json: what JSON can hold
-    log.write(json.dumps(dict(step=total, final=shown)) + "\n")
-    log.close()
+    with open(run.dir / "log.jsonl", "a") as log:  # one JSON row per logged step, eval and the final result
+        t0, seen = time.perf_counter(), 0
+        for step in range(start, total):
+            lr = learning_rate(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            with precision.autocast("cpu", half):  # (off in float32)
+                loss, info = stage.loss(step % cfg.data_repeat if cfg.data_repeat else step, gen)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()  # float16: the loss times the scale; otherwise loss.backward()
+            gnorm = precision.optimizer_step(opt, scaler, stage.params, cfg.grad_clip or None)
+            gnorm = torch.tensor(0.0) if gnorm is None else gnorm
+            stage.after_step()
+            if cfg.ema_decay:
+                run.ema.update(step, stage.ema_modules)
+            seen += cfg.batch_size
+            if not math.isfinite(loss.item()):
+                raise TrainingError(f"[{name}] loss is {loss.item()} at step {step}: lower --set lr=...")
+            if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+                dt = time.perf_counter() - t0
+                row = dict(
+                    step=step + 1,
+                    loss=round(loss.item(), 6),
+                    lr=lr,
+                    grad_norm=round(float(gnorm), 4),
+                    samples_per_s=round(seen / dt, 2),
+                    **info,
+                )
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                if not quiet:
+                    print(f"[{name}] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+                t0, seen = time.perf_counter(), 0
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
+                with precision.autocast("cpu", half):
+                    ev = stage.evaluate(run)
+                log.write(json.dumps(dict(step=step + 1, eval=ev)) + "\n")
+                log.flush()
+                if not quiet:
+                    print(f"[{name}] eval {ev}", flush=True)
+                t0 = time.perf_counter()
+            if (step + 1) % cfg.ckpt_every == 0 and step + 1 < total:
+                save(step + 1)
+        with precision.autocast("cpu", half):
+            extra = {**stage.evaluate(run), **stage.checkpoint_extra()}
+        save(total, done=True, extra=extra)
+        shown = {k: v for k, v in extra.items() if not torch.is_tensor(v)}  # result.json: what JSON can hold
+        log.write(json.dumps(dict(step=total, final=shown)) + "\n")
     (run.dir / "result.json").write_text(json.dumps(dict(step=total, **shown), indent=2, default=str))
     if not quiet:
         print(f"[{name}] done at step {total}: {shown}")
