@@ -186,7 +186,7 @@ def test_export_loads_in_diffusers(runs, tmp_path, monkeypatch):
 
 def test_training_schedules_are_the_pipelines():
     """The UNets learn on exactly the noise schedule their pipelines sample with (SD 1.5's; the upscaler's)."""
-    from training.train import ddpm
+    from training.checkpoints import ddpm
 
     x4 = builders.x4_schedulers()
     pairs = [
@@ -219,10 +219,11 @@ def test_training_captions_put_the_trigger_where_lesson_7_does():
 def test_offset_noise():
     """Without offset noise the noise is plain; with it every image and channel gets its own constant of std
     ``noise_offset``, drawn after the timesteps (so the noise and timesteps of a step are the same either way)."""
-    from training.train import _Diffusion, ddpm
+    from training.checkpoints import ddpm
+    from training.stages import DiffusionStage
 
     plain_cfg, offset_cfg = (config.stage_config("text2img", noise_offset=v) for v in (0.0, 0.2))
-    d = _Diffusion(plain_cfg, None)
+    d = DiffusionStage(plain_cfg, None)
     d.sched = ddpm()
     lat = torch.zeros(256, 4, 16, 16)
     plain = torch.randn(lat.shape, generator=torch.Generator().manual_seed(0))

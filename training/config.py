@@ -121,7 +121,7 @@ class InpaintSettings(Settings):
     lr: float = 6e-4
     lr_drop_at: int = 2700  # the last 1,300 steps at lr / 5, as the committed model's
     ema_decay: float = 0.995
-    x0_weight_max: float = 20.0  # per-sample loss weight clamp(1/SNR, 1, this); 0 = plain MSE (see train.InpaintStage)
+    x0_weight_max: float = 20.0  # per-sample loss weight clamp(1/SNR, 1, this); 0 = plain MSE (see stages.InpaintStage)
     full_mask: float = 0.25  # share of samples whose whole image is masked (SD inpainting: 25%)
     mask_min: float = 0.2  # random rectangle/ellipse sides, as fractions of the image
     mask_max: float = 0.8

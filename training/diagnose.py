@@ -26,8 +26,8 @@ import torch
 from course_utils import scores, world
 from course_utils.models import builders, profiles
 
+from .checkpoints import weights
 from .config import TrainingError
-from .train import weights
 
 WORDS = tuple(world.SHAPES)  # the bare words tried alone as prompts
 

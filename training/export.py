@@ -34,7 +34,7 @@ from course_utils.models.original_layout import save_single_file
 from course_utils.models.surgery import upscaler_vae
 
 from . import config, data
-from .train import load_ckpt, new_text_encoder, trained_text2img, trained_vae, weights
+from .checkpoints import load_ckpt, new_text_encoder, trained_text2img, trained_vae, weights
 
 COMMON = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 

@@ -23,8 +23,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from . import config
+from .checkpoints import CKPT, save_checkpoint
 from .config import TrainingError
-from .train import CKPT, save_checkpoint
 
 STAGES = ("vae", "text2img", "inpaint", "upscale")  # what `restore` writes: the stages others start from
 
