@@ -138,9 +138,9 @@ def download_plan(filenames, variant: str | None = None) -> tuple[list[str], str
 
     Returns:
         `tuple[list[str], str | None]`: the configs and tokenizer files (``.json``, ``.txt``, ``.model``) plus, per
-        component, the files of the first of (variant, safetensors), (variant, bin), (default, safetensors),
-        (default, bin) it has; and the variant chosen (`None`: the default weights). Never the top-level
-        single-file checkpoints, never another variant (e.g. SD 1.5's ``non_ema`` training copy).
+        component, its weight files in the chosen variant, safetensors where it has them, else ``.bin``; and the
+        variant chosen (`None`: the default weights). Never the top-level single-file checkpoints, never another
+        variant (e.g. SD 1.5's ``non_ema`` training copy).
     """
     filenames = [str(f) for f in filenames]
     groups = weight_files(filenames)
