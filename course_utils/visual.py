@@ -224,7 +224,8 @@ def _slider_box_class():
         def _ipython_display_(self):
             from IPython.display import display
 
-            if hasattr(self, "_repr_mimebundle_"):  # ipywidgets 8
+            modern = hasattr(self, "_repr_mimebundle_")  # ipywidgets 8; 7.7 (Colab's) displays itself
+            if modern:
                 data = self._repr_mimebundle_()
             else:  # ipywidgets 7.7 (Colab's): the bundle its Widget._ipython_display_ builds
                 data = {
@@ -239,7 +240,7 @@ def _slider_box_class():
                 "kernel (run the cell); the still copy below works without one"
             )
             display(data, raw=True, metadata={"tags": [LIVE_ONLY_TAG]})
-            if not hasattr(self, "_repr_mimebundle_"):
+            if not modern:
                 self._handle_displayed()  # what ipywidgets 7's display does next (calls on_displayed callbacks)
             if self.still is not None:
                 display(

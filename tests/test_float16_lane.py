@@ -10,13 +10,9 @@ sampling steps instead of 25 (``COURSE_SETTINGS``) and lesson 10 the short train
 """
 
 import os
-import subprocess
-import sys
-import time
 
 import pytest
-
-from course_utils.paths import ROOT
+from lanes import run_every_lesson
 
 pytestmark = [pytest.mark.slow, pytest.mark.lane]
 
@@ -34,19 +30,7 @@ FLOAT16_ENV = dict(
 def test_every_lesson_runs_on_tiny_in_float16():
     env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_") or k == "COURSE_CACHE"}
     env.update(FLOAT16_ENV)
-    notebooks = sorted(str(p) for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20", *notebooks],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3000,
-        cwd=ROOT,
-    )
-    seconds = time.perf_counter() - start
-    (ROOT / "build").mkdir(exist_ok=True)
-    (ROOT / "build" / "float16-lane.log").write_text(proc.stdout + proc.stderr)  # the slowest cells, for developers
+    proc, seconds = run_every_lesson(env, "float16-lane.log", timeout=3000)  # the slowest cells, for developers
     assert proc.returncode == 0, proc.stdout[-8000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert " passed" in last and "failed" not in last and "error" not in last, last

@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from course_utils import setup_env
 from course_utils.paths import ROOT
 
 DRAW = """
@@ -20,10 +21,6 @@ image = pipe(cu.prompt("main", "tiny"), num_inference_steps=5, **{k: v for k, v 
                                                                  if k != "num_inference_steps"}).images[0]
 print("DRAWN", image.size, cu.world.classify(image)["shape"])
 """
-
-
-def _venv_python(folder) -> str:
-    return str(folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
 
 
 @pytest.mark.slow
@@ -46,7 +43,7 @@ def test_wheel_installs_every_subpackage_and_draws_a_tiny_picture(tmp_path):
     ):
         assert module in names, module
     venv.create(tmp_path / "venv", with_pip=True)
-    python = _venv_python(tmp_path / "venv")
+    python = str(setup_env.venv_python(tmp_path / "venv"))
     for spec in (["torch==2.13.0"], [str(wheel)]):  # the CPU torch first (the course never picks torch for you)
         proc = subprocess.run(
             [python, "-m", "pip", "install", "-q", *spec], capture_output=True, text=True, timeout=900
@@ -66,7 +63,6 @@ def test_wheel_installs_every_subpackage_and_draws_a_tiny_picture(tmp_path):
 def test_setup_plans_what_make_install_does_on_every_system(tmp_path):
     """``python -m course_utils setup``: the Makefile's install steps; on Windows the venv's Scripts\\python.exe and,
     with an NVIDIA driver, torch from PyTorch's CUDA index (PyPI's Windows torch is a CPU build)."""
-    from course_utils import setup_env
 
     folder = tmp_path / ".venv"
     linux = setup_env.plan(folder, has_torch=False, system="posix", nvidia=True)

@@ -132,16 +132,12 @@ def test_every_role_has_a_builder_per_profile():
         assert spec.tiny_source().exists(), name
 
 
-def test_repo_override_and_weight_patterns(monkeypatch):
+def test_repo_override(monkeypatch):
     assert hub.repo_id("upscale") == "stabilityai/stable-diffusion-x4-upscaler"
     monkeypatch.setenv("COURSE_HUB_UPSCALE", "someone/x4-upscaler-copy")
     assert (
         hub.repo_id("upscale") == "someone/x4-upscaler-copy" and hub.repo_id("text2img") == hub.SD15_REPOS["text2img"]
     )
-    allow, ignore = hub.weight_patterns("fp16")
-    assert "*/*.fp16.safetensors" in allow and not ignore
-    allow, ignore = hub.weight_patterns(None)
-    assert "*/*.safetensors" in allow and ignore == ["*/*.fp16.safetensors", "*/*.non_ema.safetensors"]
 
 
 def pipeline_folder(root, files, index=("unet", "vae")):

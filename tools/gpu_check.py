@@ -539,14 +539,14 @@ def find_notebooks(selected: list[str] | None, folder: Path = NOTEBOOKS) -> list
     """Every lesson notebook (``notebooks/NN_*.ipynb``, lesson 09 and later included), or those whose name
     starts with one of ``selected`` (``01``, ``03_denoising_loop``, a path); ``folder``: another folder of them
     (``--notebooks-dir``, e.g. the tests' small synthetic notebook)."""
-    NOTEBOOKS = Path(folder)
-    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    folder = Path(folder)
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not selected:
         return paths
     chosen = [p for p in paths if any(p.name.startswith(Path(s).name.removesuffix(".ipynb")) for s in selected)]
     missing = [s for s in selected if not any(p.name.startswith(Path(s).name.removesuffix(".ipynb")) for p in paths)]
     if missing:
-        raise SystemExit(f"gpu-check: no notebook matches {missing} in {NOTEBOOKS}")
+        raise SystemExit(f"gpu-check: no notebook matches {missing} in {folder}")
     return chosen
 
 

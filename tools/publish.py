@@ -29,7 +29,7 @@ TABLE_START, TABLE_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -
 FIRST_CODE_CELL = re.compile(r"^# %%\n(.*?)\n\n(?=# %%)", re.M | re.S)
 
 # What each lesson downloads from the Hub on `sd15`, i.e. on a GPU: float16, so the fp16 files where a
-# repository has them (registry._variant, hub.FP16_VARIANTS, hub.weight_patterns). Sizes in bytes; GB means
+# repository has them (registry._variant, hub.FP16_VARIANTS, hub.download_plan). Sizes in bytes; GB means
 # 10**9 bytes, as the Hub lists file sizes. Sources: docs/lookalike-repos.md, whose tags are in brackets.
 #
 # SD 1.5's component files: computed from configs.SD15_* on the meta device, laid out as safetensors does

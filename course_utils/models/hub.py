@@ -84,23 +84,6 @@ def repo_id(role: str) -> str:
     return repo_ids(role)[0]
 
 
-def weight_patterns(variant: str | None) -> tuple[list[str], list[str]]:
-    """``(allow_patterns, ignore_patterns)`` of a pipeline's files where every component has safetensors.
-
-    ``variant="fp16"``: the components' ``*.fp16.safetensors``; `None`: their default ``*.safetensors``.
-    Never the repository's big single-file checkpoints at the top level. What the course downloads is
-    :func:`download_plan` of the repository's own file list; these patterns are what that plan comes to
-    for SD 1.5's repositories (and what lesson 9 shows).
-    """
-    configs = ["*.json", "*.txt", "*.model"]
-    if variant:
-        return configs + [f"*/*.{variant}.safetensors"], []
-    return configs + ["*/*.safetensors"], [
-        "*/*.fp16.safetensors",
-        "*/*.non_ema.safetensors",
-    ]  # non_ema: SD 1.5's training copy
-
-
 # A component's weight file: <name>[.<variant>][-00001-of-00002].<safetensors|bin>, e.g. "model.fp16.safetensors",
 # "diffusion_pytorch_model.bin", "diffusion_pytorch_model-00001-of-00002.safetensors".
 WEIGHT_FILE = re.compile(
@@ -355,9 +338,7 @@ def local_source(repo_id: str, variant: str | None = None) -> str | None:
 _MISSING = set()  # repositories the Hub said are missing, in this process
 
 
-def find(
-    role: str, variant: str | None = None, download: bool = False, check_hub: bool = True, say=print
-) -> tuple[str, str]:
+def find(role: str, variant: str | None = None, download: bool = False, say=print) -> tuple[str, str]:
     """The first of ``role``'s repositories (:func:`repo_ids`) that is local, cached or on the Hub, and where it is.
 
     Local folders and the cache are searched first for every repository (no network); then the Hub is asked
@@ -367,8 +348,6 @@ def find(
         role (`str`): e.g. ``"upscale"``.
         variant (`str`, *optional*): the weights wanted (``"fp16"`` for a float16 run).
         download (`bool`, defaults to `False`): download it when needed (see :func:`resolve_model`).
-        check_hub (`bool`, defaults to `True`): `False` answers without the network (the id of the first
-            repository when none is local or cached).
         say (`Callable[[str], None]`, defaults to `print`): where the tries are reported.
 
     Returns:
@@ -385,8 +364,6 @@ def find(
             return repo, local
     if hub_offline():
         raise CourseError(unreachable_message(repos[0]))
-    if not check_hub:
-        return repos[0], repos[0]
     return try_each(role, lambda repo: resolve_model(repo, variant=variant, role=role, download=download), say)
 
 

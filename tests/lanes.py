@@ -1,0 +1,34 @@
+"""What the two lanes share (tests/test_float16_lane.py, tests/test_sd15_mirror.py): every lesson once more, under
+nbval in a fresh pytest process with another environment, its cell timings kept in ``build/<log>``."""
+
+import subprocess
+import sys
+import time
+
+from course_utils.paths import ROOT
+
+NOTEBOOKS = sorted(str(p) for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_every_lesson(env: dict, log: str, *extra: str, timeout: int) -> tuple[subprocess.CompletedProcess, float]:
+    """nbval on every lesson with ``env``; returns the finished process and its seconds.
+
+    Args:
+        env (`dict`): the whole environment of the run (e.g. ``COURSE_DTYPE=float16``).
+        log (`str`): the file under ``build/`` that gets the run's output (its slowest cells, for developers).
+        *extra (`str`): more pytest arguments (e.g. ``--deselect=...``).
+        timeout (`int`): seconds.
+    """
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20", *NOTEBOOKS, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    seconds = time.perf_counter() - start
+    (ROOT / "build").mkdir(exist_ok=True)
+    (ROOT / "build" / log).write_text(proc.stdout + proc.stderr)
+    return proc, seconds
