@@ -97,7 +97,7 @@ gpu-check:
 	PYTHONUNBUFFERED=1 $(PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 # Wheels for CPython 3.12 / manylinux x86-64, no dependencies resolved: exactly what the GPU image lacks (the list is in
-# tools/gpu_check.py); prints their size and what a device call would carry. GPU_WHEELS_ARGS=--with-pins adds transformers.
+# tools/gpu_wheels.py); prints their size and what a device call would carry. GPU_WHEELS_ARGS=--with-pins adds transformers.
 GPU_WHEELS_ARGS ?=
 gpu-wheels:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) tools/gpu_check.py wheels --dest .whl $(GPU_WHEELS_ARGS)

@@ -10,16 +10,18 @@ Importing the package is cheap and changes nothing global: each name below is im
 its module the first time it is used (so ``import course_utils`` does not import torch or
 diffusers), and only :func:`setup` installs warning filters. The layers, bottom up:
 
-* ``errors``, ``paths``, ``device``, ``precision``, ``requirements`` - the basics (``precision``: half-precision
-  training; ``requirements``: the pins);
+* ``errors``, ``paths``, ``device``, ``precision``, ``latents``, ``requirements`` - the basics (``precision``:
+  half-precision training; ``latents``: the latent cache and its draw, for lesson 10 and ``training/``;
+  ``requirements``: the pins);
 * ``models`` - the model layer: architectures, where weights come from, builders, the registry;
 * ``world``, ``scores`` - `tiny`'s synthetic world, its classifier, and the one text-to-image scorer;
-* lesson modules - one mechanism each: ``by_hand``, ``img2img``, ``inpaint``, ``upscale``, ``long_prompt``,
-  ``community``, ``single_file``, ``visual``, ``steps``, ``images``, ``diagrams``, ``text_embeddings``,
-  ``unet_inside``, ``new_concept``;
-* ``notebook`` (``setup``), ``evaluate``, ``measuring``, ``full_size``, ``bench`` and ``gpu_memory`` (lesson 9's
-  measurements and estimates),
-  ``cli``, ``doctor``, ``hub_mirror``, ``setup_env`` - what notebooks and commands call.
+* lesson modules - one mechanism each: ``by_hand``, ``img2img``, ``inpaint`` (and its ``masks``), ``upscale``,
+  ``long_prompt``, ``community``, ``single_file``, ``visual``, ``steps``, ``images``, ``diagrams``,
+  ``text_embeddings``, ``unet_inside``, ``new_concept``;
+* ``notebook`` (``setup``), and lesson 9's ``measuring``, ``levers``, ``full_size`` and ``gpu_memory`` (its
+  measurements and estimates; ``gpu_memory_counter`` and ``gpu_memory_work`` count and run the estimates' work) -
+  what notebooks call;
+* ``commands`` - what an operator runs (``python -m course_utils ...``; the package's docstring lists them).
 """
 
 import importlib
@@ -46,7 +48,9 @@ _MODULES = (
     "gpu_memory",
     "img2img",
     "inpaint",
+    "latents",
     "long_prompt",
+    "masks",
     "new_concept",
     "precision",
     "scores",

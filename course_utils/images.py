@@ -118,7 +118,7 @@ def load_image(path_or_url, size=None) -> Image.Image:
 def check_size(width: int, height: int) -> None:
     """Raise a clear error unless ``width`` and ``height`` are multiples of 8 (the VAE downsamples 8x).
 
-    Lesson 08, §1 checks its photo with it (through ``inpaint.check_mask``).
+    Lesson 08, §1 checks its photo with it (through ``masks.check_mask``).
 
     Args:
         width (`int`), height (`int`): the image's size in pixels.

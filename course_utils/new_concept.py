@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from course_utils import by_hand, world
+from course_utils import by_hand, latents, world
 from course_utils.images import to_tensor
 
 __all__ = [
@@ -116,8 +116,8 @@ def encode_dataset(pipe, images: list, captions: list[str], batch_size: int | No
 
     Returns:
         `dict`: ``mean`` and ``std`` of the VAE's latent distribution, ``[N, 4, h, w]`` each, unscaled, on the
-        CPU in float32 (:func:`sample_latents` draws from it and scales); ``text`` ``[N, 77, hidden]``, the text
-        encoder's output, on the CPU in float32.
+        CPU in float32 (``course_utils.latents.encode``, the cache ``training/`` keeps too; :func:`sample_latents`
+        draws from it and scales); ``text`` ``[N, 77, hidden]``, the text encoder's output, on the CPU in float32.
     """
     if len(images) != len(captions):
         raise ValueError(f"one caption per image: got {len(images)} images and {len(captions)} captions")
@@ -127,16 +127,19 @@ def encode_dataset(pipe, images: list, captions: list[str], batch_size: int | No
         batch_size = max(1, 2**18 // (width * height))
     means, stds, texts = [], [], []
     for k in range(0, len(images), batch_size):
-        pixels = to_tensor(images[k : k + batch_size])  # [b, 3, H, W] in [-1, 1]
-        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-        means.append(dist.mean.float().cpu())
-        stds.append(dist.std.float().cpu())
+        part = latents.encode(vae, to_tensor(images[k : k + batch_size]))  # pixels [b, 3, H, W] in [-1, 1]
+        means.append(part["mean"])
+        stds.append(part["std"])
         texts.append(by_hand.encode_text(tokenizer, text_encoder, captions[k : k + batch_size]).float().cpu())
     return dict(mean=torch.cat(means), std=torch.cat(stds), text=torch.cat(texts))
 
 
 def sample_latents(data: dict, index: torch.Tensor, scaling_factor: float, generator: torch.Generator) -> torch.Tensor:
     """Latents ``x_0`` for the images ``index``: a draw from the VAE's distribution, times ``scaling_factor``.
+
+    ``course_utils.latents.draw``, the draw ``training/`` makes from its latent cache too: ``(mean + std * randn)
+    * scaling_factor``, one ``randn`` from ``generator``. The lesson draws ``index`` itself first (``draw_batch``:
+    half new, half prior), from the same generator.
 
     Args:
         data (`dict`): from :func:`encode_dataset`.
@@ -147,8 +150,7 @@ def sample_latents(data: dict, index: torch.Tensor, scaling_factor: float, gener
     Returns:
         `torch.Tensor`: ``[B, 4, h, w]`` on the CPU, float32.
     """
-    mean, std = data["mean"][index], data["std"][index]
-    return (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
+    return latents.draw(data, index, scaling_factor, generator)
 
 
 def training_loss(

@@ -291,6 +291,7 @@ print("latents:", tuple(latents.shape), f"= {latents.numel():,} numbers")
 print(f"{x.shape[-1] // latents.shape[-1]}x smaller per side; the latents hold {x.numel() / latents.numel():.0f}x fewer numbers")
 
 # %%
+# Simplified from course_utils.by_hand.to_pil
 def to_pil(images: torch.Tensor) -> Image.Image:
     """The first image of a [-1, 1] batch [n, 3, H, W] as a PIL image."""
     array = ((images[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
@@ -426,6 +427,7 @@ print("position table:", tuple(position_table.weight.shape), "(positions x hidde
 print("layers:        ", len(text_encoder.encoder.layers), "x", type(text_encoder.encoder.layers[0]).__name__)
 
 
+# Simplified from course_utils.text_embeddings.encode_embeddings
 def encode_by_hand(token_vectors: torch.Tensor) -> torch.Tensor:
     """CLIP's text encoder from the token vectors [batch, 77, hidden] on: positions, layers, final norm."""
     n = token_vectors.shape[1]
@@ -456,6 +458,7 @@ for name, reference in [("text_encoder(ids)[0] (§5)", embeddings), ("pipe.encod
 # or half of each (a mix). Each row of text embeddings goes to the pipeline as `prompt_embeds`:
 
 # %%
+# Simplified from course_utils.text_embeddings.word_vector
 def row(word: str) -> torch.Tensor:
     """The token-table row of a one-token word: [hidden]."""
     (word_id,) = tokenizer(word, add_special_tokens=False).input_ids
@@ -566,6 +569,7 @@ cu.grid(concept_images[:8], size=max(128, width // 4), titles=captions[:8])
 # picture at every step, over thousands of steps, so its loss jumps from one step to the next.
 
 # %%
+# Simplified from course_utils.text_embeddings.train_textual_inversion
 pixels = cu.to_tensor(concept_images)  # [n, 3, H, W] in [-1, 1], as the pipeline's image processor makes it
 with torch.no_grad():
     x0 = vae.encode(pixels.to(choice.device, vae.dtype)).latent_dist.mean * scaling  # [n, 4, h, w]

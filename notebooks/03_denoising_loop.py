@@ -175,6 +175,7 @@ with torch.no_grad():
 # tokenizer (77 tokens: start, end, then padding) and the same CLIP text encoder.
 
 # %%
+# Simplified from course_utils.by_hand.encode_text
 def embed(texts):
     tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
     with torch.no_grad():
@@ -212,6 +213,7 @@ assert torch.equal(c, pipe_c) and torch.equal(c_uncond, pipe_c_uncond)
 # %%
 scheduler.set_timesteps(num_inference_steps, device=device)
 generator = torch.Generator("cpu").manual_seed(seed)
+# Simplified from course_utils.by_hand.initial_latents
 shape = (1, unet.config.in_channels, height // vae_scale, width // vae_scale)
 x_T = torch.randn(shape, generator=generator, dtype=dtype).to(device) * scheduler.init_noise_sigma
 print("x_T:", tuple(x_T.shape), f"std={x_T.std().item():.3f}", "init_noise_sigma =", scheduler.init_noise_sigma)
@@ -239,6 +241,7 @@ print(len(scheduler.timesteps), "timesteps:", scheduler.timesteps[:6].tolist(), 
 # `scheduler.step` return it as `pred_original_sample`; PNDM's does not, so we write it out.)
 
 # %%
+# Simplified from course_utils.by_hand.denoise
 latents = x_T
 every_latent = []  # x_{t-1} after each step, on the CPU
 every_guess = []  # x̂_0 at each step: the model's guess of the clean latents

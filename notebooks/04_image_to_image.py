@@ -185,6 +185,7 @@ cu.grid([sketch, restyled], cols=2, size=256, titles=["the sketch", f"strength 0
 # %%
 strength = 0.6
 scheduler = pipe.scheduler
+# Simplified from course_utils.img2img.start_timesteps
 scheduler.set_timesteps(steps, device=choice.device)  # also restarts a multistep scheduler's history
 init = min(int(steps * strength), steps)  # the steps strength asks for
 skip = steps - init  # the steps left out, at the noisy end
@@ -208,6 +209,7 @@ assert torch.equal(timesteps, reference)
 
 # %%
 generator = torch.Generator(device="cpu").manual_seed(seed)  # what the pipeline is given: draws VAE sample, then noise
+# Simplified from course_utils.img2img.encode_image
 pixels = pipe.image_processor.preprocess(sketch).to(choice.device, pipe.vae.dtype)  # [1, 3, H, W] in [-1, 1]
 with torch.no_grad():
     posterior = pipe.vae.encode(pixels).latent_dist  # a Gaussian per latent value: .mean, .std
@@ -223,6 +225,7 @@ print(f"the Gaussian: mean |mean| {posterior.mean.abs().mean():.3f}, mean std {p
 # with a fresh generator of the same seed.
 
 # %%
+# Simplified from course_utils.img2img.noise_latents
 noise = randn_tensor(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)  # draw 2
 t_start = timesteps[:1]
 zt = scheduler.add_noise(z0, noise, t_start)
@@ -250,6 +253,7 @@ uncond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, "")
 text_embeddings = torch.cat([uncond, cond])
 
 
+# Simplified from course_utils.by_hand.denoise
 @torch.no_grad()
 def denoise(latents, timesteps, scheduler=None):
     """Lesson 3's loop, run over `timesteps` (the tail); returns the final latents."""
@@ -319,6 +323,7 @@ cu.grid(views, cols=5, size=192, titles=titles)
 # scheduler against the course's reference, `img2img.noise_levels`):
 
 # %%
+# Copied from course_utils.img2img.noise_levels
 def noise_levels(scheduler, tail):
     """Step `scheduler` along `tail` with the exact noise as the model output; the σ (and signal share a) of the latents."""
     basis = torch.stack([z0.flatten(), noise.flatten()], dim=1).float().cpu()

@@ -97,8 +97,7 @@ import inspect
 import torch
 from PIL import Image
 
-from course_utils import evaluate
-from course_utils.upscale import check_noise_level, fit_for_upscaling, low_res_input, psnr
+from course_utils.upscale import SCORE_SETTINGS, check_noise_level, fit_for_upscaling, low_res_input, psnr
 
 settings = cu.default_settings(choice.profile)
 
@@ -148,7 +147,7 @@ for name, config in (("x4 upscaler (OpenCLIP ViT-H/14)", X4_UPSCALER_TEXT_ENCODE
 # **Settings.** The pipeline's own defaults are read from its signature below. Stability's model card
 # calls it with a prompt and an image only, so with `sd15` we keep those defaults (only the number of
 # steps is the profile's). The `tiny` model card's scores were measured with
-# `course_utils.evaluate.UPSCALE_SETTINGS`: guidance 1, which switches classifier-free guidance off
+# `course_utils.upscale.SCORE_SETTINGS`: guidance 1, which switches classifier-free guidance off
 # (lesson 5, section 4: diffusers skips it for `guidance_scale <= 1`). The `tiny` cells use exactly
 # those, so the picture below is made the way the quoted numbers were.
 #
@@ -164,7 +163,7 @@ for name, config in (("x4 upscaler (OpenCLIP ViT-H/14)", X4_UPSCALER_TEXT_ENCODE
 defaults = {name: p.default for name, p in inspect.signature(pipe.__call__).parameters.items()
             if name in ("num_inference_steps", "guidance_scale", "noise_level")}
 if choice.profile == "tiny":
-    upscale_settings = dict(evaluate.UPSCALE_SETTINGS)  # the settings of the model card's scores
+    upscale_settings = dict(SCORE_SETTINGS)  # the settings of the model card's scores
 else:
     upscale_settings = dict(defaults, num_inference_steps=settings["num_inference_steps"])  # the defaults, the profile's steps
 print("the pipeline's defaults:", defaults)

@@ -80,7 +80,7 @@ import torch.nn.functional as F
 from IPython.display import display
 
 import course_utils as cu
-from course_utils import by_hand, inpaint
+from course_utils import by_hand, inpaint, masks
 
 choice = cu.setup("inpaint")  # prints the profile, device and dtype this notebook runs on, and why
 
@@ -93,14 +93,14 @@ choice = cu.setup("inpaint")  # prints the profile, device and dtype this notebo
 # - a **mask** of the same size: **white = repaint**, **black = keep**;
 # - a **prompt** that describes what should appear in the white region (and may describe the whole picture).
 #
-# A mask can be painted in any image editor; here it is drawn by code (`inpaint.lesson_mask`): with
+# A mask can be painted in any image editor; here it is drawn by code (`masks.lesson_mask`): with
 # `sd15` an ellipse over the top of her head, where a hat goes; on `tiny` a rectangle around the
 # circle. Its box is in fractions of the image size, so it fits every resolution.
 
 # %%
 settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
 size = (settings["width"], settings["height"])
-image, mask = inpaint.load_pair(cu.image_name("photo", choice.profile), inpaint.lesson_mask(choice.profile, size), size=size)
+image, mask = masks.load_pair(cu.image_name("photo", choice.profile), masks.lesson_mask(choice.profile, size), size=size)
 prompt = cu.prompt("inpaint", choice.profile)
 print("prompt:", prompt)
 print("image:", image.mode, image.size, "| mask:", mask.mode, mask.size)
@@ -118,7 +118,7 @@ cu.grid([image, mask.convert("RGB"), red], cols=3, size=256, titles=["the photo"
 
 # %%
 try:
-    inpaint.check_mask(image, inpaint.rect_mask((300, 200), (0.3, 0.0, 0.7, 0.2)))
+    masks.check_mask(image, masks.rect_mask((300, 200), (0.3, 0.0, 0.7, 0.2)))
 except cu.CourseError as err:
     print("CourseError:", err)
 
@@ -204,6 +204,7 @@ pipe.scheduler.set_timesteps(steps, device=choice.device)
 shape = (1, pipe.vae.config.latent_channels, height // f, width // f)
 noise = torch.randn(shape, generator=generator, dtype=pipe.unet.dtype).to(choice.device) * pipe.scheduler.init_noise_sigma  # draw 1
 
+# Simplified from course_utils.inpaint.masked_image_inputs
 # 1. the mask as numbers: [H, W] in 0..255 -> [1, 1, H, W] in [0, 1], then binarised at 0.5
 mask_pixels = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None]
 mask_pixels = (mask_pixels >= 0.5).float()
@@ -281,6 +282,7 @@ text_embeddings = torch.cat([uncond, cond])
 guidance = settings["guidance_scale"]
 extra = torch.cat([mask_latent, masked_image_latents], dim=1)  # channels 4-8
 
+# Simplified from course_utils.by_hand.denoise
 latents = noise
 with torch.no_grad():
     for t in pipe.scheduler.timesteps:
@@ -351,6 +353,7 @@ with torch.no_grad():
         x_in = blend_pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)  # 4 channels only
         eps_uncond, eps_text = blend_pipe.unet(x_in, t, encoder_hidden_states=blend_embeddings).sample.chunk(2)
         latents = blend_pipe.scheduler.step(eps_uncond + guidance * (eps_text - eps_uncond), t, latents).prev_sample
+        # Simplified from course_utils.inpaint.blend_latents
         # the blend: outside the mask, the photo as noisy as the next step expects (clean after the last)
         if i + 1 < len(timesteps):
             noised_original = blend_pipe.scheduler.add_noise(image_latents, blend_noise, timesteps[i + 1:i + 2])
@@ -458,7 +461,7 @@ print([name for name in inspect.signature(UNet2DConditionModel.forward).paramete
 # **1.** Predict, then run: a thin line in the mask, 2 pixels wide, starting at x = m + 1, and another
 # starting at x = m, where m = `(width // 2 // f) * f` is a multiple of f = `pipe.vae_scale_factor` near
 # the middle. How many latent cells of channel 4 does each become? Draw both with
-# `inpaint.rect_mask(size, (left, 0, left + 2, height))` and build channel 4 by hand (moves 1 and 3 of
+# `masks.rect_mask(size, (left, 0, left + 2, height))` and build channel 4 by hand (moves 1 and 3 of
 # section 3). What is the 9-channel model then told to repaint for the first line?
 
 # %%
@@ -478,7 +481,7 @@ print([name for name in inspect.signature(UNet2DConditionModel.forward).paramete
 # **3.** Predict, then run: inpaint with `cu.prompt("another_edit", ...)` and `strength=0.5`, and paste
 # back. How many of the steps run, from which timestep (lesson 4)? What stays of the old content inside
 # the mask? With `sd15`, replace the helmet in the bottom right corner with a cat (draw a rectangle mask
-# with `inpaint.rect_mask`); on `tiny`, use the lesson's mask.
+# with `masks.rect_mask`); on `tiny`, use the lesson's mask.
 
 # %%
 # your attempt
@@ -511,7 +514,7 @@ from PIL import ImageOps
 m = (width // 2 // f) * f  # a multiple of f near the middle
 pictures, titles = [], []
 for left in (m + 1, m):
-    line = inpaint.rect_mask(size, (left, 0, left + 2, height))
+    line = masks.rect_mask(size, (left, 0, left + 2, height))
     line_pixels = (torch.from_numpy(np.asarray(line, dtype=np.float32) / 255)[None, None] >= 0.5).float()
     channel_4 = F.interpolate(line_pixels, size=(height // f, width // f))
     print(f"line at x = {left}-{left + 1}: {int(line_pixels.sum())} pixels -> {int(channel_4.sum())} latent cells")
@@ -535,7 +538,7 @@ weight = pipe.unet.conv_in.weight  # [out, 9, 3, 3]
 print(f"mean |weight| on channels 0-3: {weight[:, :4].abs().mean().item():.4f} | on channels 4-8: {weight[:, 4:].abs().mean().item():.4f}")
 
 t = pipe.scheduler.timesteps[0]
-empty = inpaint.rect_mask(size, (0, 0, 0, 0))  # all black: nothing to repaint
+empty = masks.rect_mask(size, (0, 0, 0, 0))  # all black: nothing to repaint
 empty_pixels = (torch.from_numpy(np.asarray(empty, dtype=np.float32) / 255)[None, None] >= 0.5).float()
 no_hole_mask = F.interpolate(empty_pixels, size=(height // f, width // f)).to(choice.device, pipe.unet.dtype)
 no_hole_pixels = pixels * (empty_pixels < 0.5)  # the whole photo
@@ -564,7 +567,7 @@ print(f"inpainting UNet vs text-to-image UNet:                             {(wit
 if choice.profile == "tiny":
     edit_mask = mask  # tiny's scene has no helmet: the circle's box again
 else:
-    edit_mask = inpaint.rect_mask(size, (0.52, 0.62, 1.0, 1.0))  # left, top, right, bottom as fractions
+    edit_mask = masks.rect_mask(size, (0.52, 0.62, 1.0, 1.0))  # left, top, right, bottom as fractions
 cat_prompt = cu.prompt("another_edit", choice.profile)
 recorder = cu.LatentRecorder()  # records every step's timestep
 cat = pipe(cat_prompt, image=image, mask_image=edit_mask, strength=0.5, generator=torch.Generator(device="cpu").manual_seed(seed),

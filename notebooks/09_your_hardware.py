@@ -81,7 +81,7 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
 
 # %%
 import course_utils as cu
-from course_utils import bench, full_size, measuring, scores
+from course_utils import full_size, levers, measuring, scores
 
 choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
 FULL = os.environ.get("COURSE_BENCH", "").strip().lower() == "full"
@@ -98,7 +98,7 @@ print("COURSE_BENCH=full:", FULL, "| repeats:", REPEATS, "| seeds:", SEEDS)
 # versions. Run it whenever something does not work; it is the first thing to paste into a question.
 
 # %%
-from course_utils import doctor
+from course_utils.commands import doctor
 
 doctor.main()  # the same as `python -m course_utils doctor` in a terminal
 
@@ -168,17 +168,16 @@ from diffusers import DPMSolverMultistepScheduler
 loaded_scheduler = pipe.scheduler
 print("attention processor:", type(next(iter(pipe.unet.attn_processors.values()))).__name__)
 
-cu.cast(pipe, torch.float32, device)  # what from_pretrained gives (a CPU is in float32 already: no cast)
-image_out_of_box = one_image()  # the warm-up call; its image is shown below
-out_of_box = measuring.measure(lambda: one_image(), device, "speed", "out of the box", REPEATS, warmup=0,
-                           note=f"float32, {type(loaded_scheduler).__name__}, 50 steps, guidance 7.5")
+kw = levers.out_of_the_box(pipe, device, loaded_scheduler)  # float32, the loaded scheduler, 50 steps
+image_out_of_box = one_image(**kw)  # the warm-up call; its image is shown below
+out_of_box = measuring.measure(lambda: one_image(**kw), device, "speed", "out of the box", REPEATS, warmup=0,
+                               note=f"{pipe.unet.dtype}, {type(pipe.scheduler).__name__}, {kw['num_inference_steps']} steps, guidance 7.5")
 
-cu.cast(pipe, choice.dtype, device)  # half precision where the device has it
-pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-kw = dict(num_inference_steps=20, guidance_scale=settings["guidance_scale"])
+kw = levers.recommended(pipe, device)  # half precision where the device has it, SDPA, DPM-Solver++, 20 steps
+kw["guidance_scale"] = settings["guidance_scale"]
 image_recommended = one_image(**kw)  # the warm-up call
 recommended = measuring.measure(lambda: one_image(**kw), device, "speed", "recommended", REPEATS, warmup=0,
-                            note=f"{choice.dtype}, SDPA, DPM-Solver++, 20 steps")
+                                note=f"{pipe.unet.dtype}, SDPA, {type(pipe.scheduler).__name__}, {kw['num_inference_steps']} steps")
 for r in (out_of_box, recommended):
     print(f"{r.name:15} {r.seconds:7.3f} s  peak {r.peak_gib} GiB  ({r.note})")
 print(f"speed-up: {out_of_box.seconds / recommended.seconds:.1f}x")
@@ -225,29 +224,21 @@ else:
 # - **channels-last** stores images as height x width x channels, a layout convolution kernels
 #   may prefer; **`torch.compile`** turns the UNet into fused kernels after a long first call.
 
+# %% [markdown]
+# The levers are one table, `levers.LEVERS` (`python -m course_utils bench` measures the same rows). Each
+# row is a name, a switch on and a switch off; `levers.measure_lever` switches one on, measures one
+# call and switches it off again. Read both with `levers.LEVERS??` and `levers.measure_lever??`.
+
 # %%
-def lever(name, switch_on, switch_off, n_images=1, note=""):
-    """Measure one image (or a batch) with one lever on, then switch it off again.
-
-    No warm-up call: the pipeline has run many times by now (a lever that compiles something would need one).
-    """
-    switch_on()
-    row = measuring.measure(lambda: pipe(prompt, num_images_per_prompt=n_images, generator=torch.Generator().manual_seed(0),
-                                     **size, **kw), device, "memory", name, REPEATS, warmup=0, note=note)
-    switch_off()
-    return row
+def images(n=1):
+    """One call of the pipeline: `n` images of the prompt from seed 0, in the recommended settings."""
+    return pipe(prompt, num_images_per_prompt=n, generator=torch.Generator().manual_seed(0), **size, **kw)
 
 
-nothing = lambda: None  # noqa: E731
-rows = [lever("recommended (no lever)", nothing, nothing)]
-rows.append(lever("attention slicing", pipe.enable_attention_slicing,
-                  lambda: (pipe.disable_attention_slicing(), pipe.unet.set_default_attn_processor())))
-rows.append(lever("batch of 4", nothing, nothing, n_images=4))
-rows.append(lever("batch of 4 + VAE slicing", pipe.vae.enable_slicing, pipe.vae.disable_slicing, n_images=4))
-rows.append(lever("channels-last UNet", lambda: pipe.unet.to(memory_format=torch.channels_last),
-                  lambda: pipe.unet.to(memory_format=torch.contiguous_format)))
+# No warm-up call: the pipeline has run many times by now (a lever that compiles something needs one: see below).
+rows = [levers.measure_lever(lever, pipe, images, device, REPEATS, warmup=0) for lever in levers.LEVERS]
 if FULL:
-    rows.append(bench.compile_row(pipe, device, lambda: one_image(**kw), REPEATS))
+    rows.append(levers.compile_row(pipe, device, images, REPEATS))
 
 
 def number(value, spec=".3f"):
@@ -260,12 +251,12 @@ for r in rows:
     print(f"{r.name:28} {number(r.seconds):>8} {number(r.peak_gib):>9} {number(r.added_gib):>9}  {r.note}")
 
 # %% [markdown]
-# VAE tiling shows only on a decode larger than one tile. `bench.big_decode_rows` decodes a latent
+# VAE tiling shows only on a decode larger than one tile. `levers.big_decode_rows` decodes a latent
 # twice the profile's image side (1024x1024 pixels on SD 1.5, 128x128 on `tiny`) without and with
 # `vae.enable_tiling()`, and measures how far tiling moves the pixels.
 
 # %%
-big = bench.big_decode_rows(pipe.vae, device, 2 * settings["height"], REPEATS)
+big = levers.big_decode_rows(pipe.vae, device, 2 * settings["height"], REPEATS)
 for r in big:
     print(f"{r.name:32} {number(r.seconds):>8} s  peak {number(r.peak_gib)} GiB  added {number(r.added_gib)} GiB  {r.note}")
 rows += big
@@ -274,14 +265,10 @@ rows += big
 # CPU offload last: it needs a GPU to offload *from*, and it moves the weights around.
 
 # %%
-if device != "cpu" and torch.cuda.is_available():  # offloading needs a CUDA GPU to offload from
-    rows.append(lever("model CPU offload", pipe.enable_model_cpu_offload, lambda: (pipe.remove_all_hooks(), pipe.to(device))))
-    rows.append(lever("sequential CPU offload", pipe.enable_sequential_cpu_offload, lambda: (pipe.remove_all_hooks(), pipe.to(device))))
-    print(*(f"{r.name}: {r.seconds:.2f} s, peak {r.peak_gib} GiB" for r in rows[-2:]), sep="\n")
-else:
-    rows += [measuring.not_measured("memory", name, f"needs a GPU to offload from; this is {device}")
-             for name in ("model CPU offload", "sequential CPU offload")]
-    print(rows[-1].note)
+offload = [levers.measure_lever(lever, pipe, images, device, REPEATS, warmup=0) for lever in levers.OFFLOAD]
+for r in offload:  # on a CPU: "not measured" and why
+    print(f"{r.name}: {number(r.seconds, '.2f')} s, peak {number(r.peak_gib)} GiB  {r.note}")
+rows += offload
 
 # %% [markdown]
 # Time against memory, one point per setting: down and to the left is better. On a CPU the
@@ -507,7 +494,7 @@ print("MPS available here:", torch.backends.mps.is_available(), "| the course wo
 #
 # A pipeline is a folder of configs and weights. `snapshot_download` fetches it into the Hub cache or
 # into any folder, and `dry_run=True` only lists what would come, with sizes. The course downloads
-# only what a pipeline loads, chosen from the repository's own file list (`hub.download_plan`):
+# only what a pipeline loads, chosen from the repository's own file list (`weights.download_plan`):
 # configs, tokenizer, and per component the `.fp16` files on a GPU where the repository has them,
 # safetensors where it has them, else the pickled `.bin` files older repositories hold; never the
 # big single-file checkpoints at the top level.
@@ -515,11 +502,13 @@ print("MPS available here:", torch.backends.mps.is_available(), "| the course wo
 # %%
 from huggingface_hub import HfApi, snapshot_download
 
+from course_utils.models import weights
+
 repo = hub.repo_id("text2img")
 print("repository:", repo, "| HF_ENDPOINT:", os.environ.get("HF_ENDPOINT", "https://huggingface.co (default)"))
 try:
     listed = [s.rfilename for s in HfApi().model_info(repo, revision="main", timeout=10).siblings]
-    plan, variant = hub.download_plan(listed, "fp16")
+    plan, variant = weights.download_plan(listed, "fp16")
     print(f"{len(listed)} files in the repository; {len(plan)} in the plan, variant={variant}")
     files = snapshot_download(repo, allow_patterns=plan, dry_run=True)
     for f in files:

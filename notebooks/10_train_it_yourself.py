@@ -274,6 +274,7 @@ index = draw_batch(gen)
 x_0 = new_concept.sample_latents(data, index, scaling, gen)  # [B, 4, h, w]: one draw from the VAE's distribution
 c = data["text"][index]                                      # [B, 77, hidden]
 check = gen.get_state()                                      # (to redo this step with the module below)
+# Simplified from course_utils.new_concept.training_loss
 eps = torch.randn(x_0.shape, generator=gen)                  # the noise to predict ...
 eps = eps + new_concept.NOISE_OFFSET * torch.randn((BATCH, 4, 1, 1), generator=gen)  # ... plus offset noise (lesson 3)
 t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (BATCH,), generator=gen)  # a timestep per image

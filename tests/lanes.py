@@ -32,3 +32,17 @@ def run_every_lesson(env: dict, log: str, *extra: str, timeout: int) -> tuple[su
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / log).write_text(proc.stdout + proc.stderr)
     return proc, seconds
+
+
+def full_size_cells_of_lesson_9() -> list[str]:
+    """``--deselect`` options for lesson 9's timing of SD 1.5's *full-size* architecture (``sd15-random``: the same
+    whatever the profile, already run by the `tiny` run of ``make test``; its float16 parts are run by
+    tests/test_bench.py) and the solution that reads it: 30 s saved in the sd15 lane, 90 s in the float16 lane.
+    Found by their code, so renumbered cells cannot deselect the wrong ones."""
+    import nbformat
+
+    path = ROOT / "notebooks" / "09_your_hardware.ipynb"
+    code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    found = [i for i, src in enumerate(code) if "full_size.full_size_parts(" in src or 'seconds["UNet step' in src]
+    assert len(found) == 2, found
+    return [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]

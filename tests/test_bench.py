@@ -1,4 +1,5 @@
-"""Lesson 9's measurements (course_utils.bench): honest timing and memory, FLOP counts, the command."""
+"""Lesson 9's measurements (course_utils.measuring, full_size, levers) and the `bench` command: honest timing and
+memory, FLOP counts."""
 
 import json
 import subprocess
@@ -7,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from course_utils import bench, full_size, measuring
+from course_utils import full_size, measuring
+from course_utils.commands import bench
 from course_utils.errors import CourseError
 
 
@@ -72,6 +74,17 @@ def test_quick_full_size_parts_scale_the_decodes_to_512():
         "recommended (DPM-Solver++ 20 steps, guidance)",
         "laptop (LCM 4 steps, no guidance, tiny autoencoder)",
     }
+
+
+def test_every_full_size_part_runs_in_float16():
+    """What lesson 9's full-size cell runs on a GPU (float16), here at 64x64 (the float16 lane leaves that cell out):
+    every part's output in float16 and finite."""
+    models = full_size.full_size_models("cpu", torch.float16)
+    with torch.inference_mode():
+        for name, call in full_size._part_calls(models, "cpu", torch.float16, 64).items():
+            out = call()
+            out = out.last_hidden_state if hasattr(out, "last_hidden_state") else out.sample
+            assert out.dtype == torch.float16 and torch.isfinite(out).all(), name
 
 
 def test_timing_models_are_filled_not_empty():

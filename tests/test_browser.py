@@ -20,7 +20,7 @@ import uuid
 import nbformat
 import pytest
 
-from course_utils import cli
+from course_utils.commands import cli
 from course_utils.paths import NOTEBOOKS_DIR
 
 pytestmark = pytest.mark.slow

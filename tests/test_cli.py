@@ -9,7 +9,8 @@ import nbformat
 import pytest
 from nbformat.sign import NotebookNotary
 
-from course_utils import cli, visual
+from course_utils import visual
+from course_utils.commands import cli
 from course_utils.paths import ROOT
 
 

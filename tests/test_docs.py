@@ -33,6 +33,14 @@ def test_the_model_layer_docstring_names_every_module(name):
     assert f":mod:`.{name}`" in course_utils.models.__doc__, f"course_utils/models/__init__.py does not name {name}"
 
 
+@pytest.mark.parametrize("name", modules(PACKAGE / "commands"))
+def test_the_commands_docstring_and_readme_name_every_command_module(name):
+    import course_utils.commands
+
+    assert f"``{name}``" in course_utils.commands.__doc__, f"course_utils/commands/__init__.py does not name {name}"
+    assert re.search(rf"\b{name}\b", LAYOUT[LAYOUT.index("commands/") :]), f"README.md's commands/ does not name {name}"
+
+
 def test_the_layer_rules_in_prose_match_the_layer_test():
     """README: which modules training/ may import (tests/test_layers.py enforces the same list)."""
     import test_layers

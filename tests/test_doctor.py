@@ -8,7 +8,7 @@ import sys
 import pytest
 from huggingface_hub import constants
 
-from course_utils import doctor, hub_mirror
+from course_utils.commands import doctor, doctor_models, hub_mirror
 from course_utils.models import hub
 from course_utils.models.lookalike import build_lookalikes
 from course_utils.paths import ROOT
@@ -28,7 +28,7 @@ def empty_seat(monkeypatch, tmp_path):
 
 
 def test_offline_empty_cache_every_repo_is_unreachable_not_a_traceback(empty_seat):
-    checks = doctor.check_models(timeout=1)
+    checks = doctor_models.check_models(timeout=1)
     names = [c.name for c in checks]
     assert TEXT2IMG in names and f"{hub.EASYNEGATIVE_REPO}/{hub.EASYNEGATIVE_FILE}" in names
     assert len(names) == len(set(hub.SD15_REPOS.values())) + 3  # text2img and img2img share one repository
@@ -43,10 +43,22 @@ def test_a_repo_in_course_models_dir_is_local(empty_seat, monkeypatch):
     (models / hub.LCM_LORA_REPO).mkdir(parents=True)
     (models / hub.LCM_LORA_REPO / hub.LCM_LORA_FILE).write_bytes(b"")
     monkeypatch.setenv("COURSE_MODELS_DIR", str(models))
-    status = {c.name: c for c in doctor.check_models(timeout=1)}
+    status = {c.name: c for c in doctor_models.check_models(timeout=1)}
     assert status[TEXT2IMG].detail.startswith("local") and status[TEXT2IMG].status == "ok"
     assert status[f"{hub.LCM_LORA_REPO}/{hub.LCM_LORA_FILE}"].detail.startswith("local")
     assert status[hub.SD15_REPOS["inpaint"]].detail.startswith("unreachable")
+
+
+def test_a_known_copy_in_course_models_dir_is_found_as_the_course_would(empty_seat, monkeypatch):
+    """The upscaler's official repository is absent and its known copy is local: the line names the copy, OK."""
+    official, copy = hub.repo_ids("upscale")[:2]
+    models = empty_seat / "models"
+    (models / copy).mkdir(parents=True)
+    (models / copy / "model_index.json").write_text("{}")
+    monkeypatch.setenv("COURSE_MODELS_DIR", str(models))
+    status = {c.name: c for c in doctor_models.check_models(timeout=1)}
+    assert official not in status and status[copy].status == "ok", status
+    assert status[copy].detail.startswith("local") and f"a copy of {official}" in status[copy].detail
 
 
 def test_a_missing_library_is_a_problem_and_a_pin_mismatch_a_warning(monkeypatch):

@@ -1,8 +1,8 @@
-"""tools/gpu_check.py (`make gpu-check`): the no-GPU exit, the 14 GiB rule, the report, the wheel list, the models
-folder, and one notebook through the whole harness on a CPU (``--allow-cpu``, slow)."""
+"""tools/gpu_check.py (`make gpu-check`) and its modules tools/gpu_*.py: the no-GPU exit, the 14 GiB rule, the
+report, the wheel list, the models folder, and one notebook through the whole harness on a CPU (``--allow-cpu``,
+slow)."""
 
 import filecmp
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,10 +14,13 @@ import pytest
 from course_utils.models import hub
 from course_utils.paths import ROOT
 
-TOOL = ROOT / "tools" / "gpu_check.py"
-spec = importlib.util.spec_from_file_location("gpu_check", TOOL)
-gpu_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_check)
+TOOLS = ROOT / "tools"
+TOOL = TOOLS / "gpu_check.py"
+sys.path.insert(0, str(TOOLS))  # the tool's modules import each other by name, as `python tools/gpu_check.py` runs
+import gpu_models  # noqa: E402
+import gpu_report  # noqa: E402
+import gpu_runs  # noqa: E402
+import gpu_wheels  # noqa: E402
 
 
 def row(notebook="01_text_to_image", profile="sd15", seconds=12.5, peak=3.2, passed=True, status="passed"):
@@ -48,13 +51,13 @@ def test_without_a_gpu_it_exits_at_once_and_says_what_to_run():
 
 
 def test_the_14_gib_rule():
-    assert gpu_check.LIMIT_GIB == 14
-    assert not gpu_check.over_limit(row(peak=13.99))
-    assert not gpu_check.over_limit(row(peak=14.0))  # at the limit is within it
-    assert gpu_check.over_limit(row(peak=14.01))
-    assert not gpu_check.over_limit(row(peak=None))  # n/a (a CPU run) never fails the rule
-    assert gpu_check.over_limit(row(peak=10.5), limit_gib=10)
-    found = gpu_check.problems(
+    assert gpu_report.LIMIT_GIB == 14
+    assert not gpu_report.over_limit(row(peak=13.99))
+    assert not gpu_report.over_limit(row(peak=14.0))  # at the limit is within it
+    assert gpu_report.over_limit(row(peak=14.01))
+    assert not gpu_report.over_limit(row(peak=None))  # n/a (a CPU run) never fails the rule
+    assert gpu_report.over_limit(row(peak=10.5), limit_gib=10)
+    found = gpu_report.problems(
         [
             row(peak=15.2),
             row(notebook="03_denoising_loop", passed=False, status="failed"),
@@ -64,7 +67,7 @@ def test_the_14_gib_rule():
     assert len(found) == 2
     assert "01_text_to_image on sd15: peak 15.20 GiB > 14 GiB" in found
     assert found[1].startswith("03_denoising_loop on sd15: failed")
-    assert gpu_check.problems([row(), row(profile="tiny", peak=None)]) == []
+    assert gpu_report.problems([row(), row(profile="tiny", peak=None)]) == []
 
 
 def test_report_writer(tmp_path):
@@ -94,7 +97,7 @@ def test_report_writer(tmp_path):
             row(notebook="06_upscaling", peak=None, passed=False, status="timeout"),
         ],
     )
-    md_path, json_path = gpu_check.write_report(report, tmp_path / "docs")
+    md_path, json_path = gpu_report.write_report(report, tmp_path / "docs")
     assert (md_path.name, json_path.name) == ("gpu-report.md", "gpu-report.json")
     assert json.loads(json_path.read_text()) == report
     md = md_path.read_text()
@@ -116,20 +119,18 @@ def test_report_writer(tmp_path):
     ):
         assert needle in md, needle
     report["rows"] = report["rows"][:1]
-    assert "all passed" in gpu_check.write_report(report, tmp_path)[0].read_text()
+    assert "all passed" in gpu_report.write_report(report, tmp_path)[0].read_text()
 
 
 def test_estimates_come_from_the_committed_table():
     """gpu-check puts course_utils.gpu_memory's estimate (docs/gpu-memory.json) beside each sd15 measurement."""
-    lessons = json.loads(gpu_check.ESTIMATES.read_text())["lessons"]
-    assert gpu_check.estimated_gib("06_upscaling", "sd15") == next(
-        r["peak_gib"] for r in lessons if r["lesson"] == "06"
-    )
-    assert gpu_check.estimated_gib("06_upscaling", "tiny") is None and gpu_check.estimated_gib("99_new", "sd15") is None
+    lessons = json.loads(gpu_runs.ESTIMATES.read_text())["lessons"]
+    assert gpu_runs.estimated_gib("06_upscaling", "sd15") == next(r["peak_gib"] for r in lessons if r["lesson"] == "06")
+    assert gpu_runs.estimated_gib("06_upscaling", "tiny") is None and gpu_runs.estimated_gib("99_new", "sd15") is None
 
 
 def test_wheels_are_the_pinned_missing_ones_and_never_torch():
-    specs = gpu_check.wheel_specs()
+    specs = gpu_wheels.wheel_specs()
     names = [s.split("==")[0].lower().replace("_", "-") for s in specs]
     assert len(names) == len(set(names))  # one version of each: two stop the install
     assert {"diffusers==0.42.1", "nbval==0.11.0", "ipykernel==7.4.0", "peft==0.21.2"} <= set(specs)  # requirements*.txt
@@ -137,7 +138,7 @@ def test_wheels_are_the_pinned_missing_ones_and_never_torch():
         names
     )  # the image's
     assert {"ipywidgets", "jupyter-client", "pyzmq", "tornado", "ipython"} <= set(names)
-    with_pins = gpu_check.wheel_specs(with_pins=True)
+    with_pins = gpu_wheels.wheel_specs(with_pins=True)
     assert "transformers==5.24.0" in with_pins and "huggingface_hub==2.4.0" in with_pins
 
 
@@ -154,7 +155,7 @@ def test_models_folder_keeps_what_the_download_command_fetches():
         "README.md",
         ".gitattributes",
     ]
-    sd15 = gpu_check.keep(files, *gpu_check.wanted_files("stable-diffusion-v1-5/stable-diffusion-v1-5"))
+    sd15 = gpu_models.keep(files, *gpu_models.wanted_files("stable-diffusion-v1-5/stable-diffusion-v1-5"))
     assert sd15 == {
         "model_index.json",
         "unet/config.json",
@@ -163,10 +164,10 @@ def test_models_folder_keeps_what_the_download_command_fetches():
         "tokenizer/merges.txt",
     }
     no_fp16 = [f for f in files if ".fp16." not in f]  # Counterfeit's folders have no fp16 variant
-    counterfeit = gpu_check.keep(
+    counterfeit = gpu_models.keep(
         no_fp16
         + ["unet/diffusion_pytorch_model.bin", "Counterfeit-V2.5_fp16.safetensors", "Counterfeit-V2.2.safetensors"],
-        *gpu_check.wanted_files("gsdf/Counterfeit-V2.5"),
+        *gpu_models.wanted_files("gsdf/Counterfeit-V2.5"),
     )
     assert (
         "unet/diffusion_pytorch_model.safetensors" in counterfeit and "Counterfeit-V2.5_fp16.safetensors" in counterfeit
@@ -180,26 +181,58 @@ def test_models_folder_keeps_what_the_download_command_fetches():
         }
         & counterfeit
     )
-    assert gpu_check.keep(["EasyNegative.safetensors", "README.md"], *gpu_check.wanted_files("gsdf/EasyNegative")) == {
-        "EasyNegative.safetensors"
-    }
+    assert gpu_models.keep(
+        ["EasyNegative.safetensors", "README.md"], *gpu_models.wanted_files("gsdf/EasyNegative")
+    ) == {"EasyNegative.safetensors"}
     every = set(hub.SD15_REPOS.values()) | {
         hub.COUNTERFEIT_REPO,
         hub.EASYNEGATIVE_REPO,
         hub.LCM_LORA_REPO,
     }  # = lookalikes()
-    assert sorted(repo for group in gpu_check.BUILD_GROUPS for repo in group) == sorted(every)
+    assert sorted(repo for group in gpu_models.build_groups() for repo in group) == sorted(every)
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3, 4, 8])
+def test_fewer_build_processes_still_build_every_repository_once(jobs):
+    groups = gpu_models.build_groups(jobs)
+    assert 1 <= len(groups) <= jobs
+    assert sorted(repo for group in groups for repo in group) == sorted(r for g in gpu_models.build_groups() for r in g)
+
+
+def test_the_build_plan_comes_from_the_python_that_builds():
+    """The Python that starts the check may not import the course: it asks the build's Python for the groups."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    assert gpu_models.build_plan(sys.executable, env, 2) == gpu_models.build_groups(2)
+    with pytest.raises(gpu_models.BuildError):
+        gpu_models.build_plan(sys.executable, env, "not-a-number")
+
+
+def test_the_models_folder_skips_single_files_by_a_parameter_not_a_patch(tmp_path):
+    """The lookalike's writer leaves out the single files nobody fetches (gigabytes at full size) by its own
+    ``single_files`` parameter: no mock in the tool."""
+    for path in TOOLS.glob("gpu_*.py"):
+        assert "mock" not in path.read_text(), path.name
+    from course_utils.models import lookalike
+
+    specs = lookalike.lookalikes()
+    for name in ("counterfeit", "easynegative"):
+        (tmp_path / name).mkdir()
+    specs[hub.COUNTERFEIT_REPO].write(tmp_path / "counterfeit", "small", single_files={hub.COUNTERFEIT_FILE})
+    assert [p.name for p in (tmp_path / "counterfeit").glob("*.safetensors")] == [hub.COUNTERFEIT_FILE]
+    assert (tmp_path / "counterfeit" / "model_index.json").exists()  # the pipeline folders as ever
+    specs[hub.EASYNEGATIVE_REPO].write(tmp_path / "easynegative", "small", single_files=set())
+    assert not any((tmp_path / "easynegative").iterdir())
 
 
 def test_notebooks_are_globbed_and_selected():
-    every = gpu_check.find_notebooks(None)
+    every = gpu_runs.find_notebooks(None)
     assert [p.name for p in every] == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert [p.name for p in gpu_check.find_notebooks(["01", "notebooks/03_denoising_loop.ipynb"])] == [
+    assert [p.name for p in gpu_runs.find_notebooks(["01", "notebooks/03_denoising_loop.ipynb"])] == [
         "01_text_to_image.ipynb",
         "03_denoising_loop.ipynb",
     ]
-    with pytest.raises(SystemExit):
-        gpu_check.find_notebooks(["99"])
+    with pytest.raises(gpu_runs.NoSuchNotebook):
+        gpu_runs.find_notebooks(["99"])
 
 
 @pytest.mark.slow
@@ -208,17 +241,17 @@ def test_models_folder_is_byte_identical_to_the_lookalikes(tmp_path, lookalikes)
 
     repos = lookalikes  # the test run's one build (tests/conftest.py)
     for repo, source in repos.items():
-        folder = gpu_check.build_repo(repo, tmp_path / "models", "small")
+        folder = gpu_models.build_repo(repo, tmp_path / "models", "small")
         mine = sorted(
             p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != ".gpu-check-stamp"
         )
         theirs = sorted(
             p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file() and ".git" not in p.parts
         )
-        assert set(mine) == gpu_check.keep(theirs, *gpu_check.wanted_files(repo)), repo
+        assert set(mine) == gpu_models.keep(theirs, *gpu_models.wanted_files(repo)), repo
         assert all(filecmp.cmp(folder / name, source / name, shallow=False) for name in mine), repo
     mtime = (folder / ".gpu-check-stamp").stat().st_mtime
-    gpu_check.build_repo(repo, tmp_path / "models", "small")  # current: kept, not rebuilt
+    gpu_models.build_repo(repo, tmp_path / "models", "small")  # current: kept, not rebuilt
     assert (folder / ".gpu-check-stamp").stat().st_mtime == mtime
 
 

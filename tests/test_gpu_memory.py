@@ -1,13 +1,14 @@
-"""course_utils.gpu_memory: peak GPU memory estimated on fake tensors, checked against GPU measurements."""
+"""course_utils.gpu_memory (and its counter and work): peak GPU memory estimated on fake tensors, checked against GPU
+measurements."""
 
 import pytest
 import torch
 
-from course_utils import gpu_memory
+from course_utils import gpu_memory, gpu_memory_counter, gpu_memory_work
 
 
 def test_counter_counts_storages_once_rounds_to_blocks_and_frees():
-    with gpu_memory.fake_gpu() as counter:
+    with gpu_memory_counter.fake_gpu() as counter:
         a = torch.empty(1000, dtype=torch.float16)  # 2,000 bytes -> 2,048
         view = a[:10]  # a view: no new storage
         assert counter.live == 2048
@@ -21,15 +22,15 @@ def test_counter_counts_storages_once_rounds_to_blocks_and_frees():
 
 
 def test_weights_are_counted_at_their_real_size():
-    found = gpu_memory.estimate(dict(unet=gpu_memory.sd15_model("unet")), lambda parts: None)
+    found = gpu_memory_counter.estimate(dict(unet=gpu_memory_work.sd15_model("unet")), lambda parts: None)
     # SD 1.5's UNet: 859.5 M parameters, 2 bytes each in float16
     assert found.weights_gib == pytest.approx(859.52e6 * 2 / 2**30, abs=0.01)
 
 
 def test_attention_is_counted_as_a_fused_kernel():
     """SDPA on the fake device must not store the 4096 x 4096 attention matrices (PyTorch's fused CUDA kernels do not)."""
-    parts = dict(pipe=gpu_memory.pipeline_parts("text2img", safety_checker=False))
-    found = gpu_memory.estimate(parts, lambda m: gpu_memory.generate(m["pipe"], steps=1))
+    parts = dict(pipe=gpu_memory_work.pipeline_parts("text2img", safety_checker=False))
+    found = gpu_memory_counter.estimate(parts, lambda m: gpu_memory_work.generate(m["pipe"], steps=1))
     assert (
         found.peak_gib - found.weights_gib < 0.6
     )  # the materialised matrices alone: 8 heads x 4096^2 x 2 x 2 B = 0.5 GiB

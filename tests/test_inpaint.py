@@ -9,7 +9,7 @@ from diffusers import StableDiffusionInpaintPipeline
 from PIL import Image
 
 import course_utils as cu
-from course_utils import by_hand, inpaint
+from course_utils import by_hand, inpaint, masks
 from course_utils.models import builders, configs, surgery
 
 SIZE = 64  # the tiny model's size: latents [1, 4, 16, 16]
@@ -24,7 +24,7 @@ def inpaint_pipe():
 
 @pytest.fixture(scope="module")
 def photo_and_mask():
-    return inpaint.load_pair("astronaut.png", inpaint.hat_mask(SIZE), size=SIZE)
+    return masks.load_pair("astronaut.png", masks.hat_mask(SIZE), size=SIZE)
 
 
 def test_load_pipeline_gives_a_9_channel_inpaint_pipeline(inpaint_pipe):
@@ -179,13 +179,13 @@ def test_thin_mask_lines_at_latent_size(inpaint_pipe, photo_and_mask):
     f = inpaint_pipe.vae_scale_factor
     cells = {}
     for left in (8 * f + 1, 8 * f):
-        line = inpaint.rect_mask(SIZE, (left, 0, left + 2, SIZE))
+        line = masks.rect_mask(SIZE, (left, 0, left + 2, SIZE))
         cells[left] = inpaint.masked_image_inputs(inpaint_pipe, image, line, torch.Generator().manual_seed(0))["mask"]
     assert cells[8 * f + 1].sum() == 0  # misses every sampled column: gone at latent size
     assert cells[8 * f].sum() == SIZE // f and cells[8 * f][0, 0, :, 8].eq(1).all()  # one whole column
     # any f neighbouring pixels hold a sampled one
     for left in range(f, 2 * f):
-        wide = inpaint.rect_mask(SIZE, (left, 0, left + f, SIZE))
+        wide = masks.rect_mask(SIZE, (left, 0, left + f, SIZE))
         assert (
             inpaint.masked_image_inputs(inpaint_pipe, image, wide, torch.Generator().manual_seed(0))["mask"].sum()
             == SIZE // f
@@ -208,42 +208,42 @@ def test_blend_written_out_equals_blend_latents(tiny_pipe):
 def test_mask_of_the_wrong_size():
     image = Image.new("RGB", (64, 64))
     with pytest.raises(cu.CourseError) as info:
-        inpaint.check_mask(image, Image.new("L", (300, 200)))
+        masks.check_mask(image, Image.new("L", (300, 200)))
     message = str(info.value)
     assert "300x200" in message and "64x64" in message and "load_mask" in message
     with pytest.raises(cu.CourseError, match="300x200"):
-        inpaint.load_pair(image, Image.new("L", (300, 200)))
+        masks.load_pair(image, Image.new("L", (300, 200)))
     with pytest.raises(cu.CourseError, match="multiple of 8"):
-        inpaint.check_mask(Image.new("RGB", (60, 60)), Image.new("L", (60, 60)))
+        masks.check_mask(Image.new("RGB", (60, 60)), Image.new("L", (60, 60)))
     with pytest.raises(cu.CourseError, match="No mask image"):
-        inpaint.load_mask("no-such-mask.png")
+        masks.load_mask("no-such-mask.png")
 
 
 def test_image_and_mask_modes_are_converted(capsys):
     rgba = Image.new("RGBA", (64, 64), (10, 20, 30, 0))
     gray = Image.new("L", (64, 64), 100)
     for photo in (rgba, gray):
-        image, mask = inpaint.load_pair(photo, inpaint.rect_mask(64, (0, 0, 32, 32)))
+        image, mask = masks.load_pair(photo, masks.rect_mask(64, (0, 0, 32, 32)))
         assert image.mode == "RGB" and mask.mode == "L" and image.size == mask.size == (64, 64)
     assert "converted to RGB" in capsys.readouterr().out
     # an RGBA mask: transparent = keep (0), opaque white strokes = repaint (255)
     strokes = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     strokes.paste((255, 255, 255, 255), (0, 0, 16, 16))
-    mask = inpaint.load_mask(strokes)
+    mask = masks.load_mask(strokes)
     assert mask.mode == "L" and mask.getpixel((0, 0)) == 255 and mask.getpixel((40, 40)) == 0
-    assert inpaint.load_mask(Image.new("RGB", (8, 8), "white")).getpixel((0, 0)) == 255
-    inpaint.load_mask(Image.new("L", (8, 8), 100))
+    assert masks.load_mask(Image.new("RGB", (8, 8), "white")).getpixel((0, 0)) == 255
+    masks.load_mask(Image.new("L", (8, 8), 100))
     assert "grey pixels" in capsys.readouterr().out
 
 
 def test_masks_by_code():
-    m = inpaint.rect_mask((64, 32), (0.5, 0.0, 1.0, 0.5))  # fractions
+    m = masks.rect_mask((64, 32), (0.5, 0.0, 1.0, 0.5))  # fractions
     a = np.asarray(m)
     assert m.mode == "L" and a.shape == (32, 64) and set(np.unique(a)) == {0, 255}
     assert a[:16, 32:].all() and not a[16:].any() and not a[:, :32].any()
-    assert np.array_equal(a, np.asarray(inpaint.rect_mask((64, 32), (32, 0, 64, 16))))  # pixels
-    assert not np.asarray(inpaint.rect_mask(64, (0, 0, 0, 0))).any()
-    hat = np.asarray(inpaint.hat_mask(256)) > 0
+    assert np.array_equal(a, np.asarray(masks.rect_mask((64, 32), (32, 0, 64, 16))))  # pixels
+    assert not np.asarray(masks.rect_mask(64, (0, 0, 0, 0))).any()
+    hat = np.asarray(masks.hat_mask(256)) > 0
     assert 0.02 < hat.mean() < 0.2 and not hat[128:].any()  # on top of her head, not below
 
 
@@ -269,7 +269,7 @@ def test_sd15_random_has_9_channels(monkeypatch):
 def test_lesson_mask_covers_the_tiny_circle():
     image = np.asarray(cu.load_image("tiny_scene.png"))
     red = (image[..., 0] > 150) & (image[..., 2] < 120)  # the circle's pixels (red on blue)
-    mask = np.asarray(inpaint.lesson_mask("tiny", 64)) > 127
+    mask = np.asarray(masks.lesson_mask("tiny", 64)) > 127
     assert red.sum() > 500 and mask[red].all() and mask.mean() < 0.5
-    assert inpaint.lesson_mask("tiny", 128).size == (128, 128)
-    assert np.array_equal(np.asarray(inpaint.lesson_mask("sd15", 64)), np.asarray(inpaint.hat_mask(64)))
+    assert masks.lesson_mask("tiny", 128).size == (128, 128)
+    assert np.array_equal(np.asarray(masks.lesson_mask("sd15", 64)), np.asarray(masks.hat_mask(64)))

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from course_utils import setup_env
+from course_utils.commands import setup_env
 from course_utils.paths import ROOT
 
 DRAW = """
@@ -89,7 +89,7 @@ def test_setup_plans_what_make_install_does_on_every_system(tmp_path):
             "-I",
             "-c",
             f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.modules['torch'] = None; "
-            "from course_utils.cli import main; main(['setup', '--dry-run', '--venv', sys.argv[1]])",
+            "from course_utils.commands.cli import main; main(['setup', '--dry-run', '--venv', sys.argv[1]])",
             str(folder),
         ],
         env=env,

@@ -1,4 +1,4 @@
-"""The lookalike Hub repositories (course_utils/models/lookalike.py), small size: git layout, files, and that
+"""The lookalike Hub repositories (course_utils/models/lookalike*.py), small size: git layout, files, and that
 diffusers loads each one the way the lessons load the real one (docs/lookalike-repos.md has the sources)."""
 
 import json
@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from course_utils.models import configs, hub, lookalike, original_layout
+from course_utils.errors import CourseError
+from course_utils.models import configs, hub, lookalike, lookalike_parts, original_layout
 
 pytestmark = pytest.mark.slow  # builds six repositories and loads each (~25 s)
 
@@ -175,9 +176,9 @@ def test_a_second_build_keeps_what_is_there_and_a_changed_one_is_rebuilt(repos):
 
 
 def test_unknown_size_or_repo_is_an_error(tmp_path):
-    with pytest.raises(lookalike.CourseError, match="size"):
+    with pytest.raises(CourseError, match="size"):
         lookalike.build_lookalikes(tmp_path, size="huge")
-    with pytest.raises(lookalike.CourseError, match="nobody/nothing"):
+    with pytest.raises(CourseError, match="nobody/nothing"):
         lookalike.build_lookalikes(tmp_path, repos=["nobody/nothing"])
 
 
@@ -331,7 +332,7 @@ def test_lcm_lora_has_the_kohya_key_format_and_loads_into_sd15(repos):
     from diffusers import DiffusionPipeline, LCMScheduler
 
     path = repos[hub.LCM_LORA_REPO] / hub.LCM_LORA_FILE
-    shapes = lookalike.lora_shapes(lookalike.architecture("small"))
+    shapes = lookalike_parts.lora_shapes(lookalike_parts.architecture("small"))
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
         assert f.get_tensor(next(iter(shapes)) + ".lora_down.weight").dtype == torch.float16
@@ -352,9 +353,9 @@ def test_lcm_lora_has_the_kohya_key_format_and_loads_into_sd15(repos):
 
 def test_full_size_facts_without_building():
     """What size="full" would write, checked on meta tensors: the real LCM-LoRA's 278 layers and 134.5 MB."""
-    full = lookalike.architecture("full")
+    full = lookalike_parts.architecture("full")
     assert full["unet"] is configs.SD15_UNET and full["x4_unet"] is configs.X4_UPSCALER_UNET
-    shapes = lookalike.lora_shapes(full)
+    shapes = lookalike_parts.lora_shapes(full)
     numbers = sum(torch.Size(d).numel() + torch.Size(u).numel() for d, u in shapes.values())
     assert len(shapes) == 278 and numbers == 67_252_224  # x 2 bytes (fp16) = 134.5 MB, the real file's size
 
@@ -406,7 +407,7 @@ X4_FILES = (
 
 
 def test_size_arithmetic_matches_the_small_files(repos):
-    small = lookalike.architecture("small")
+    small = lookalike_parts.architecture("small")
     for kind, stem in X4_FILES:
         for variant, dtype in (("", torch.float32), (".fp16", torch.float16)):
             path = repos[UPSCALE] / f"{stem}{variant}.safetensors"
@@ -419,7 +420,7 @@ def test_full_size_x4_files_have_the_real_files_byte_sizes():
     """The Hub's fp16 files of stabilityai/stable-diffusion-x4-upscaler, byte for byte (sizes from a third-party
     download table, airunner's SD_FILE_BOOTSTRAP_DATA): same tensor names, shapes and dtypes."""
     real = {"text": 680_821_096, "unet": 946_878_752, "vae": 110_674_374}
-    full = lookalike.architecture("full")
+    full = lookalike_parts.architecture("full")
     for kind, _ in X4_FILES:
         assert safetensors_size(component_tensors(kind, full[f"x4_{kind}"], torch.float16)) == real[kind], kind
 
@@ -430,7 +431,7 @@ def test_full_size_sd15_files_have_the_real_files_sizes_in_mib():
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig
 
-    full = lookalike.architecture("full")
+    full = lookalike_parts.architecture("full")
     real_mib = {
         ("unet", torch.float32): 3278,
         ("unet", torch.float16): 1639,

@@ -7,7 +7,7 @@ from diffusers import DDPMScheduler
 from PIL import Image
 
 import course_utils as cu
-from course_utils import new_concept, world
+from course_utils import latents, new_concept, world
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,23 @@ def test_encode_dataset_and_training_loss_match_diffusers(pipe):
         x_t = a_bar.sqrt() * x_0 + (1 - a_bar).sqrt() * eps
         by_hand = ((pipe.unet(x_t, t, data["text"][index]).sample - eps) ** 2).mean()
     assert abs(loss.item() - by_hand.item()) < 1e-6
+
+
+def test_the_latent_cache_draws_what_the_vae_samples(pipe):
+    """Encoding once (``latents.encode``) and drawing at each step (``latents.draw``, lesson 10's ``sample_latents``)
+    gives, bit for bit, what encoding and sampling every step would: the VAE's sample is ``mean + std * randn``."""
+    pixels = cu.to_tensor([s.image for s in new_concept.concept_scenes("diamond", 4)])
+    cache, sf = latents.encode(pipe.vae, pixels), pipe.vae.config.scaling_factor
+    assert cache["mean"].dtype == cache["std"].dtype == torch.float32 and cache["mean"].shape == (4, 4, 16, 16)
+    drawn = latents.draw(cache, torch.arange(4), sf, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        sampled = pipe.vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(3)) * sf
+    assert torch.equal(drawn, sampled)
+    index, a, b = torch.tensor([3, 0, 3]), torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    x_0 = new_concept.sample_latents(cache, index, sf, a)
+    assert torch.equal(x_0, latents.draw(cache, index, sf, b))
+    assert not torch.equal(x_0[0], x_0[2])  # the same image twice: two draws
+    assert torch.equal(a.get_state(), b.get_state())
 
 
 def test_share_drawn_counts_what_classify_reads(pipe):

@@ -3,7 +3,7 @@ import torch
 
 import course_utils as cu
 from course_utils.errors import CourseError
-from course_utils.models import hub, registry, tiny
+from course_utils.models import hub, registry, tiny, weights
 
 
 def test_env_profile_wins(monkeypatch):
@@ -167,28 +167,28 @@ def test_folder_variant(tmp_path):
         tmp_path / "a",
         ["unet/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors"],
     )
-    assert hub.folder_variant(folder, None) == "fp16"  # only fp16 files (a GPU's download): load those
-    assert hub.folder_variant(folder, "fp16") == "fp16"
+    assert weights.folder_variant(folder, None) == "fp16"  # only fp16 files (a GPU's download): load those
+    assert weights.folder_variant(folder, "fp16") == "fp16"
     for name in ("unet", "vae"):
         (folder / name / "diffusion_pytorch_model.safetensors").write_bytes(b"")
-    assert hub.folder_variant(folder, None) is None and hub.folder_variant(folder, "fp16") == "fp16"
+    assert weights.folder_variant(folder, None) is None and weights.folder_variant(folder, "fp16") == "fp16"
     bins = pipeline_folder(tmp_path / "b", ["unet/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"])
-    assert hub.folder_variant(bins, "fp16") is None and hub.folder_variant(bins, None) is None
+    assert weights.folder_variant(bins, "fp16") is None and weights.folder_variant(bins, None) is None
 
 
 def test_folder_complete_finds_bin_only_and_refuses_missing_parts(tmp_path):
     bins = pipeline_folder(tmp_path / "bins", ["unet/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"])
-    assert hub.folder_complete(bins, None) and not hub.folder_complete(bins, "fp16")
+    assert weights.folder_complete(bins, None) and not weights.folder_complete(bins, "fp16")
     half = pipeline_folder(
         tmp_path / "half", ["unet/diffusion_pytorch_model.safetensors"]
     )  # the VAE's weights are missing
-    assert not hub.folder_complete(half, None)
+    assert not weights.folder_complete(half, None)
     (half / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
-    assert hub.folder_complete(half, None)
+    assert weights.folder_complete(half, None)
     shard_index = '{"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors", "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}}'
     (half / "unet" / "diffusion_pytorch_model.safetensors.index.json").write_text(shard_index)
-    assert not hub.folder_complete(half, None)  # the index names shards that are not there
-    assert not hub.folder_complete(tmp_path / "nothing", None)
+    assert not weights.folder_complete(half, None)  # the index names shards that are not there
+    assert not weights.folder_complete(tmp_path / "nothing", None)
 
 
 SD15_FILES = [
@@ -213,7 +213,7 @@ SD15_FILES = [
 
 
 def test_download_plan_follows_the_repositorys_own_files():
-    files, variant = hub.download_plan(SD15_FILES, "fp16")
+    files, variant = weights.download_plan(SD15_FILES, "fp16")
     assert variant == "fp16" and sorted(files) == sorted(
         [
             "model_index.json",
@@ -226,7 +226,7 @@ def test_download_plan_follows_the_repositorys_own_files():
             "text_encoder/model.fp16.safetensors",
         ]
     )
-    files, variant = hub.download_plan(
+    files, variant = weights.download_plan(
         SD15_FILES, None
     )  # the default weights, safetensors; never non_ema, never single files
     assert variant is None and {f for f in files if "/" in f and not f.endswith((".json", ".txt"))} == {
@@ -235,23 +235,23 @@ def test_download_plan_follows_the_repositorys_own_files():
     }
     # an early-2023 conversion: pickles only, no fp16 -> the .bin files, default weights even when fp16 was wanted
     bins = [f for f in SD15_FILES if not f.endswith(".safetensors") and ".fp16." not in f]
-    files, variant = hub.download_plan(bins, "fp16")
+    files, variant = weights.download_plan(bins, "fp16")
     assert variant is None and {"unet/diffusion_pytorch_model.bin", "text_encoder/pytorch_model.bin"} <= set(files)
     assert "v1-5-pruned-emaonly.ckpt" not in files
     # safetensors for one part, .bin for the other: each part's best
     mixed = [f for f in bins if f != "text_encoder/pytorch_model.bin"] + ["text_encoder/model.safetensors"]
-    files, _ = hub.download_plan(mixed, None)
+    files, _ = weights.download_plan(mixed, None)
     assert {"unet/diffusion_pytorch_model.bin", "text_encoder/model.safetensors"} <= set(files)
     # fp16 for one part only: one variant= must load the folder, so the default weights everywhere
     partial = [f for f in SD15_FILES if f != "text_encoder/model.fp16.safetensors"]
-    assert hub.download_plan(partial, "fp16")[1] is None
+    assert weights.download_plan(partial, "fp16")[1] is None
     shards = [
         "unet/config.json",
         "unet/diffusion_pytorch_model.safetensors.index.json",
         "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
         "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
     ]
-    assert sorted(hub.download_plan(shards, None)[0]) == sorted(shards)
+    assert sorted(weights.download_plan(shards, None)[0]) == sorted(shards)
 
 
 def test_repo_ids_try_known_copies_in_order(monkeypatch):

@@ -37,8 +37,8 @@ def test_pyproject_and_requirements_txt_pin_the_same_versions():
 def test_gpu_check_and_doctor_read_the_same_pins():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "tools" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    spec = importlib.util.spec_from_file_location("gpu_wheels", ROOT / "tools" / "gpu_wheels.py")
+    gpu_wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_wheels)
     exact = {name: pin[2:] for name, pin in requirements.requirement_pins().items() if pin.startswith("==")}
-    assert exact.items() <= gpu_check.requirement_pins().items()
+    assert exact.items() <= gpu_wheels.requirement_pins().items()

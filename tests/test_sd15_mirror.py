@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from lanes import run_every_lesson
+from lanes import full_size_cells_of_lesson_9, run_every_lesson
 
-from course_utils import hub_mirror
+from course_utils.commands import hub_mirror
 from course_utils.models import hub
 from course_utils.paths import ROOT
 
@@ -323,19 +323,6 @@ def test_server_killed_mid_download_then_resumed(tmp_path):
         assert done.stat().st_size == LARGE
     finally:
         hub_mirror.stop(process)
-
-
-def full_size_cells_of_lesson_9() -> list[str]:
-    """``--deselect`` options for lesson 9's timing of SD 1.5's *full-size* architecture (``sd15-random``: the same
-    whatever the profile, and already run by the `tiny` run of ``make test``) and the solution that reads it: about
-    30 s saved. Found by their code, so renumbered cells cannot deselect the wrong ones."""
-    import nbformat
-
-    path = ROOT / "notebooks" / "09_your_hardware.ipynb"
-    code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    found = [i for i, src in enumerate(code) if "full_size.full_size_parts(" in src or 'seconds["UNet step' in src]
-    assert len(found) == 2, found
-    return [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]
 
 
 @pytest.mark.lane

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from course_utils import community
+from course_utils import community, latents
 from course_utils.models import builders, configs, tiny
 from training import config, data
 from training.__main__ import main, parse_sets
@@ -214,6 +214,24 @@ def test_training_captions_put_the_trigger_where_lesson_7_does():
         assert data.with_embedding(caption, tiny.EMBEDDING_TOKEN) == community.embedding_prompt(caption)
         assert data.with_trigger(caption, "") == caption  # the LoRA: no trigger
     assert data.with_trigger("", tiny.STYLE_WORD) == "outline style"  # an empty caption keeps only the trigger
+
+
+def test_the_cached_draw_takes_the_outlined_encoding_where_styled():
+    """The cached stages' draw (``course_utils.latents.draw``): rows ``index``, the outlined encoding where
+    ``styled``, and exactly one ``randn`` from the generator (the stages draw ``index`` and ``styled`` before it)."""
+    n, shape = 3, (4, 2, 2)
+    cache = dict(
+        mean=torch.arange(n, dtype=torch.float32)[:, None, None, None].expand(n, *shape).clone(),
+        std=torch.full((n, *shape), 0.5),
+        styled_mean=-torch.arange(n, dtype=torch.float32)[:, None, None, None].expand(n, *shape).clone(),
+        styled_std=torch.zeros(n, *shape),
+    )
+    gen, same = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    lat = latents.draw(cache, torch.tensor([2, 1, 2]), 2.0, gen, styled=torch.tensor([True, False, False]))
+    eps = torch.randn((3, *shape), generator=same)
+    assert torch.equal(lat[0], torch.full(shape, -4.0))  # scene 2 outlined: its mean, std 0
+    assert torch.equal(lat[1], (1 + 0.5 * eps[1]) * 2.0) and torch.equal(lat[2], (2 + 0.5 * eps[2]) * 2.0)
+    assert torch.equal(gen.get_state(), same.get_state())
 
 
 def test_offset_noise():

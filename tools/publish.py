@@ -21,6 +21,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python tools/publish.py`: the repository's course_utils, installed or not
+    sys.path.insert(0, str(ROOT))
+from course_utils.models import hub  # noqa: E402 (after the path above; stdlib only, no torch)
+
 PYPROJECT = ROOT / "pyproject.toml"
 README = ROOT / "README.md"
 URL_LINE = re.compile(r'^Repository = "([^"]+)"$', re.M)
@@ -29,7 +33,7 @@ TABLE_START, TABLE_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -
 FIRST_CODE_CELL = re.compile(r"^# %%\n(.*?)\n\n(?=# %%)", re.M | re.S)
 
 # What each lesson downloads from the Hub on `sd15`, i.e. on a GPU: float16, so the fp16 files where a
-# repository has them (registry._variant, hub.FP16_VARIANTS, hub.download_plan). Sizes in bytes; GB means
+# repository has them (registry._variant, hub.FP16_VARIANTS, weights.download_plan). Sizes in bytes; GB means
 # 10**9 bytes, as the Hub lists file sizes. Sources: docs/lookalike-repos.md, whose tags are in brackets.
 #
 # SD 1.5's component files: computed from configs.SD15_* on the meta device, laid out as safetensors does
@@ -44,28 +48,28 @@ X4_FP16 = {"text_encoder": 680_821_096, "unet": 946_878_752, "vae": 110_674_374}
 # merges.txt 524,619 (data/clip_tokenizer) + a dozen small JSON files, about 10 kB (an estimate).
 CONFIGS = 1_595_000
 DOWNLOADS = {  # what the cell names: (bytes, Hub repository)
-    "SD 1.5 in fp16": (sum(SD15_FP16.values()) + CONFIGS, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "SD 1.5 in fp16": (sum(SD15_FP16.values()) + CONFIGS, hub.SD15_REPOS["text2img"]),
     "SD 1.5 inpainting in fp16": (
         sum(SD15_FP16.values()) - SD15_FP16["unet"] + INPAINT_UNET_FP16 + CONFIGS,
-        "stable-diffusion-v1-5/stable-diffusion-inpainting",
+        hub.SD15_REPOS["inpaint"],
     ),
-    "the x4 upscaler in fp16": (sum(X4_FP16.values()) + CONFIGS, "stabilityai/stable-diffusion-x4-upscaler"),
-    # Its diffusers folders have no fp16 variant (hub.download_plan then takes the default weights) and no safety
+    "the x4 upscaler in fp16": (sum(X4_FP16.values()) + CONFIGS, hub.SD15_REPOS["upscale"]),
+    # Its diffusers folders have no fp16 variant (weights.download_plan then takes the default weights) and no safety
     # checker (docs/lookalike-repos.md): SD 1.5's unet, vae and text_encoder in float32 (a fine-tune has SD 1.5's
     # architecture; the Hub lists its UNet as 3.44 GB and its VAE as 335 MB, as these are), safetensors where both
     # a .safetensors and a .bin are there (the same size).
     "Counterfeit-V2.5's folders": (
         sum(v for k, v in SD15_FP32.items() if k != "safety_checker") + CONFIGS,
-        "gsdf/Counterfeit-V2.5",
+        hub.COUNTERFEIT_REPO,
     ),
     # hub.COUNTERFEIT_FILE: 2,132,626,071 bytes (a download table with its sha256)
-    "its fp16 file": (2_132_626_071, "gsdf/Counterfeit-V2.5"),
+    "its fp16 file": (2_132_626_071, hub.COUNTERFEIT_REPO),
     # the configs from_single_file builds that file's pipeline from (files.checkpoint_config)
-    "SD 1.5's configs": (CONFIGS, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "SD 1.5's configs": (CONFIGS, hub.SD15_REPOS["text2img"]),
     # 8 vectors x 768 float32 + a header: "24 KB" (a UI listing the file)
-    "EasyNegative": (25_000, "gsdf/EasyNegative"),
+    "EasyNegative": (25_000, hub.EASYNEGATIVE_REPO),
     # 67,252,224 numbers in fp16 (computed from SD 1.5's UNet, tests/test_lookalike.py; "~135 MB" as recalled)
-    "LCM-LoRA": (67_252_224 * 2, "latent-consistency/lcm-lora-sdv1-5"),
+    "LCM-LoRA": (67_252_224 * 2, hub.LCM_LORA_REPO),
 }
 LESSON_DOWNLOADS = {  # lesson number: what it loads on `sd15` (its cu.load_pipeline, cu.model_source and files.* calls)
     1: ["SD 1.5 in fp16"],  # load_pipeline("text2img"); the "three lines" find the same files in the cache

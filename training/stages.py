@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-from course_utils import scores, world
+from course_utils import latents, scores, world
 from course_utils.device import fast_layout
 from course_utils.models import builders, configs
 from course_utils.models.surgery import inpaint_unet_from, upscaler_vae
@@ -51,6 +51,19 @@ class Stage:
     def __init__(self, cfg, out):
         self.cfg = cfg  # the stage's settings (config.STAGES); ``out``: the runs folder it starts from
 
+    def trains(self, modules: dict, params: list | None = None, ema: bool = True) -> None:
+        """Set what this stage saves, trains and averages.
+
+        Args:
+            modules (`dict[str, torch.nn.Module]`): everything saved in the checkpoint.
+            params (`list[torch.nn.Parameter]`, *optional*): what the optimiser updates; default every parameter of
+                ``modules``, in their order.
+            ema (`bool`, defaults to `True`): keep an EMA copy of ``modules`` (when ``ema_decay`` > 0).
+        """
+        self.modules = modules
+        self.params = [p for m in modules.values() for p in m.parameters()] if params is None else params
+        self.ema_modules = dict(modules) if ema else {}
+
     def loss(self, step: int, gen: torch.Generator):
         """``(loss, info)`` of one step: the batch depends only on (seed, step), the noise only on ``gen``."""
         raise NotImplementedError
@@ -73,9 +86,7 @@ class VAEStage(Stage):
     def __init__(self, cfg, out):
         super().__init__(cfg, out)
         self.vae = new_vae()
-        self.modules = dict(vae=self.vae)
-        self.params = list(self.vae.parameters())
-        self.ema_modules = {}
+        self.trains(dict(vae=self.vae), ema=False)
 
     def loss(self, step, gen):
         x = data.batch(self.cfg.seed, step, self.cfg.batch_size, tokens=False)["pixels"]
@@ -107,6 +118,7 @@ class VAEStage(Stage):
 class DiffusionStage(Stage):
     """Helpers shared by the UNet stages."""
 
+    # Simplified from course_utils.by_hand.encode
     def encode(self, pixels, gen):
         with torch.no_grad():
             return self.vae.encode(pixels).latent_dist.sample(gen) * self.vae.config.scaling_factor
@@ -134,9 +146,7 @@ class Text2ImgStage(DiffusionStage):
         super().__init__(cfg, out)
         self.vae, self.sched = trained_vae(out), ddpm()
         self.text_encoder, self.unet = new_text_encoder(), UNet2DConditionModel(**configs.TINY_UNET)
-        self.modules = dict(text_encoder=self.text_encoder, unet=self.unet)
-        self.params = list(self.text_encoder.parameters()) + list(self.unet.parameters())
-        self.ema_modules = dict(self.modules)
+        self.trains(dict(text_encoder=self.text_encoder, unet=self.unet))
         self.cache = (
             latent_cache(self.vae, cfg.cache_scenes, cfg.seed, Path(out) / "text2img") if cfg.cache_scenes else None
         )
@@ -148,8 +158,7 @@ class Text2ImgStage(DiffusionStage):
             lat, ids = self.encode(b["pixels"], gen), b["input_ids"]
         else:  # cached scenes: a fresh latent sample and a fresh caption each time a scene is used
             idx = torch.randint(0, len(self.cache["labels"]), (c.batch_size,), generator=gen)
-            mean, std = self.cache["mean"][idx], self.cache["std"][idx]
-            lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
+            lat = latents.draw(self.cache, idx, self.vae.config.scaling_factor, gen)
             rng = random.Random(f"captions-{c.seed}-{step}")
             ids = data.tokenize(
                 [data.caption(*self.cache["labels"][i], rng, c.open_captions, c.word_captions) for i in idx.tolist()]
@@ -182,7 +191,8 @@ class Text2ImgStage(DiffusionStage):
 
 @torch.no_grad()
 def latent_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict:
-    """Encode ``n`` world scenes once: posterior ``mean`` and ``std`` ``[n, 4, 16, 16]`` and their ``labels``.
+    """Encode ``n`` world scenes once (``course_utils.latents.encode``): posterior ``mean`` and ``std``
+    ``[n, 4, 16, 16]`` and their ``labels``; ``latents.draw`` draws a step's latents from it.
 
     Saved as ``<folder>/latents.pt`` so a resumed run does not encode again (the VAE encode costs
     more than a UNet step at this size).
@@ -196,9 +206,9 @@ def latent_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict
     t0 = time.perf_counter()
     for i in range(0, n, chunk):
         b = data.batch(seed + 100, i // chunk, min(chunk, n - i), tokens=False)
-        dist = vae.encode(b["pixels"]).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
+        part = latents.encode(vae, b["pixels"])
+        means.append(part["mean"])
+        stds.append(part["std"])
         labels += b["labels"]
     cache = dict(mean=torch.cat(means), std=torch.cat(stds), labels=labels)
     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -234,9 +244,7 @@ class InpaintStage(DiffusionStage):
         te, unet = trained_text2img(out)
         self.text_encoder = te.requires_grad_(False).eval()
         self.unet = inpaint_unet_from(unet)
-        self.modules = dict(unet=self.unet)
-        self.params = list(self.unet.parameters())
-        self.ema_modules = dict(self.modules)
+        self.trains(dict(unet=self.unet))
 
     def loss(self, step, gen):
         c = self.cfg
@@ -269,9 +277,7 @@ class UpscaleStage(DiffusionStage):
         te, _ = trained_text2img(out)
         self.text_encoder = te.requires_grad_(False).eval()
         self.unet = UNet2DConditionModel(**configs.TINY_UPSCALER_UNET)
-        self.modules = dict(unet=self.unet)
-        self.params = list(self.unet.parameters())
-        self.ema_modules = dict(self.modules)
+        self.trains(dict(unet=self.unet))
 
     def loss(self, step, gen):
         c = self.cfg

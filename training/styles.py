@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 
-from course_utils import world
+from course_utils import latents, world
 from course_utils.images import to_tensor
 
 from . import config, data
@@ -50,8 +50,7 @@ class FinetuneStage(DiffusionStage):
         self.modules = dict(unet=self.unet)
         if self.cfg.train_text_encoder:
             self.modules["text_encoder"] = self.text_encoder.requires_grad_(True).train()
-        self.params = [p for m in self.modules.values() for p in m.parameters()]
-        self.ema_modules = dict(self.modules)
+        self.trains(self.modules)
 
     def trigger(self) -> str:
         return self.cfg.trigger
@@ -68,10 +67,7 @@ class FinetuneStage(DiffusionStage):
         else:  # cached scenes: plain or outlined, a fresh latent sample and a fresh caption each time
             idx = torch.randint(0, len(self.cache["labels"]), (c.batch_size,), generator=gen)
             styled = torch.rand(c.batch_size, generator=gen) < c.style_share
-            pick = styled[:, None, None, None]
-            mean = torch.where(pick, self.cache["styled_mean"][idx], self.cache["mean"][idx])
-            std = torch.where(pick, self.cache["styled_std"][idx], self.cache["std"][idx])
-            lat = (mean + std * torch.randn(mean.shape, generator=gen)) * self.vae.config.scaling_factor
+            lat = latents.draw(self.cache, idx, self.vae.config.scaling_factor, gen, styled=styled)
             rng = random.Random(f"style-captions-{c.seed}-{step}")
             captions = [data.caption(*self.cache["labels"][i], rng) for i in idx.tolist()]
             captions = [self.styled(t) if s else t for t, s in zip(captions, styled.tolist())]
@@ -120,8 +116,9 @@ class FinetuneStage(DiffusionStage):
 
 @torch.no_grad()
 def style_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict:
-    """Encode ``n`` world scenes once, plain and outlined (``data.styled_sample``): posterior ``mean``/``std``
-    and ``styled_mean``/``styled_std`` ``[n, 4, 16, 16]``, and their ``labels``.
+    """Encode ``n`` world scenes once, plain and outlined (``data.styled_sample``; ``course_utils.latents.encode``):
+    posterior ``mean``/``std`` and ``styled_mean``/``styled_std`` ``[n, 4, 16, 16]``, and their ``labels``
+    (``latents.draw(..., styled=...)`` draws from either).
 
     Saved as ``<folder>/latents.pt``, so a resumed run does not encode again. The outlined scene of a
     seed has the plain one's colours and shape (its own size and place).
@@ -138,9 +135,9 @@ def style_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict:
         seeds = [data.world_seed(seed + 100, i // chunk, j, chunk) for j in range(min(chunk, n - i))]
         plain = [world.sample(s, "train") for s in seeds]
         for key, images in (("", [p.image for p in plain]), ("styled_", [data.styled_sample(s)[0] for s in seeds])):
-            dist = vae.encode(to_tensor(images)).latent_dist
-            parts[key + "mean"].append(dist.mean)
-            parts[key + "std"].append(dist.std)
+            part = latents.encode(vae, to_tensor(images))
+            parts[key + "mean"].append(part["mean"])
+            parts[key + "std"].append(part["std"])
         labels += [(p.color, p.shape, p.background) for p in plain]
     cache = dict(
         {k: torch.cat(v) for k, v in parts.items()},
@@ -171,9 +168,7 @@ class LoraStage(FinetuneStage):
                 target_modules=list(self.cfg.target_modules),
             )
         )
-        self.modules = dict(unet=self.unet)
-        self.params = [p for n, p in self.unet.named_parameters() if "lora_" in n]
-        self.ema_modules = {}
+        self.trains(dict(unet=self.unet), [p for n, p in self.unet.named_parameters() if "lora_" in n], ema=False)
 
     def pipeline(self, run):
         return text2img_pipeline(self.vae, self.text_encoder, self.unet.eval())
@@ -206,9 +201,7 @@ class TIStage(FinetuneStage):
         te.requires_grad_(False)
         emb.requires_grad_(True)
         self.frozen = emb.detach().clone()
-        self.modules = dict(text_encoder=te)
-        self.params = [emb]
-        self.ema_modules = {}
+        self.trains(dict(text_encoder=te), [emb], ema=False)
 
     def trigger(self) -> str:
         return " ".join(self.tokens)  # every vector in every caption

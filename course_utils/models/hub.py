@@ -14,18 +14,17 @@ Repositories move and disappear (RunwayML's SD 1.5 in 2024, Stability AI's SD 2.
 each role has an ordered list of known copies (:func:`repo_ids`), tried in turn by :func:`find` with each
 try printed; ``COURSE_HUB_<ROLE>`` (e.g. ``COURSE_HUB_UPSCALE=<org>/<name>,<org2>/<name2>``) replaces the list.
 
-What is downloaded comes from the repository's own file list (:func:`download_plan`): per component the
+What is downloaded comes from the repository's own file list (:func:`~course_utils.models.weights.download_plan`): per component the
 fp16 variant where the repository has it for every component, else the default weights; safetensors
 where a component has them, else the pickled ``.bin`` files an early-2023 conversion wrote. The cache
 lookup (:func:`cached`) checks the snapshot's folders the same way, so a ``.bin``-only snapshot is found.
 """
 
-import json
 import os
-import re
 from pathlib import Path
 
 from ..errors import CourseError
+from .weights import download_plan, folder_complete
 
 # Each role's repository. RunwayML's stable-diffusion-v1-5 repository was removed from the Hub in
 # 2024; stable-diffusion-v1-5/ is its official mirror.
@@ -84,82 +83,6 @@ def repo_id(role: str) -> str:
     return repo_ids(role)[0]
 
 
-# A component's weight file: <name>[.<variant>][-00001-of-00002].<safetensors|bin>, e.g. "model.fp16.safetensors",
-# "diffusion_pytorch_model.bin", "diffusion_pytorch_model-00001-of-00002.safetensors".
-WEIGHT_FILE = re.compile(
-    r"^(?P<name>[^./]+)(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?\.(?P<format>safetensors|bin)$"
-)
-FORMATS = ("safetensors", "bin")  # preferred first: safetensors cannot run code when loaded, pickles can
-
-
-def weight_files(filenames) -> dict[str, dict[tuple[str | None, str], list[str]]]:
-    """Group a repository's component weight files: ``{component: {(variant, format): [files]}}``.
-
-    Args:
-        filenames (iterable of `str`): paths inside the repository, e.g. ``"unet/diffusion_pytorch_model.bin"``.
-            Top-level files (single-file checkpoints) and deeper ones are left out.
-
-    Returns:
-        `dict`: e.g. ``{"unet": {(None, "bin"): ["unet/diffusion_pytorch_model.bin"], ("fp16", "safetensors"): [...]}}``.
-    """
-    out: dict = {}
-    for path in filenames:
-        parts = str(path).split("/")
-        match = WEIGHT_FILE.match(parts[-1]) if len(parts) == 2 else None
-        if match:
-            out.setdefault(parts[0], {}).setdefault((match["variant"], match["format"]), []).append(str(path))
-    return out
-
-
-def download_plan(filenames, variant: str | None = None) -> tuple[list[str], str | None]:
-    """The files to download for a pipeline from a repository's file list, and the variant they are.
-
-    Args:
-        filenames (iterable of `str`): every file of the repository (``HfApi().model_info(...).siblings``).
-        variant (`str`, *optional*): the weights wanted (``"fp16"`` for a float16 run). Taken only where
-            every component with weights has it (so one ``variant=`` loads the folder), else the default weights.
-
-    Returns:
-        `tuple[list[str], str | None]`: the configs and tokenizer files (``.json``, ``.txt``, ``.model``) plus, per
-        component, its weight files in the chosen variant, safetensors where it has them, else ``.bin``; and the
-        variant chosen (`None`: the default weights). Never the top-level single-file checkpoints, never another
-        variant (e.g. SD 1.5's ``non_ema`` training copy).
-    """
-    filenames = [str(f) for f in filenames]
-    groups = weight_files(filenames)
-    if not (variant and groups and all(any(v == variant for v, _ in g) for g in groups.values())):
-        variant = None
-    files = [f for f in filenames if f.endswith((".json", ".txt", ".model"))]
-    for group in groups.values():
-        files += next((group[(variant, fmt)] for fmt in FORMATS if (variant, fmt) in group), [])
-    return files, variant
-
-
-def folder_complete(folder, variant: str | None = None) -> bool:
-    """``folder`` holds a whole pipeline in ``variant``: every component ``model_index.json`` names is there,
-    and each with a ``config.json`` (a model, not a scheduler or tokenizer) has weight files of ``variant``
-    (safetensors or ``.bin``; every shard a ``*.index.json`` lists)."""
-    folder = Path(folder)
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return False
-    names = [k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1] is not None]
-    groups = weight_files(p.relative_to(folder).as_posix() for p in folder.glob("*/*"))
-    for name in names:
-        if not (folder / name).is_dir():
-            return False
-        if (folder / name / "config.json").exists():
-            found = [files for (v, _), files in groups.get(name, {}).items() if v == variant]
-            if not found:
-                return False
-            for shard_index in (folder / name).glob("*.index.json"):
-                wanted = set(json.loads(shard_index.read_text()).get("weight_map", {}).values())
-                if any(not (folder / name / w).exists() for w in wanted):
-                    return False
-    return True
-
-
 def hub_offline() -> bool:
     """`True` when ``HF_HUB_OFFLINE`` says never to go online (``1``, ``true``, ``yes``, ``on``)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
@@ -187,18 +110,6 @@ def cached(repo_id: str, variant: str | None = None) -> str | None:
     if not isinstance(index, str) or not folder_complete(Path(index).parent, variant):
         return None
     return str(Path(index).parent)
-
-
-def folder_variant(folder, wanted: str | None) -> str | None:
-    """The variant to load from a local ``folder``: ``wanted`` if the folder is complete in it, else the one it is.
-
-    A folder downloaded for a GPU holds only fp16 files; on a CPU the course then loads those
-    (``variant="fp16"``, upcast to ``dtype=float32``) rather than fail or download fp32 weights.
-    A folder without fp16 files is loaded as it is (and cast, for a float16 run).
-    """
-    if wanted == "fp16":
-        return "fp16" if folder_complete(folder, "fp16") else None
-    return "fp16" if folder_complete(folder, "fp16") and not folder_complete(folder, None) else None
 
 
 class RepoMissing(CourseError):
@@ -270,7 +181,7 @@ def resolve_model(
         repo_id (`str`): a Hub id such as ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``.
         check_hub (`bool`, defaults to `True`): ask the Hub (10 s timeout) whether it has the repository.
         variant (`str`, *optional*): the weights wanted (``"fp16"`` or `None`); a cache holding only the
-            other kind is used too (see :func:`folder_variant`).
+            other kind is used too (see :func:`~course_utils.models.weights.folder_variant`).
         role (`str`, *optional*): named in the message when the repository is missing.
         download (`bool`, defaults to `False`): when it is neither local nor cached, download the
             pipeline's files (:func:`download_plan` of the repository's file list) into the cache and

@@ -1,5 +1,5 @@
 """Lookalike Hub repositories: every repository the `sd15` profile touches, as a local git repository with
-random weights, for a Hub mirror (olah, see ``course_utils.hub_mirror``) to serve when the Hub is out of reach.
+random weights, for a Hub mirror (olah, see ``course_utils.commands.hub_mirror``) to serve when the Hub is out of reach.
 
 Each lookalike has the real repository's id, type (model or dataset), branch ``main``, file names and folder
 layout: ``model_index.json`` naming the same classes, ``*.fp16.safetensors`` variants where the real one has
@@ -10,7 +10,8 @@ down to the commit id), in one of two sizes:
 * ``size="small"``: `tiny`'s sizes (``configs.TINY_*``, 64x64 images), so every lesson runs on a laptop CPU;
 * ``size="full"``: the real sizes (``configs.SD15_*``, ``configs.X4_UPSCALER_*``), for GPU runs; gigabytes.
 
-Every architecture comes from :mod:`.configs` and every pipeline from :mod:`.builders`; pickled files
+Every architecture comes from :mod:`.configs` and every pipeline from :mod:`.builders`; the random models are
+made in :mod:`.lookalike_parts` and each repository's files written in :mod:`.lookalike_files`. Pickled files
 (``*.ckpt``, ``*.bin``, ``*.pt``) are not copied. ``docs/lookalike-repos.md`` lists, per repository, which
 facts are copied, where each comes from, and which are unverified.
 
@@ -22,7 +23,6 @@ library versions) is kept; any other is rebuilt.
 """
 
 import contextlib
-import copy
 import hashlib
 import inspect
 import json
@@ -30,235 +30,94 @@ import os
 import shutil
 import subprocess
 import tempfile
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionUpscalePipeline,
-    UNet2DConditionModel,
-)
-from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
 
 from ..errors import CourseError
-from . import builders, configs, hub, original_layout, tiny
+from . import builders, configs, hub, lookalike_files, lookalike_parts, original_layout, tiny
+from .lookalike_files import (
+    write_counterfeit,
+    write_easynegative,
+    write_inpainting,
+    write_lcm_lora,
+    write_sd15,
+    write_upscaler,
+)
 
-SIZES = ("small", "full")
 BUILD_VERSION = 2  # bump when what a build writes changes in a way the stamp does not see
 GIT_USER = ("sd-course lookalike", "lookalike@sd-course.invalid")
 GIT_DATE = "2024-01-01T00:00:00+00:00"  # fixed, so that the same files give the same commit id
 STAMP_LINE = "lookalike-build: "
 
-# Seeds of the random weights, per model (SD 1.5 and its inpainting model share text encoder and VAE, as the
-# real ones do; Counterfeit is "another fine-tune"; the safety checker is the same file in every repository).
-SEEDS = dict(
-    sd15=configs.RANDOM_WEIGHTS_SEED,
-    non_ema=1000,
-    safety_checker=2000,
-    counterfeit=100,
-    counterfeit_v22=200,
-    upscaler=300,
-    lora=400,
-    embedding=500,
-)
+
+# --- the repositories -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lookalike:
+    """One repository: its id and type, the real one's licence, what it is, and the function that writes its files."""
+
+    repo_id: str
+    repo_type: str  # "model" or "dataset"
+    licence: str
+    what: str
+    # write(folder, size, single_files=None): its files into folder, at "small" or "full" size; single_files names
+    # the single-file checkpoints to write (default all; tools/gpu_models.py skips those `download sd15` never fetches)
+    write: Callable[..., None]
+
+    def path(self, root) -> Path:
+        """Where olah looks for it: ``root/models/<org>/<name>`` (or ``root/datasets/...``).
+
+        Args:
+            root (`str` or `os.PathLike`): the mirror's repository folder.
+
+        Returns:
+            `Path`: the repository's folder.
+        """
+        return Path(root) / f"{self.repo_type}s" / self.repo_id
 
 
-def architecture(size: str) -> dict:
-    """The configs a lookalike of ``size`` is built from (all from :mod:`.configs`).
+def lookalikes() -> dict:
+    """Every repository the `sd15` profile touches (:mod:`.hub`).
+
+    Returns:
+        `dict[str, Lookalike]`: repository id -> its spec.
 
     Raises:
-        CourseError: ``size`` is neither ``"small"`` nor ``"full"``.
+        CourseError: a role of ``hub.SD15_REPOS`` has no lookalike.
     """
-    if size == "small":
-        return dict(
-            text=configs.TINY_TEXT_ENCODER,
-            unet=configs.TINY_UNET,
-            inpaint_unet=configs.TINY_INPAINT_UNET,
-            vae=configs.TINY_SD15_VAE,
-            safety_checker=configs.TINY_SAFETY_CHECKER,
-            x4_text=configs.TINY_UPSCALER_TEXT_ENCODER,
-            x4_unet=configs.TINY_UPSCALER_UNET,
-            x4_vae=configs.TINY_UPSCALER_VAE,
-            lora=configs.TINY_LCM_LORA,
+    specs = [
+        Lookalike(hub.SD15_REPOS["text2img"], "model", "creativeml-openrail-m", "Stable Diffusion 1.5", write_sd15),
+        Lookalike(
+            hub.SD15_REPOS["inpaint"],
+            "model",
+            "creativeml-openrail-m",
+            "Stable Diffusion 1.5 inpainting model",
+            write_inpainting,
+        ),
+        Lookalike(hub.SD15_REPOS["upscale"], "model", "openrail++", "Stable Diffusion x4 upscaler", write_upscaler),
+        Lookalike(hub.COUNTERFEIT_REPO, "model", "creativeml-openrail-m", "Counterfeit-V2.5", write_counterfeit),
+        Lookalike(hub.EASYNEGATIVE_REPO, "dataset", "other", "EasyNegative embedding", write_easynegative),
+        Lookalike(hub.LCM_LORA_REPO, "model", "openrail++", "LCM-LoRA for SD 1.5", write_lcm_lora),
+    ]
+    out = {s.repo_id: s for s in specs}
+    missing = set(hub.SD15_REPOS.values()) - set(out)
+    if missing:  # a role added to hub.SD15_REPOS needs a lookalike here
+        raise CourseError(
+            f"No lookalike for {sorted(missing)}: add one here and its writer to course_utils/models/lookalike_files.py."
         )
-    if size == "full":
-        return dict(
-            text=configs.SD15_TEXT_ENCODER,
-            unet=configs.SD15_UNET,
-            inpaint_unet=configs.SD15_INPAINT_UNET,
-            vae=configs.SD15_VAE,
-            safety_checker=configs.SD15_SAFETY_CHECKER,
-            x4_text=configs.X4_UPSCALER_TEXT_ENCODER,
-            x4_unet=configs.X4_UPSCALER_UNET,
-            x4_vae=configs.X4_UPSCALER_VAE,
-            lora=configs.LCM_LORA,
-        )
-    raise CourseError(f"Unknown lookalike size {size!r}; expected one of {SIZES}.")
-
-
-# --- parts ----------------------------------------------------------------------------------------------
-def safety_checker(arch: dict) -> tuple:
-    """SD 1.5's safety checker and feature extractor, random (seeded).
-
-    The 17 + 3 concept embeddings and their thresholds keep their constructed values (ones): the cosine
-    similarity of an image to them is at most 1, so no image is flagged and none is blacked out.
-    """
-    torch.manual_seed(SEEDS["safety_checker"])
-    checker = StableDiffusionSafetyChecker(CLIPConfig(**arch["safety_checker"])).eval()
-    return checker, CLIPImageProcessor(**configs.SD15_FEATURE_EXTRACTOR)
-
-
-def sd15_pipeline(arch: dict, seed: int, unet_cfg: dict | None = None, cls=StableDiffusionPipeline):
-    """An SD 1.5-shaped pipeline with random weights and SD 1.5's safety checker (as the Hub repositories have)."""
-    parts = builders.random_text2img_components(arch["text"], unet_cfg or arch["unet"], arch["vae"], seed=seed)
-    parts["safety_checker"], parts["feature_extractor"] = safety_checker(arch)
-    parts["requires_safety_checker"] = True
-    return cls(**parts)
-
-
-def random_unet(cfg: dict, seed: int) -> UNet2DConditionModel:
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(**cfg)
-
-
-def x4_pipeline(arch: dict):
-    """The x4 upscaler with random weights, and the 1-block-deeper OpenCLIP text model its single file holds.
-
-    SD 2's text encoder is OpenCLIP ViT-H with 24 blocks; SD 2 reads the penultimate layer, so diffusers'
-    ``text_encoder`` keeps 23 (``num_hidden_layers``) and the checkpoint file all 24.
-    """
-    cfg = CLIPTextConfig(**dict(arch["x4_text"], num_hidden_layers=arch["x4_text"]["num_hidden_layers"] + 1))
-    torch.manual_seed(SEEDS["upscaler"])
-    whole = CLIPTextModel(cfg)
-    text_encoder = copy.deepcopy(whole)
-    text_encoder.encoder.layers = text_encoder.encoder.layers[:-1]
-    text_encoder.config.num_hidden_layers -= 1
-    parts = builders.random_upscaler_components(text_encoder, arch["x4_unet"], arch["x4_vae"], seed=SEEDS["upscaler"])
-    return StableDiffusionUpscalePipeline(**parts), whole
-
-
-def lora_shapes(arch: dict) -> dict:
-    """``{kohya layer name: (lora_down shape, lora_up shape)}`` for each UNet layer ``arch["lora"]`` targets.
-
-    The layer name is ``lora_unet_`` + the diffusers module path with dots as underscores, e.g.
-    ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``. Down is ``[rank, in]``
-    (``[rank, in, kh, kw]`` for a convolution), up ``[out, rank]`` (``[out, rank, 1, 1]``).
-    Built on the meta device: no memory, any size.
-    """
-    spec = arch["lora"]
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**arch["unet"])
-    rank, out = spec["rank"], {}
-    for name, module in unet.named_modules():
-        if not any(name == t or name.endswith("." + t) for t in spec["target_modules"]):
-            continue
-        if isinstance(module, torch.nn.Linear):
-            out["lora_unet_" + name.replace(".", "_")] = ((rank, module.in_features), (module.out_features, rank))
-        elif isinstance(module, torch.nn.Conv2d):
-            out["lora_unet_" + name.replace(".", "_")] = (
-                (rank, module.in_channels, *module.kernel_size),
-                (module.out_channels, rank, 1, 1),
-            )
     return out
 
 
-def lora_state_dict(arch: dict, dtype=torch.float16) -> dict:
-    """A LoRA for the SD 1.5 UNet in the LCM-LoRA file's key format (kohya's, with diffusers' layer names).
+def write_readme(folder: Path, spec: Lookalike, size: str) -> None:
+    """Write the repository's ``README.md`` (a lookalike with random weights, the real licence) and ``.gitattributes``.
 
-    Per layer of :func:`lora_shapes`: ``<name>.lora_down.weight``, ``<name>.lora_up.weight`` (random,
-    seeded) and ``<name>.alpha`` (a scalar, ``arch["lora"]["alpha"]``; the scale is alpha / rank).
+    Args:
+        folder (`Path`): the repository's working tree.
+        spec (`Lookalike`): the repository.
+        size (`str`): ``"small"`` or ``"full"``.
     """
-    gen = torch.Generator().manual_seed(SEEDS["lora"])
-    out = {}
-    for name, (down, up) in lora_shapes(arch).items():
-        fan_in = int(torch.tensor(down[1:]).prod())
-        out[name + ".lora_down.weight"] = (torch.randn(down, generator=gen) / fan_in**0.5).to(dtype)
-        out[name + ".lora_up.weight"] = (torch.randn(up, generator=gen) * 0.01).to(dtype)
-        out[name + ".alpha"] = torch.tensor(float(arch["lora"]["alpha"]), dtype=dtype)
-    return out
-
-
-# --- writing a repository's files -----------------------------------------------------------------------
-def write_tokenizer(folder: Path, pad_token: str | None = None) -> None:
-    """CLIP's tokenizer as the Hub repositories store it: ``vocab.json``, ``merges.txt``, ``special_tokens_map.json``,
-    ``tokenizer_config.json`` (transformers 5 would save ``tokenizer.json`` instead). ``pad_token``: SD 2's is ``"!"``."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copyfile(tiny.TOKENIZER_DIR / name, folder / name)
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        data = json.loads((tiny.TOKENIZER_DIR / name).read_text())
-        if pad_token:
-            data["pad_token"] = pad_token
-        (folder / name).write_text(json.dumps(data, indent=2) + "\n")
-
-
-def write_pipeline(
-    pipe, folder: Path, variants: tuple = ("fp16",), diffusers_version: str | None = None, pad_token: str | None = None
-) -> None:
-    """``save_pretrained`` in float32, plus each variant's weight files (``*.fp16.safetensors``) beside them.
-
-    ``model_index.json`` is trimmed to what the Hub's file holds (the classes; no empty ``[null, null]``
-    components, no ``requires_safety_checker``), with the real ``_diffusers_version`` where it is known.
-    """
-    pipe.save_pretrained(folder, safe_serialization=True)
-    for variant in variants:
-        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-            half = copy.deepcopy(pipe)
-            for part in half.components.values():
-                if isinstance(part, torch.nn.Module):
-                    part.half()  # (pipe.to(dtype) logs a note per model about modules kept in fp32: there are none)
-            half.save_pretrained(tmp, safe_serialization=True, variant=variant)
-            for f in Path(tmp).glob(f"*/*.{variant}.safetensors"):
-                shutil.copyfile(f, folder / f.parent.name / f.name)
-    index = json.loads((folder / "model_index.json").read_text())
-    index = {k: v for k, v in index.items() if v != [None, None] and k != "requires_safety_checker"}
-    if (
-        "feature_extractor" in index
-    ):  # without torchvision transformers makes a CLIPImageProcessorPil; the Hub names the class
-        index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
-    if diffusers_version:
-        index["_diffusers_version"] = diffusers_version
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    write_tokenizer(folder / "tokenizer", pad_token)
-    legacy_transformers_keys(folder)
-
-
-def legacy_transformers_keys(folder: Path) -> None:
-    """Give the transformers weights the names the Hub's files use (transformers 4.2x saved them).
-
-    transformers >= 5.6 saves ``CLIPTextModel`` as ``embeddings.*``/``encoder.*`` and the safety checker's
-    CLIP vision tower as ``vision_model.embeddings.*``; the Hub's files say ``text_model.embeddings.*`` and
-    ``vision_model.vision_model.embeddings.*``, and still hold the ``position_ids`` buffer (int64
-    ``[1, positions]``) that transformers 4.2x saved (the x4 upscaler's ``text_encoder/model.fp16.safetensors``
-    is 680,821,096 bytes only with it). transformers 5 reads both forms.
-    """
-    from safetensors.torch import load_file, save_file
-
-    for pattern, old, new in (
-        ("text_encoder/model*.safetensors", "", "text_model."),
-        ("safety_checker/model*.safetensors", "vision_model.", "vision_model.vision_model."),
-    ):
-        for f in folder.glob(pattern):
-            state = load_file(str(f))
-            renamed = {
-                (new + k[len(old) :] if k.startswith(old) and not k.startswith(new) else k): v for k, v in state.items()
-            }
-            position = next(k for k in renamed if k.endswith("embeddings.position_embedding.weight"))
-            renamed[position.replace("position_embedding.weight", "position_ids")] = torch.arange(
-                renamed[position].shape[0]
-            )[None]
-            save_file(renamed, str(f), metadata={"format": "pt"})
-
-
-def write_readme(folder: Path, spec: "Lookalike", size: str) -> None:
     sizes = {
         "small": "small (the course's `tiny` sizes, 64x64 images: for CPUs)",
         "full": "full (the real sizes: for GPUs)",
@@ -279,140 +138,6 @@ def write_readme(folder: Path, spec: "Lookalike", size: str) -> None:
         "# The Hub's copy of this file routes *.safetensors, *.ckpt, *.bin, ... through git-lfs (filter=lfs).\n"
         "# This lookalike stores every file as a plain git blob, so it needs no git-lfs.\n"
     )
-
-
-def write_sd15(folder: Path, size: str) -> None:
-    """stable-diffusion-v1-5/stable-diffusion-v1-5: diffusers folders (+ fp16 and non-EMA UNet variants), two single files."""
-    arch = architecture(size)
-    pipe = sd15_pipeline(arch, SEEDS["sd15"])  # its UNet holds the EMA weights, as the repository's default unet does
-    non_ema = random_unet(arch["unet"], SEEDS["non_ema"])
-    schedule = original_layout.schedule_buffers(
-        configs.SD15_SCHEDULER["beta_start"],
-        configs.SD15_SCHEDULER["beta_end"],
-        configs.SD15_SCHEDULER["num_train_timesteps"],
-    )
-    original_layout.save_single_file(pipe, folder / "v1-5-pruned-emaonly.safetensors", extra=schedule)
-    ema = original_layout.ema_state_dict(original_layout.to_original_state_dict(pipe))
-    ema.update({"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)})
-    both = types.SimpleNamespace(unet=non_ema, vae=pipe.vae, text_encoder=pipe.text_encoder)  # non-EMA + EMA weights
-    original_layout.save_single_file(both, folder / "v1-5-pruned.safetensors", extra={**schedule, **ema})
-    write_pipeline(pipe, folder, diffusers_version="0.6.0")
-    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        non_ema.save_pretrained(tmp, safe_serialization=True, variant="non_ema")
-        shutil.copyfile(
-            Path(tmp) / "diffusion_pytorch_model.non_ema.safetensors",
-            folder / "unet" / "diffusion_pytorch_model.non_ema.safetensors",
-        )
-
-
-def write_inpainting(folder: Path, size: str) -> None:
-    """stable-diffusion-v1-5/stable-diffusion-inpainting: the 9-channel UNet, DDIM, fp16 variants; no single .safetensors."""
-    arch = architecture(size)
-    pipe = sd15_pipeline(arch, SEEDS["sd15"], arch["inpaint_unet"], cls=StableDiffusionInpaintPipeline)
-    pipe.scheduler = DDIMScheduler.from_config(configs.SD15_SCHEDULER)  # the repository's scheduler is DDIM
-    write_pipeline(pipe, folder)
-
-
-def write_upscaler(folder: Path, size: str) -> None:
-    """stabilityai/stable-diffusion-x4-upscaler: the diffusers folders (+ fp16) and ``x4-upscaler-ema.safetensors``."""
-    arch = architecture(size)
-    pipe, whole_text_model = x4_pipeline(arch)
-    width = whole_text_model.config.hidden_size
-    torch.manual_seed(SEEDS["upscaler"] + 1)
-    extra = {
-        **original_layout.open_clip_state_dict(whole_text_model),  # all blocks, the last one unused by diffusers
-        original_layout.OPEN_CLIP_PREFIX + "text_projection": torch.randn(width, width) * width**-0.5,
-        original_layout.OPEN_CLIP_PREFIX + "logit_scale": torch.tensor(4.6052),  # ln(100), CLIP's value
-        **original_layout.schedule_buffers(
-            configs.X4_UPSCALER_SCHEDULER["beta_start"],
-            configs.X4_UPSCALER_SCHEDULER["beta_end"],
-            configs.X4_UPSCALER_SCHEDULER["num_train_timesteps"],
-        ),
-        **original_layout.schedule_buffers(
-            configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_start"],
-            configs.X4_UPSCALER_LOW_RES_SCHEDULER["beta_end"],
-            configs.X4_UPSCALER_LOW_RES_SCHEDULER["num_train_timesteps"],
-            prefix="low_scale_model.",
-            posterior=False,
-        ),
-    }
-    original_layout.save_single_file(
-        pipe, folder / "x4-upscaler-ema.safetensors", extra=extra, text_encoder_layout="open_clip"
-    )
-    write_pipeline(pipe, folder, diffusers_version="0.9.0.dev0", pad_token="!")
-
-
-def write_counterfeit(folder: Path, size: str) -> None:
-    """gsdf/Counterfeit-V2.5: diffusers folders (no fp16 variants, no safety checker) and four single .safetensors files.
-
-    The real repository's folders are scheduler, text_encoder, tokenizer, unet and vae (and sample images): no
-    ``safety_checker`` or ``feature_extractor`` (docs/lookalike-repos.md), so ``model_index.json`` names neither.
-    """
-    arch = architecture(size)
-    parts = builders.random_text2img_components(arch["text"], arch["unet"], arch["vae"], seed=SEEDS["counterfeit"])
-    parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe = StableDiffusionPipeline(**parts)
-    original_layout.save_single_file(pipe, folder / "Counterfeit-V2.5.safetensors")
-    original_layout.save_single_file(pipe, folder / "Counterfeit-V2.5_pruned.safetensors")
-    original_layout.save_single_file(pipe, folder / hub.COUNTERFEIT_FILE, dtype=torch.float16)
-    v22 = builders.random_text2img_components(arch["text"], arch["unet"], arch["vae"], seed=SEEDS["counterfeit_v22"])
-    original_layout.save_single_file(types.SimpleNamespace(**v22), folder / "Counterfeit-V2.2.safetensors")
-    write_pipeline(pipe, folder, variants=())
-
-
-def write_easynegative(folder: Path, size: str) -> None:
-    """gsdf/EasyNegative (a dataset): ``EasyNegative.safetensors``, A1111's format: one tensor ``emb_params``."""
-    from safetensors.torch import save_file
-
-    hidden = architecture(size)["text"]["hidden_size"]
-    gen = torch.Generator().manual_seed(SEEDS["embedding"])
-    vectors = torch.randn(configs.EASYNEGATIVE_VECTORS, hidden, generator=gen) * 0.02  # CLIP's token embeddings' scale
-    save_file({"emb_params": vectors.contiguous()}, str(folder / hub.EASYNEGATIVE_FILE))
-
-
-def write_lcm_lora(folder: Path, size: str) -> None:
-    """latent-consistency/lcm-lora-sdv1-5: ``pytorch_lora_weights.safetensors`` (fp16, kohya-style keys, UNet only)."""
-    from safetensors.torch import save_file
-
-    save_file(lora_state_dict(architecture(size)), str(folder / hub.LCM_LORA_FILE), metadata={"format": "pt"})
-
-
-@dataclass(frozen=True)
-class Lookalike:
-    """One repository: its id and type, the real one's licence, what it is, and the function that writes its files."""
-
-    repo_id: str
-    repo_type: str  # "model" or "dataset"
-    licence: str
-    what: str
-    write: Callable[[Path, str], None]
-
-    def path(self, root) -> Path:
-        """``root/models/<org>/<name>`` (or ``root/datasets/...``): where olah looks for it."""
-        return Path(root) / f"{self.repo_type}s" / self.repo_id
-
-
-def lookalikes() -> dict:
-    """Every repository the `sd15` profile touches (:mod:`.hub`), as ``{repo_id: Lookalike}``."""
-    specs = [
-        Lookalike(hub.SD15_REPOS["text2img"], "model", "creativeml-openrail-m", "Stable Diffusion 1.5", write_sd15),
-        Lookalike(
-            hub.SD15_REPOS["inpaint"],
-            "model",
-            "creativeml-openrail-m",
-            "Stable Diffusion 1.5 inpainting model",
-            write_inpainting,
-        ),
-        Lookalike(hub.SD15_REPOS["upscale"], "model", "openrail++", "Stable Diffusion x4 upscaler", write_upscaler),
-        Lookalike(hub.COUNTERFEIT_REPO, "model", "creativeml-openrail-m", "Counterfeit-V2.5", write_counterfeit),
-        Lookalike(hub.EASYNEGATIVE_REPO, "dataset", "other", "EasyNegative embedding", write_easynegative),
-        Lookalike(hub.LCM_LORA_REPO, "model", "openrail++", "LCM-LoRA for SD 1.5", write_lcm_lora),
-    ]
-    out = {s.repo_id: s for s in specs}
-    missing = set(hub.SD15_REPOS.values()) - set(out)
-    if missing:  # a role added to hub.SD15_REPOS needs a lookalike here
-        raise CourseError(f"No lookalike for {sorted(missing)}: add one to course_utils/models/lookalike.py.")
-    return out
 
 
 # --- git ------------------------------------------------------------------------------------------------
@@ -455,7 +180,15 @@ def _commit(folder: Path, message: str) -> None:
 
 
 def stamp(spec: Lookalike, size: str) -> str:
-    """A hash of everything a build depends on: size, configs, this code, the tokenizer and the library versions."""
+    """A hash of everything a build depends on: size, configs, this code, the tokenizer and the library versions.
+
+    Args:
+        spec (`Lookalike`): the repository.
+        size (`str`): ``"small"`` or ``"full"``.
+
+    Returns:
+        `str`: 16 hex digits.
+    """
     import diffusers
     import safetensors
     import transformers
@@ -466,7 +199,8 @@ def stamp(spec: Lookalike, size: str) -> str:
         type=spec.repo_type,
         size=size,
         configs={k: getattr(configs, k) for k in dir(configs) if k.isupper()},
-        code=[inspect.getsource(m) for m in (original_layout, builders)] + [Path(__file__).read_text()],
+        code=[inspect.getsource(m) for m in (original_layout, builders, lookalike_parts, lookalike_files)]
+        + [Path(__file__).read_text()],
         tokenizer=tiny.digest(tiny.TOKENIZER_DIR),
         libs=[
             diffusers.__version__,
@@ -479,7 +213,15 @@ def stamp(spec: Lookalike, size: str) -> str:
 
 
 def is_current(folder: Path, build: str) -> bool:
-    """``folder`` is a git repository with one commit on ``main`` carrying ``build``'s stamp, and nothing changed since."""
+    """Whether ``folder`` is a git repository with one commit on ``main`` carrying ``build``'s stamp, unchanged since.
+
+    Args:
+        folder (`Path`): the repository.
+        build (`str`): a :func:`stamp`.
+
+    Returns:
+        `bool`
+    """
     if not (folder / ".git").is_dir():
         return False
     head = _git(folder, "log", "-1", "--format=%B", "main", check=False)
@@ -515,7 +257,16 @@ def quiet():
 
 
 def build_one(spec: Lookalike, root, size: str = "small") -> Path:
-    """Build one lookalike under ``root`` (unless an identical build is there); returns its folder."""
+    """Build one lookalike under ``root`` (unless an identical build is there), whole or not at all.
+
+    Args:
+        spec (`Lookalike`): the repository.
+        root (`str` or `os.PathLike`): the mirror's repository folder.
+        size (`str`, defaults to ``"small"``): ``"small"`` or ``"full"``.
+
+    Returns:
+        `Path`: its folder, ``spec.path(root)``.
+    """
     target, build = spec.path(root), stamp(spec, size)
     if is_current(target, build):
         return target
@@ -557,7 +308,7 @@ def build_lookalikes(root, size: str = "small", repos=None) -> dict:
     Raises:
         CourseError: an unknown size or repository id, or git missing or failing.
     """
-    architecture(size)  # check the size first
+    lookalike_parts.architecture(size)  # check the size first
     specs = lookalikes()
     wanted = list(specs) if repos is None else list(repos)
     unknown = [r for r in wanted if r not in specs]

@@ -34,7 +34,7 @@ from ..device import (
     get_dtype,
     mps_attention_slicing,
 )
-from . import builders, hub, tiny
+from . import builders, hub, tiny, weights
 from .profiles import check_profile
 
 
@@ -217,9 +217,8 @@ def load_pipeline(
     print(f"course_utils: role={role_name}", choice)
     if choice.profile == "sd15":
         _, source = hub.find(role_name, variant=_variant(choice.dtype), download=True)
-        variant = hub.folder_variant(
-            source, _variant(choice.dtype)
-        )  # the weights the folder has (fp16 only, on a CPU: upcast)
+        # the weights the folder has (fp16 only, on a CPU: upcast)
+        variant = weights.folder_variant(source, _variant(choice.dtype))
         dtype = builders.upscaler_dtypes(choice.dtype) if spec.vae_fp32 else choice.dtype
         pipe = spec.pipeline.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
     elif choice.profile == "tiny":

@@ -38,9 +38,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .errors import CourseError
-from .models.hub import SD15_REPOS
-from .paths import ROOT
+from ..errors import CourseError
+from ..models.hub import SD15_REPOS
+from ..paths import ROOT
 
 OLAH_VENV = ROOT / ".venv-hub"  # made by `make` (requirements-hub.txt)
 PROBE_REPO = SD15_REPOS["text2img"]  # asked for until the server answers
@@ -178,7 +178,7 @@ def start(
         `tuple[subprocess.Popen, str]`: the server process (stop it with ``.terminate()``) and its
         ``HF_ENDPOINT``, e.g. ``"http://127.0.0.1:8090"``.
     """
-    from .models.lookalike import build_lookalikes
+    from ..models.lookalike import build_lookalikes
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)

@@ -29,16 +29,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import world
-from .community import embedding_prompt, style_prompt
-from .inpaint import region_change
-from .models import tiny
-from .models.profiles import DEFAULTS
-from .models.registry import load_pipeline
-from .scores import STYLE_PROMPTS, negative_scores, outline_share, text2img_scores  # shared with training/
-from .upscale import low_res_input, psnr
-
-UPSCALE_SETTINGS = dict(num_inference_steps=25, noise_level=20, guidance_scale=1.0)  # no CFG: closest to the input
+from .. import world
+from ..community import embedding_prompt, style_prompt
+from ..inpaint import region_change
+from ..models import tiny
+from ..models.profiles import DEFAULTS
+from ..models.registry import load_pipeline
+from ..scores import STYLE_PROMPTS, negative_scores, outline_share, text2img_scores  # shared with training/
+from ..upscale import SCORE_SETTINGS, low_res_input, psnr
 
 TARGETS = {  # issue 4; ">=" unless the name says otherwise
     "seen_color": 0.95,
@@ -183,11 +181,11 @@ def evaluate(seeds: int = 20, n_images: int = 20, parts=PARTS) -> dict:
         scores.update(inpaint_scores(pipe, n_images, **settings))
     if "upscale" in parts:
         pipe = load_pipeline("upscale", profile="tiny", device="cpu")
-        scores.update(upscale_scores(pipe, n_images, **UPSCALE_SETTINGS))
+        scores.update(upscale_scores(pipe, n_images, **SCORE_SETTINGS))
     if "style" in parts:
         scores.update(style_scores(seed_list, **settings))
     scores["settings"] = dict(
-        settings, seeds=seeds, n_images=n_images, upscale=UPSCALE_SETTINGS, threads=torch.get_num_threads()
+        settings, seeds=seeds, n_images=n_images, upscale=SCORE_SETTINGS, threads=torch.get_num_threads()
     )
     return scores
 

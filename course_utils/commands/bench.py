@@ -25,7 +25,8 @@ On `tiny` each row that changes the image also gets a quality score: the share o
 colour and shape ``world.classify`` reads back as asked (``scores.drawn_right``).
 
 The measuring primitives are in :mod:`course_utils.measuring`, the full-size parts and estimates in
-:mod:`course_utils.full_size`; this module holds the settings, their rows, and the command's run and table.
+:mod:`course_utils.full_size`, the settings and the levers in :mod:`course_utils.levers` (lesson 9 reads the same
+table); this module holds the rows, and the command's run and table.
 """
 
 import argparse
@@ -35,58 +36,19 @@ import json
 import logging
 import platform
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from . import scores
-from .device import cast, describe_device, get_device, get_dtype
-from .errors import CourseError
-from .full_size import LCM_STEPS, OUT_OF_THE_BOX_STEPS, RECOMMENDED_STEPS, estimates, full_size_parts, laptop_row
-from .measuring import GIB, Row, measure, not_measured, synchronize
+from .. import scores
+from ..device import describe_device, get_device, get_dtype
+from ..errors import CourseError
+from ..full_size import LCM_STEPS, RECOMMENDED_STEPS, estimates, full_size_parts, laptop_row
+from ..levers import LEVERS, OFFLOAD, big_decode_rows, compile_row, measure_lever, out_of_the_box, recommended
+from ..measuring import GIB, Row, measure, not_measured
 
-# --- the settings ----------------------------------------------------------------------------
-
-
-def recommended(pipe, device: str) -> dict:
-    """Put ``pipe`` in the course's recommended settings and return the call's keyword arguments.
-
-    Half precision where the device has it (``course_utils.device.get_dtype``: float16 on CUDA),
-    PyTorch's SDPA attention (diffusers' default processor with torch 2), DPM-Solver++ with
-    :data:`RECOMMENDED_STEPS` steps.
-
-    Args:
-        pipe: a Stable Diffusion pipeline (changed in place: dtype, scheduler, attention).
-        device (`str`): the device it runs on.
-
-    Returns:
-        `dict`: ``num_inference_steps`` for the call.
-    """
-    from diffusers import DPMSolverMultistepScheduler
-
-    cast(pipe, get_dtype(device), device)
-    pipe.unet.set_default_attn_processor()  # AttnProcessor2_0, i.e. torch's scaled_dot_product_attention
-    pipe.vae.set_default_attn_processor()
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    return dict(num_inference_steps=RECOMMENDED_STEPS)
-
-
-def out_of_the_box(pipe, device: str, scheduler) -> dict:
-    """Put ``pipe`` back to what ``from_pretrained`` gives: float32, its own scheduler; 50 steps.
-
-    Args:
-        pipe: the pipeline (changed in place).
-        device (`str`): the device it runs on.
-        scheduler: the scheduler it was loaded with (PNDM for SD 1.5).
-
-    Returns:
-        `dict`: ``num_inference_steps`` for the call (diffusers' default, 50).
-    """
-    cast(pipe, torch.float32, device)
-    pipe.scheduler = scheduler
-    return dict(num_inference_steps=OUT_OF_THE_BOX_STEPS)
+# --- the rows --------------------------------------------------------------------------------
 
 
 def speed_rows(pipe, device: str, profile: str, repeats: int = 3) -> list[Row]:
@@ -103,7 +65,7 @@ def speed_rows(pipe, device: str, profile: str, repeats: int = 3) -> list[Row]:
     """
     from diffusers import LCMScheduler
 
-    from .models.profiles import default_settings, prompt
+    from ..models.profiles import default_settings, prompt
 
     size = {k: v for k, v in default_settings(profile).items() if k in ("height", "width")}
     guidance = default_settings(profile)["guidance_scale"]
@@ -146,7 +108,7 @@ def speed_rows(pipe, device: str, profile: str, repeats: int = 3) -> list[Row]:
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     lora = profile == "sd15"
     if lora:
-        from .models import hub
+        from ..models import hub
 
         pipe.load_lora_weights(hub.lora_source(), adapter_name="lcm")
         pipe.fuse_lora()
@@ -168,7 +130,10 @@ def speed_rows(pipe, device: str, profile: str, repeats: int = 3) -> list[Row]:
 
 
 def memory_rows(pipe, device: str, profile: str, repeats: int = 3, full: bool = False) -> list[Row]:
-    """Each memory lever alone, on top of the recommended settings (``pipe`` must be in them).
+    """Each memory lever of :data:`course_utils.levers.LEVERS` alone, on top of the recommended settings.
+
+    Then a decode twice the image's side without and with VAE tiling, ``torch.compile`` (``full`` only) and, last,
+    the CPU-offload levers (:data:`course_utils.levers.OFFLOAD`, CUDA only).
 
     Args:
         pipe: the profile's text-to-image pipeline in the recommended settings (restored after).
@@ -180,148 +145,25 @@ def memory_rows(pipe, device: str, profile: str, repeats: int = 3, full: bool = 
     Returns:
         `list[Row]`.
     """
-    from .models.profiles import default_settings, prompt
+    from ..models.profiles import default_settings, prompt
 
     settings = default_settings(profile)
     size = {k: settings[k] for k in ("height", "width")}
     kw = dict(num_inference_steps=RECOMMENDED_STEPS, guidance_scale=settings["guidance_scale"], **size)
     text = prompt("main", profile)
-    rows = []
 
-    def image(n=1):
-        return lambda: pipe(text, num_images_per_prompt=n, generator=torch.Generator().manual_seed(0), **kw)
+    def images(n=1):
+        return pipe(text, num_images_per_prompt=n, generator=torch.Generator().manual_seed(0), **kw)
 
-    rows.append(measure(image(), device, "memory", "recommended (no lever)", repeats))
-    pipe.enable_attention_slicing()
-    rows.append(
-        measure(
-            image(),
-            device,
-            "memory",
-            "attention slicing",
-            repeats,
-            note="replaces SDPA by sliced attention (diffusers warns it can slow SDPA down)",
-        )
-    )
-    pipe.disable_attention_slicing()
-    pipe.unet.set_default_attn_processor()
-    pipe.vae.set_default_attn_processor()
-
-    rows.append(measure(image(4), device, "memory", "batch of 4", repeats))
-    pipe.vae.enable_slicing()
-    rows.append(
-        measure(image(4), device, "memory", "batch of 4 + VAE slicing", repeats, note="decodes one image at a time")
-    )
-    pipe.vae.disable_slicing()
-
+    rows = [measure_lever(lever, pipe, images, device, repeats) for lever in LEVERS]
     rows += big_decode_rows(pipe.vae, device, 2 * settings["height"], repeats)  # 1024x1024 on sd15
-
-    pipe.unet.to(memory_format=torch.channels_last)
-    rows.append(
-        measure(
-            image(), device, "memory", "channels-last UNet", repeats, note="a memory layout convolutions may prefer"
-        )
-    )
-    pipe.unet.to(memory_format=torch.contiguous_format)
-
     if full:
-        rows.append(compile_row(pipe, device, image(), repeats))
+        rows.append(compile_row(pipe, device, images, repeats))
     else:
-        rows.append(
-            not_measured(
-                "memory", "torch.compile UNet", "only with --full / COURSE_BENCH=full (compiling takes minutes)"
-            )
-        )
-    # last: offloading moves the weights around; nothing is measured after it
-    if device == "cuda":
-        for name, enable in (
-            ("model CPU offload", pipe.enable_model_cpu_offload),
-            ("sequential CPU offload", pipe.enable_sequential_cpu_offload),
-        ):
-            enable()
-            rows.append(
-                measure(
-                    image(),
-                    device,
-                    "memory",
-                    name,
-                    repeats,
-                    note="weights wait in CPU memory and move to the GPU when used",
-                )
-            )
-            pipe.remove_all_hooks()
-            pipe.to(device)
-    else:
-        for name in ("model CPU offload", "sequential CPU offload"):
-            rows.append(
-                not_measured(
-                    "memory", name, f"needs a GPU (it moves weights between the GPU and CPU memory); this is {device}"
-                )
-            )
-
+        why = "only with --full / COURSE_BENCH=full (compiling takes minutes)"
+        rows.append(not_measured("memory", "torch.compile UNet", why))
+    rows += [measure_lever(lever, pipe, images, device, repeats) for lever in OFFLOAD]
     return rows
-
-
-def big_decode_rows(vae, device: str, pixels: int, repeats: int = 3) -> list[Row]:
-    """A ``pixels`` x ``pixels`` VAE decode without and with tiling, and how far tiling moves the pixels.
-
-    Args:
-        vae (`AutoencoderKL`): the pipeline's VAE.
-        device (`str`): its device.
-        pixels (`int`): image side, e.g. 1024 for SD 1.5 (a 128x128 latent).
-        repeats (`int`): timed calls per row.
-
-    Returns:
-        `list[Row]`: ``decode NxN`` and ``decode NxN + VAE tiling`` (its note: the largest pixel change).
-    """
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    z = torch.randn(
-        1, vae.config.latent_channels, pixels // factor, pixels // factor, generator=torch.Generator().manual_seed(0)
-    ).to(device, vae.dtype)
-    with torch.inference_mode():
-        plain = vae.decode(z).sample
-        rows = [measure(lambda: vae.decode(z), device, "memory", f"decode {pixels}x{pixels}", repeats)]
-        vae.enable_tiling()
-        tiled = vae.decode(z).sample
-        change = (
-            (tiled.float().clamp(-1, 1) - plain.float().clamp(-1, 1)).abs().max().item() / 2 * 255
-        )  # pixels in [-1, 1]
-        rows.append(
-            measure(
-                lambda: vae.decode(z),
-                device,
-                "memory",
-                f"decode {pixels}x{pixels} + VAE tiling",
-                repeats,
-                note=f"tiles of {vae.tile_sample_min_size} px; largest change {change:.0f}/255 (seams blended)",
-            )
-        )
-        vae.disable_tiling()
-    return rows
-
-
-def compile_row(pipe, device: str, call, repeats: int) -> Row:
-    """``torch.compile`` on the UNet: the first call (compiling) in the note, then the median."""
-    original = pipe.unet
-    try:
-        pipe.unet = torch.compile(original)
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        first = time.perf_counter() - start
-        row = measure(
-            call,
-            device,
-            "memory",
-            "torch.compile UNet",
-            repeats,
-            warmup=0,
-            note=f"first call {first:.0f} s (compiling)",
-        )
-    except Exception as err:  # no C++ compiler, unsupported device, ...
-        row = not_measured("memory", "torch.compile UNet", f"{type(err).__name__}: {str(err).splitlines()[0][:120]}")
-    pipe.unet = original
-    return row
 
 
 # --- the whole run ---------------------------------------------------------------------------
@@ -367,7 +209,7 @@ def run(profile: str | None = None, full: bool = False, repeats: int | None = No
     Returns:
         `dict`: ``machine``, ``profile``, ``rows`` (as dicts), ``estimates`` (seconds per 512x512 image).
     """
-    from .models.registry import choose, load_pipeline
+    from ..models.registry import choose, load_pipeline
 
     choice = choose("text2img", profile)
     device = choice.device

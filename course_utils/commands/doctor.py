@@ -20,41 +20,20 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from .errors import CourseError
-from .models import hub
-from .requirements import canonical, requirement_pins
+from ..errors import CourseError
+from ..models import hub
+from ..requirements import canonical, requirement_pins
+from .checks import Check
+from .doctor_models import check_models
 
 # The libraries the notebooks import; requirements.txt pins all but torch (Colab keeps its own).
 LIBRARIES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "peft", "safetensors", "ipywidgets")
 GPU_FREE_MIN = 4 * 2**30  # sd15 pipelines peak at ~2.6-3.0 GiB in fp16 at 512x512 (README, measured on an H100)
 RAM_FREE_MIN = 2 * 2**30  # tiny runs in well under this; sd15 on a CPU wants several times more
 DISK_FREE_MIN = 10 * 2**30  # the sd15 downloads: several pipelines in fp16 plus a 2.1 GB single file
-
-
-@dataclass
-class Check:
-    """One line of the report.
-
-    Attributes:
-        section (`str`): ``"device"``, ``"memory"``, ``"profile"``, ``"models"``, ``"libraries"`` or ``"widgets"``.
-        name (`str`): what was checked, e.g. ``"torch"`` or a repository id.
-        detail (`str`): what was found.
-        status (`str`): ``"ok"``, ``"warning"`` or ``"problem"``.
-        fix (`str`): what to do (empty when ``ok``).
-    """
-
-    section: str
-    name: str
-    detail: str
-    status: str = "ok"
-    fix: str = ""
-
-    def __str__(self) -> str:
-        verdict = {"ok": "OK", "warning": "WARNING", "problem": "PROBLEM"}[self.status]
-        return f"  {self.name:<34} {self.detail}  -> {verdict}{': ' + self.fix if self.fix else ''}"
 
 
 def gib(n: float | None) -> str:
@@ -87,7 +66,7 @@ def check_device() -> list[Check]:
     """
     import torch
 
-    from .device import _mps_available, describe_device, dtype_reason, get_device, get_dtype
+    from ..device import _mps_available, describe_device, dtype_reason, get_device, get_dtype
 
     checks = [Check("device", "torch", f"{torch.__version__} (built for CUDA {torch.version.cuda or 'none'})")]
     driver = nvidia_driver()
@@ -202,7 +181,7 @@ def check_profile() -> list[Check]:
     """The profile :func:`course_utils.models.registry.choose` picks on this seat, and its reason."""
     from huggingface_hub import constants
 
-    from .models.registry import choose
+    from ..models.registry import choose
 
     checks = [
         Check("profile", "Hub endpoint", f"{constants.ENDPOINT}{' (HF_HUB_OFFLINE=1)' if hub.hub_offline() else ''}")
@@ -220,120 +199,6 @@ def check_profile() -> list[Check]:
             )
         ]
     return checks + [Check("profile", "profile", f"{choice.profile} ({choice.reason})")]
-
-
-def repo_status(repo_id: str, variant: str | None = None, timeout: float = 5.0, ask: bool = True) -> tuple[str, str]:
-    """Where a pipeline repository would come from: ``local``, ``cached``, ``reachable``, ``missing`` or ``unreachable``.
-
-    Args:
-        repo_id (`str`): a Hub id, e.g. ``hub.SD15_REPOS["text2img"]``.
-        variant (`str`, *optional*): the weights the course would load (``"fp16"`` on CUDA).
-        timeout (`float`, defaults to 5): seconds to wait for the Hub.
-        ask (`bool`, defaults to `True`): `False` skips the network (after an earlier repository found
-            the Hub unreachable) and answers ``unreachable``.
-
-    Returns:
-        `tuple[str, str]`: the status and a detail (the folder, or the error's first line).
-    """
-    try:
-        source = hub.resolve_model(repo_id, check_hub=False, variant=variant)
-    except CourseError:  # HF_HUB_OFFLINE=1 and neither local nor cached
-        return "unreachable", "HF_HUB_OFFLINE is set and it is not cached"
-    if source != repo_id:
-        return ("local" if hub.local_folder(repo_id) else "cached"), source
-    return ask_hub(repo_id, timeout=timeout) if ask else ("unreachable", "not asked: the Hub did not answer before")
-
-
-def file_status(
-    repo_id: str, filename: str, repo_type: str = "model", timeout: float = 5.0, ask: bool = True
-) -> tuple[str, str]:
-    """Like :func:`repo_status`, for one file (lesson 7's checkpoint, EasyNegative, the LCM-LoRA)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    local = os.environ.get("COURSE_MODELS_DIR")
-    if local and (Path(local) / repo_id / filename).is_file():
-        return "local", str(Path(local) / repo_id / filename)
-    cached = try_to_load_from_cache(repo_id, filename, repo_type=repo_type)
-    if isinstance(cached, str):
-        return "cached", cached
-    if hub.hub_offline():
-        return "unreachable", "HF_HUB_OFFLINE is set and it is not cached"
-    return (
-        ask_hub(repo_id, filename, repo_type, timeout)
-        if ask
-        else ("unreachable", "not asked: the Hub did not answer before")
-    )
-
-
-def ask_hub(
-    repo_id: str, filename: str | None = None, repo_type: str = "model", timeout: float = 5.0
-) -> tuple[str, str]:
-    """Ask ``HF_ENDPOINT`` whether it has ``repo_id`` (or one file of it): ``reachable``, ``missing`` or ``unreachable``.
-
-    Errors are classified by :func:`course_utils.models.hub.course_error`, exactly as when the course loads.
-    """
-    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
-
-    try:
-        if filename:
-            get_hf_file_metadata(hf_hub_url(repo_id, filename, repo_type=repo_type), timeout=timeout)
-        else:  # revision="main": the route both the Hub and a mirror such as olah answer
-            HfApi().repo_info(repo_id, repo_type=repo_type, revision="main", timeout=timeout)
-    except Exception as err:  # missing repository; or DNS failure, refused connection, timeout, proxy error ...
-        error = hub.course_error(repo_id, err)
-        return ("missing" if isinstance(error, hub.RepoMissing) else "unreachable"), f"{type(err).__name__}"
-    return "reachable", "on " + hub_endpoint()
-
-
-def hub_endpoint() -> str:
-    """The Hub (or mirror) huggingface_hub talks to: ``HF_ENDPOINT`` or ``https://huggingface.co``."""
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def check_models(timeout: float = 5.0) -> list[Check]:
-    """Each `sd15` repository (:data:`~course_utils.models.hub.SD15_REPOS`) and lesson 7's single files.
-
-    After the first ``unreachable`` answer from the network the others are not asked, so a seat with
-    no network answers within one ``timeout``.
-    """
-    import torch
-
-    on_cuda = torch.cuda.is_available()
-    items = [(hub.repo_id(role), None, "model", role) for role in hub.SD15_REPOS]
-    items = [item for i, item in enumerate(items) if item[0] not in [x[0] for x in items[:i]]]  # text2img = img2img
-    items += [
-        (hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE, "model", "community"),
-        (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, "dataset", "community"),
-        (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE, "model", "community"),
-    ]
-    checks, ask = [], True
-    for repo, filename, repo_type, role in items:
-        if filename:
-            status, detail = file_status(repo, filename, repo_type, timeout, ask)
-        else:
-            variant = (
-                "fp16" if on_cuda else None
-            )  # what load_pipeline asks for (the folder decides: hub.folder_variant)
-            status, detail = repo_status(repo, variant, timeout, ask)
-        ask = ask and status != "unreachable"  # one timeout is enough to know
-        fix = {
-            "missing": f"the Hub has no such thing; point the role elsewhere with COURSE_HUB_{role.upper()}=<org>/<name>",
-            "unreachable": "for sd15: set HF_ENDPOINT (room mirror) or COURSE_MODELS_DIR; tiny needs nothing",
-        }.get(status, "")
-        if checks and status == "unreachable" and checks[-1].fix in (fix, "as above"):
-            fix = "as above"
-        checks.append(
-            Check(
-                "models",
-                repo + (f"/{filename}" if filename else ""),
-                f"{status} ({detail})",
-                "warning" if fix else "ok",
-                fix,
-            )
-        )
-    return checks
 
 
 def installed(name: str) -> str | None:

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import CourseError
-from .models.hub import SD15_REPOS
-from .paths import NOTEBOOKS_DIR, ROOT
+from ..errors import CourseError
+from ..models.hub import SD15_REPOS
+from ..paths import NOTEBOOKS_DIR, ROOT
 
 CHOICE_RE = re.compile(r"course_utils: (?:role=\S+ )?profile=(\S+) device=(\S+)")
 
@@ -100,7 +100,7 @@ def export_html(nb) -> str:
     from nbconvert import HTMLExporter
     from traitlets.config import Config
 
-    from .visual import LIVE_ONLY_TAG  # here, not at the top: the CLI starts without torch
+    from ..visual import LIVE_ONLY_TAG  # here, not at the top: the CLI starts without torch
 
     config = Config(TagRemovePreprocessor=dict(enabled=True, remove_single_output_tags={LIVE_ONLY_TAG}))
     return HTMLExporter(config=config).from_notebook_node(nb)[0]
@@ -156,7 +156,7 @@ def download(args) -> int:
     """Download a profile's Hub models into a plain folder to copy to an offline machine."""
     from huggingface_hub import hf_hub_download
 
-    from .models import hub
+    from ..models import hub
 
     if args.profile != "sd15":
         print(f"Only the sd15 profile downloads anything; {args.profile!r} is built offline.")
@@ -205,7 +205,7 @@ def download(args) -> int:
 
 
 def hub_serve(args) -> int:
-    """Serve the lookalike repositories, or with ``--room`` a caching room mirror, through olah (see course_utils/hub_mirror.py)."""
+    """Serve the lookalike repositories, or with ``--room`` a caching room mirror, through olah (see course_utils/commands/hub_mirror.py)."""
     from . import hub_mirror
 
     if args.room:
@@ -222,7 +222,7 @@ def hub_serve(args) -> int:
 
 def info(args) -> int:
     """Print what the course would choose on this machine."""
-    from .models.registry import choose
+    from ..models.registry import choose
 
     print("course_utils:", choose())
     for var in (
@@ -240,7 +240,7 @@ def info(args) -> int:
 
 
 def doctor(args) -> int:
-    """Check this seat and print the report (see course_utils/doctor.py); exit 1 on a real problem."""
+    """Check this seat and print the report (see course_utils/commands/doctor.py); exit 1 on a real problem."""
     from .doctor import main as doctor_main
 
     return doctor_main(json_path=args.json, timeout=args.timeout)
@@ -248,13 +248,13 @@ def doctor(args) -> int:
 
 def gpu_memory(args) -> int:
     """Estimate every lesson's peak GPU memory on `sd15` (course_utils/gpu_memory.py); exit 1 if one exceeds a T4."""
-    from .gpu_memory import main as gpu_memory_main
+    from ..gpu_memory import main as gpu_memory_main
 
     return gpu_memory_main(["--json", args.json] if args.json else [])
 
 
 def main(argv=None) -> None:
-    from .notebook import quiet_log_notes
+    from ..notebook import quiet_log_notes
     from .setup_env import main as setup_main  # a bare Python runs it: no torch, no installed package
 
     quiet_log_notes()  # before any command imports transformers (its "requires torchvision" note says nothing to act on)
@@ -307,11 +307,15 @@ def main(argv=None) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the Hub per repository (default 5)")
     p.set_defaults(func=doctor)
     p = sub.add_parser(
-        "evaluate", help="score the trained tiny models (table + JSON); see course_utils/evaluate.py", add_help=False
+        "evaluate",
+        help="score the trained tiny models (table + JSON); see course_utils/commands/evaluate.py",
+        add_help=False,
     )
     p.set_defaults(func=None)
     p = sub.add_parser(
-        "bench", help="measure time and memory per image on this machine; see course_utils/bench.py", add_help=False
+        "bench",
+        help="measure time and memory per image on this machine; see course_utils/commands/bench.py",
+        add_help=False,
     )
     p.set_defaults(func=None)
     p = sub.add_parser(

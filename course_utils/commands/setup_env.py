@@ -22,7 +22,7 @@ import sys
 import venv
 from pathlib import Path
 
-from .paths import ROOT
+from ..paths import ROOT
 
 TORCH_SPEC = "torch==2.13.0"  # as the Makefile's TORCH_SPEC
 # PyTorch's index of CUDA 12.8 builds (https://pytorch.org/get-started/locally/ lists the one for your driver)
