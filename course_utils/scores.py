@@ -156,10 +156,9 @@ STYLE_PROMPTS = (
     "an orange square on a gray background",
     "a purple triangle on a white background",
 )
-STYLE_HOLLOW = 0.15  # world.classify(...)["hollow"] above this: the shape is drawn as an outline
 
 
 def outline_share(pipe, prompts, seeds, **settings) -> float:
     """Share of images whose shape ``world.classify`` finds hollow (an outline, not a solid shape)."""
     found = [world.classify(im) for p in prompts for im in generate(pipe, p, seeds, **settings)]
-    return float(np.mean([f["shape"] is not None and f["hollow"] > STYLE_HOLLOW for f in found]))
+    return float(np.mean([f["shape"] is not None and f["hollow"] > world.HOLLOW for f in found]))

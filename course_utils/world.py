@@ -297,3 +297,29 @@ def classify(image: Image.Image, shapes: tuple = SHAPES) -> dict:
         hollow=round(hollow, 3),
         iou=round(ious[shape], 3),
     )
+
+
+HOLLOW = 0.15  # classify(...)["hollow"] above this: the shape is drawn as an outline (lesson 7's style)
+
+
+def describe(image_or_found, shapes: tuple = SHAPES) -> str:
+    """What a picture of this world shows, in words: ``"a red circle on a blue background"``.
+
+    The one-line form of :func:`classify` for the lessons' outputs (its numbers stay in the dictionary):
+    ``"an outlined red circle ..."`` when the shape is hollow (``hollow`` above :data:`HOLLOW`), ``"no shape on a blue
+    background"`` when none is found.
+
+    Args:
+        image_or_found (`PIL.Image.Image` or `dict`): a picture, or what :func:`classify` found in one.
+        shapes (`tuple`, defaults to ``SHAPES``): the templates to choose from (see :func:`classify`).
+
+    Returns:
+        `str`: the sentence.
+    """
+    found = image_or_found if isinstance(image_or_found, dict) else classify(image_or_found, shapes)
+    background = f"on {article(found['background'])} {found['background']} background"
+    if found["shape"] is None:
+        return f"no shape {background}"
+    if found["hollow"] > HOLLOW:
+        return f"an outlined {found['color']} {found['shape']} {background}"
+    return f"{article(found['color'])} {found['color']} {found['shape']} {background}"

@@ -124,3 +124,10 @@ def test_new_shapes_are_drawn_and_read_back_only_when_asked_for():
     assert [world.sample(i).caption for i in range(50)] == [world.sample(i, "train").caption for i in range(50)]
     with pytest.raises(ValueError, match="unknown shape 'star'"):
         world.sample(0, shape="star")
+
+
+def test_describe_says_in_words_what_classify_finds():
+    assert world.describe(world.draw("red", "circle", "blue", cx=30, cy=34, r=17)) == "a red circle on a blue background"
+    found = dict(background="white", color="orange", shape="square", fill=1.0, hollow=0.6, iou=0.9)
+    assert world.describe(found) == "an outlined orange square on a white background"
+    assert world.describe(dict(found, shape=None)) == "no shape on a white background"
