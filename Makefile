@@ -5,6 +5,7 @@
 #                   and the lanes: every notebook again on `tiny` in float16 and on `sd15` (Hub mirror, float16)
 #   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
 #   make lint     - ruff check + ruff format --check (CI runs it before make test)
+#   make core-time - each lesson's core time by the stated method (docs/core-time.md)
 #   make test-recipe - lesson 10's full training recipe on tiny against its targets (~5 min on a 2-core CPU)
 #   make gpu-check - on a CUDA machine: every lesson on `tiny` and full-size `sd15`, time + peak GPU memory, the bench
 #                    -> docs/gpu-report.md + .json (docs/gpu-check.md); without an NVIDIA GPU it says to run `make test`
@@ -18,7 +19,7 @@ STAMP := $(VENV)/.course-installed
 HUB_VENV ?= .venv-hub
 HUB_STAMP := $(HUB_VENV)/.hub-installed
 
-.PHONY: course lab test test-fast test-recipe install hub sync clean gpu-check gpu-wheels lint
+.PHONY: course lab test test-fast test-recipe install hub sync clean gpu-check gpu-wheels lint core-time
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -104,3 +105,7 @@ gpu-wheels:
 
 clean:
 	rm -rf build
+
+# Each lesson's core time (docs/core-time.md); standard library only.
+core-time:
+	$(PYTHON) tools/core_time.py

@@ -17,7 +17,7 @@ diffusers), and only :func:`setup` installs warning filters. The layers, bottom 
 * ``world``, ``scores`` - `tiny`'s synthetic world, its classifier, and the one text-to-image scorer;
 * lesson modules - one mechanism each: ``by_hand``, ``img2img``, ``inpaint`` (and its ``masks``), ``upscale``,
   ``long_prompt``, ``community``, ``single_file``, ``visual``, ``steps``, ``images``, ``diagrams``,
-  ``text_embeddings``, ``unet_inside``, ``new_concept``;
+  ``diagrams_steps``, ``text_embeddings``, ``unet_inside``, ``new_concept``;
 * ``notebook`` (``setup``), and lesson 9's ``measuring``, ``levers``, ``full_size`` and ``gpu_memory`` (its
   measurements and estimates; ``gpu_memory_counter`` and ``gpu_memory_work`` count and run the estimates' work) -
   what notebooks call;
@@ -45,6 +45,7 @@ _MODULES = (
     "by_hand",
     "community",
     "diagrams",
+    "diagrams_steps",
     "gpu_memory",
     "img2img",
     "inpaint",

@@ -19,7 +19,8 @@ def style_prompt(prompt: str, word: str = tiny.STYLE_WORD) -> str:
 
     On `tiny` the word goes first because CLIP's text encoder is causal: a token changes only the tokens
     after it, so a word at the end leaves the prompt's own tokens exactly as they were, and `tiny`'s UNet
-    reads mostly the padding, which such a word hardly moves (lesson 07, §1 measures it).
+    reads mostly the padding, which such a word hardly moves (measured in the appendix "Inside the teaching
+    models", "From lesson 07").
 
     Args:
         prompt (`str`): e.g. ``"a red circle on a white background"``.

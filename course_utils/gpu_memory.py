@@ -128,17 +128,17 @@ def _lesson_10(parts: dict) -> None:
 LESSONS = (
     Cell(
         "01",
-        "§2, the three lines",
+        "§1, the three lines",
         "two SD 1.5 pipelines (the course's and `three`), each with its safety checker; one image",
         lambda: dict(pipe=_pipe(), three=_pipe()),
         lambda m: generate(m["three"]),
     ),
     Cell(
         "02",
-        "§9.4, the new word in a prompt",
-        "the pipeline, a second copy of its models loaded one by one (`assembled`, no checker), 4 images in one call",
+        "§9.2, swap and mix two words",
+        "the pipeline, a second copy of its models loaded one by one (`assembled`, no checker), 3 images in one call",
         lambda: dict(pipe=_pipe(), assembled=_pipe(checker=False)),
-        lambda m: generate(m["assembled"], images=4),
+        lambda m: generate(m["assembled"], images=3),
     ),
     Cell(
         "03",
@@ -156,10 +156,10 @@ LESSONS = (
     ),
     Cell(
         "05",
-        "§5, when a negative prompt acts",
-        "the pipeline; 6 latents decoded, 4 per VAE call",
+        "§4, the guidance sweep",
+        "the pipeline; 5 latents decoded, 4 per VAE call",
         lambda: dict(pipe=_pipe()),
-        lambda m: decode(m["pipe"], 6),
+        lambda m: decode(m["pipe"], 5),
     ),
     Cell(
         "06",
@@ -178,7 +178,7 @@ LESSONS = (
     ),
     Cell(
         "08",
-        "§4, blending with a plain model",
+        "§5, blending with a plain model",
         "the inpainting pipeline and a text-to-image pipeline; one inpainting",
         lambda: dict(pipe=_pipe("inpaint"), text2img=_pipe()),
         lambda m: generate(m["pipe"]),

@@ -13,7 +13,8 @@ So at every step the model sees what is around the hole. The alternative for a p
 
 This module holds what lesson 08 derives: the 9 channels built exactly as ``StableDiffusionInpaintPipeline``
 does (§3-4: the lesson writes them out in its cells and checks them against these functions), latent blending
-(§5, likewise), how much a result changed inside and outside the mask (§2, §6) and pasting back (§6). Drawing,
+(§5, likewise), how much a result changed inside and outside the mask (§2, §6), how sharply it steps across the
+mask's border (§6) and pasting back (§6). Drawing,
 loading and checking masks (§1) is :mod:`course_utils.masks`. The pipelines themselves come from the model layer
 (``course_utils.models``), like every lesson's.
 """
@@ -190,6 +191,34 @@ def region_change(before: Image.Image, after: Image.Image, mask: Image.Image) ->
     )
 
 
+def border_step(image: Image.Image, mask: Image.Image) -> float:
+    """How sharply the picture changes across the mask's border: a seam shows as a large step.
+
+    Lesson 08, §6 measures its results with it (and the appendix's sweep, "From lesson 08").
+
+    Every pair of neighbouring pixels (left-right or up-down) with one pixel inside the mask and one
+    outside counts once; the step of a pair is the mean absolute difference of its RGB values.
+    Compare a result's step with the photo's own: a picture that goes on smoothly across the border
+    steps about as much as the photo; an edit that does not fit its surroundings steps more.
+
+    Args:
+        image (`PIL.Image.Image`): the picture to measure (e.g. an inpainted result, pasted back).
+        mask (`PIL.Image.Image`): white (>= 128) = inside; resized to ``image``'s size (nearest) if it differs.
+
+    Returns:
+        `float`: the mean step over the border's pairs, in [0, 1] (0 = no change across the border,
+        1 = black next to white); 0 for a mask without a border (all black or all white).
+    """
+    x = np.asarray(image.convert("RGB"), np.float32) / 255
+    inside = np.asarray(mask.convert("L").resize(image.size, Image.Resampling.NEAREST)) >= 128
+    steps = [
+        np.abs(x[1:] - x[:-1]).mean(-1)[inside[1:] != inside[:-1]],  # up-down pairs
+        np.abs(x[:, 1:] - x[:, :-1]).mean(-1)[inside[:, 1:] != inside[:, :-1]],  # left-right pairs
+    ]
+    steps = np.concatenate(steps)
+    return float(steps.mean()) if steps.size else 0.0
+
+
 def paste_back(original: Image.Image, result: Image.Image, mask: Image.Image) -> Image.Image:
     """Put the original pixels back outside the mask (undoes the VAE round trip there).
 
@@ -218,5 +247,6 @@ __all__ = [
     "unet_input",
     "blend_latents",
     "region_change",
+    "border_step",
     "paste_back",
 ]

@@ -19,19 +19,24 @@ captions ("a red diamond on a white background") and mixed half and half with th
 :func:`share_drawn` reads the pictures back with ``world.classify`` to count how many show the new shape.
 """
 
+import math
+import os
 import random
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from course_utils import by_hand, latents, world
+from course_utils import by_hand, latents, scores, world
 from course_utils.images import to_tensor
 
 __all__ = [
     "NOISE_OFFSET",
     "LORA_TARGETS",
+    "training_steps",
+    "star",
+    "shape_iou",
     "concept_scenes",
     "prior_scenes",
     "photo_crops",
@@ -40,6 +45,7 @@ __all__ = [
     "training_loss",
     "concept_prompts",
     "share_drawn",
+    "old_prompts_kept",
 ]
 
 NOISE_OFFSET = (
@@ -50,6 +56,70 @@ NOISE_OFFSET = (
 # a shape's corners are made by the convolutions, not by where the text attends.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 PRIOR_SEED = 10**9  # prior scenes are world.sample(PRIOR_SEED + i): seeds no concept scene uses
+
+
+def training_steps(profile: str, device: str) -> int:
+    """How many optimiser steps lesson 10 trains its LoRA for, printing why when it is only a few.
+
+    The full recipe: 400 on `tiny` (about 4 minutes on a 2-core CPU), 200 for SD 1.5 on a GPU; SD 1.5 on a CPU
+    gets 4, only to see the mechanics run. ``COURSE_TRAIN_STEPS`` overrides all of them (the course's tests run a
+    short schedule, to check that the loss falls).
+
+    Args:
+        profile (`str`): ``"tiny"`` or ``"sd15"``.
+        device (`str`): where the UNet runs (``"cuda"``, ``"mps"``, ``"cpu"``).
+
+    Returns:
+        `int`: the number of steps.
+    """
+    if "COURSE_TRAIN_STEPS" in os.environ:
+        return int(os.environ["COURSE_TRAIN_STEPS"])
+    if profile == "tiny":
+        return 400
+    if device != "cpu":
+        return 200
+    print("SD 1.5 on a CPU: 4 steps, only to see the mechanics run; a real run needs a GPU.")
+    return 4
+
+
+def star(color: str, background: str, r: float = 22, inner: float = 0.382, size: int = 64) -> Image.Image:
+    """A five-pointed star in the middle of a picture of the world (4x supersampled, like ``world.draw``).
+
+    Lesson 10, §2 puts it through the VAE beside a diamond: its points are thinner than one of `tiny`'s latent
+    pixels (4 image pixels), so the round trip loses them.
+
+    Args:
+        color (`str`): a colour of ``world.COLORS``.
+        background (`str`): a colour of ``world.BACKGROUNDS``.
+        r (`float`, defaults to 22): the outer radius in pixels.
+        inner (`float`, defaults to 0.382): the inner radius as a share of ``r`` (0.382: a regular star).
+        size (`int`, defaults to 64): the picture's side.
+
+    Returns:
+        `PIL.Image.Image`: ``size`` x ``size`` RGB.
+    """
+    s = 4
+    img = Image.new("RGB", (size * s, size * s), world.BACKGROUNDS[background])
+    points = []
+    for k in range(10):  # the outer and inner corners in turn, starting at the top
+        radius, angle = (r if k % 2 == 0 else r * inner) * s, -math.pi / 2 + k * math.pi / 5
+        points.append((size * s / 2 + radius * math.cos(angle), size * s / 2 + radius * math.sin(angle)))
+    ImageDraw.Draw(img).polygon(points, fill=world.COLORS[color])
+    return img.resize((size, size), Image.Resampling.BOX)
+
+
+def shape_iou(a: Image.Image, b: Image.Image) -> float:
+    """How much of the shape two pictures of one scene share: the IoU of their shape pixels (``world.shape_mask``).
+
+    Args:
+        a (`PIL.Image.Image`): a picture of the world, e.g. a drawing.
+        b (`PIL.Image.Image`): another picture of the same scene, e.g. the drawing after the VAE's round trip.
+
+    Returns:
+        `float`: intersection over union, 1.0 for the same shape pixels.
+    """
+    masks = [world.shape_mask(im) for im in (a, b)]
+    return float((masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum())
 
 
 def concept_scenes(shape: str, n: int, seed: int = 0) -> list:
@@ -229,3 +299,29 @@ def share_drawn(pipe, shape: str, prompts: list[str], seeds: list[int] | None = 
     images = pipe(list(prompts), generator=[torch.Generator().manual_seed(s) for s in seeds], **settings).images
     found = [world.classify(im, shapes=world.SHAPES + world.NEW_SHAPES) for im in images]
     return float(np.mean([f["shape"] == shape for f in found])), images, found
+
+
+@torch.no_grad()
+def old_prompts_kept(pipe, shape: str, seeds: tuple = (0, 1), **settings) -> dict:
+    """Forgetting, measured: the world's 12 trained prompts (``scores.SEEN``), each with ``seeds``, read back.
+
+    Args:
+        pipe (`StableDiffusionPipeline`): a `tiny` text-to-image pipeline (with or without a LoRA).
+        shape (`str`): the new shape, e.g. ``"diamond"``: how many old prompts come out as one.
+        seeds (`tuple[int]`, defaults to ``(0, 1)``): the seeds of each prompt (one batch of 12 x len(seeds)).
+        **settings: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
+
+    Returns:
+        `dict`: ``colour`` and ``shape``, the share drawn in the prompt's colour and shape; ``diamonds`` (named for
+        lesson 10's shape), how many were drawn as ``shape``; ``n``, how many pictures.
+    """
+    asked = [(prompt, color, kind) for prompt, color, kind, _ in scores.SEEN for _ in seeds]
+    generators = [torch.Generator().manual_seed(seed) for _ in scores.SEEN for seed in seeds]
+    images = pipe([prompt for prompt, _, _ in asked], generator=generators, **settings).images
+    found = [world.classify(im, shapes=world.SHAPES + world.NEW_SHAPES) for im in images]
+    return dict(
+        colour=float(np.mean([f["color"] == color for f, (_, color, _) in zip(found, asked)])),
+        shape=float(np.mean([f["shape"] == kind for f, (_, _, kind) in zip(found, asked)])),
+        diamonds=sum(f["shape"] == shape for f in found),
+        n=len(found),
+    )

@@ -1,6 +1,7 @@
 """The text encoder's input, by hand: word vectors, what mixing them does, and one new word (textual inversion).
 
-Lesson 02, §9 ("A text-embedding lab") writes these out in its cells and checks them against this module;
+Lesson 02, §9 ("A text-embedding lab") writes the encoder and the word swaps out in its cells, and lesson 10, §10
+adds a word and trains it (textual inversion, beside a LoRA); both check their cells against this module.
 ``tests/test_text_embeddings.py`` checks the module against transformers and diffusers.
 
 CLIP's text encoder (``CLIPTextModel``; in transformers 5 its parts sit on the model itself, not under
@@ -167,7 +168,7 @@ def encode_with_vectors(tokenizer, text_encoder, prompt: str, vectors: dict[str,
 def add_token(tokenizer, text_encoder, token: str, vector: torch.Tensor) -> int:
     """Add a new word: a token in the tokenizer and one new row, ``vector``, at the end of the token table.
 
-    Lesson 02, §9.3 does these three steps in a cell. It is what ``pipe.load_textual_inversion(vector,
+    Lesson 10, §10 does these three steps in a cell. It is what ``pipe.load_textual_inversion(vector,
     token=token)`` does for a one-vector embedding, without the note transformers prints when it grows the
     table (``mean_resizing=False``: the new row is set right after, so how it would be filled does not matter).
 
@@ -198,29 +199,31 @@ def train_textual_inversion(
     images: list,
     captions: list[str],
     token: str,
-    steps: int = 8,
+    steps: int = 30,
     learning_rate: float = 0.15,
-    timesteps: tuple[int, int] = (500, 1000),
+    timesteps: tuple[int, int] = (0, 1000),
     seed: int = 0,
+    noise_offset: float = 0.0,
     batch_size: int | None = None,
     gradient_checkpointing: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
     """Learn the new word's row so that the frozen UNet denoises ``images`` best when the caption names it.
 
-    Lesson 02, §9.3 writes this loop out. Stable Diffusion's training loss with everything frozen but one
-    vector (the ``[hidden]`` row of ``token``, starting from its current value):
+    Lesson 10, §10 writes this loop out. Stable Diffusion's training loss (lesson 10, §4) with everything frozen but
+    one vector, the ``[hidden]`` row of ``token`` (starting from its current value):
 
-    1. encode each image to latents ``x_0`` (the VAE's mean; ``[n, 4, h, w]``), draw noise ``eps`` once
-       (``seed``) and give image ``i`` the timestep ``t_i``, spread evenly over ``timesteps``; make
-       ``x_t = add_noise(x_0, eps, t)`` once: every step sees the same problem, so the losses of successive
-       steps can be compared (with fresh noise each step they jump around far more than they fall);
-    2. each step: the captions' token vectors from the table, with the new row put in as a tensor that
-       has a gradient; :func:`encode_embeddings`; the UNet's ``eps_hat = unet(x_t, t, c)``;
-       ``loss = mse(eps_hat, eps)``; one Adam step on the row alone.
+    1. once: each image's latents ``x_0`` (the VAE's mean, scaled; ``[n, 4, h, w]``, kept on the CPU in float32)
+       and its caption's token vectors from the table;
+    2. every step, as real textual-inversion runs do (diffusers' ``examples/textual_inversion``): fresh noise
+       ``eps`` and a fresh timestep per image, uniform in ``timesteps``. They are drawn from one CPU generator
+       seeded with ``seed``, in the order ``new_concept.training_loss`` draws them (``randn`` for ``eps``,
+       ``randn([n, 4, 1, 1])`` times ``noise_offset`` added to it, ``randint`` for ``t``), so that a loop calling
+       that function on all ``n`` images gets the same numbers. Then ``x_t = add_noise(x_0, eps, t)``; the token
+       vectors with the new row put in as a tensor that has a gradient; :func:`encode_embeddings`;
+       ``eps_hat = unet(x_t, t, c)``; ``loss = mse(eps_hat, eps)``; one Adam step on the row alone.
 
-    ``timesteps`` defaults to the noisier half (500..999): there the picture's colour and shape are still
-    open, so that is where the caption decides them; at small t the image is nearly there and the text
-    matters little.
+    Each step's loss is at new noise levels, so it jumps from step to step; to see learning, compare a loss on
+    fixed noise and timesteps before and after (as lesson 10, §6 does for its LoRA).
 
     Half precision as diffusers' training scripts do it (:mod:`course_utils.precision`): the row trains in
     float32 whatever the models' dtype, the forward pass runs under autocast, and in float16 a ``GradScaler``
@@ -230,20 +233,24 @@ def train_textual_inversion(
         pipe (`StableDiffusionPipeline`): its tokenizer must know ``token`` (:func:`add_token`); the text
             encoder, UNet, VAE and scheduler are used and left unchanged (the row is not written back).
         images (`list[PIL.Image.Image]`): ``n`` pictures of the concept, all at the pipeline's size.
-        captions (`list[str]`): one per image, each containing ``token`` (``"a <my-shape>"``).
+        captions (`list[str]`): one per image, each containing ``token`` (``"a red <diamond>"``).
         token (`str`): the new word.
-        steps (`int`, defaults to 8): Adam steps, each on all ``n`` images (`tiny`: 24 images, ~4 s on a CPU).
-        learning_rate (`float`, defaults to 0.15): suits `tiny` (its word rows are ~0.25 long); lesson 02 uses 5e-3 on SD 1.5.
-        timesteps (`tuple[int, int]`, defaults to ``(500, 1000)``): the range the ``t_i`` are spread over.
-        seed (`int`, defaults to 0): for the noise.
+        steps (`int`, defaults to 30): Adam steps, each on all ``n`` images (`tiny`: 24 images, ~1 s a step on a CPU).
+        learning_rate (`float`, defaults to 0.15): suits `tiny` (its word rows are ~0.25 long); lesson 10 uses 5e-3
+            on SD 1.5.
+        timesteps (`tuple[int, int]`, defaults to ``(0, 1000)``): the range the ``t`` are drawn from (upper bound
+            excluded), every training timestep by default, as in training.
+        seed (`int`, defaults to 0): for the noise and the timesteps.
+        noise_offset (`float`, defaults to 0): offset noise, as ``new_concept.training_loss`` adds it (lesson 10
+            passes ``new_concept.NOISE_OFFSET``, how `tiny` was trained).
         batch_size (`int`, *optional*): images per forward and backward pass; the gradients of the passes add up
             to the step's (gradient accumulation). Default: all ``n`` at once. At 512x512 on a GPU, 1 or 2.
         gradient_checkpointing (`bool`, defaults to `False`): recompute the UNet's activations in the backward
             pass instead of keeping them (SD 1.5 at 512x512: a fraction of the memory, about a third more time).
 
     Returns:
-        `tuple[torch.Tensor, list[float]]`: the learned row ``[hidden]`` (in the text encoder's dtype) and the
-        loss before each step.
+        `tuple[torch.Tensor, list[float]]`: the learned row ``[hidden]`` (in the text encoder's dtype) and each
+        step's loss (before its update).
     """
     tokenizer, text_encoder, unet, vae, scheduler = (
         pipe.tokenizer,
@@ -264,11 +271,7 @@ def train_textual_inversion(
                 for k in range(0, n, batch_size)
             ]
         )
-        latents = (latents * vae.config.scaling_factor).to(unet.dtype)  # x_0: [n, 4, h, w]
-        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents)  # eps
-        t = torch.linspace(timesteps[0], timesteps[1] - 1, len(latents)).round().long()  # [n], spread evenly
-        t = t[torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))].to(unet.device)  # shuffled
-        noisy = scheduler.add_noise(latents, noise, t)  # x_t
+        latents = latents.float().cpu() * vae.config.scaling_factor  # x_0: [n, 4, h, w], on the CPU in float32
         ids = token_ids(tokenizer, captions).to(table.weight.device)  # [n, 77]
         frozen_rows = table(ids)  # [n, 77, hidden]
     where = (ids == token_id)[..., None]  # [n, 77, 1]: True where the new word stands
@@ -277,6 +280,7 @@ def train_textual_inversion(
     row = table.weight[token_id].detach().float().clone().requires_grad_(True)  # the one thing that learns, float32
     optimizer = torch.optim.Adam([row], lr=learning_rate)
     scaler = precision.grad_scaler(unet.device, unet.dtype)  # float16: scales the loss (else does nothing)
+    generator = torch.Generator().manual_seed(seed)
     was = [(p, p.requires_grad) for m in (unet, text_encoder) for p in m.parameters()]
     for p, _ in was:
         p.requires_grad_(False)  # no gradients for the models' weights (and none left behind on them)
@@ -286,6 +290,11 @@ def train_textual_inversion(
     losses = []
     try:
         for _ in range(steps):
+            # this step's noise and timesteps, for all n images (in new_concept.training_loss's order)
+            noise = torch.randn(latents.shape, generator=generator)  # eps
+            noise = noise + noise_offset * torch.randn((n, latents.shape[1], 1, 1), generator=generator)
+            t = torch.randint(timesteps[0], timesteps[1], (n,), generator=generator)
+            noisy = scheduler.add_noise(latents, noise, t)  # x_t, on the CPU in float32
             optimizer.zero_grad()
             loss_sum = 0.0
             for k in range(0, n, batch_size):
@@ -295,9 +304,13 @@ def train_textual_inversion(
                         where[part], row.to(frozen_rows.dtype), frozen_rows[part]
                     )  # [b, 77, hidden]
                     c = encode_embeddings(text_encoder, token_vectors)
-                    eps_hat = unet(noisy[part], t[part], encoder_hidden_states=c).sample
+                    eps_hat = unet(
+                        noisy[part].to(unet.device, unet.dtype),
+                        t[part].to(unet.device),
+                        encoder_hidden_states=c.to(unet.device, unet.dtype),
+                    ).sample
                 # the mean over all n images: each pass's share (exactly 1.0 when there is one pass)
-                loss = F.mse_loss(eps_hat.float(), noise[part].float()) * (len(noisy[part]) / n)
+                loss = F.mse_loss(eps_hat.float(), noise[part].to(unet.device).float()) * (len(noisy[part]) / n)
                 scaler.scale(loss).backward()
                 loss_sum += loss.item()
             scaler.step(optimizer)  # (unscales first; skips a step whose float16 gradients overflowed)

@@ -7,12 +7,12 @@ Lesson 03, §9 ("Open the UNet") uses these; the lesson writes the timestep embe
 * :class:`CrossAttentionRecorder` is diffusers' ``AttnProcessor2_0`` written out for the cross-attention
   (``attn2``) layers: queries from the latents, keys and values from the text embedding,
   ``softmax(Q K^T / sqrt(d))`` times the values; it also keeps those attention probabilities (for the
-  text-conditioned half of a guided batch, averaged over the heads) in a :class:`CrossAttentionMaps`.
+  text-conditioned half of a guided batch, per head) in a :class:`CrossAttentionMaps`.
 * :func:`recording_cross_attention` installs the recorders on the ``attn2`` layers only, and puts the
   original processors back afterwards.
 * :meth:`CrossAttentionMaps.token_maps` turns what was kept into one map per token over the image
-  (averaged over steps, heads and layers); :func:`overlay` and :func:`mass_inside` (with ``world.shape_mask``)
-  show and measure them.
+  (averaged over steps, and over all heads and layers or the ones asked for); :func:`overlay` and
+  :func:`mass_inside` (with ``world.shape_mask``) show and measure them.
 """
 
 from contextlib import contextmanager
@@ -116,11 +116,11 @@ def walk(unet, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tens
 
 
 class CrossAttentionMaps:
-    """What :class:`CrossAttentionRecorder` keeps: per cross-attention layer, the sum of its attention
-    probabilities over the calls, averaged over the heads (and over the text-conditioned images of a batch).
+    """What :class:`CrossAttentionRecorder` keeps: per cross-attention layer and head, the sum of its attention
+    probabilities over the calls (averaged over the text-conditioned images of a batch).
 
     Attributes:
-        sums (`dict[str, torch.Tensor]`): layer name -> ``[positions, tokens]`` float32 sums
+        sums (`dict[str, torch.Tensor]`): layer name -> ``[heads, positions, tokens]`` float32 sums
             (positions = h * w latent cells at that layer's resolution).
         calls (`dict[str, int]`): layer name -> how many UNet calls were added (one per denoising step).
     """
@@ -129,17 +129,26 @@ class CrossAttentionMaps:
         self.sums, self.calls = {}, {}
 
     def add(self, name: str, probs: torch.Tensor):
-        """Add one call's probabilities ``[positions, tokens]`` (already averaged over batch and heads) of layer ``name``."""
+        """Add one call's probabilities ``[heads, positions, tokens]`` (already averaged over the batch) of layer ``name``."""
         probs = probs.detach().float()
         self.sums[name] = self.sums[name] + probs if name in self.sums else probs.clone()
         self.calls[name] = self.calls.get(name, 0) + 1
 
-    def per_layer(self) -> dict[str, torch.Tensor]:
-        """The mean over the calls, per layer: ``{name: [positions, tokens]}``; each row sums to 1 over the tokens."""
-        return {name: s / self.calls[name] for name, s in self.sums.items()}
+    def per_layer(self, head: int | None = None) -> dict[str, torch.Tensor]:
+        """The mean over the calls, per layer: ``{name: [positions, tokens]}``; each row sums to 1 over the tokens.
+
+        Args:
+            head (`int`, *optional*): that head's probabilities; default the mean over the heads.
+        """
+        return {name: (s.mean(dim=0) if head is None else s[head]) / self.calls[name] for name, s in self.sums.items()}
 
     def token_maps(
-        self, size: tuple[int, int], latent_size: tuple[int, int], positions: int | None = None
+        self,
+        size: tuple[int, int],
+        latent_size: tuple[int, int],
+        positions: int | None = None,
+        layer: str | None = None,
+        head: int | None = None,
     ) -> torch.Tensor:
         """One map per token over the image: the layers' maps upsampled (bilinear) to ``size`` and averaged.
 
@@ -149,16 +158,20 @@ class CrossAttentionMaps:
                 ``positions`` cells works at ``h / 2**k x w / 2**k``, which this recovers.
             positions (`int`, *optional*): average only the layers with that many positions (one resolution,
                 e.g. ``16 * 16``); default all layers, all resolutions.
+            layer (`str`, *optional*): only the layers whose name starts with this, e.g.
+                ``"up_blocks.1.attentions.1"``; default all.
+            head (`int`, *optional*): only this head of each layer; default the mean over the heads.
 
         Returns:
             `torch.Tensor`: ``[tokens, height, width]`` on the CPU (77 tokens); at every pixel the maps sum to
             1 over the tokens (softmax over the keys, and averaging and bilinear upsampling keep that).
         """
-        chosen = [m for m in self.per_layer().values() if positions is None or m.shape[0] == positions]
+        recorded = {name: m for name, m in self.per_layer(head).items() if layer is None or name.startswith(layer)}
+        chosen = [m for m in recorded.values() if positions is None or m.shape[0] == positions]
         if not chosen:
             raise ValueError(
-                f"no recorded layer has {positions} positions; recorded: "
-                f"{sorted({m.shape[0] for m in self.per_layer().values()})}"
+                f"no recorded layer has {positions} positions and a name starting with {layer!r}; recorded: "
+                f"{sorted({(name, m.shape[0]) for name, m in self.per_layer().items()})}"
             )
         total = 0
         for m in chosen:
@@ -180,7 +193,7 @@ class CrossAttentionRecorder:
        one per token;
     3. per head (``inner = heads * d``): probs = softmax(Q K^T / sqrt(d)) over the 77 tokens,
        ``[batch, heads, positions, 77]``: how much each latent cell reads from each token. Computed here
-       (in float32) only to keep it;
+       (in float32) only to keep it, per head;
     4. out = ``to_out(probs @ V)``: each cell gets a mix of the tokens' values. Like ``AttnProcessor2_0``
        this calls PyTorch's fused ``scaled_dot_product_attention``, which computes steps 3-4 in one go.
 
@@ -260,10 +273,10 @@ class CrossAttentionRecorder:
         return attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout
 
     def _keep(self, probs: torch.Tensor):
-        """Average ``[batch, heads, positions, 77]`` over the heads and the kept images, and add it to the maps."""
+        """Average ``[batch, heads, positions, 77]`` over the kept images, and add it to the maps (per head)."""
         if self.guided:
             probs = probs[probs.shape[0] // 2 :]  # the text half of [uncond, text]
-        self.maps.add(self.name, probs.mean(dim=(0, 1)))
+        self.maps.add(self.name, probs.mean(dim=0))
 
 
 @contextmanager
@@ -328,7 +341,10 @@ def token_positions(tokenizer, prompt: str, words: list[str]) -> dict[str, int]:
 
 
 def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.6, cmap: str = "jet") -> Image.Image:
-    """A heat map drawn over an image (the map stretched to its own 0..max).
+    """A heat map drawn over an image in grey (the map stretched to its own 0..max).
+
+    The image is drawn in grey so that its own colours cannot be mistaken for the map's (a red shape under
+    a blue "low" would look purple).
 
     Args:
         image (`PIL.Image.Image`): the picture, ``W x H``.
@@ -348,7 +364,7 @@ def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.6, cmap: st
         ]
     heat = (heat / heat.max().clamp_min(1e-12)).numpy()
     colours = colormaps[cmap](heat)[..., :3]
-    base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    base = np.asarray(image.convert("L").convert("RGB"), dtype=np.float32) / 255
     mixed = ((1 - alpha) * base + alpha * colours).clip(0, 1)
     return Image.fromarray((mixed * 255).round().astype(np.uint8))
 

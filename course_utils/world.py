@@ -236,7 +236,7 @@ def shape_mask(image: Image.Image, threshold: float = SHAPE_DISTANCE) -> np.ndar
     """The pixels of `tiny`'s one shape: those far from the background colour, the test :func:`classify` starts from.
 
     The background colour is the median of the 2-pixel border; a pixel belongs to the shape when its RGB
-    distance from it is above ``threshold`` (``classify`` then cleans the mask up). Used by lesson 3 (§7, where
+    distance from it is above ``threshold`` (``classify`` then cleans the mask up). Used by lesson 3 (§9, where
     the attention goes) and lesson 10 (the overlap of two pictures of one scene).
 
     Args:

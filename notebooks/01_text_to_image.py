@@ -28,6 +28,8 @@
 # - what to do when the picture misses part of the prompt (a horse, but no astronaut);
 # - how the prompt's words and the guidance scale change the picture;
 # - how long one image takes on the machine in front of you.
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -82,85 +84,62 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # %% [markdown]
 # ## 1. The three lines
 #
-# This is all a learner types on Colab (with a GPU runtime) to get the famous picture:
+# With 🤗 diffusers a picture takes three lines, and the cell below runs them:
+# 1. `from diffusers import DiffusionPipeline`;
+# 2. `DiffusionPipeline.from_pretrained(...)` downloads the model once, then loads it from the cache;
+#    `.to(device)` moves every weight to the GPU. On a GPU, `dtype=torch.float16` keeps the weights
+#    in half precision (half the memory, and fast) and `variant="fp16"` downloads only the half-size
+#    copies of the weights (about 2.7 GB, as the first cell says);
+# 3. calling the pipeline with a sentence runs text encoder → denoising steps → image decoder and
+#    returns PIL images.
 #
-# ```python
-# import torch
-# from diffusers import DiffusionPipeline
-# import course_utils as cu  # the course's helpers: without this line, `cu.get_device()` is a NameError
-#
-# device = cu.get_device()  # the NVIDIA GPU on a Colab GPU runtime
-# pipe = DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16, variant="fp16")
-# pipe = pipe.to(device)
-# image = pipe("a photograph of an astronaut riding a horse").images[0]
-# ```
-#
-# 1. `from_pretrained` downloads the model once (`variant="fp16"` fetches the half-size copies of the
-#    weights, about 2.7 GB: UNet 1.7, safety checker 0.6, text encoder 0.25, VAE 0.17, as the first cell
-#    says; not the float32 ones), then loads it from the cache;
-#    `dtype=torch.float16` keeps the weights in half precision: half the memory, and fast on a GPU.
-# 2. `.to(device)` moves every weight to the GPU.
-# 3. Calling the pipeline with a sentence runs text encoder → 50 denoising steps → image decoder
-#    and returns PIL images.
-#
-# The source lesson loads RunwayML's `stable-diffusion-v1-5` repository: it was **removed from the
-# Hub in 2024**. The same model now lives at `stable-diffusion-v1-5/stable-diffusion-v1-5`.
-#
-# The notebooks do the same through `cu.load_pipeline`, which picks the model *and* the device
-# for the machine at hand: SD 1.5 on a GPU with access to the Hub, else the course's offline
-# `tiny` model. It prints what it chose. The three lines themselves run two cells below, on `sd15`.
+# SD 1.5 lives on the Hub at `stable-diffusion-v1-5/stable-diffusion-v1-5`: the source lesson's
+# RunwayML repository was **removed from the Hub in 2024**. The course never types a
+# path or a device: `cu.model_source("text2img")` says where this profile's model is (on `sd15` SD
+# 1.5's folder in the Hub cache; on `tiny` the course's small model in `data/tiny/text2img`), and
+# `cu.get_device()` picks the GPU if there is one (section 4).
 
 # %%
-pipe = cu.load_pipeline("text2img")
-settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
-prompt = cu.prompt("main", choice.profile)
-print("prompt:  ", prompt)
-print("settings:", settings)
+from pathlib import Path
 
-# %% [markdown]
-# The three lines, for real. On `sd15` this cell runs them as written above (the files are already on
-# disk: `cu.load_pipeline` fetched them, so nothing is downloaded twice); on `tiny` it says why not.
-
-# %%
 from diffusers import DiffusionPipeline
 
-device = cu.get_device()  # `cu` comes from `import course_utils as cu` in the imports cell
-dtype = cu.get_dtype(device)  # float16 on an NVIDIA GPU, float32 elsewhere (COURSE_DTYPE overrides)
-print("device:", device, "| dtype:", dtype, "| repository:", cu.SD15_REPOS["text2img"])
-if choice.profile == "sd15":
-    three = DiffusionPipeline.from_pretrained(cu.SD15_REPOS["text2img"], dtype=dtype,
-                                              variant="fp16" if dtype == torch.float16 else None)
-    three = three.to(device)
-    astronaut = three("a photograph of an astronaut riding a horse").images[0]
-    print(type(three).__name__, astronaut.size)
-    del three  # one copy of SD 1.5 in memory is enough: the lesson goes on with `pipe`
-    display(astronaut)
-else:
-    print(f"profile {choice.profile}: no GPU or no Hub here, so the three lines would download about 2.7 GB and "
-          f"take minutes per image on this machine; `pipe` above is the course's small model instead:",
-          type(pipe).__name__, "on", pipe.device)
+path = cu.model_source("text2img")  # where this profile's model is (sd15: downloaded first if needed)
+device = cu.get_device()  # the NVIDIA GPU on a Colab GPU runtime
+dtype = cu.get_dtype(device)  # float16 on an NVIDIA GPU, float32 elsewhere
+variant = "fp16" if dtype == torch.float16 and any(Path(path).glob("unet/*.fp16.*")) else None  # SD 1.5's half-size files
+prompt = cu.prompt("main", choice.profile)
+print("from_pretrained:", path, "| dtype:", dtype, "| variant:", variant, "| device:", device)
+
+pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, variant=variant).to(device)
+image = pipe(prompt).images[0]
+
+print(f"{type(pipe).__name__}, prompt {prompt!r} -> a {image.width}x{image.height} picture")
+if choice.profile == "tiny":
+    print("what the picture shows:", cu.world.describe(image))
+cu.grid([image], size=256, titles=["the three lines"])
 
 # %% [markdown]
-# Now the course's pipeline `pipe`, with the prompt and settings of this profile:
+# On `sd15` that is an astronaut on a horse. `tiny` is the course's own small model, trained on a
+# world of one coloured circle, square or triangle on a plain background (`course_utils/world.py`):
+# whatever you ask, it draws a shape, so its prompt names one. `cu.world.describe` reads colour,
+# shape and background back from the pixels (plain pixel statistics, no model). The mechanics
+# (seeds, guidance, timing) are exactly those of SD 1.5.
+#
+# The lessons load their pipelines with `cu.load_pipeline(role)`: the same `from_pretrained`, with
+# the device and dtype chosen for you and a line saying what it chose. From here on we call it with
+# the settings that suit the profile (`tiny` works at 64x64 pixels with 25 steps):
 
 # %%
+pipe = cu.load_pipeline("text2img")  # the same model again, the way every lesson loads it
+settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
+print("settings:", settings)
 generator = torch.Generator(device="cpu").manual_seed(0)
+display(cu.diagrams.pipeline_diagram(pipe))  # what `pipe(...)` runs, drawn from this pipeline (lesson 2 opens it)
 image = pipe(prompt, generator=generator, **settings).images[0]
-print(image.size)
 if choice.profile == "tiny":
-    print("what the picture shows:", cu.world.classify(image))
+    print("what the picture shows:", cu.world.describe(image))
 cu.grid([image], size=256, titles=[f"{prompt!r}, seed 0"])
-
-# %% [markdown]
-# With `sd15` you get an astronaut on a horse. The `tiny` profile is the course's own small model,
-# trained on a synthetic world of one coloured circle, square or triangle on a plain background
-# (`course_utils/world.py`), so its prompt is *"a red circle on a blue background"* and its picture a
-# 64x64 red circle on blue. `cu.world.classify` reads colour, shape and background back from the
-# pixels (plain pixel statistics, no model): the printed line says in words what the model drew.
-# For the shape it takes the largest blob of pixels that differ from the background and asks
-# which ideal circle, square or triangle of the same size overlaps it best; on a muddy or heavily
-# textured picture it can still be wrong, so trust your eyes there too.
-# The mechanics (seeds, guidance, timing) are exactly those of SD 1.5.
 
 # %% [markdown]
 # ## 2. Seeds: the same seed gives the same image
@@ -171,10 +150,10 @@ cu.grid([image], size=256, titles=[f"{prompt!r}, seed 0"])
 # noise on a laptop, a Mac and a Colab GPU.
 
 # %%
-def generate(seed: int, **kwargs):
-    """One image of the lesson's prompt, from a CPU generator seeded with `seed`."""
+def generate(seed: int, text: str | None = None, **kwargs):
+    """One image of `text` (default: the lesson's prompt), from a CPU generator seeded with `seed`."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    return pipe(prompt, generator=generator, **{**settings, **kwargs}).images[0]
+    return pipe(text or prompt, generator=generator, **{**settings, **kwargs}).images[0]
 
 
 def max_pixel_difference(a, b) -> int:
@@ -191,11 +170,9 @@ if choice.device == "cpu":
 
 # %% [markdown]
 # Zero means the two images are identical, pixel for pixel. On a CPU that is guaranteed here (the
-# cell checks it). On a GPU it is not: some CUDA kernels add numbers in a varying order, and this
-# course measured two runs of the same pipeline, same seed, same card (an NVIDIA H200) whose latents
-# differed in the last digits of fp16 - invisible in the picture, but not zero. Different GPUs or
-# library versions differ more. (`torch.use_deterministic_algorithms(True)` trades speed for strict
-# repeatability.)
+# cell checks it). On a GPU it is not: some CUDA kernels add numbers in a varying order, so two runs
+# can differ in the last digits, invisibly (PyTorch's notes on "Reproducibility";
+# `torch.use_deterministic_algorithms(True)` trades speed for strict repeatability).
 #
 # Four seeds, four different images of the same prompt:
 
@@ -203,32 +180,55 @@ if choice.device == "cpu":
 seeds = [0, 1, 2, 3]
 images = [image, other] + [generate(s) for s in seeds[2:]]
 if choice.profile == "tiny":
-    for s, im in zip(seeds, images):
-        print(f"seed {s}:", cu.world.classify(im))
+    print("\n".join(f"seed {s}: {cu.world.describe(im)}" for s, im in zip(seeds, images)))
 cu.grid(images, cols=4, size=192, titles=[f"seed {s}" for s in seeds])
 
 # %% [markdown]
-# On `tiny` the seeds change where the shape sits and how big it is, while colour, shape and
-# background follow the prompt; on `sd15` they change the pose, the framing, the light.
-
-# %% [markdown]
+# On `tiny` the seeds change where the shape sits and how big it is; on `sd15` the pose, the
+# framing, the light.
+#
 # ### "The first image had only a horse, no astronaut"
 #
-# That is **one sample of a random process**, not the model's final answer. With SD 1.5, some
-# seeds of this prompt give a horse alone, a rider that is not an astronaut, or two heads. (On `tiny`
-# a miss is a wrong colour, shape or background, and the classifier's line shows it.) What helps:
-# - **try several seeds** (as in the grid above) and keep the one you like — its seed reproduces it;
-# - **raise the guidance** (`guidance_scale=9` or `10` instead of SD 1.5's 7.5; on `tiny`, above its
-#   default of 3): the image follows the text more closely, at the cost of variety (lesson 5 sweeps it);
+# That is **one sample of a random process**, not the model's final answer. With SD 1.5 some seeds
+# of this prompt give a horse alone, or a rider who is no astronaut: an astronaut on a horse is a
+# rare sight in its training pictures. `tiny` misses too, on combinations it never saw in training
+# (`cu.world.HELD_OUT`): asked for *"a purple square on a gray background"*, it sometimes leaves
+# out the gray (the appendix's sweep found this prompt). The cell tries four seeds, then the same
+# seeds with a clearer prompt; on `sd15`, the lesson's prompt and a more concrete one:
+
+# %%
+if choice.profile == "tiny":
+    rare = "a purple square on a gray background"  # a held-out combination: tiny never saw it in training
+    clearer = rare + ", gray background"  # say again what went missing
+else:
+    rare, clearer = prompt, "an astronaut in a white spacesuit riding a brown horse, photograph"
+rows = {}
+for text in (rare, clearer):
+    rows[text] = [generate(s, text) for s in seeds]
+    if choice.profile == "tiny":
+        found = [cu.world.describe(im) for im in rows[text]]
+        misses = "; ".join(f"seed {s}: {f}" for s, f in zip(seeds, found) if f != rare)
+        print(f"{text!r}: {sum(f == rare for f in found)} of {len(seeds)} right" + (f" (missed: {misses})" if misses else ""))
+cu.grid(rows[rare] + rows[clearer], cols=len(seeds), size=160,
+        titles=[f"seed {s}" for s in seeds] + [f"seed {s}, clearer" for s in seeds])
+
+# %% [markdown]
+# What helps (compare the two rows; on `tiny` the printed lines count the hits):
+# - **try several seeds** and keep a good one: its seed reproduces it;
+# - **say it more clearly**: put first, or repeat, what went missing; be concrete (the second row);
 # - **more steps** (`num_inference_steps`) give more detail, up to a point;
-# - **reword the prompt**: put what matters first and be concrete, e.g.
-#   *"an astronaut in a white spacesuit riding a brown horse, photograph"*.
+# - **raise the guidance** (`guidance_scale`: how hard the prompt steers the picture; for SD 1.5
+#   9 or 10 instead of 7.5): the image follows the text more closely, at the cost of variety. Not on
+#   `tiny`, where higher values do not help this prompt and 7.5 spoils the colours (its model card:
+#   "7.5 over-saturates a model this small"); lesson 5 sweeps it.
+#
+# (More in the appendix, [Inside the teaching models](appendix_teaching_models.ipynb), "From lesson 01".)
 
 # %% [markdown]
 # ## 3. How long does one image take?
 #
-# The time on *this* machine, measured with `time.perf_counter` (the pipeline is already loaded and
-# warmed up by the images above):
+# The time on *this* machine, measured with `time.perf_counter` (the pipeline is warmed up by the
+# images above), and the size of the model that took it:
 
 # %%
 start = time.perf_counter()
@@ -237,24 +237,16 @@ seconds = time.perf_counter() - start
 steps = settings["num_inference_steps"]
 print(f"one {settings['width']}x{settings['height']} image, {steps} steps, profile {choice.profile}, "
       f"on {cu.describe_device(choice.device)}: {seconds:.2f} s ({seconds / steps * 1000:.0f} ms per step)")
-
-# %% [markdown]
-# The number printed above is what this machine measured. For comparison, **reported** figures
-# for SD 1.5 at 512x512 (not measured here):
-#
-# | where | reported time per image |
-# |---|---|
-# | a laptop CPU (learners under the source lesson) | about 10 minutes |
-# | a Colab T4 GPU, fp16, 50 steps | roughly 5–10 s |
-#
-# The `tiny` model is a few million parameters (printed below) instead of about a billion, and its images
-# have 64x64 pixels instead of 512x512, so its time says nothing about SD 1.5's. To time SD 1.5's
-# full-size architecture on your own machine without downloading it, load `cu.load_pipeline("text2img",
-# profile="sd15-random")` (random weights, real sizes: its pictures are noise, its time is real).
-
-# %%
 parameters = sum(p.numel() for m in (pipe.text_encoder, pipe.unet, pipe.vae) for p in m.parameters())
 print(f"profile {choice.profile}: {parameters / 1e6:,.1f} M parameters (text encoder + UNet + VAE)")
+
+# %% [markdown]
+# For comparison, **reported** figures for SD 1.5 at 512x512 (not measured here): about 10 minutes
+# per image on a laptop CPU (learners under the source lesson), roughly 5–10 s on a Colab T4 GPU
+# (fp16, 50 steps). SD 1.5 has about a billion parameters and makes 512x512 pictures, so `tiny`'s time
+# says nothing about its. To time SD 1.5's full-size architecture without downloading it, load
+# `cu.load_pipeline("text2img", profile="sd15-random")` (random weights, real sizes: its pictures are
+# noise, its time is real).
 
 # %% [markdown]
 # ## 4. "Found no NVIDIA driver" — which device am I on?
@@ -264,20 +256,15 @@ print(f"profile {choice.profile}: {parameters / 1e6:,.1f} M parameters (text enc
 # then run the notebook again. The course does not crash there: it asks `cu.get_device()`, which
 # picks the NVIDIA GPU if there is one, else Apple's GPU (`mps`), else the CPU — and without a GPU
 # it uses the `tiny` model so that every lesson still runs.
-
-# %%
-print("cu.get_device():", cu.get_device())
-print("dtype for it:   ", cu.get_dtype(cu.get_device()))
-print("this notebook:  ", choice)
-
-# %% [markdown]
+#
 # The environment variable `COURSE_DEVICE` overrides the choice (set it before starting Python, or
 # with `%env COURSE_DEVICE=...` in the first cell). Forcing the NVIDIA GPU on a machine that has none
-# gives a `CourseError` whose message says what to do. This cell tries it and puts the variable back:
+# gives a `CourseError` whose message says what to do. The cell tries it and puts the variable back:
 
 # %%
 from course_utils.device import DEVICES
 
+print("cu.get_device():", cu.get_device(), "| this notebook:", choice)
 print("COURSE_DEVICE accepts:", DEVICES)
 saved = os.environ.get("COURSE_DEVICE")
 os.environ["COURSE_DEVICE"] = DEVICES[0]  # the NVIDIA GPU
@@ -307,7 +294,7 @@ print("back to:", cu.get_device())
 # - The text goes through CLIP's text encoder, which reads at most 77 tokens (lesson 2) and was
 #   trained on short image captions: concrete nouns, styles and scenes work; counts ("three cats"),
 #   left/right and written words often fail.
-# - Each image is one random sample: try seeds, raise `guidance_scale` (lesson 5), reword.
+# - Each image is one random sample: see "only a horse" above.
 # - A negative prompt says what you do *not* want (lesson 5).
 # - `tiny` knows only its world: six colours (red, orange, yellow, green, blue, purple), three shapes
 #   (circle, square, triangle), a plain background. Ask it for an astronaut and you still get a shape.
@@ -344,12 +331,12 @@ print("back to:", cu.get_device())
 
 # %% [markdown]
 # ## Summary
-# - Three lines: `DiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)`,
-#   `.to(device)`, `pipe(prompt).images[0]`; the course's `cu.load_pipeline` picks model and device for you.
+# - Three lines: `from diffusers import DiffusionPipeline`, `pipe = DiffusionPipeline.from_pretrained(path, dtype=...).to(device)`,
+#   `image = pipe(prompt).images[0]`; `cu.model_source` gives the path, `cu.load_pipeline` does it all for you.
 # - A seed fixes the starting noise, and with it the image: same seed, same image; other seeds, other images.
-# - On `tiny` the prompt names a colour, a shape and a background; `cu.world.classify` reads them back from the picture.
+# - On `tiny` the prompt names a colour, a shape and a background; `cu.world.describe` reads them back from the picture.
 # - `guidance_scale` sets how hard the prompt steers: 1 = no extra push, 7.5 for SD 1.5, 3 for `tiny` (lesson 5 sweeps it).
-# - A miss (a horse without an astronaut) is one random sample: try seeds, raise guidance, reword.
+# - A miss (a horse without an astronaut) is one random sample: try seeds, say it more clearly, and on SD 1.5 raise the guidance.
 # - Time per image depends on the hardware: measure it (`time.perf_counter`); a GPU is what makes SD 1.5 practical.
 # - No GPU ("Found no NVIDIA driver")? Change the Colab runtime, or learn on `tiny`; `COURSE_DEVICE` and `COURSE_PROFILE` override the choice.
 
@@ -400,11 +387,11 @@ pictures = []
 for text in variants:
     generator = torch.Generator(device="cpu").manual_seed(0)
     pictures.append(pipe(text, generator=generator, **settings).images[0])
-    print(f"{text!r}", "->", cu.world.classify(pictures[-1]) if choice.profile == "tiny" else "(look at the grid)")
+    print(f"{text!r}", "->", cu.world.describe(pictures[-1]) if choice.profile == "tiny" else "(look at the grid)")
 cu.grid(pictures, cols=3, size=192, titles=variants)
 
 # %% [markdown]
 # The seed fixes the starting noise, so the layout (on `tiny`: where the shape sits and how big it is)
 # tends to stay while the changed word changes. On `tiny`, a blue circle on yellow is one of the
-# combinations **never shown in training** (`cu.world.HELD_OUT`): if the classifier still reads
-# `blue`, `circle`, `yellow`, the model has combined words it learned separately.
+# combinations **never shown in training** (`cu.world.HELD_OUT`): if the printed line still reads
+# a blue circle on a yellow background, the model has combined words it learned separately.

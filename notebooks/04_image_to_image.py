@@ -28,6 +28,8 @@
 #   add noise to its *latents* with `scheduler.add_noise`, denoise from there — exactly the pipeline's result;
 # - why SD 1.5's default scheduler (PNDM) misfires when img2img cuts its timesteps, and which scheduler to use instead;
 # - what happens with bad input (a `strength` of 1.5, an RGBA image, an odd size).
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -84,16 +86,12 @@ choice = cu.setup("img2img")  # prints the profile, device and dtype this notebo
 # %% [markdown]
 # ## 1. The sketch and the pipeline
 #
-# Text-to-image starts from pure noise. Image-to-image starts from **your picture**: here a rough
-# sketch drawn by code. For `sd15` it is a landscape (`data/sketch.png`: sky, sun, two hills, a house);
-# for `tiny`, the course's small model that knows one coloured shape on a plain background, it is a
-# wobbly orange-red blob in the upper left on pale blue (`data/tiny_sketch.png`, 64x64).
-# `cu.load_pipeline("img2img")` gives a `StableDiffusionImg2ImgPipeline` — the same five components
-# as text-to-image (for `sd15`: `from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")`),
-# only the procedure differs.
-#
-# With `sd15` you see the sketch's layout (sky, sun, hills, house) redrawn in the style and content
-# of the prompt; with `tiny`, the blob redrawn as the shape the prompt names, where the blob was.
+# Text-to-image starts from pure noise; image-to-image starts from **your picture**, here a rough
+# sketch. For `sd15` it is a landscape (`data/sketch.png`: sky, sun, two hills, a house); for `tiny`,
+# the course's small model of one coloured shape on a plain background, a wobbly orange-red blob on
+# pale blue (`data/tiny_sketch.png`). `cu.load_pipeline("img2img")` gives a
+# `StableDiffusionImg2ImgPipeline`: the same five components as text-to-image (for `sd15`:
+# `from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")`), a different procedure.
 
 # %%
 pipe = cu.load_pipeline("img2img")
@@ -106,12 +104,10 @@ cu.grid([sketch], size=256, titles=[f"the sketch, {sketch.width}x{sketch.height}
 # %% [markdown]
 # ## 2. A `strength` sweep
 #
-# `strength` (0 to 1) says how much the pipeline may change the image. We use a prompt that does
-# *not* fit the sketch on purpose, so the sweep shows who wins: at low strength the sketch, at high
-# strength the text. On `tiny` the prompt is *"a red circle on a blue background"*: the wobbly
-# orange-red blob on pale blue should become a clean red circle on full blue, in the blob's place,
-# more so at higher strength. Same seed for every image; a callback counts the UNet calls and keeps
-# the final latents (section 4 compares its own result with them).
+# `strength` (0 to 1) says how much the pipeline may change the image. The prompt does *not* fit the
+# sketch, on purpose, so the sweep shows who wins: at low strength the sketch, at high strength the
+# text. Same seed for every image; a callback counts the UNet calls and keeps the final latents
+# (section 4 compares its own result with them).
 
 # %%
 prompt = cu.prompt("main", choice.profile)
@@ -132,55 +128,54 @@ def run(strength, text=prompt, image=sketch, n=steps, **kwargs):
     return out.images[0], ran, kept["latents"]
 
 
-strengths = [0.3, 0.6, 0.9]
+print("prompt:", prompt)
 results, titles, final_latents = [], [], {}
-for s in strengths:
+for s in (0.3, 0.6, 0.9):
     picture, ran, final_latents[s] = run(s)
     results.append(picture)
     titles.append(f"strength {s}: {len(ran)} calls")
-    print(f"strength {s}: {len(ran):2d} UNet calls of {steps} steps, from t={ran[0]} down to t={ran[-1]}")
-    if choice.profile == "tiny":
-        print("   what the picture shows:", cu.world.classify(picture))
-print("prompt:", prompt)
+    shows = f" | shows {cu.world.describe(picture)}" if choice.profile == "tiny" else ""
+    print(f"strength {s}: {len(ran):2d} UNet calls of {steps} steps, t={ran[0]} down to t={ran[-1]}{shows}")
 cu.grid([sketch] + results, cols=4, size=192, titles=["the sketch"] + titles)
 
 # %% [markdown]
-# The pipeline skips the first `(1 - strength)` of the schedule: it never runs the steps that would
-# turn pure noise into a rough layout, because your sketch *is* the rough layout. Fewer steps also
-# means faster: strength 0.3 costs about a third of a full run.
+# The pipeline skips the first `(1 - strength)` of the schedule: the steps that would turn pure noise
+# into a rough layout, because your sketch *is* the rough layout. Fewer steps also means faster.
 #
-# Why one call more than `int(strength × steps)`? SD 1.5's default scheduler, PNDM, spends two UNet
-# calls on its first step (a warm-up for its multistep formula), so its list of timesteps has
-# `steps + 1` entries and holds its *second* timestep twice: `[961, 921, 921, 881, …]` for 25 steps.
-# img2img cuts `steps − int(strength × steps)` entries off the front and runs all the rest, one more
-# than it asked for. Section 5 shows that this cut does not agree with PNDM's warm-up.
+# Why one call more than `int(strength × steps)`? SD 1.5's default scheduler, PNDM, is a *multistep*
+# scheduler: each step combines the noise predictions of the last few steps. At the first step it has
+# none, so it spends a second UNet call there (a warm-up), and its list of timesteps repeats its
+# second entry, as section 4 prints. img2img cuts `steps − int(strength × steps)` entries off the front
+# and runs all the rest: one call more than asked for. Section 5 shows that this cut does not agree
+# with the warm-up.
 
 # %% [markdown]
 # ## 3. A second prompt on the same sketch
 #
-# The source lesson's second prompt: "ghibli style, a fantasy landscape with castles". Same sketch,
-# same strength (0.75), new text: with `sd15` the layout stays and the content changes (castles on
-# the hills). On `tiny` the second prompt is *"a yellow triangle on a black background"*: both the shape
-# and the colours change, the place tends to stay.
+# The source lesson's second prompt, "ghibli style, a fantasy landscape with castles", at strength
+# 0.75: with `sd15` the layout stays and the content changes (castles on the hills). On `tiny` the
+# second prompt names another shape and other colours.
 
 # %%
 castle = cu.prompt("restyle", choice.profile)
 restyled, ran, _ = run(0.75, text=castle)
 print("prompt:", castle, "|", len(ran), "UNet calls")
 if choice.profile == "tiny":
-    print("what the picture shows:", cu.world.classify(restyled))
+    print("the picture shows:", cu.world.describe(restyled))
 cu.grid([sketch, restyled], cols=2, size=256, titles=["the sketch", f"strength 0.75: {castle}"])
 
 # %% [markdown]
 # ## 4. The mechanism by hand
 #
-# Four moves, one cell each, with the pipeline's own parts. After each, the package's version
-# (`course_utils.img2img`, the reference the tests use) checks it.
+# Four moves, one cell each, with the pipeline's own parts; the package's version
+# (`course_utils.img2img`, the reference the tests use) checks each.
 #
 # **Move 1: pick the start.** `strength` asks for `init = int(steps × strength)` steps; the pipeline
-# skips `steps − init` steps from the noisy end and keeps the *tail* of `scheduler.timesteps`. The
-# first timestep of the tail, `t_start`, is the noise level the image jumps to. Schedulers that count
-# their steps (DDIM, Euler, DPM-Solver) are told where the tail begins with `set_begin_index`.
+# skips `steps − init` steps at the noisy end and keeps the *tail* of `scheduler.timesteps`. Its first
+# timestep, `t_start`, is the noise level the image jumps to. Schedulers that count their steps
+# (DDIM, Euler, DPM-Solver) are told where the tail begins with `set_begin_index`. (`scheduler.order`
+# counts timesteps per step: 2 for Heun's method, which calls the UNet at the start and at the end of
+# each step and steps with the average of the two predictions.)
 
 # %%
 strength = 0.6
@@ -200,12 +195,13 @@ print(f"strength {strength}: init = int({steps} * {strength}) = {init}, skip {sk
 reference = img2img.start_timesteps(scheduler, steps, strength, device=choice.device)
 print("equal to img2img.start_timesteps:", torch.equal(timesteps, reference))
 assert torch.equal(timesteps, reference)
+display(cu.diagrams_steps.strength_diagram(scheduler, steps, strength))  # the same start, on the schedule
 
 # %% [markdown]
 # **Move 2: VAE-encode the image** (lesson 2, section 6): pixels in [-1, 1] `[1, 3, H, W]` → the
 # encoder's Gaussian per latent value → one *sample* of it (the first random draw) → times
-# `scaling_factor`: latents `[1, 4, H/f, W/f]`, f = `pipe.vae_scale_factor` (8 for SD 1.5, 4 for
-# `tiny`, whose 64x64 sketch gives `[1, 4, 16, 16]`). One generator serves the whole run, as in the pipeline.
+# `scaling_factor`: latents `[1, 4, H/f, W/f]`, f = `pipe.vae_scale_factor`. One generator serves the
+# whole run, as in the pipeline.
 
 # %%
 generator = torch.Generator(device="cpu").manual_seed(seed)  # what the pipeline is given: draws VAE sample, then noise
@@ -214,7 +210,8 @@ pixels = pipe.image_processor.preprocess(sketch).to(choice.device, pipe.vae.dtyp
 with torch.no_grad():
     posterior = pipe.vae.encode(pixels).latent_dist  # a Gaussian per latent value: .mean, .std
 z0 = posterior.sample(generator) * pipe.vae.config.scaling_factor  # draw 1
-print("pixels", tuple(pixels.shape), f"in [{pixels.min():.2f}, {pixels.max():.2f}] -> z0", tuple(z0.shape))
+print("pixels", tuple(pixels.shape), f"in [{pixels.min():.2f}, {pixels.max():.2f}] -> z0", tuple(z0.shape),
+      f"| vae_scale_factor {pipe.vae_scale_factor}")
 print(f"the Gaussian: mean |mean| {posterior.mean.abs().mean():.3f}, mean std {posterior.std.mean():.4f};"
       f" scaling_factor {pipe.vae.config.scaling_factor}")
 
@@ -244,29 +241,21 @@ for name, mine, theirs in (("z0", z0, ref_z0), ("z_t", zt, ref_zt), ("formula", 
     assert difference <= tolerance
 
 # %% [markdown]
-# **Move 4: denoise from there** with lesson 3's loop, over the tail only. We write it as a function,
-# as section 5 runs it again.
+# **Move 4: denoise from there** with lesson 3's loop, over the tail only.
 
 # %%
 cond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)  # lesson 2
 uncond = by_hand.encode_text(pipe.tokenizer, pipe.text_encoder, "")
 text_embeddings = torch.cat([uncond, cond])
-
-
+z = zt.to(cond.dtype)
 # Simplified from course_utils.by_hand.denoise
-@torch.no_grad()
-def denoise(latents, timesteps, scheduler=None):
-    """Lesson 3's loop, run over `timesteps` (the tail); returns the final latents."""
-    scheduler = scheduler or pipe.scheduler
+with torch.no_grad():
     for t in timesteps:
-        x_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+        x_in = scheduler.scale_model_input(torch.cat([z] * 2), t)
         eps_uncond, eps_text = pipe.unet(x_in, t, encoder_hidden_states=text_embeddings).sample.chunk(2)
         eps = eps_uncond + guidance * (eps_text - eps_uncond)
-        latents = scheduler.step(eps, t, latents).prev_sample
-    return latents
+        z = scheduler.step(eps, t, z).prev_sample
 
-
-z = denoise(zt.to(cond.dtype), timesteps)
 pipeline_latents = final_latents[strength]  # section 2's run at strength 0.6, same seed
 difference = (z.float() - pipeline_latents.float()).abs().max().item()
 tolerance = by_hand.tolerance(choice.dtype, pipeline_latents)
@@ -275,8 +264,8 @@ assert difference <= tolerance
 
 # %% [markdown]
 # Same seed, same numbers. What the denoiser starts from, as pictures: the VAE's reconstruction of
-# the sketch (`z0`), the same noise added at three strengths, and the result. At strength 0.3 the
-# sketch is still plainly there; at 0.9 little of it is left. (On `tiny` even `z0` is not quite the
+# the sketch (`z0`), the same noise added at three strengths, and the result. The higher the
+# strength, the less of the sketch is left to start from. (On `tiny` even `z0` is not quite the
 # sketch: its small VAE knows only clean shapes on plain colours; exercise 3 measures that.)
 
 # %%
@@ -292,35 +281,21 @@ titles.append("result, s=0.6")
 cu.grid(views, cols=5, size=192, titles=titles)
 
 # %% [markdown]
-# ## 5. PNDM's warm-up in a tail: what really happens
+# ## 5. PNDM's warm-up in a cut schedule
 #
-# `PNDMScheduler.step_plms` (diffusers, with SD 1.5's `skip_prk_steps=True`) counts its calls in
-# `scheduler.counter` and treats the first two differently, whatever timesteps it is given:
+# PNDM's warm-up (section 2) counts its own calls, not timesteps: its first call takes a
+# *first-order* step (one that uses only the noise predicted at that timestep, like lesson 3's DDIM
+# step), its second call redoes that step with the average of two predictions. In the full list the
+# repeated timestep makes room for this; img2img cuts it off, yet the warm-up still runs on the
+# tail's first two calls. From the third call on, the UNet is told a timestep one step lower than the
+# noise its latents hold, and noise is left at the end.
 #
-# - call 0, at t: a plain first-order step t → t − Δ (Δ = 1000 / steps), keeping x_t (first-order: it
-#   uses one noise prediction, the one at t, as lesson 3's DDIM step does);
-# - call 1 (told t − Δ): it goes *back* to x_t and redoes the same step t → t − Δ with the average of
-#   the two predicted noises (a Heun-type correction: predict at the start, predict at the end, step
-#   with their average);
-# - from call 2 on: the multistep formula (it combines the last few predicted noises, up to four, one
-#   from each earlier step, instead of calling the UNet more often), from the timestep it is told to
-#   that timestep − Δ.
-#
-# That is why the full list holds its second timestep twice, `[961, 921, 921, 881, …]`: the first 921
-# is the correction's evaluation, the second starts the step 921 → 881. img2img cuts the list from the
-# front: at strength 0.6 the tail `[601, 561, 521, …]` has no repeat, but `set_timesteps` reset the
-# counter, so the warm-up runs on the tail's first two calls (601 → 561, corrected at 561). Call 2 is
-# then told 521 while its latents are still at 561: the interval 561 → 521 is never stepped, and from
-# the third call on the UNet is told a timestep about one step lower than the noise its latents hold.
-# (At strength 1 nothing is cut and all is well. When exactly one entry is cut, as with 10 steps at
-# strength 0.9, the tail is `[801, 801, 701, …]` and the correction redoes a step 901 → 801 on latents
-# that are already at 801.)
-#
-# To see it without the model, run each scheduler alone along its tail and hand it, at every call,
-# the very noise ε we added: what a perfect UNet would predict if the latents were where the timestep
-# says. Every latent is then a·z0 + b·ε, and b/a is its noise level σ, to compare with the σ of the
-# timestep the UNet is told, σ_t = sqrt((1 − ᾱ_t)/ᾱ_t). Ten steps, strength 0.6 (the loop checks each
-# scheduler against the course's reference, `img2img.noise_levels`):
+# To see it without the model, imagine a perfect UNet that predicts exactly the noise ε we added.
+# The latents then stay `a·z0 + b·ε`, and `σ = b/a` is their noise level, to compare with the σ of
+# the timestep the UNet is told, `σ_t = sqrt((1 − ᾱ_t)/ᾱ_t)`. We read a and b off the latents by
+# *least squares*: the two numbers that make `a·z0 + b·ε` closest to the latents, as the sum of
+# squared differences over all values (`torch.linalg.lstsq`; exact here). At 10 steps, strength 0.6,
+# with the model's pictures beside it:
 
 # %%
 # Copied from course_utils.img2img.noise_levels
@@ -341,61 +316,26 @@ def noise_levels(scheduler, tail):
     return told, held, a_and_sigma(latents)
 
 
-few = 10
-solvers = {"PNDM": pipe.scheduler, "DDIM": DDIMScheduler.from_config(pipe.scheduler.config),
-           "DPM-Solver++": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)}
-ends = {}
-for name, solver in solvers.items():
-    tail = img2img.start_timesteps(solver, few, strength)
-    told, held, ends[name] = noise_levels(solver, tail)
-    ref_told, ref_held, ref_end = img2img.noise_levels(solver, img2img.start_timesteps(solver, few, strength), z0, noise)
-    assert told == ref_told and max(abs(x - y) for x, y in zip(held + list(ends[name]), ref_held + list(ref_end))) < 1e-4
-    print(f"{name}: {len(tail)} calls")
-    print("   timestep told      ", " ".join(f"{int(t):5d}" for t in tail))
-    print("   σ of that timestep ", " ".join(f"{s:5.2f}" for s in told))
-    print("   σ of the latents   ", " ".join(f"{s:5.2f}" for s in held))
-    print(f"   after the last call: signal x{ends[name][0]:.2f}, σ {ends[name][1]:.3f}")
-final_sigma = ((1 - pipe.scheduler.alphas_cumprod[0]) / pipe.scheduler.alphas_cumprod[0]).sqrt().item()
-print(f"DDIM and PNDM aim at σ {final_sigma:.3f} (SD 1.5 ends at ᾱ_0, not 1: set_alpha_to_one=False); DPM-Solver++ at 0")
-assert abs(ends["DDIM"][1] - final_sigma) < 1e-2 and ends["PNDM"][1] > 2 * final_sigma
-
-# %% [markdown]
-# DDIM and DPM-Solver++ tell the UNet the truth at every call. PNDM does for two calls, then lags
-# one step behind, and after its last call about 0.2 of noise is left and the image's signal is
-# scaled down by a fifth. A real UNet sees its latents and can make up part of the difference; the
-# pictures show how much is left. The same ten steps with the model, same seed: PNDM as the pipeline
-# runs it, PNDM with the repeat put back into its tail (`[601, 501, 501, 401, …]`, by hand with move 4),
-# and the pipeline with DPM-Solver++:
-
-# %%
+few = 10  # few steps make the lost interval large enough to see
 pndm = pipe.scheduler
-pndm_out, pndm_ran, _ = run(strength, n=few)
-
-tail = img2img.start_timesteps(pndm, few, strength)
-repeated = torch.cat([tail[:2], tail[1:]])  # the warm-up's second timestep twice, as in the full list
-g = torch.Generator(device="cpu").manual_seed(seed)
-start = img2img.noise_latents(pndm, img2img.encode_image(pipe.vae, sketch, g), tail[0], g)
-fixed = cu.decode_latents(pipe.vae, denoise(start.to(cond.dtype), repeated))[0]
-
-pipe.scheduler = DPMSolverMultistepScheduler.from_config(pndm.config)
-dpm_out, dpm_ran, _ = run(strength, n=few)
+pictures, titles = [], []
+for name, solver in (("PNDM", pndm), ("DPM-Solver++", DPMSolverMultistepScheduler.from_config(pndm.config))):
+    told, held, (signal, left) = noise_levels(solver, img2img.start_timesteps(solver, few, strength))
+    print(f"{name}: σ told   ", " ".join(f"{s:4.2f}" for s in told))
+    print(f"{name}: σ held   ", " ".join(f"{s:4.2f}" for s in held), f"-> left after the last call: σ {left:.3f}")
+    pipe.scheduler = solver
+    picture, ran, _ = run(strength, n=few)
+    pictures.append(picture)
+    titles.append(f"{name}, {len(ran)} calls" + (f": {cu.world.describe(picture)}" if choice.profile == "tiny" else ""))
 pipe.scheduler = pndm  # put SD 1.5's default back
-
-pictures = {f"PNDM, {len(pndm_ran)} calls": pndm_out, f"PNDM + repeat, {len(repeated)} calls": fixed,
-            f"DPM-Solver++, {len(dpm_ran)} calls": dpm_out}
-if choice.profile == "tiny":
-    for name, picture in pictures.items():
-        print(f"{name:24s}", cu.world.classify(picture))
-cu.grid(list(pictures.values()), cols=3, size=256, titles=list(pictures))
+cu.grid(pictures, cols=2, size=256, titles=titles)
 
 # %% [markdown]
-# At 10 steps the lost step shows: on `tiny` PNDM's circle comes out orange and the background
-# mottled, as the leftover noise predicts; with the repeat put back, or with DPM-Solver++, the
-# picture is clean. At the course's 25 (`tiny`) or 50 (`sd15`) steps the lost interval is one of 15
-# or of 30, and hard to see. For img2img, prefer a scheduler without PNDM's warm-up call: DDIM, or
-# DPM-Solver++, which also starts with a simpler first step but needs no extra call and knows where
-# it is from `set_begin_index`. It also saves a UNet call:
+# DPM-Solver++ holds the σ it is told at every call and ends clean; PNDM does not. At the course's 25
+# (`tiny`) or 50 (`sd15`) steps the lost interval is a small share of the tail. For img2img, prefer a
+# scheduler without the warm-up call, DDIM or DPM-Solver++; it also saves a UNet call:
 # `pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`.
+# (More in the appendix, [Inside the teaching models](appendix_teaching_models.ipynb), "From lesson 04".)
 
 # %% [markdown]
 # ## 6. Bad input
@@ -416,7 +356,6 @@ except ValueError as err:
 # %% [markdown]
 # Your own image may be RGBA, grayscale, palette or CMYK, and of any size. `cu.load_image` (and
 # `img2img.load_init_image`, which also rounds the size to multiples of 8) converts it and says so:
-# `data/horse.png` is an RGBA image of 400×328 pixels.
 
 # %%
 horse = img2img.load_init_image("horse.png", size=(300, 245))
@@ -462,8 +401,7 @@ print(horse.mode, horse.size)
 # - `strength` 0 keeps the image, 1 nearly ignores it; it sets both how much noise is added and how
 #   many UNet calls run (`int(steps × strength)`, plus one with PNDM).
 # - PNDM's warm-up does not fit a cut schedule: from the third call on the UNet is told a timestep one
-#   step below its latents' noise, and noise is left at the end. Few steps show it; for img2img use
-#   DDIM or DPM-Solver++.
+#   step below its latents' noise, and noise is left at the end. For img2img use DDIM or DPM-Solver++.
 # - Same generator, same draws (VAE sample, then noise): the hand-written version equals the pipeline.
 # - Bad input gets a clear message: `strength` outside [0, 1]; odd image modes and sizes are converted.
 
@@ -518,7 +456,6 @@ cu.grid([sketch, round_trip, error_map], cols=3, size=256,
 
 # %% [markdown]
 # With `sd15` the error is small and sits at edges and fine detail: SD's VAE keeps 8x8 pixels in 4
-# numbers. `tiny`'s VAE was trained only on `tiny`'s world (clean shapes, pure colours), so it redraws
-# the sketch as what it knows: the pale-blue background comes back almost white, the dark outline is
-# gone and the blob becomes rounder. That is also why, on `tiny`, even strength 0.3 gives a white
-# background in section 2.
+# numbers. `tiny`'s VAE knows only its world's clean shapes and pure colours, so it redraws the sketch as
+# one of them (the printed corner pixel: the pale-blue background comes back paler). That is also why,
+# on `tiny`, the background of section 2's low-strength picture is not the sketch's.

@@ -26,9 +26,11 @@
 # - how to build it by hand and get exactly the pipeline's `negative_prompt=` result;
 # - why the UNet can predict without any prompt at all (training left 10% of the captions empty), and
 #   what `guidance_scale` does from 0 (the prompt ignored) through 1 (no guidance) to 15;
-# - when during sampling a negative prompt acts, switched off part-way with `callback_on_step_end`;
+# - how to switch a negative prompt on or off part-way through a run with `callback_on_step_end`;
 # - what happens to a prompt longer than 77 tokens (which words are cut) and one way past the limit;
 # - answers to "Prompt longer than 77 tokens" and "Why doesn't the image match my text?".
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -73,6 +75,7 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
 import inspect
 
 import torch
+from IPython.display import display
 
 import course_utils as cu
 from course_utils import by_hand, long_prompt
@@ -91,11 +94,10 @@ choice = cu.setup()  # prints the profile, device and dtype this notebook runs o
 # "blurry, low quality". Each step then moves *towards* the prompt and *away from* the negative
 # prompt. Nothing else changes: same UNet, same number of calls.
 #
-# With `sd15` the negative prompt is SD 1.5's classic "blurry, low quality". The `tiny` model only
-# knows its world of one coloured shape on a plain background, so there the demonstration is a
-# colour: we ask for a circle *without* saying which colour, see which colour the model picks, and
-# then forbid exactly that colour with the same seed. `cu.world.classify` reads colour, shape and
-# background back from each picture, so you can check the result in numbers, not only by eye.
+# With `sd15` the negative prompt is SD 1.5's classic "blurry, low quality". `tiny` only knows its
+# world of one coloured shape on a plain background, so there we ask for a circle *without* saying
+# which colour, see which colour the model picks, and forbid exactly that colour, same seed.
+# `cu.world.describe` reads the picture back in words.
 
 # %%
 pipe = cu.load_pipeline("text2img")
@@ -108,7 +110,7 @@ if choice.profile == "tiny":
     # shape's colour here, so forbidding the circle's colour cannot forbid the background too
     prompt = cu.prompt("open_color", choice.profile)
 seed = 0
-print("prompt:", prompt, "| negative prompt:", negative, "|", settings)
+print("prompt:", prompt, "|", settings)
 
 # A forward hook shows what the UNet receives on each call: the latents and the text embeddings.
 unet_inputs = []
@@ -117,19 +119,12 @@ hook = pipe.unet.register_forward_pre_hook(
     with_kwargs=True,
 )
 
-
-def describe(picture):
-    """On `tiny`: what cu.world.classify reads from a picture, in a few words (for titles and printouts)."""
-    found = cu.world.classify(picture)
-    return f"{found['color']} {found['shape']} on {found['background']}"
-
-
 # %% [markdown]
 # ## 2. The pipeline with and without a negative prompt
 #
 # Same seed, same prompt; the only change is `negative_prompt=`. On `tiny` the negative prompt is
-# the colour the model drew without one, read from the first picture. `generate` also keeps the
-# latents after every step (`trajectory`, through `callback_on_step_end`); section 5 uses them.
+# the colour the model drew without one. `generate` also keeps the latents after every step
+# (`trajectory`, through `callback_on_step_end`, which runs after every step).
 
 # %%
 trajectory = []  # the latents after each step of the last run
@@ -138,7 +133,7 @@ trajectory = []  # the latents after each step of the last run
 def generate(callback=None, **kwargs):
     """The pipeline with this lesson's settings and seed; returns latents (decode with cu.decode_latents).
 
-    ``callback``, if given, runs after every step as a ``callback_on_step_end`` (section 5 passes one).
+    ``callback``, if given, runs after every step as a ``callback_on_step_end`` (the exercises pass one).
     """
     unet_inputs.clear()
     trajectory.clear()
@@ -153,30 +148,25 @@ def generate(callback=None, **kwargs):
 
 
 plain = generate(prompt=prompt)
-plain_trajectory = list(trajectory)
 if choice.profile == "tiny":
-    drawn = cu.world.classify(cu.decode_latents(pipe.vae, plain)[0])
-    print("without a negative prompt:", drawn)
-    negative = drawn["color"] or negative  # forbid the colour it chose ("or": if no shape was found, the registry's "red")
+    drawn = cu.world.classify(cu.decode_latents(pipe.vae, plain)[0])["color"]
+    negative = drawn or negative  # forbid the colour it chose ("or": if no shape was found, the registry's "red")
 with_negative = generate(prompt=prompt, negative_prompt=negative)
-negative_trajectory = list(trajectory)
 print("negative prompt:", repr(negative))
 print("UNet calls:", len(unet_inputs), "| each call: latents", unet_inputs[0][0], "text", unet_inputs[0][1])
 print("max latent difference, with vs without the negative prompt:", f"{(plain - with_negative).abs().max():.3f}")
 pictures = cu.decode_latents(pipe.vae, torch.cat([plain, with_negative]))
 titles = ["no negative prompt", f"negative_prompt={negative!r}"]
 if choice.profile == "tiny":
-    print(f"with negative_prompt={negative!r}:", cu.world.classify(pictures[1]))
-    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, pictures)]
+    titles = [f"{title}: {cu.world.describe(p)}" for title, p in zip(titles, pictures)]
+    print(*titles, sep="\n")
 cu.grid(pictures, cols=2, size=256, titles=titles)
 
 # %% [markdown]
-# Left without, right with the negative prompt. On `tiny` the circle changes colour: the colour
-# named in the negative prompt is gone, while shape and background (asked for by the prompt) stay.
-# With `sd15` the picture gets sharper and cleaner.
-#
-# The batch of 2 is `[negative (or empty), prompt]`: the pipeline stacks the two embeddings and runs
-# the UNet once on both.
+# On `tiny` the circle changes colour (the printout): the colour named in the negative prompt goes,
+# while shape and background, asked for by the prompt, stay. With `sd15` the picture gets sharper
+# and cleaner. The batch of 2 is `[negative (or empty), prompt]`: the pipeline stacks the two
+# embeddings and runs the UNet once on both.
 
 # %% [markdown]
 # ## 3. By hand: the negative prompt as the unconditional embedding
@@ -201,15 +191,23 @@ difference = (by_hand_latents.float() - with_negative.float()).abs().max().item(
 tolerance = by_hand.tolerance(choice.dtype, with_negative)  # 1e-4 in float32; fp16 on a GPU rounds more
 print(f"max |by hand - pipeline(negative_prompt=...)| = {difference:.2e} (tolerance {tolerance:.1e})")
 assert difference <= tolerance
+# guidance at the first step, drawn: the negative prompt's prediction takes the empty prompt's place
+t = pipe.scheduler.timesteps[0]
+with torch.no_grad():
+    eps_empty, eps_neg, eps_text = pipe.unet(pipe.scheduler.scale_model_input(torch.cat([x_T] * 3), t), t,
+                                             encoder_hidden_states=torch.cat([empty, uncond, cond])).sample.chunk(3)
+display(cu.diagrams_steps.guidance_diagram(eps_empty, eps_text, guidance, eps_negative=eps_neg))
 
 # %% [markdown]
-# Negative prompts work in every SD pipeline the same way, e.g. image to image (lesson 4; the
-# source lesson removes a river from the castle landscape with `negative_prompt="river"`). The
-# lesson's negative prompt comes from `cu.prompt("negative", ...)`: "blurry, low quality" on `sd15`;
-# on `tiny` "red", the colour of the sketch's blob, which would otherwise tend to survive img2img.
-# We build the img2img pipeline from the same components, loading nothing again. (`from_pipe(pipe)`
-# does the same, but casts the shared modules to float32 unless you pass `dtype=pipe.dtype` — on a
-# GPU that would silently turn the fp16 text-to-image pipeline into fp32 too.)
+# Negative prompts work the same way in every SD pipeline, e.g. image to image (lesson 4; the source
+# lesson removes a river from the castle landscape with `negative_prompt="river"`). With `sd15`: the
+# castle prompt on the landscape sketch at strength 0.75, with and without "blurry, low quality". On
+# `tiny` the prompt leaves the colour open, so the sketch's orange-red blob tends to keep its colour;
+# as in section 2, the negative prompt then forbids the colour it kept. (A prompt that names a colour
+# leaves the negative prompt nothing to do on `tiny`: prompt and strength come from a measured sweep,
+# appendix, "From lesson 05".) We build the img2img pipeline from the same components, loading nothing
+# again. (`from_pipe(pipe)` does the same, but casts the shared modules to float32 unless you pass
+# `dtype=pipe.dtype`: on a GPU that would silently turn the fp16 pipeline into fp32.)
 
 # %%
 from diffusers import StableDiffusionImg2ImgPipeline  # imported after cu.setup(), which quiets a library note
@@ -217,20 +215,25 @@ from diffusers import StableDiffusionImg2ImgPipeline  # imported after cu.setup(
 img2img_pipe = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=pipe.config.requires_safety_checker)
 img2img_pipe.set_progress_bar_config(disable=choice.profile == "tiny")  # as cu.load_pipeline does: tiny steps take milliseconds
 sketch = cu.load_image(cu.image_name("sketch", choice.profile), size=(settings["width"], settings["height"]))
-castle = cu.prompt("restyle", choice.profile)
-lesson_negative = cu.prompt("negative", choice.profile)
-pictures = [
-    img2img_pipe(castle, image=sketch, strength=0.75, negative_prompt=text, num_inference_steps=steps,
-                 guidance_scale=guidance, generator=torch.Generator(device="cpu").manual_seed(seed)).images[0]
-    for text in ("", lesson_negative)
-]
-print("prompt:", repr(castle), "| same UNet object:", img2img_pipe.unet is pipe.unet)
-print("middle: no negative prompt, right:", repr(lesson_negative))
+castle, strength, lesson_negative = cu.prompt("restyle", choice.profile), 0.75, cu.prompt("negative", choice.profile)
+if choice.profile == "tiny":
+    castle, strength = cu.prompt("open_color", choice.profile), 0.5  # the sweep's choice (appendix)
+
+
+def restyle(negative_prompt):
+    return img2img_pipe(castle, image=sketch, strength=strength, negative_prompt=negative_prompt, num_inference_steps=steps,
+                        guidance_scale=guidance, generator=torch.Generator(device="cpu").manual_seed(seed)).images[0]
+
+
+pictures = [restyle("")]
+if choice.profile == "tiny":
+    lesson_negative = cu.world.classify(pictures[0])["color"] or lesson_negative  # the colour it kept, as in section 2
+pictures.append(restyle(lesson_negative))
+print("prompt:", repr(castle), "| strength:", strength, "| same UNet object:", img2img_pipe.unet is pipe.unet)
 titles = ["sketch", "no negative prompt", f"negative_prompt={lesson_negative!r}"]
 if choice.profile == "tiny":
-    for name, picture in zip(("sketch", "without", "with"), [sketch] + pictures):
-        print(f"{name:8s}", cu.world.classify(picture))
-    titles = titles[:1] + [f"{title}: {describe(p)}" for title, p in zip(titles[1:], pictures)]
+    titles = titles[:1] + [f"{title}: {cu.world.describe(p)}" for title, p in zip(titles[1:], pictures)]
+    print(*titles[1:], sep="\n")
 cu.grid([sketch] + pictures, cols=3, size=256, titles=titles)
 
 # %% [markdown]
@@ -240,16 +243,8 @@ cu.grid([sketch] + pictures, cols=3, size=256, titles=titles)
 # network trained only on captioned pictures would have no sensible answer to that. SD 1.5 was
 # trained with "10% dropping of the text-conditioning" (its model card): for one training picture in
 # ten the caption was replaced by the empty text, so the same network learned both predictions, with
-# and without a prompt. `tiny` was trained the same way: `cu.world.EMPTY_FRACTION` is the share of
-# empty captions that `cu.world.sample` and the training's caption sampler (`training/data.py`) draw.
-
-# %%
-print("share of captions left empty in tiny's training data: cu.world.EMPTY_FRACTION =", cu.world.EMPTY_FRACTION)
-captions = [cu.world.sample(i, "train").caption for i in range(300)]
-print(f"empty among the captions of the first 300 training scenes (a random draw): {captions.count('')} ({captions.count('') / len(captions):.0%});",
-      "three others:", captions[:3])
-
-# %% [markdown]
+# and without a prompt. `tiny` was trained the same way (its share: `cu.world.EMPTY_FRACTION`).
+#
 # With both predictions, `guidance_scale` `w` picks a point on the line through them:
 #
 # - `w = 0`: `ε = ε(x_t, c_∅)`, the empty prompt's prediction alone: the prompt is ignored;
@@ -268,7 +263,7 @@ print(inspect.getsource(type(pipe).do_classifier_free_guidance.fget))
 # gets a batch of 1 with the prompt alone, `ε(x_t, c)`. So `guidance_scale=0` in diffusers gives
 # exactly the picture of `guidance_scale=1`, *not* the `w = 0` of the formula. For `w = 0` we give
 # the pipeline the empty prompt instead, at guidance 1: that is `ε(x_t, c_∅)` alone. The sweep
-# reuses section 2's picture for the profile's default (3 on `tiny`, 7.5 on `sd15`).
+# reuses section 2's picture for the profile's default guidance.
 
 # %%
 scales = (0.0, 1.0, 3.0, 7.5, 15.0)  # both profiles' defaults are among them
@@ -290,121 +285,25 @@ assert difference <= by_hand.tolerance(choice.dtype, sweep[1])
 sweep_pictures = cu.decode_latents(pipe.vae, torch.cat(sweep))
 titles = [f"w = {w:g}" + (" (empty prompt)" if w == 0 else "") for w in scales]
 if choice.profile == "tiny":
-    for w, picture in zip(scales, sweep_pictures):
-        print(f"w = {w:>4}:", cu.world.classify(picture))
-    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, sweep_pictures)]
+    titles = [f"{title}: {cu.world.describe(p)}" for title, p in zip(titles, sweep_pictures)]
+    print(*titles, sep="\n")
 cu.grid(sweep_pictures, cols=len(scales), size=192, titles=titles)
 
 # %% [markdown]
-# On `tiny`, read the printout: at `w = 0` the model draws a shape of its own choosing, because it
-# never heard "circle" (the empty prompt); at `w = 1` the prompt alone gives a circle on white, in a
-# colour the model picks; larger `w` pushes further away from the empty prompt's picture: here the
-# colour moves (blue to purple) while the circle stays. With `sd15`, `w = 0` is a picture unrelated
-# to the prompt, `w = 1` follows it loosely, and 15 gives harsh, over-saturated colours; its usual
-# range is 7–8. `tiny`'s default is 3: a model this small follows its text at a gentler guidance
-# (`data/tiny/README.md`).
+# At `w = 0` the model never heard the prompt, so what it draws is its own choice; at `w = 1` it
+# follows the prompt loosely; larger `w` pushes further from the empty prompt's picture. With `sd15`,
+# 15 gives harsh, over-saturated colours; its usual range is 7–8. `tiny`'s default is 3: a model this
+# small follows its text at a gentler guidance (`data/tiny/README.md`).
 
 # %% [markdown]
 # ## 5. When does a negative prompt act?
 #
-# A negative prompt can only steer what is still undecided. To see when that is, give the
-# negative prompt to the first `k` steps only and the empty prompt to the rest.
-# `callback_on_step_end` runs after every step and may hand back new tensors for the next one; with
-# guidance on, its `prompt_embeds` is the stacked batch `[negative, prompt]` of section 2, so after
-# step `k` we swap its first half for the empty prompt's embedding (`empty`, section 3). diffusers'
-# documentation uses the same hook to switch guidance off part-way through a run.
-# The callback runs once per entry of `pipe.scheduler.timesteps`; PNDM, SD 1.5's default scheduler,
-# has one entry more than `num_inference_steps`: it repeats its *second* timestep (961, 921, 921, 881, ... for
-# 25 steps; lesson 4, section 1 prints them).
-
-# %%
-def negative_for_first(k):
-    """A ``callback_on_step_end`` that replaces the negative prompt by the empty prompt after step ``k``."""
-
-    def callback(pipeline, i, t, tensors):
-        if i + 1 != k:  # i counts from 0: after step k, i == k - 1
-            return {}
-        negative_half, prompt_half = tensors["prompt_embeds"].chunk(2)
-        return {"prompt_embeds": torch.cat([empty.expand_as(negative_half), prompt_half])}
-
-    return callback
-
-
-calls = len(pipe.scheduler.timesteps)  # set by the last run: the callback runs once per timestep
-print(f"{steps} inference steps -> {calls} timesteps, {pipe.scheduler.timesteps[:4].tolist()} ...")
-windows = sorted({0, 2, 4, 6, 10, calls})  # timesteps that get the negative prompt; 0: none, `calls`: all
-window_latents = []
-for k in windows:
-    if k == 0:
-        window_latents.append(plain)  # section 2, no negative prompt
-    elif k == calls:
-        window_latents.append(with_negative)  # section 2, the negative prompt at every step
-    else:
-        window_latents.append(generate(prompt=prompt, negative_prompt=negative, callback=negative_for_first(k)))
-window_pictures = cu.decode_latents(pipe.vae, torch.cat(window_latents))
-for k, latents, picture in zip(windows, window_latents, window_pictures):
-    line = f"negative prompt for the first {k:2d} of {calls} timesteps: max latent change vs none {(latents - plain).abs().max():.3f}"
-    if choice.profile == "tiny":
-        line += f" | {describe(picture)}"
-    print(line)
-titles = [f"first {k} of {calls}" for k in windows]
-if choice.profile == "tiny":
-    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, window_pictures)]
-cu.grid(window_pictures, cols=len(windows), size=192, titles=titles)
-
-# %% [markdown]
-# Left to right: the negative prompt for the first 0, 2, 4, 6, 10 timesteps, then for all of them.
-# On `tiny` (these numbers are `tiny`'s, with this one seed; on `sd15` read your own printout the
-# same way) two timesteps with the negative prompt leave the forbidden colour in place, and so do
-# four. From about six on the colour moves away from it, and where it ends depends on how long the
-# negative prompt keeps acting: a negative prompt only says what *not* to draw.
-#
-# Why do the first timesteps alone do so little? "A sampler settles the big things first" would
-# predict the opposite: at the first timestep nothing is settled yet, so a push there should matter
-# most. Two measurements instead: how far the negative prompt has moved the latents *right after* its
-# window and by the end (section 2 kept the latents after every step of both runs; during its
-# first `k` steps a window run *is* the run with the negative prompt), and how much the negative
-# prompt changes the UNet's prediction at each timestep, `|ε(x_t, c_neg) − ε(x_t, c_∅)|`, what that
-# difference is in the predicted clean latents `x̂₀ = (x_t − √(1−ᾱ_t)·ε) / √ᾱ_t` (lesson 3: times
-# `√(1−ᾱ_t)/√ᾱ_t`, large at the noisiest timesteps), and how far that step moves the latents.
-
-# %%
-for k in windows[1:-1]:
-    right_after = (negative_trajectory[k - 1] - plain_trajectory[k - 1]).abs().max().item()
-    at_end = (window_latents[windows.index(k)] - plain).abs().max().item()
-    print(f"negative prompt for the first {k:2d} timesteps: latent change right after them {right_after:.3f}, at the end {at_end:.3f}")
-print(f"negative prompt at every timestep: at the end {(with_negative - plain).abs().max():.3f}")
-
-before = [x_T] + plain_trajectory[:-1]  # the latents each timestep of the run without a negative prompt starts from
-with torch.no_grad():
-    for i in range(0, calls, 5):
-        t = pipe.scheduler.timesteps[i]
-        x = pipe.scheduler.scale_model_input(torch.cat([before[i]] * 2), t)
-        eps_empty, eps_negative = pipe.unet(x, t, encoder_hidden_states=torch.cat([empty, uncond])).sample.chunk(2)
-        abar = pipe.scheduler.alphas_cumprod[int(t)]
-        d_eps = (eps_negative - eps_empty).abs().max().item()
-        print(f"timestep {i + 1:2d} (t = {int(t):3d}): |eps_neg - eps_empty| = {d_eps:.3f}, in x0_hat "
-              f"{d_eps * ((1 - abar) / abar).sqrt().item():.2f}, this step moves the latents by "
-              f"{(plain_trajectory[i] - before[i]).abs().max():.3f}")
-
-# %% [markdown]
-# On `tiny`: at the first timestep the negative prompt changes the UNet's prediction by a few
-# hundredths, at the last ones by more than 1. At the noisiest timesteps the negative prompt changes
-# the UNet's ε by little, but that is a large change in the clean picture it predicts (the `x0_hat`
-# column: ε is multiplied by `√(1−ᾱ_t)/√ᾱ_t` there; lesson 3's x̂₀ grid shows the red circle after
-# one step). What is small is the step the scheduler takes from there: those steps move the latents
-# less than the middle ones. So two timesteps with the negative prompt push the latents by only a
-# few hundredths. The steps that follow, without it, do amplify that push (the change at the end is
-# larger, the circle moves), but they decide the colour again as the run without a negative prompt
-# did. The push grows with every step the negative prompt acts, and only after several steps does
-# the colour change.
-#
-# So the first timesteps do little not because the picture is already settled there (it is not),
-# and not because the UNet ignores the text there, but because each of those steps moves the latents
-# only a little of the way towards what it predicts. What the starting noise *has* settled by
-# the time the text matters is hard to remove: on `tiny`, shapes more than colours
-# (`data/tiny/README.md`: named colours are removed in all of its 60 test images, named shapes in
-# about two thirds).
+# `callback_on_step_end` may hand back new tensors for the next step; with guidance on, its
+# `prompt_embeds` is the stacked batch `[negative, prompt]`, so swapping its first half switches the
+# negative prompt on or off after any step (exercise 3 does). Measured on `tiny`, a negative prompt
+# given to only the first few timesteps changes little: those steps move the latents only a short
+# way, and the steps after them decide again as without it; it needs several steps to act.
+# (More in the appendix, [Inside the teaching models](appendix_teaching_models.ipynb), "From lesson 05".)
 
 # %% [markdown]
 # ## 6. Prompts longer than 77 tokens
@@ -459,7 +358,7 @@ print(f"images from long_a vs long_b: max latent difference {(long_images[0] - l
 long_pictures = cu.decode_latents(pipe.vae, torch.cat(long_images))
 titles = ["long_a, all chunks", "long_b, all chunks"]
 if choice.profile == "tiny":
-    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, long_pictures)]
+    titles = [f"{title}: {cu.world.describe(p)}" for title, p in zip(titles, long_pictures)]
 cu.grid(long_pictures, cols=2, size=256, titles=titles)
 
 # %% [markdown]
@@ -476,16 +375,15 @@ cu.grid(long_pictures, cols=2, size=256, titles=titles)
 #
 # - **One seed is one sample** (lesson 1): a missing astronaut (on `tiny`: a wrong colour) may
 #   appear with the next seed.
-# - **Guidance too low** follows the text loosely; **too high** distorts. Try 7–9.
+# - **Guidance too low** follows the text loosely; **too high** distorts. Try 7–8 on SD 1.5.
 # - **Say what you do not want** in the negative prompt ("blurry, low quality", "river", "extra
 #   fingers") instead of "no river" in the prompt: CLIP does not understand negation well, and the
 #   word "river" in the prompt pulls *towards* rivers.
 # - **Long prompts are cut** after 75 tokens: put the subject first, or use the chunks above.
 # - **CLIP's limits**: counting, left/right, written text and unusual combinations are weak spots of
 #   SD 1.5; rephrase, or use img2img/inpainting (lessons 4 and 8) to fix the layout.
-# - **Check in numbers** where you can: on `tiny`, `cu.world.classify(image)` reads colour, shape
-#   and background back, so "does it match?" becomes a comparison of words. It only knows its own
-#   small world: the colours, the three shapes and the backgrounds of `cu.world`.
+# - **Check in words** where you can: on `tiny`, `cu.world.describe(image)` reads colour, shape and
+#   background back, so "does it match?" becomes a comparison of words (in its own small world only).
 
 # %% [markdown]
 # ## Exercises
@@ -512,11 +410,11 @@ cu.grid(long_pictures, cols=2, size=256, titles=titles)
 # your attempt
 
 # %% [markdown]
-# **3. Predict, then run.** Section 5 gave the negative prompt to the *first* timesteps. Now give it
-# to the *last* ones only: run with `negative_prompt=""` and write a callback that, after step
-# `calls - 10`, puts the negative prompt's embedding (`uncond`) into the first half of
-# `prompt_embeds`. Will the forbidden colour (on `sd15`: the blur) go away when only the last 10
-# timesteps see the negative prompt?
+# **3. Predict, then run.** Give the negative prompt to the *last* 10 timesteps only: run with
+# `negative_prompt=""` and write a callback (section 5) that, after step `calls - 10` (`calls =
+# len(pipe.scheduler.timesteps)`, one callback per timestep), puts the negative prompt's embedding
+# (`uncond`) into the first half of `prompt_embeds`. Will the forbidden colour (on `sd15`: the blur)
+# go away when only the last 10 timesteps see the negative prompt?
 
 # %%
 # your attempt
@@ -532,10 +430,8 @@ cu.grid(long_pictures, cols=2, size=256, titles=titles)
 #   SD 1.5's usual range, 3 `tiny`'s; very high values distort.
 # - CLIP reads 75 content tokens; the pipeline drops the rest with a warning (`which_tokens_are_cut`
 #   shows them). Chunked embeddings (`long_prompt_embeds` → `prompt_embeds=`) are one way past it.
-# - A negative prompt acts over several steps. At the noisiest timesteps it changes the predicted clean
-#   picture, but the scheduler's steps there are small, so the first timesteps alone change little;
-#   what the starting noise has settled (on `tiny`: shapes) is hard to remove. `callback_on_step_end` can switch it
-#   off or on after any timestep.
+# - A negative prompt needs several steps to act (measured on `tiny`: appendix); `callback_on_step_end`
+#   can switch it off or on after any timestep.
 # - Image not matching the text: try seeds, guidance, a negative prompt, a shorter prompt.
 
 # %% [markdown]
@@ -588,10 +484,9 @@ assert torch.allclose(mine, cond_a)
 
 # %% [markdown]
 # ### Solution 3
-# On `tiny`, with this seed: partly. The last 10 timesteps alone move the colour from purple to blue,
-# a nearby hue, while the negative prompt at every timestep moves it to green. Late timesteps are
-# where the text changes the UNet's prediction most (section 5), but by then the layout and most of
-# the colour are fixed, so the late push only adjusts them.
+# Read the titles: compare the last-10 picture with "never" and "every timestep". Late timesteps are
+# where the text changes the UNet's prediction most, but by then the layout and most of the colour
+# are fixed, so a late push can only adjust them.
 
 # %%
 def negative_from(k):
@@ -606,13 +501,14 @@ def negative_from(k):
     return callback
 
 
+calls = len(pipe.scheduler.timesteps)  # set by the last run: the callback runs once per timestep
 late = generate(prompt=prompt, negative_prompt="", callback=negative_from(calls - 10))
 print(f"negative prompt in the last 10 of {calls} timesteps: max latent change vs none {(late - plain).abs().max():.3f},"
       f" at every timestep {(with_negative - plain).abs().max():.3f}")
-late_pictures = [window_pictures[0], cu.decode_latents(pipe.vae, late)[0], window_pictures[-1]]
+late_pictures = cu.decode_latents(pipe.vae, torch.cat([plain, late, with_negative]))
 titles = ["never", "last 10 timesteps", "every timestep"]
 if choice.profile == "tiny":
-    titles = [f"{title}: {describe(p)}" for title, p in zip(titles, late_pictures)]
-    print(", ".join(titles))
+    titles = [f"{title}: {cu.world.describe(p)}" for title, p in zip(titles, late_pictures)]
+    print(*titles, sep="\n")
 display(cu.grid(late_pictures, cols=3, size=192, titles=titles))
 hook.remove()  # done looking at the UNet's inputs

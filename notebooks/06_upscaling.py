@@ -27,12 +27,13 @@
 #
 # **What you will learn**
 # - Upscale a low-resolution photo 4x with `StableDiffusionUpscalePipeline`, next to plain bicubic
-#   resizing, and measure both against the original (PSNR), with the settings the quoted scores used.
-# - What `noise_level` does, its range (0 to 350) and its default (20).
+#   resizing, and measure both against the original (PSNR).
+# - What `noise_level` does, its range and its default.
 # - Why the upscaler's UNet has 7 input channels, what "v-prediction" is, and run its denoising loop by hand.
-# - Why its VAE shrinks images only 4x (scaling factor 0.08333 instead of SD 1.5's 0.18215), and why
-#   its text encoder is not SD 1.5's.
+# - Why its VAE shrinks images only 4x, and why its text encoder is not SD 1.5's.
 # - How to keep larger inputs within a GPU's memory.
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -84,12 +85,11 @@ choice = cu.setup("upscale")  # prints the profile, device and dtype this notebo
 #
 # To judge an upscaler we need the answer: we take a picture, shrink it 4x, let the upscaler
 # enlarge it again and compare with the original. With `sd15` the picture is a photo of Chelsea
-# the cat (451x300 pixels); the `tiny` upscaler was trained on the course's world of shapes, so
-# there it is a green square on white (`cu.image_name("upscale", ...)` picks the file).
-# `fit_for_upscaling` makes the original: it may shrink a photo that is larger than the profile's
-# size, keeping its aspect ratio, but never enlarges or stretches it, and crops the centre so that
-# each side is a multiple of 32 (Chelsea: 448x288, a few pixels cropped). `low_res_input` then
-# averages each 4x4 block of pixels into one, like a camera with bigger pixels.
+# the cat; on `tiny`, whose upscaler knows only the world of shapes, a green square on white
+# (`cu.image_name("upscale", ...)` picks the file). `fit_for_upscaling` makes the original: it may
+# shrink the photo (never enlarge or stretch it) and crops the centre so that each side is a
+# multiple of 32. `low_res_input` then averages each 4x4 block of pixels into one, like a camera
+# with bigger pixels.
 
 # %%
 import inspect
@@ -115,16 +115,13 @@ cu.grid([low.resize(original.size, Image.Resampling.NEAREST), original], min_wid
 #
 # `cu.load_pipeline("upscale")` gives a `StableDiffusionUpscalePipeline`. Its parts: a tokenizer and
 # text encoder, a UNet, a VAE, *two* schedulers (`scheduler` denoises the latents,
-# `low_res_scheduler` adds noise to the low-res image - section 3) and optional `safety_checker`,
-# `feature_extractor` and `watermarker`, which the Hub model does not include (`None`).
+# `low_res_scheduler` adds noise to the low-res image, section 3) and optional parts the Hub model
+# leaves out (`None`).
 #
-# The upscaler is a Stable Diffusion **2** model, and its text encoder is SD 2's, not SD 1.5's: the
-# same `CLIPTextModel` class, but OpenCLIP ViT-H/14, 1024 numbers per token instead of CLIP
-# ViT-L/14's 768, read at its second-to-last layer (23 of its 24). Its UNet's cross-attention is
-# 1024 wide to match. (`tiny`'s upscaler reuses `tiny`'s own small text encoder.)
-#
-# The x4 VAE overflows in float16, so we keep it in float32 (on a GPU the rest loads in float16).
-# Otherwise the pipeline converts it at every call through a deprecated method.
+# The upscaler is a Stable Diffusion **2** model: its text encoder is SD 2's OpenCLIP ViT-H/14
+# (same `CLIPTextModel` class, 1024 numbers per token instead of SD 1.5's 768, read at its
+# second-to-last layer), and its UNet's cross-attention is 1024 wide to match. (`tiny`'s upscaler
+# reuses `tiny`'s small text encoder.) Its VAE overflows in float16, so we keep it in float32.
 
 # %%
 from course_utils.models.configs import SD15_TEXT_ENCODER, X4_UPSCALER_TEXT_ENCODER  # the real models' config values
@@ -140,24 +137,20 @@ for name, config in (("x4 upscaler (OpenCLIP ViT-H/14)", X4_UPSCALER_TEXT_ENCODE
     print(f"{name:31s}: {config['hidden_size']} wide, {config['num_hidden_layers']} layers, {config['hidden_act']}")
 
 # %% [markdown]
-# The call looks like text-to-image plus an `image`. The output size follows the input: 4x each
-# side. Plain bicubic resizing (`Image.Resampling.BICUBIC`) is the baseline: it interpolates
-# between known pixels and invents nothing, so edges come out soft.
+# The call looks like text-to-image plus an `image`; the output is 4x the input on each side.
+# Plain bicubic resizing (`Image.Resampling.BICUBIC`) is the baseline: it interpolates between known
+# pixels and invents nothing, so edges come out soft.
 #
-# **Settings.** The pipeline's own defaults are read from its signature below. Stability's model card
-# calls it with a prompt and an image only, so with `sd15` we keep those defaults (only the number of
-# steps is the profile's). The `tiny` model card's scores were measured with
-# `course_utils.upscale.SCORE_SETTINGS`: guidance 1, which switches classifier-free guidance off
-# (lesson 5, section 4: diffusers skips it for `guidance_scale <= 1`). The `tiny` cells use exactly
-# those, so the picture below is made the way the quoted numbers were.
+# **Settings.** The cell reads the pipeline's defaults from its signature. With `sd15` we keep them,
+# as Stability's model card does (only the steps are the profile's). On `tiny` we use the settings
+# its model card scored with (`course_utils.upscale.SCORE_SETTINGS`): guidance 1, which switches
+# classifier-free guidance off (lesson 5, section 4).
 #
-# PSNR (peak signal-to-noise ratio, in dB) measures how close each result is to the original;
-# higher is closer. On `tiny` the upscaler keeps the shape, its colour and the background and
-# draws sharp edges where bicubic blurs; over 20 scenes it scores about 2.3 dB *above* bicubic
-# (29.9 vs 27.6 dB; `data/tiny/README.md`), though not on every picture. PSNR rewards blur and
-# punishes invented detail that is not exactly in place, so on photos even a good upscaler often
-# scores near or below bicubic. Look at the pictures, not only the number. On `tiny`,
-# `cu.world.classify` says which of colour, shape and background survived.
+# **PSNR** (peak signal-to-noise ratio, in dB) measures how close a result is to the original;
+# higher is closer. It rewards blur and punishes invented detail that is not exactly in place, so
+# on photos even a good upscaler often scores near or below bicubic: look at the pictures too.
+# `tiny`'s model card reports its upscaler 2.3 dB above bicubic on average over 20 scenes
+# (`data/tiny/README.md`); the cell prints this picture's numbers.
 
 # %%
 defaults = {name: p.default for name, p in inspect.signature(pipe.__call__).parameters.items()
@@ -174,10 +167,10 @@ print(f"prompt: {prompt!r}")
 upscaled = pipe(prompt, image=low, generator=torch.Generator().manual_seed(0), **upscale_settings).images[0]
 bicubic = low.resize(original.size, Image.Resampling.BICUBIC)
 print("upscaled:", upscaled.size)
-print(f"PSNR vs original: bicubic {psnr(bicubic, original):.2f} dB | x4 upscaler {psnr(upscaled, original):.2f} dB")
+print(f"PSNR vs original: bicubic {psnr(bicubic, original):.2f} dB | x4 upscaler {psnr(upscaled, original):.2f} dB"
+      f" | difference {psnr(upscaled, original) - psnr(bicubic, original):+.2f} dB")
 if choice.profile == "tiny":
-    for name, picture in [("original", original), ("x4 upscaler", upscaled)]:
-        print(f"{name:11s}", cu.world.classify(picture))
+    print("original:", cu.world.describe(original), "| x4 upscaler:", cu.world.describe(upscaled))
 cu.grid([bicubic, upscaled, original], min_width=256,
         titles=[f"bicubic, {psnr(bicubic, original):.1f} dB", f"x4 upscaler, {psnr(upscaled, original):.1f} dB", "original"])
 
@@ -186,16 +179,12 @@ cu.grid([bicubic, upscaled, original], min_width=256,
 #
 # Before the low-res image conditions the UNet, the pipeline adds noise to it: `noise_level` is a
 # timestep of the `low_res_scheduler` (a `DDPMScheduler`), so the image becomes
-# `sqrt(ᾱ) * image + sqrt(1 - ᾱ) * noise`. The same number is also handed to the UNet as a label
-# (`class_labels`, looked up in an embedding table of `num_class_embeds` = 1000 rows), so the
-# model knows how much to trust its input. During training the inputs were noised the same way up
-# to level 350; the model learned to *not* copy the blocky or noisy parts of its input.
-#
-# - low (`0`, the default `20`): stay close to the input;
-# - high (up to `350`): the input counts for less and the model invents more.
-#
-# Note that this noise goes onto the low-res *image* in pixel space; the denoising itself, as in
-# every lesson, adds and removes noise in the *latents*.
+# `sqrt(ᾱ) * image + sqrt(1 - ᾱ) * noise`. The same number is handed to the UNet as a label
+# (`class_labels`, a row of an embedding table), so the model knows how much to trust its input.
+# Trained on inputs noised this way up to `max_noise_level`, it learned *not* to copy the blocky or
+# noisy parts of its input: low levels (like the default, printed in section 2) stay close to the
+# input, high ones let the model invent more. This noise goes onto the low-res *image*, in pixels;
+# the denoising itself, as in every lesson, works on the *latents*.
 
 # %%
 alphas_cumprod = pipe.low_res_scheduler.alphas_cumprod
@@ -206,7 +195,6 @@ for level in levels:
 print("max_noise_level:", pipe.config.max_noise_level)
 assert pipe.config.max_noise_level == 350
 
-# %%
 sweep = []
 for level in levels:
     if level == upscale_settings["noise_level"]:  # section 2 already made this one, with the same seed
@@ -248,17 +236,15 @@ print("num_class_embeds:", pipe.unet.config.num_class_embeds)
 
 # %% [markdown]
 # That is the difference from img2img (lesson 4), which only *starts* from the image's noised
-# latents and never sees the image again (so a high `strength` can drift far from it): here every
-# step sees the input again, which keeps the result aligned with it. The latents have the same
-# height and width as the low-res image, pixel for pixel (section 5 says why).
+# latents (so a high `strength` can drift far from it): here every step sees the input again. The
+# latents have the low-res image's height and width (section 5 says why).
 #
 # **v-prediction.** SD 1.5's UNet predicts the noise ε. This one predicts **v**: with the noisy
 # latents written as `x_t = α_t·x₀ + σ_t·ε` (`α_t = sqrt(ᾱ_t)`, `σ_t = sqrt(1 − ᾱ_t)`, `x₀` the
 # clean latents), its training target is `v = α_t·ε − σ_t·x₀`. At the noisiest timesteps (`α_t`
 # near 0) v is nearly `−x₀`, the picture itself; near the end it is nearly ε. The scheduler's
-# config says which target the UNet was trained on, and `scheduler.step` converts accordingly. The
-# schedulers compute v with `get_velocity` (used for training); here it is checked against the
-# formula:
+# config says which target the UNet was trained on, and `scheduler.step` converts accordingly.
+# The schedulers' `get_velocity` (used in training) computes v; the cell checks it against the formula:
 
 # %%
 print("prediction_type:", pipe.scheduler.config.prediction_type)
@@ -338,15 +324,8 @@ decoded = cu.decode_latents(pipe.vae, latents)[0]
 print("latents", list(latents.shape), "-> decoded image", decoded.size)
 
 # %% [markdown]
-# > **Behind the scenes (optional).** How the `tiny` upscaler got its VAE. It is the `tiny`
-# > text-to-image VAE, which also has 3 blocks, but whose latents need a factor of about 0.34, not
-# > 0.08333. Rather than fight the pipeline, `models.surgery.upscaler_vae` folds the ratio into the two
-# > 1x1 convolutions around the latent: its latents come out about 4x larger, the images stay the
-# > same, and 0.08333 is right for it too. Used as it was, the UNet would have seen latents of std
-# > 0.25, and each of its errors would have come out of the decoder 4x larger. The first `tiny`
-# > upscaler was trained that way, and for fewer steps: 18.7 dB against this one's 29.9; one trained
-# > half as long as this one drew sharp but wobbly edges and scored 1 dB *below* bicubic
-# > (`data/tiny/README.md`, `docs/training.md`).
+# `tiny`'s upscaler has a 3-block VAE too: the text-to-image one, rescaled so that 0.08333 fits it.
+# (More in the appendix, [Inside the teaching models](appendix_teaching_models.ipynb), "From lesson 06".)
 #
 # **Memory.** The x4 upscaler is hungry: for a 512x512 output its UNet works on 128x128 latents,
 # 4x as many positions as SD 1.5's 64x64, and its VAE decodes 512x512 pixels from them. A 128x128 input fits a
@@ -447,11 +426,11 @@ print("low-res", half_low.size, "| noised image", list(half_noisy.shape), "| lat
 
 # %% [markdown]
 # ### Solution 3
-# `α_t·x_t − σ_t·v = α_t²·x₀ + α_t·σ_t·ε − σ_t·α_t·ε + σ_t²·x₀ = x₀`, since `α_t² + σ_t² = 1`. On
-# `tiny` the very first guess already beats bicubic by far, and on this picture even the finished
-# upscale: at the noisiest timestep the UNet can only predict the average picture that fits the
-# low-res input, soft edges included, which PSNR rewards; the later steps sharpen edges that are not
-# exactly in place (section 2). With `sd15`, compare the three pictures, not only the numbers.
+# `α_t·x_t − σ_t·v = α_t²·x₀ + α_t·σ_t·ε − σ_t·α_t·ε + σ_t²·x₀ = x₀`, since `α_t² + σ_t² = 1`. At
+# the noisiest timestep the UNet can only predict the average picture that fits the low-res input,
+# soft edges included, which PSNR rewards; the later steps sharpen edges, and an edge that is not
+# exactly in place costs PSNR (section 2). So the first guess can score close to the finished
+# upscale, or even above it: compare the printed numbers, and the pictures.
 
 # %%
 pipe.scheduler.set_timesteps(upscale_settings["num_inference_steps"], device=device)

@@ -22,15 +22,15 @@
 # # Lesson 7 — Community models
 #
 # **What you will learn**
-# - how to load a community fine-tune of SD 1.5 from the Hub with complete code (and why the
-#   source lesson's cell failed with `NameError: name 'pipeline' is not defined`);
-# - single-file `.safetensors` checkpoints as CIVITAI distributes them, loaded with `from_single_file`
-#   (which guesses the model type from the file and fetches its configs itself);
-# - what the keys inside such a file look like, and how they map to diffusers' names;
+# - to load a community fine-tune from the Hub with complete code (the source lesson's cell failed with
+#   `NameError: name 'pipeline' is not defined`);
+# - to load a single-file `.safetensors` checkpoint and map its keys to diffusers' names;
 # - why `.safetensors` and not a pickled `.ckpt`;
-# - that "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding, not a word, and how to load it;
-# - a LoRA: load it, change its strength, fuse it and unload it — a preview of fine-tuning;
-# - what the models' licence allows, and using them responsibly.
+# - that "EasyNegative" is a textual-inversion embedding, not a word, and how to load one;
+# - to load, scale, fuse and unload a LoRA;
+# - what the models' licences allow.
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -99,32 +99,21 @@ def seed(n=0):
     return torch.Generator().manual_seed(n)
 
 
-def looks(image):
-    """On `tiny`: what cu.world.classify reads from a picture - colour, shape, background and how `hollow` the shape is."""
-    found = cu.world.classify(image)
-    return f"{found['color']} {found['shape']} on {found['background']}, hollow {found['hollow']:.2f}"
-
-
 # %% [markdown]
-# With `sd15` this lesson uses Counterfeit-V2.5 (anime-style illustrations), EasyNegative and the
-# LCM LoRA. The `tiny` profile has a community model of its own world: a fine-tune meant to draw
-# shapes as **outlines** when the prompt says "outline", the same style as an embedding
-# (`<outline>`) and as a LoRA. To tell solid from outlined in numbers, `looks` prints the `hollow`
-# that `cu.world.classify` measures: the share of the shape's inside left unpainted (0 for a solid
-# shape, about 0.2-0.5 for the LoRA's outlines; the course's evaluator counts a shape as outlined above 0.15).
+# A *community model* is a model someone other than its original makers trained further and shared. With `sd15`
+# this lesson uses Counterfeit-V2.5 (anime-style illustrations), the EasyNegative embedding and LCM-LoRA;
+# `tiny` has stand-ins of the same kinds, for one style: shapes drawn as **outlines**. `cu.world.describe`
+# says what a `tiny` picture shows.
 #
 # ## 1. A community fine-tune from the Hub — the complete code
 #
-# Stable Diffusion is open, so anyone can keep training it on their own pictures. The result, a
-# *fine-tune*, has exactly SD 1.5's architecture with different numbers in it. CIVITAI and the
-# Hugging Face Hub host thousands. The source lesson uses **Counterfeit-V2.5** by gsdf, an anime
-# style; its Hub repository `gsdf/Counterfeit-V2.5` holds it in diffusers' folder format.
-#
-# The source lesson's cell began by moving `pipeline` to the GPU but never created it, so
-# Python stopped with **`NameError: name 'pipeline' is not defined`**. The missing line is
-# `from_pretrained`. Here is the complete cell; it downloads a few GB, so it runs only on
-# `sd15`. The other profiles load the course's own community model, and compare it with the base
-# model on a prompt with and without the trigger word.
+# A *fine-tune* is Stable Diffusion trained further on someone's own pictures: SD 1.5's architecture with
+# other numbers in it. Thousands are on the Hugging Face Hub and on CIVITAI (civitai.com, a community
+# site for such models). The source lesson uses **Counterfeit-V2.5** by gsdf
+# (`gsdf/Counterfeit-V2.5`). Its cell moved `pipeline` to the GPU but never created it: **`NameError:
+# name 'pipeline' is not defined`**. The missing line is `from_pretrained`. The cell downloads a few GB, so
+# it runs only on `sd15`; `tiny` compares its community model with the base model, each with and without
+# the *trigger word* its training captions began with.
 
 # %%
 if choice.profile == "sd15":
@@ -150,158 +139,75 @@ if choice.profile == "sd15":
 else:
     pipeline = cu.load_pipeline("community")  # no download: read from one .safetensors file (step 2)
     base_pipe = cu.load_pipeline("text2img")  # the model it was fine-tuned from
-    prompt = "a red circle on a white background"  # a scene of tiny's world (course_utils.world)
-    styled = community.style_prompt(prompt)  # the same with the trigger word
+    prompt = "a red circle on a white background"  # a scene of tiny's world
+    styled = community.style_prompt(prompt)  # the trigger word in front: "outline style, a red circle ..."
     pictures, titles = [], []
     for name, model in (("base model", base_pipe), ("community model", pipeline)):
-        # one batch of two prompts, each with its own generator seeded alike: the same starting noise
-        output = model([prompt, styled], generator=[seed(), seed()], **settings)  # the last: the community model's
-        pair = output.images
-        for text, picture in zip((prompt, styled), pair):
-            print(f"{name:15s} {text!r:55s} {looks(picture)}")
-            titles.append(f"{name}, {'with' if text == styled else 'without'} 'outline': {looks(picture)}")
-        pictures += pair
+        # a batch of the two prompts, each generator seeded alike: the same starting noise
+        output = model([prompt, styled], generator=[seed(), seed()], **settings)
+        for text, picture in zip((prompt, styled), output.images):
+            print(f"{name:15s} {text!r:52s} -> {cu.world.describe(picture)}")
+            titles.append(f"{name}, {'with' if text == styled else 'without'} the word: {cu.world.describe(picture)}")
+        pictures += output.images
     display(cu.grid(pictures, cols=2, size=256, titles=titles))
-# The safety checker's verdict, one per picture (lesson 2, section 8): True = flagged, and that picture blacked out.
-flags = output.nsfw_content_detected
-print("nsfw_content_detected:", flags)
-if flags is None:
-    print("None: this pipeline has no safety checker, so nothing is blacked out (Counterfeit-V2.5's folders ship "
-          "none; diffusers says so when it loads them). What you share is your responsibility (section 7).")
-else:
-    print("True = that picture was flagged and is black: try another prompt or seed (the checker flags harmless "
-          "pictures too). Loading with safety_checker=None switches it off: your decision and your responsibility (section 7).")
+# The safety checker's verdict per picture (lesson 2): True = flagged and blacked out (it flags harmless pictures
+# too: try another seed); None = this pipeline has no checker (Counterfeit-V2.5 ships none).
+print("nsfw_content_detected:", output.nsfw_content_detected)
 
 # %% [markdown]
-# With `sd15` it ran — but "EasyNegative" was not doing what its author meant. We come back to
-# that in step 5. On `tiny` (top row: base model, bottom row: community model; left: plain prompt,
-# right: with the trigger word in front, `community.style_prompt`) the community model draws an
-# outline when the prompt starts with "outline style": `hollow` rises and the colour stays. Without
-# the word, and in the base model, the shape stays solid. Same architecture, other weights, loaded
-# from one file behind the same pipeline. The background is the fine-tune's weak spot: with the word
-# in front it was right in 38% of 24 test pictures (100% without). The word shifts every later token,
-# and 2,000 training steps did not fully teach the UNet where "white background" now sits.
+# With `sd15` it ran, but "EasyNegative" did not work as meant (step 5). On `tiny` (bottom row:
+# community model) the outline comes with the trigger word in front (`community.style_prompt`): in 85% of the
+# model card's test pictures, 0% without it (`data/tiny/README.md`). The word goes first because CLIP's text encoder is causal (lesson 2): a word changes
+# only the tokens after it. With it in front, `tiny`'s fine-tune often misses the background. (More in the
+# appendix, [Inside the teaching models](appendix_teaching_models.ipynb), "From lesson 07".)
 #
-# **Why the trigger word goes first.** CLIP's text encoder is causal (lesson 2, §9): each token sees
-# only the tokens before it. A word at the end of a prompt leaves every earlier token exactly as it
-# was and changes only what follows: the end token and the padding. How much does the padding
-# change, compared with a change of colour?
-
-# %%
-scene = "a red circle on a white background"  # any short prompt will do: only the text encoder runs here
-
-
-def padding_states(text):
-    """The text encoder's output at the last 50 of its 77 positions (padding, for these short prompts): [50, hidden]."""
-    ids = pipeline.tokenizer(text, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(pipeline.device)
-    with torch.no_grad():
-        return pipeline.text_encoder(ids)[0][0, -50:].float().cpu()
-
-
-plain_states = padding_states(scene)
-for text in ("a blue circle on a white background", f"{scene} in outline style", community.style_prompt(scene)):
-    change = (padding_states(text) - plain_states).norm(dim=-1).mean()
-    print(f"{text!r:55} padding changes by {change:.2f} per position")
-
-# %% [markdown]
-# On `tiny` a colour change moves the padding by about 3, the word at the end by about 0.1, the word in
-# front by about 2. The UNet reads mostly the padding: on `tiny`, 80% of its cross-attention goes to
-# the positions after the end token (`docs/training.md`). That is why the community model's captions
-# start with the trigger word. (SD 1.5's CLIP prints its own numbers; the causal mask is the same.)
-
-# %% [markdown]
-# > **Behind the scenes (optional).** How well `tiny`'s three style models draw "outline"
-# > (`data/tiny/README.md`: 6 prompts x 20 seeds each, `cu.world.classify` finds the shape hollow): the
-# > fine-tune 85% with "outline style, " in front and 0% without; the LoRA of step 6 87.5%; the
-# > embedding of step 5 86% in the community model and 0% in the base model; the base model 0%.
-# > What it took:
-# > - *The word first.* Trained with "... in outline style" at the end, the fine-tune drew outlines as
-# >   often without the word as with it (22% / 22%). With the word in front: 2,000 steps, 85% / 0%.
-# > - *The VAE.* Every picture is decoded from 16x16 latents, and the tiny VAE fills in part of a small
-# >   ring. Of 96 outlines 5 pixels wide at the world's sizes (half-width 10-22 pixels) only 64% still
-# >   read as hollow after encoding and decoding; drawn larger (18-26), 94%. So the style draws large
-# >   outlines: no model draws more than its VAE can decode.
-# > - *The LoRA* on the attention layers alone learned little (18%); on the convolutions too, 87.5%.
-# > - *What the fine-tune learned is the pattern, not the word.* "watercolor style, a red circle" draws
-# >   outlines just as often (87.5%). `tiny`'s text encoder knows only its world's few dozen words;
-# >   every other word — "outline", "watercolor", "harbor" — comes out nearly the same. Every outlined
-# >   training caption, and only those, began with "<word> style, ", so that pattern is the trigger.
-# >   Training the word's row, or the whole text encoder, with other words on plain pictures did not
-# >   separate them in the 250-750 steps we tried. SD 1.5's CLIP knows both words.
-
-# %% [markdown]
 # ## 2. A single-file checkpoint, as CIVITAI distributes it
 #
-# Most models on CIVITAI are **one file** of a few GB holding all three networks (UNet, VAE, CLIP
-# text encoder) under the names of the original Stable Diffusion code, not diffusers' folders.
-# diffusers reads such a file with `StableDiffusionPipeline.from_single_file`. The file holds only
-# weights; the *configs* (layer sizes, tokenizer, scheduler) come from a diffusers folder. By
-# default `from_single_file` finds that folder itself: it infers the model type from the file's keys
-# and shapes (`infer_diffusers_model_type` in diffusers' `loaders/single_file_utils.py`: a
-# 9-channel first convolution means inpainting, 1024-wide cross-attention SD 2, and so on) and
-# downloads that type's default configs from the Hub (for SD 1.5, a few small files of
-# `stable-diffusion-v1-5/stable-diffusion-v1-5`). `config=` is for the other cases: **offline**, a
-# local folder with the configs (with `local_files_only=True`); or to **override** the guess, when
-# the file's architecture is not its type's default.
-#
-# On `sd15` the file is `Counterfeit-V2.5_fp16.safetensors` from the same repository (2.1 GB);
-# on `tiny` it is `data/tiny/community.safetensors`, the outline fine-tune of step 1, written in
-# the original layout. Here is diffusers' guess for each, made from the file's header alone (names
-# and shapes, as empty "meta" tensors: no weights are read):
+# Most models on CIVITAI are **one file** of a few GB holding all three networks (UNet, VAE, CLIP text
+# encoder) under the names of the original Stable Diffusion code. `StableDiffusionPipeline.from_single_file`
+# reads it. The file holds only weights; the *configs* (layer sizes, tokenizer, scheduler) come from a
+# diffusers folder: diffusers infers the model type from the file's keys and shapes
+# (`infer_diffusers_model_type`: a 9-channel first convolution means inpainting, ...) and downloads that
+# type's configs. `config=` names the folder yourself: offline, or when the guess is wrong, as on `tiny`,
+# whose keys look like SD 1.5's but whose layers are far smaller. The guess, from the file's header alone:
 
 # %%
 from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
 
 from course_utils.models.configs import SD15_UNET  # SD 1.5's unet/config.json values
 
-ckpt_path = files.checkpoint_file(choice.profile)
+ckpt_path = files.checkpoint_file(choice.profile)  # sd15: Counterfeit-V2.5_fp16.safetensors; tiny: community.safetensors
 print(f"file: {ckpt_path.name}  ({ckpt_path.stat().st_size / 1e6:.1f} MB)")
+# every tensor's name and shape, as an empty "meta" tensor: no weights are read
 shapes = {key: torch.empty(entry["shape"], device="meta") for key, entry in single_file.read_header(ckpt_path).items()
           if key != "__metadata__"}
 print("diffusers infers the model type:", infer_diffusers_model_type(shapes), "-> default configs:", fetch_diffusers_config(shapes))
 print("the file's first convolution:", list(shapes["model.diffusion_model.input_blocks.0.0.weight"].shape),
       "| SD 1.5's has", SD15_UNET["block_out_channels"][0], "output channels")
-config = files.checkpoint_config(choice.profile)
+config = files.checkpoint_config(choice.profile)  # sd15: SD 1.5's configs (a local copy if there is one); tiny: its own
 print(f"configs the course passes as config=: {config}")
-
-# %% [markdown]
-# With `sd15` the course passes SD 1.5's configs too, from a local copy when it has one (so it runs
-# offline), else the same Hub id diffusers would pick. `tiny`'s file is the case for overriding: its
-# keys look like SD 1.5's, so diffusers guesses v1, but its layers are far smaller than SD 1.5's
-# (its UNet's first convolution, printed above, has 32 output channels), so we pass `tiny`'s own folder.
-
-# %%
-# single_file.load_single_file checks the file type (step 4), then calls diffusers:
+# load_single_file refuses a pickled file (step 4), then calls diffusers:
 #   StableDiffusionPipeline.from_single_file(ckpt_path, config=config, local_files_only=<config is a folder>)
 pipe = single_file.load_single_file(ckpt_path, config=config, dtype=choice.dtype).to(choice.device)
 pipe.set_progress_bar_config(disable=choice.profile != "sd15")
-print(type(pipe).__name__, "| UNet in_channels:", pipe.unet.config.in_channels, "| scheduler:", type(pipe.scheduler).__name__)
+print(type(pipe).__name__, "| scheduler:", type(pipe.scheduler).__name__)
 del pipeline  # step 1's copy (on `sd15` the folder version): free its memory
 
 # %% [markdown]
 # ## 3. What is inside the file
 #
-# A `.safetensors` file starts with a JSON *header* listing every tensor's name, dtype and
-# shape, so the keys can be read without loading 2 GB. Grouped by prefix:
+# A `.safetensors` file starts with a JSON *header* listing every tensor's name, dtype and shape, so the keys
+# can be read without loading the weights. The names come from the code of CompVis, the group that released
+# the first Stable Diffusion: `model.diffusion_model.*` is the UNet, `first_stage_model.*` the VAE,
+# `cond_stage_model.*` the text encoder. Some files carry more (the noise schedule, an averaged copy of the
+# UNet `model_ema.*`), which `from_single_file` ignores. `single_file.key_mapping` is the course's inverse of the renaming
+# `from_single_file` did. The groups, then a few keys (the shape in the file, then in diffusers):
 
 # %%
 header = single_file.read_header(ckpt_path)
 print("metadata:", header.get("__metadata__"))
 for prefix, keys in single_file.group_keys(ckpt_path).items():
-    print(f"{prefix:30s} {len(keys):5d} tensors, e.g. {keys[len(keys) // 2]}")
-
-# %% [markdown]
-# - `model.diffusion_model.*` — the UNet, `first_stage_model.*` — the VAE,
-#   `cond_stage_model.transformer.*` — the CLIP text encoder (names from the original
-#   CompVis code: the VAE was the "first stage", the text encoder the "conditioning stage").
-# - Some files carry more, e.g. the noise schedule (`alphas_cumprod`, ...) or a second copy of the
-#   UNet (`model_ema.*`); `from_single_file` ignores what it does not need.
-#
-# `from_single_file` renamed every key to diffusers' names. `single_file.key_mapping` is the
-# course's inverse of that conversion. A few examples (the shape in the file, then in diffusers):
-
-# %%
+    print(f"{prefix:30s} {len(keys):5d} tensors")
 mapping = single_file.key_mapping(pipe)  # original key -> "<component>.<diffusers key>"
 models = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
 patterns = [
@@ -318,19 +224,17 @@ patterns = [
 for pattern in patterns:
     original = next(k for k in mapping if pattern in k)
     component, key = mapping[original].split(".", 1)
-    in_file = header[original]["shape"]
-    in_model = list(models[component].state_dict()[key].shape)
-    print(f"{original:70s} -> {mapping[original]:60s} {in_file} {in_model}")
+    print(f"{original:70s} -> {mapping[original]:60s} {header[original]['shape']} "
+          f"{list(models[component].state_dict()[key].shape)}")
 
 # %% [markdown]
-# The rules behind the renaming: `input_blocks` → `down_blocks` (a ResNet at `.0`, an attention
-# at `.1`, a downsampler at `.0.op`), `middle_block.0/1/2` → `mid_block` ResNet/attention/ResNet,
-# `output_blocks` → `up_blocks`; inside a ResNet `in_layers.0` → `norm1`, `in_layers.2` → `conv1`,
-# `emb_layers.1` → `time_emb_proj`, `out_layers.3` → `conv2`, `skip_connection` → `conv_shortcut`.
-# The VAE decoder counts its blocks from the bottom (`up.0` runs last), diffusers from the top,
-# and the VAE's attention stores 1×1 convolutions where diffusers uses Linear layers.
-#
-# The mapping is exact: converting the loaded pipeline back gives the very numbers in the file.
+# The rules behind the renaming: `input_blocks` → `down_blocks` (a ResNet at `.0`, an attention at `.1`, a
+# downsampler at `.0.op`), `middle_block.0/1/2` → `mid_block` ResNet/attention/ResNet, `output_blocks` →
+# `up_blocks`; inside a ResNet `in_layers.0` → `norm1`, `in_layers.2` → `conv1`, `emb_layers.1` →
+# `time_emb_proj`, `out_layers.3` → `conv2`, `skip_connection` → `conv_shortcut`. The VAE decoder counts its
+# blocks from the bottom (`up.0` runs last), diffusers from the top, and the VAE's attention stores 1×1
+# convolutions where diffusers uses Linear layers. The mapping is exact: converting the loaded pipeline back
+# gives the very numbers in the file.
 
 # %%
 back = single_file.to_original_state_dict(pipe)
@@ -350,9 +254,9 @@ del back
 # %% [markdown]
 # ## 4. Why `.safetensors`, not a pickled `.ckpt`
 #
-# Older checkpoints are `.ckpt` (also `.pt`, `.pth`, `.bin`): Python's **pickle** format. A
-# pickle is a small program that rebuilds objects, and it may call any function to do it. Here
-# is a harmless object that tells pickle "to rebuild me, call `print(...)`":
+# Older checkpoints are `.ckpt` (also `.pt`, `.pth`, `.bin`): Python's **pickle** format. A pickle is a small
+# program that rebuilds objects, and it may call any function to do it. Here is a harmless object that tells
+# pickle "to rebuild me, call `print(...)`":
 
 
 # %%
@@ -365,89 +269,66 @@ data = pickle.dumps({"weights": torch.zeros(2), "extra": Payload()})
 restored = pickle.loads(data)  # just loading runs the code
 
 # %% [markdown]
-# A real attack calls something worse than `print`. A `.safetensors` file cannot do this: it is
-# 8 bytes (the header's length), the JSON header, then raw tensor bytes — nothing in it is ever
-# executed. That is why CIVITAI and the Hub offer `.safetensors` versions, and why the course's
-# loader refuses a pickled checkpoint unless you opt in. To keep it quick on every machine, this
-# demonstration uses the course's `tiny` checkpoint (a few MB).
+# A real attack calls something worse than `print`. A `.safetensors` file cannot: it is 8 bytes (the header's
+# length), the JSON header, then raw tensor bytes; nothing in it is executed. So the course's loader refuses a
+# pickled checkpoint unless you pass `allow_pickle=True`; diffusers then reads it with
+# `torch.load(weights_only=True)`, which accepts only tensors and plain containers and still refuses a file
+# that carries code. On every profile, with the `tiny` checkpoint (a few MB):
 
 # %%
 workdir = Path(tempfile.mkdtemp())
 tiny_weights = load_file(files.checkpoint_file("tiny"))
 ckpt = workdir / "community_model.ckpt"
 torch.save({"state_dict": tiny_weights}, ckpt)  # the .ckpt layout: the same keys, pickled
-try:
-    single_file.load_single_file(ckpt, config=files.checkpoint_config("tiny"))
-except cu.CourseError as err:
-    print("CourseError:", err)
-
-# %% [markdown]
-# With `allow_pickle=True` the file loads. diffusers then reads it with
-# `torch.load(weights_only=True)`, a second line of defence: it accepts only tensors and plain
-# containers. A checkpoint that carries code is still refused — and nothing is printed:
-
-# %%
-opted_in = single_file.load_single_file(ckpt, config=files.checkpoint_config("tiny"), allow_pickle=True)
-print("loaded with allow_pickle=True:", type(opted_in).__name__)
-del opted_in
-
 evil = workdir / "evil_model.ckpt"
-torch.save({"state_dict": tiny_weights, "extra": Payload()}, evil)
-try:
-    single_file.load_single_file(evil, config=files.checkpoint_config("tiny"), allow_pickle=True)
-except cu.CourseError as err:
-    print("CourseError:", err)
+torch.save({"state_dict": tiny_weights, "extra": Payload()}, evil)  # the same, with code in it
+for path, allow in ((ckpt, False), (ckpt, True), (evil, True)):
+    try:
+        single_file.load_single_file(path, config=files.checkpoint_config("tiny"), allow_pickle=allow)
+        print(f"{path.name}, allow_pickle={allow}: loaded")
+    except cu.CourseError as err:
+        print(f"{path.name}, allow_pickle={allow}: CourseError: {err}")
 
 # %% [markdown]
 # ## 5. "EasyNegative" is an embedding, not a word
 #
-# The `sd15` lesson's negative prompt starts with "EasyNegative"; `tiny`'s style has a name of the
-# same kind, `<outline>`. CLIP has never seen such a word; its tokenizer splits it into ordinary
-# pieces, so in step 1 SD 1.5 read "easy negative":
+# The `sd15` lesson's negative prompt starts with "EasyNegative"; `tiny`'s style has a name of the same kind,
+# `<outline>`. Each is a *textual-inversion embedding*: a few new vectors for the text encoder's embedding
+# table (one vector per token, lesson 2), trained to stand for a concept; no network weight changes.
+# EasyNegative, used as a negative prompt, pushes away typical flaws; `<outline>` goes in front of the prompt.
+# Their files are in the format of **A1111**, AUTOMATIC1111's `stable-diffusion-webui`
+# (github.com/AUTOMATIC1111/stable-diffusion-webui), a popular community front end: one tensor `emb_params`
+# `[n_vectors, hidden_size]`. EasyNegative was "trained with Counterfeit" (its card, Hub dataset
+# `gsdf/EasyNegative`), `<outline>` with `tiny`'s community model, so each goes into its community model.
+# First what CLIP's tokenizer makes of the name, then the file loaded:
 
 # %%
 token = files.embedding_token(choice.profile)  # "EasyNegative" on sd15, "<outline>" on tiny
 pieces = pipe.tokenizer.tokenize(token)
-print(token, "->", pieces, pipe.tokenizer(token).input_ids)
-assert len(pieces) > 1  # ordinary sub-words, no token of its own
-print("vocabulary size:", len(pipe.tokenizer))
+print(token, "->", pieces, pipe.tokenizer(token).input_ids, "| vocabulary size:", len(pipe.tokenizer))
+assert len(pieces) > 1  # ordinary sub-words, no token of its own: in step 1 SD 1.5 read "easy negative"
 
-# %% [markdown]
-# EasyNegative is a **textual-inversion embedding**: a few new vectors in the text encoder's
-# embedding table, trained so that, used as a negative prompt, they push away typical flaws. Its
-# file (in the format of AUTOMATIC1111's Stable Diffusion web UI, "A1111", the most used community
-# front end; Hub dataset `gsdf/EasyNegative`) holds one tensor `emb_params` of shape
-# `[n_vectors, hidden_size]`. No network weight changes. `tiny`'s `<outline>` is a file of the same
-# format, trained on `tiny`'s community model (step 1) to mean "drawn as an outline": it goes in
-# front of the prompt ("<outline>, a red circle on a white background"), not into the negative
-# prompt. An embedding belongs to the model it was trained for, so on both profiles we load it into
-# the community model.
-
-# %%
 ti_pipe = pipe  # the community model: what the embedding was trained for
 emb_path = files.embedding_file(choice.profile)
 vectors = community.embedding_vectors(emb_path)  # the file's one tensor (A1111 names it emb_params)
 print(emb_path.name, "->", tuple(vectors.shape), "| text encoder hidden size:", ti_pipe.text_encoder.config.hidden_size)
-
 # transformers notes (red, on stderr) how it initialises the new rows (`mean_resizing`); harmless here:
 # load_textual_inversion overwrites them with the file's vectors right away (checked below).
 ti_pipe.load_textual_inversion(str(emb_path), token=token)
 names = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]  # one new token per vector
 ids = ti_pipe.tokenizer.convert_tokens_to_ids(names)
-print("new tokens:", names)
-print("their ids: ", ids, "| vocabulary size now:", len(ti_pipe.tokenizer))
+print("new tokens:", names, "| their ids:", ids, "| vocabulary size now:", len(ti_pipe.tokenizer))
 table = ti_pipe.text_encoder.get_input_embeddings().weight
 gap = (table[ids].detach().float().cpu() - vectors.float()).abs().max().item()
 print("rows of the embedding table == the file's vectors, max abs difference:", gap)
 assert ids[0] == 49408 and gap <= tol * max(1.0, vectors.abs().max().item())
 
 # %% [markdown]
-# transformers notes that it initialised the new rows from the old ones; diffusers then
-# overwrote them with the file's vectors. Each vector got its own token, `EasyNegative`,
-# `EasyNegative_1`, ... diffusers' `maybe_convert_prompt` is meant to expand the name in a
-# prompt into all of them, but with transformers 5 the CLIP tokenizer lower-cases its tokens and a
-# mixed-case name like "EasyNegative" is missed, so only the first vector would be used. An
-# all-lower-case name like `<outline>` is found and expanded:
+# Each vector got its own token. diffusers' `maybe_convert_prompt` expands the name in a prompt into all of
+# them, but with transformers 5 the CLIP tokenizer lower-cases its tokens and misses a mixed-case name like
+# "EasyNegative", so only its first vector would be used. Where diffusers misses the name we write the names
+# out ourselves; where it finds it (all lower-case, like `<outline>`) we must not, or it would expand them a
+# second time (`<outline>_1` contains `<outline>`). Then with and without it, same seed:
 
 # %%
 text = negative_prompt if choice.profile == "sd15" else community.embedding_prompt(prompt, token)
@@ -455,63 +336,39 @@ expanded = text.replace(token, " ".join(names))  # every vector's name written o
 converted = ti_pipe.maybe_convert_prompt(text, ti_pipe.tokenizer)
 print("diffusers:", converted)
 print("expected: ", expanded)
-print(ti_pipe.tokenizer(converted).input_ids[:12])
-
-# %% [markdown]
-# Where diffusers misses the name we pass the names written out ourselves; where it finds it we
-# must not, or it would expand the written-out names a second time (`<outline>_1` contains
-# `<outline>`). The ids show every vector in place:
-
-# %%
 ti_text = text if converted == expanded else expanded
-print(ti_text)
-print(ti_pipe.tokenizer(ti_pipe.maybe_convert_prompt(ti_text, ti_pipe.tokenizer)).input_ids[:12])
+print("we pass:  ", ti_text, "->", ti_pipe.tokenizer(ti_pipe.maybe_convert_prompt(ti_text, ti_pipe.tokenizer)).input_ids[:12])
 
-# Two images in one batch, each with its own generator seeded alike: the same starting noise.
 if choice.profile == "sd15":  # EasyNegative goes into the negative prompt
     runs = dict(prompt=[prompt, prompt], negative_prompt=["extra fingers,fewer fingers,", ti_text])
-else:  # <outline> goes into the prompt
+else:  # <outline> goes in front of the prompt
     runs = dict(prompt=[prompt, ti_text])
-without, with_emb = ti_pipe(generator=[seed(), seed()], **runs, **quick).images
+without, with_emb = ti_pipe(generator=[seed(), seed()], **runs, **quick).images  # one batch, same starting noise
 print("mean abs pixel difference, with vs without the embedding:", float(np.abs(cu.to_array(with_emb) - cu.to_array(without)).mean()))
-if choice.profile == "tiny":
-    print(f"without: {looks(without)} | with {token}: {looks(with_emb)}")
 titles = ["without the embedding", f"with {token}"]
 if choice.profile == "tiny":
-    titles = [f"{title}: {looks(picture)}" for title, picture in zip(titles, (without, with_emb))]
+    titles = [f"{title}: {cu.world.describe(picture)}" for title, picture in zip(titles, (without, with_emb))]
+    print(" | ".join(titles))
 display(cu.grid([without, with_emb], size=max(256, settings["height"]), titles=titles))
 
 # %% [markdown]
-# Two new vectors change the picture (the mean difference printed above), and not one weight of the
-# network changed. On `tiny` they turn the community model's shape into an outline. The same file in
-# the *base* model, which never drew an outline:
-
-# %%
-if choice.profile == "tiny":
-    base_pipe.load_textual_inversion(str(emb_path), token=token)
-    base_plain, base_emb = base_pipe([prompt, ti_text], generator=[seed(), seed()], **quick).images
-    print(f"base model without: {looks(base_plain)} | with {token}: {looks(base_emb)}")
-    display(cu.grid([base_plain, base_emb], size=256, titles=[f"base model: {looks(base_plain)}", f"base + {token}: {looks(base_emb)}"]))
-
-# %% [markdown]
-# An embedding can only steer a network toward what it can already draw: the community model has
-# learned outlines, the base model has not, and new words cannot teach it (the box in step 1 has the
-# counts). EasyNegative, too, works with the models it was trained for.
+# Two new vectors change the picture, and not one weight of the network changed. An embedding can only
+# steer a model toward what it can already draw: in `tiny`'s base model, which never learned outlines,
+# `<outline>` draws none (the appendix shows it, "From lesson 07").
 #
 # ## 6. A LoRA: a small add-on to the model
 #
-# Fine-tuning all of the UNet's weights gives a 2 GB file. **LoRA** trains far fewer numbers:
-# beside a weight matrix `W` it learns two thin matrices `B` and `A` (rank `r`, e.g. 4–128) and uses
-# `W + s · B·A` (times a fixed factor `alpha / r`), where `s` is the LoRA's *scale*. The file holds
-# only `A` and `B`: a fraction of the model (LCM-LoRA below is 134.5 MB in fp16 against the UNet's
-# 1.7 GB, counted from its layers in `docs/lookalike-repos.md`; `tiny`'s share is printed below).
-# Training them is fine-tuning in miniature.
+# **LoRA** (Low-Rank Adaptation, Hu et al. 2021, arXiv:2106.09685) fine-tunes far fewer numbers: beside a
+# weight matrix `W` `[out, in]` it learns two thin matrices `B` `[out, r]` and `A` `[r, in]` of a small
+# *rank* `r`, and uses `W + s · (alpha / r) · B·A` (`alpha` is stored with the LoRA, the *scale* `s` you
+# choose). The file holds only `A` and `B`: community LoRAs are typically 2–200 MB against a checkpoint's
+# 2–7 GB (stable-diffusion-art.com/lora). Lesson 10 trains one.
 #
-# On `sd15` the LoRA is **LCM-LoRA** (`latent-consistency/lcm-lora-sdv1-5`): it teaches SD 1.5 and
-# its fine-tunes to make an image in about 4 steps, used with `LCMScheduler` and `guidance_scale`
-# about 1. On `tiny` it is an **outline LoRA** for the base model: with it, every shape is drawn as an
-# outline, no trigger word needed; it keeps the model's own scheduler and settings. The code is
-# the same; diffusers logs that the LoRA has no text-encoder part, which is expected.
+# On `sd15` the LoRA is **LCM-LoRA** (`latent-consistency/lcm-lora-sdv1-5`: one 135 MB file, 67.5 M numbers
+# on its model card), a *distillation* LoRA, not a style: SD 1.5 and its fine-tunes then finish an image in 2–8
+# steps with `LCMScheduler` and guidance about 1 (LCM: Latent Consistency Model). On `tiny` it is an
+# **outline LoRA** for the base model: every shape an outline, no trigger word, the usual settings.
+# diffusers logs that the LoRA has no text-encoder part: expected.
 
 # %%
 lora = files.lora_source(choice.profile)
@@ -537,20 +394,17 @@ def diff(a, b):
 
 
 base = final_latents()  # before the LoRA
-
-# This LoRA changes only the UNet; diffusers notes (on stderr) that it found no keys for the text encoder:
-# harmless, it says so itself.
 lora_pipe.load_lora_weights(lora, adapter_name="demo")
 print("adapters:", lora_pipe.get_list_adapters())
 n_lora = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" in n)
 n_unet = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" not in n)
-print(f"LoRA numbers: {n_lora:,} beside {n_unet:,} in the UNet ({100 * n_lora / n_unet:.1f} %)")
+print(f"LoRA numbers: {n_lora:,} = {2 * n_lora / 1e6:.2f} MB in fp16, beside {n_unet:,} in the UNet "
+      f"({100 * n_lora / n_unet:.1f} %)")
+name, layer = next((n, m) for n, m in lora_pipe.unet.named_modules() if "demo" in getattr(m, "lora_B", {}))
+display(cu.diagrams.lora_diagram(layer, name=name))  # one of its layers: W frozen, B·A beside it
 
 # %% [markdown]
-# `set_adapters` sets the scale. Scale 0 is the model without the LoRA, 1 is the LoRA as
-# trained, in between blends (on `tiny` the LoRA turns the shape into a large outline - 87.5% of
-# the evaluation's shapes; with this seed scale 0.5 still draws a solid circle and scale 1 a ring,
-# its background slightly tinted):
+# `set_adapters` sets the scale: 0 is the model without the LoRA, 1 the LoRA as trained, in between a blend.
 
 # %%
 by_scale = {}
@@ -560,16 +414,18 @@ for s in (0.0, 0.5, 1.0):
     print(f"scale {s}: mean abs difference of the final latents from the model without LoRA = {diff(by_scale[s], base):.4f}")
 assert diff(by_scale[0.0], base) <= tol
 scale_pictures = cu.decode_latents(lora_pipe.vae, torch.cat(list(by_scale.values())))
-if choice.profile == "tiny":
-    for s, picture in zip(by_scale, scale_pictures):
-        print(f"scale {s}: {looks(picture)}")
 titles = [f"LoRA scale {s}" for s in by_scale]
 if choice.profile == "tiny":
-    titles = [f"{title}: {looks(picture)}" for title, picture in zip(titles, scale_pictures)]
+    titles = [f"{title}: {cu.world.describe(picture)}" for title, picture in zip(titles, scale_pictures)]
+    print("\n".join(titles))
+else:
+    print("LCM-LoRA is a distillation LoRA, not a style: at scale 0, 4 LCM steps without guidance leave the model's "
+          "picture unfinished; the LoRA lets it finish in those 4 steps. So scale 0 is not 'the picture without a "
+          "style': a style LoRA at scale 0 would give the plain model's finished picture.")
 display(cu.grid(scale_pictures, size=max(256, settings["height"]), titles=titles))
 
 # %% [markdown]
-# `fuse_lora` adds `s · B·A` into `W` once, so generation costs nothing extra per step;
+# `fuse_lora` adds `s · (alpha / r) · B·A` into `W` once, so generation costs nothing extra per step;
 # `unfuse_lora` subtracts it again and `unload_lora_weights` removes the LoRA layers altogether:
 
 # %%
@@ -585,21 +441,13 @@ lora_pipe.scheduler = original_scheduler
 # %% [markdown]
 # ## 7. Licences and responsible use
 #
-# Open weights are not free of conditions. SD 1.5 is released under the **CreativeML OpenRAIL-M**
-# licence (its model card on the Hub): you may use, change and share it, also commercially, but
-# under *use restrictions* listed in the licence, among them no use that breaks the law, harms
-# minors, spreads false information to harm others, harasses, defames or discriminates. Whoever
-# shares a model derived from it (a fine-tune such as Counterfeit-V2.5, a merge, a LoRA) must pass
-# the same restrictions on, and you are responsible for the images you make. Other models have
-# other licences: the x4 upscaler of lesson 6 and LCM-LoRA use CreativeML Open RAIL++-M, and a
-# community model may add its own terms (CIVITAI shows them on each model's page: commercial use,
-# credit, sharing merges). **Read a community model's own licence before you use it.**
-#
-# Using them responsibly also means: do not make images of real people that could deceive or hurt
-# them; say that an image is generated where that matters; remember that the training data (LAION,
-# images from the web) carries its biases and other people's work. SD 1.5's pipeline ships a safety
-# checker that blacks out images it flags (lesson 2); switching it off is your decision and your
-# responsibility.
+# SD 1.5's licence, **CreativeML OpenRAIL-M** (its Hub model card), lets you use, change and share it, also
+# commercially, under *use restrictions*: no use that breaks the law, harms minors, spreads false information
+# to harm others, harasses, defames or discriminates. Whoever shares a model derived from it (a fine-tune, a
+# *merge* — weights averaged from several models —, a LoRA) must pass them on. LCM-LoRA and lesson 6's
+# upscaler use CreativeML Open RAIL++-M; CIVITAI shows each model's own terms. **Read a community model's
+# licence before you use it.** Make no images of real people that could deceive or hurt them, and say that an
+# image is generated where that matters.
 
 # %% [markdown]
 # ## Exercises
@@ -644,15 +492,14 @@ lora_pipe.scheduler = original_scheduler
 #   from the keys and fetching its default configs; `config=` gives the configs offline or overrides the guess.
 # - Prefer `.safetensors`: a pickled `.ckpt` can run code when loaded. The course refuses one unless you
 #   pass `allow_pickle=True`, and `torch.load(weights_only=True)` still refuses files that carry code.
-# - Where a trigger word sits matters: CLIP's text encoder is causal, so a word at the end cannot change
-#   the prompt's own tokens, only what follows them. `tiny`'s fine-tune was trained with its word in
-#   front. A fine-tune learns whatever sets its captions apart: on `tiny` the pattern "<word> style, ",
-#   because its text encoder knows too few words to tell "outline" from "watercolor".
+# - A fine-tune is trained with a trigger word in its captions. CLIP's text encoder is causal, so a word
+#   changes only the tokens after it: `tiny`'s fine-tune was trained with its word in front.
 # - "EasyNegative" (on `tiny`: `<outline>`) is a textual-inversion embedding: `load_textual_inversion` adds
 #   tokens (ids from 49408) whose embedding rows are the file's vectors. diffusers expands an all-lower-case
 #   name into all of them; a mixed-case one you write out yourself.
-# - A LoRA adds `s · B·A` to chosen weights: `load_lora_weights`, `set_adapters(..., adapter_weights=[s])`,
-#   `fuse_lora`, `unload_lora_weights`. Scale 0 is the base model.
+# - A LoRA adds `s · (alpha / r) · B·A` to chosen weights, a file of MBs instead of GBs: `load_lora_weights`,
+#   `set_adapters(..., adapter_weights=[s])`, `fuse_lora`, `unload_lora_weights`. Scale 0 is the model without
+#   it. LCM-LoRA is a distillation LoRA (fewer steps), not a style.
 # - SD 1.5 and its fine-tunes come under CreativeML OpenRAIL-M, with use restrictions; check each
 #   community model's own licence.
 

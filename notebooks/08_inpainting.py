@@ -29,10 +29,12 @@
 # - how to put a hat on the astronaut (on `tiny`: replace a red circle) with
 #   `StableDiffusionInpaintPipeline`: a photo, a mask (white = repaint, black = keep) and a prompt;
 # - what the inpainting UNet's **9 input channels** hold (latents + mask + masked-image latents),
-#   built by hand, cell by cell, and checked against the pipeline; the inpainting loop written out;
-# - the alternative with a plain text-to-image model, **latent blending**, written out too, and why the
-#   dedicated model makes cleaner edges;
+#   built by hand and checked against the pipeline; the inpainting loop written out;
+# - the alternative with a plain text-to-image model, **latent blending**, written out too, and where
+#   the two differ at the mask's edge;
 # - how much the region outside the mask changes, and how to paste the original back.
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -93,9 +95,10 @@ choice = cu.setup("inpaint")  # prints the profile, device and dtype this notebo
 # - a **mask** of the same size: **white = repaint**, **black = keep**;
 # - a **prompt** that describes what should appear in the white region (and may describe the whole picture).
 #
-# A mask can be painted in any image editor; here it is drawn by code (`masks.lesson_mask`): with
-# `sd15` an ellipse over the top of her head, where a hat goes; on `tiny` a rectangle around the
-# circle. Its box is in fractions of the image size, so it fits every resolution.
+# Any image editor can paint a mask; here code draws it (`masks.lesson_mask`): with `sd15` an ellipse
+# over the top of her head, where a hat goes; on `tiny` a rectangle around the circle. It must have
+# the photo's size, pixel for pixel: the pipeline would silently stretch both to `height`×`width`, so
+# a mismatched mask lands in the wrong place. `masks.check_mask` says so (the cell tries a wrong one).
 
 # %%
 settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
@@ -109,32 +112,25 @@ print("mask values:", np.unique(np.asarray(mask)), f"- white (repaint) share: {n
 # a preview: the region to repaint tinted red
 red = image.copy()
 red.paste((255, 0, 0), mask=mask.point(lambda v: v // 2))
-cu.grid([image, mask.convert("RGB"), red], cols=3, size=256, titles=["the photo", "the mask (white = repaint)", "the region to repaint, tinted"])
-
-# %% [markdown]
-# Two rules for masks:
-# - **Same size as the photo, pixel for pixel.** The course checks it and says what to do (the pipeline
-#   itself would silently stretch both to `height`×`width`, so a mismatched mask lands in the wrong place):
-
-# %%
+display(cu.grid([image, mask.convert("RGB"), red], cols=3, size=256,
+                titles=["the photo", "the mask (white = repaint)", "the region to repaint, tinted"]))
 try:
     masks.check_mask(image, masks.rect_mask((300, 200), (0.3, 0.0, 0.7, 0.2)))
 except cu.CourseError as err:
     print("CourseError:", err)
 
 # %% [markdown]
-# - **Black and white.** A grey value is rounded: diffusers' mask processor converts the mask to
-#   grayscale, scales it to [0, 1] and *binarises* it at 0.5, so ≥ 128 means repaint and < 128
-#   means keep. A soft edge in your mask does not give a soft edit (see section 6 for soft pasting).
+# The mask should be **black and white**. A grey value is rounded: diffusers' mask processor converts
+# the mask to grayscale, scales it to [0, 1] and *binarises* it at 0.5, so ≥ 128 means repaint and
+# < 128 means keep. A soft edge in your mask does not give a soft edit (section 6 pastes softly).
 
 # %% [markdown]
 # ## 2. Inpainting with the pipeline: the answer to the homework
 #
 # `StableDiffusionInpaintPipeline` takes `image=` and `mask_image=` besides the prompt. The `sd15`
-# profile loads `stable-diffusion-v1-5/stable-diffusion-inpainting`: SD 1.5's architecture, trained further for this job.
-#
-# We keep a copy of the tensors the pipeline uses at its last step with `callback_on_step_end`,
-# to compare with our own in sections 3 and 4.
+# profile loads `stable-diffusion-v1-5/stable-diffusion-inpainting`: SD 1.5's architecture, trained
+# further for this job. A `callback_on_step_end` keeps a copy of the tensors of the pipeline's last
+# step, to compare with our own in sections 3 and 4.
 
 # %%
 pipe = cu.load_pipeline("inpaint")
@@ -158,15 +154,13 @@ result = pipe(
 change = inpaint.region_change(image, result, mask)
 print(f"mean pixel change: inside the mask {change['inside']:.3f} | outside {change['outside']:.3f}")
 if choice.profile == "tiny":
-    print("before:", cu.world.classify(image))
-    print("after: ", cu.world.classify(result))
+    print("before:", cu.world.describe(image), "| after:", cu.world.describe(result))
 cu.grid([image, mask.convert("RGB"), result], cols=3, size=256, titles=["the photo", "the mask", "inpainted"])
 
 # %% [markdown]
-# With `sd15` the astronaut gets a hat and the rest of the photo stays as it was. On `tiny` the
-# red circle gives way to what the prompt asks for, inside the white box, while the blue around it
-# stays: the change inside the mask is large, the change outside small (section 6 looks closer).
-# Try a few seeds: as in lesson 1, each is one sample.
+# With `sd15` the astronaut gets a hat; on `tiny` the circle gives way to what the prompt asks for.
+# Outside the mask the photo should stay as it was: the printed mean pixel changes compare inside
+# and outside (section 6 looks closer). Each seed is one sample, as in lesson 1.
 
 # %% [markdown]
 # ## 3. What the 9 input channels hold
@@ -186,15 +180,15 @@ display(cu.diagrams.input_channels_diagram("inpaint", unet=pipe.unet))  # checks
 # | 4 | the mask, shrunk to latent size (1 = repaint, 0 = keep) | `[1, 1, 16, 16]` / `[1, 1, 64, 64]` |
 # | 5–8 | the *masked image* (the photo with the white region blanked), VAE-encoded × `scaling_factor` | `[1, 4, 16, 16]` / `[1, 4, 64, 64]` |
 #
-# The output is still 4 channels: the predicted noise of the latents. Only the first layer (`conv_in`)
-# is wider. SD 1.5's inpainting model started from SD v1.2's weights, trained 595k steps as a
+# The output is still 4 channels, the predicted noise; only the first layer (`conv_in`) is wider.
+# SD 1.5's inpainting model started from SD v1.2's weights, trained 595k steps as a
 # text-to-image model, then got 5 more input channels with zero weights in `conv_in` and 440k steps of
-# inpainting training with synthetic masks (its model card). `tiny`'s was made the same way from
-# `tiny`'s own text-to-image UNet (`docs/training.md`).
+# inpainting training with synthetic masks (its model card). `tiny`'s was made the same way from its
+# own text-to-image UNet.
 #
-# We build them by hand, one move at a time, as the pipeline does. The order of random draws matters
-# for an exact match: at strength 1 the pipeline draws the starting noise first (lesson 3's x_T), then
-# the VAE sample of the masked photo, from the same generator. We do the same.
+# We build the channels by hand, one move at a time, as the pipeline does. For an exact match the
+# random draws come in the pipeline's order, from one generator: at strength 1 the starting noise
+# first (lesson 3's x_T), then the VAE sample of the masked photo.
 
 # %%
 generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -225,7 +219,8 @@ for name, value in {"noise (x_T)": noise, "mask_pixels": mask_pixels, "masked_pi
 # %% [markdown]
 # The checks: the pipeline's own mask and masked-image latents (kept by the callback in section 2; two
 # copies each, for the unconditional and the text batch), and the package's `inpaint.masked_image_inputs`
-# with a fresh generator drawn in the same order.
+# with a fresh generator drawn in the same order. Then the concatenation along the channel dimension,
+# and what the 9 channels look like:
 
 # %%
 tol = by_hand.tolerance(choice.dtype)  # 1e-4 in float32, ~0.03 in fp16 (see its docstring)
@@ -244,10 +239,6 @@ for name, (mine, theirs) in pairs.items():
     print(f"{name:34s} max abs difference {difference:.2e}")
     assert difference <= tol
 
-# %% [markdown]
-# Now the concatenation, along the channel dimension, and what the 9 channels look like:
-
-# %%
 x_in = torch.cat([noise, mask_latent, masked_image_latents], dim=1)
 print("UNet input:", list(x_in.shape), "= 4 latents + 1 mask + 4 masked-image latents")
 assert x_in.shape[1] == pipe.unet.config.in_channels == 9
@@ -259,14 +250,11 @@ cu.grid([cu.latent_to_image(x_in[0, i:i + 1], tile=96) for i in range(9)], cols=
         titles=[f"{i}: {name}" for i, name in enumerate(names)])
 
 # %% [markdown]
-# The real tensors, one tile per channel (each stretched to black..white), under the diagram's
-# squares: channels 0–3 are noise; channel 4 is the mask at latent resolution (blocky: one cell per
-# 8×8 pixels with SD 1.5, 4×4 on `tiny`); channels 5–8 are the masked photo's latents, where the
-# blanked region shows as a flat patch.
-#
-# At *every* step the UNet sees, next to the noisy latents, where the hole is and what is around
-# it. That is how it learns to continue the collar, the hair and the light into the hole (on
-# `tiny`: the blue background).
+# One tile per channel (each stretched to black..white): channels 0–3 are noise; channel 4 is the
+# mask at latent resolution (blocky: one cell per f×f pixels); channels 5–8 are the masked photo's
+# latents, where the blanked region shows as a flat patch. At *every* step the UNet sees, next to the
+# noisy latents, where the hole is and what is around it: that is how it can continue the collar,
+# the hair and the light into the hole.
 
 # %% [markdown]
 # ## 4. The inpainting loop by hand
@@ -296,8 +284,6 @@ difference = (latents - seen["latents"]).abs().max().item()
 latent_tol = by_hand.tolerance(choice.dtype, seen["latents"])  # in fp16 it grows with the latents' size
 print(f"by hand vs pipeline: max abs latent difference {difference:.2e} (tolerance {latent_tol:.1e})")
 assert difference <= latent_tol
-
-# %%
 by_hand_image = by_hand.to_pil(by_hand.decode(pipe.vae, latents))[0]
 cu.grid([result, by_hand_image], cols=2, size=256, titles=["the pipeline", "by hand"])
 
@@ -333,7 +319,8 @@ cu.grid([image, result, blended], cols=3, size=256, titles=["the photo", "9-chan
 # `latents = mask · latents + (1 − mask) · noised_original`,
 #
 # where `noised_original` is the photo's latents noised with the *starting* noise to the next
-# timestep, and after the last step the clean photo's latents. (The pipeline then also encodes the
+# timestep, and after the last step the clean photo's latents, so that outside the mask the final
+# latents *are* the photo's (the cell's last lines check that). (The pipeline then also encodes the
 # masked photo, a third draw that a 4-channel UNet never uses; PNDM draws nothing afterwards, so we
 # leave it out.)
 
@@ -371,87 +358,70 @@ for name, mine, theirs in (("photo's latents vs package", image_latents, package
     print(f"{name}: max abs difference {difference:.2e} (tolerance {latent_tol:.1e})")
     assert difference <= latent_tol
 
-# %% [markdown]
-# After the last step blending pastes the photo's clean latents, so outside the mask the final
-# latents *are* the photo's latents:
-
-# %%
 outside = (mask_latent < 0.5).expand_as(image_latents)  # the latent cells to keep
 for name, final in {"latent blending": blend_seen["latents"], "9-channel model": seen["latents"]}.items():
     print(f"{name}: final latents outside the mask - photo's latents, max abs {(final - image_latents).abs()[outside].max().item():.3f}")
 
 # %% [markdown]
-# Exactly zero for blending. The 9-channel model's latents outside the mask are its own work:
-# close to the photo's, because it learned to reproduce what it sees there, but not equal.
-
-# %% [markdown]
-# **Why the dedicated model does better at the mask's edge.** With blending, the plain model never
-# knows what is outside the mask: at each step it denoises the whole picture as if it were free, and
-# the pasted photo only *overwrites* its work outside. Inside and outside are made by two different
-# processes that meet at the mask's border, so you get **seams**: a hat whose colours and light do
-# not match the hair around it, a line at the edge, a hat cut off by the mask. The 9-channel model
-# sees the masked photo and the mask in every step, and was trained to make the hole fit its
-# surroundings. (Blending also works for any fine-tune you have, which is why tools still offer it.)
+# The 9-channel model's latents outside the mask are its own work: close to the photo's, because it
+# learned to reproduce what it sees there, but not equal.
 #
-# Compare the edges in the two results above: the hat's with `sd15`; on `tiny` the new shape's
-# border and the background right at the mask's edge. The `tiny` inpainting UNet was made like SD's:
-# from its text-to-image UNet with 5 input channels added at zero, then trained on random masks
-# (exercise 2 looks at those weights).
+# **Where the two differ: the mask's edge.** With blending, the plain model sees the photo outside
+# the mask only through the latents pasted in after each step, as noisy as that step (at first,
+# nearly pure noise). It was trained to make whole pictures, not to fit a hole to its surroundings,
+# so inside and outside can disagree where they meet: a **seam**, such as a hat whose colours do not
+# match the hair around it, a line at the edge, a hat cut off by the mask. The 9-channel model sees
+# the clean masked photo at every step and was trained to fill holes. For SD 1.5 the diffusers
+# inpainting guide ("Non-inpaint specific checkpoints") shows it: the regular checkpoint leaves the
+# outline of the masked area visible, the inpainting one a natural transition. (Blending works with
+# any fine-tune, which is why tools still offer it.) Section 6 measures the step on this profile.
 
 # %% [markdown]
 # ## 6. What changed outside the mask — and pasting the original back
 #
-# The edit should touch only the white region. We measure the **mean absolute pixel change** (0 =
-# unchanged, 1 = black became white) inside and outside the mask. A baseline: just encoding the
-# photo with the VAE and decoding it again (no denoising at all) already changes it a little.
+# The edit should touch only the white region. The table measures the **mean absolute pixel change**
+# (0 = unchanged, 1 = black became white) inside and outside the mask, and the **border step**
+# (`inpaint.border_step`): the mean colour step between neighbouring pixels on either side of the
+# mask's border, where a seam would show; the photo's own is the reference. Its first row is a
+# baseline: encoding the photo with the VAE and decoding it again, no denoising at all. Its last two
+# rows are the cure for changes outside the mask: **paste the original pixels back** there, with
+# diffusers' `image_processor.apply_overlay(mask, original, result)` (`inpaint.paste_back` calls it;
+# PIL's `Image.composite(result, original, mask)` does the same).
 
 # %%
 round_trip = by_hand.to_pil(by_hand.decode(blend_pipe.vae, image_latents))[0]  # section 5's photo latents, decoded
-rows = {"VAE round trip only": round_trip, "9-channel model": result, "latent blending": blended}
-print(f"{'':22s} {'inside':>8s} {'outside':>8s}")
+pasted = {"9-channel, pasted back": inpaint.paste_back(image, result, mask),
+          "blending, pasted back": inpaint.paste_back(image, blended, mask)}
+rows = {"VAE round trip only": round_trip, "9-channel model": result, "latent blending": blended, **pasted}
+print(f"{'':24s} {'inside':>7s} {'outside':>8s} {'border step':>12s}")
+print(f"{'the photo':24s} {'':7s} {'':8s} {inpaint.border_step(image, mask):12.3f}")
 for name, picture in rows.items():
     change = inpaint.region_change(image, picture, mask)
-    print(f"{name:22s} {change['inside']:8.3f} {change['outside']:8.3f}")
+    print(f"{name:24s} {change['inside']:7.3f} {change['outside']:8.3f} {inpaint.border_step(picture, mask):12.3f}")
+steps = {name: inpaint.border_step(picture, mask) for name, picture in pasted.items()}
+print("the smaller step at the border here:", min(steps, key=steps.get))
+if choice.profile == "tiny":  # what tiny shows, and what SD 1.5 shows instead
+    print("tiny: blending left the smaller step in 35 of 36 pictures of the appendix's sweep (\"From lesson 08\"): its small "
+          "inpainting UNet repaints the hole, but does not yet fit it to its surroundings.\nSD 1.5: the other way round; the "
+          "regular model leaves the mask's outline visible (diffusers' inpainting guide, \"Non-inpaint specific checkpoints\").")
+cu.grid([result, *pasted.values()], cols=3, size=256, titles=["9-channel model", *pasted])
 
 # %% [markdown]
-# The outside numbers are small but not zero: both results go through the VAE's round trip, which
-# blurs fine detail (text, faces, hair; on `tiny` the shape's edges) a little; the 9-channel model,
-# which regenerates the whole image, can drift a bit more.
-#
-# The cure is to **paste the original pixels back** outside the mask. diffusers has it as
-# `image_processor.apply_overlay(mask, original, result)` (`inpaint.paste_back` calls it; a PIL
-# `Image.composite(result, original, mask)` does the same):
-
-# %%
-pasted = inpaint.paste_back(image, result, mask)
-pasted_blend = inpaint.paste_back(image, blended, mask)
-for name, picture in {"9-channel, pasted": pasted, "blending, pasted": pasted_blend}.items():
-    change = inpaint.region_change(image, picture, mask)
-    print(f"{name:22s} inside {change['inside']:.3f}  outside {change['outside']:.3f}")
-cu.grid([result, pasted, pasted_blend], cols=3, size=256, titles=["9-channel model", "9-channel, pasted back", "blending, pasted back"])
-
-# %% [markdown]
-# Outside the mask the pasted images are the photo, exactly. A hard paste can leave a visible line
-# at the mask's border; blur the mask you paste with to fade it: `pipe.mask_processor.blur(mask, blur_factor=8)`.
+# Outside the mask the pasted images are the photo, exactly. Before pasting, both results differ
+# there a little: both go through the VAE's round trip, which blurs fine detail (text, faces, hair;
+# on `tiny` the shape's edges). A hard paste can leave a visible line at the mask's border; blur the
+# mask you paste with to fade it: `pipe.mask_processor.blur(mask, blur_factor=8)`. (More in the
+# appendix, [Inside the teaching models](appendix_teaching_models.ipynb), "From lesson 08".)
 
 # %% [markdown]
 # ## 7. Other ways to condition on an image (a pointer)
 #
-# Inpainting adds inputs to the UNet; so do the other image-conditioned pipelines in diffusers, in two
-# ways. **Depth-to-image** (`StableDiffusionDepth2ImgPipeline`, with SD 2's depth model) concatenates a
-# depth map of your photo (estimated by a depth model if you pass none) as a 5th input channel, as
-# inpainting does with its 5 extra ones: the new picture keeps the photo's 3D layout. **ControlNet**
-# (`StableDiffusionControlNetPipeline`) leaves the UNet at 4 channels and adds a trainable copy of its
-# down and middle blocks that reads a control image (edges, a pose skeleton, a depth map) and adds its
-# features to the UNet's skip connections and middle block, through arguments every SD UNet already
-# takes (the third one below is for T2I-Adapters, a lighter relative):
-
-# %%
-import inspect
-
-from diffusers import UNet2DConditionModel
-
-print([name for name in inspect.signature(UNet2DConditionModel.forward).parameters if "additional_residual" in name])
+# Other image-conditioned pipelines add inputs too. **Depth-to-image** (`StableDiffusionDepth2ImgPipeline`,
+# SD 2) concatenates a depth map of your photo as a 5th input channel, so the new picture keeps the
+# photo's 3D layout. **ControlNet** (`StableDiffusionControlNetPipeline`) keeps the UNet's 4 channels
+# and adds a trainable copy of its down and middle blocks that reads a control image (edges, a pose, a
+# depth map) and adds its features to the UNet's skip connections (the `down_block_additional_residuals`
+# and `mid_block_additional_residual` arguments of `UNet2DConditionModel.forward`).
 
 # %% [markdown]
 # ## Exercises
@@ -575,9 +545,10 @@ cat = pipe(cat_prompt, image=image, mask_image=edit_mask, strength=0.5, generato
 cat_pasted = inpaint.paste_back(image, cat, edit_mask)
 print("prompt:", cat_prompt)
 print(f"strength 0.5: {len(recorder.steps)} of {settings['num_inference_steps']} steps ran, from t={recorder.timesteps[0]}")
-print("change after pasting back:", {k: round(v, 3) for k, v in inpaint.region_change(image, cat_pasted, edit_mask).items()})
+change = inpaint.region_change(image, cat_pasted, edit_mask)
+print(f"mean pixel change after pasting back: inside the mask {change['inside']:.3f} | outside {change['outside']:.3f}")
 if choice.profile == "tiny":
-    print("what the picture shows:", cu.world.classify(cat_pasted))
+    print("what the picture shows:", cu.world.describe(cat_pasted))
 cu.grid([image, edit_mask.convert("RGB"), cat_pasted], cols=3, size=256, titles=["the photo", "the mask", "strength 0.5, pasted back"])
 
 # %% [markdown]

@@ -21,15 +21,14 @@
 # %% [markdown]
 # # Lesson 9 — Running it on your hardware
 #
-# "Does it run on my laptop?", "How long does one image take on Colab?", "CUDA out of memory on a
-# 16 GB GPU", "Can I run it on a Mac?", "How do I download a model by hand?", "The Hub is
-# unreachable from here". Learners asked all of these under the source lesson. This lesson
-# answers each one by *measuring* on the machine you run it on: no quoted numbers.
+# Learners asked: "Does it run on my laptop?", "How long does one image take on Colab?", "CUDA out of
+# memory on a 16 GB GPU", "Can I run it on a Mac?", "How do I download a model by hand?", "The Hub is
+# unreachable from here". This lesson answers each one, measuring on the machine you run it on.
 #
 # **What you will learn**
 # - Time an image and its peak memory correctly (warm-up, synchronising the GPU, medians).
 # - How much faster the course's settings are than diffusers' out-of-the-box call: half precision,
-#   SDPA attention, a faster solver with fewer steps.
+#   SDPA attention (PyTorch's fused attention), a faster solver with fewer steps.
 # - What each memory lever costs and saves: attention slicing, VAE slicing and tiling, CPU
 #   offload, channels-last, `torch.compile`.
 # - How long one 512x512 image takes here with SD 1.5's *full-size* architecture, and the fastest
@@ -37,8 +36,10 @@
 # - Why lessons run out of memory on a 16 GB T4, and the fix for each cause.
 # - How to get the weights onto a machine with a slow or no connection to the Hub.
 #
-# On `tiny` (CPU) the lesson takes about a minute; set `COURSE_BENCH=full` for more repeats,
-# `torch.compile` and a whole full-size image (several minutes on a CPU).
+# On `tiny` (CPU) the lesson takes a few minutes; `COURSE_BENCH=full` adds repeats, `torch.compile`
+# and a whole full-size image.
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -80,6 +81,10 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     sys.path.insert(0, os.path.abspath("sd-course"))
 
 # %%
+import time
+
+import torch
+
 import course_utils as cu
 from course_utils import full_size, levers, measuring, scores
 
@@ -92,40 +97,43 @@ print("COURSE_BENCH=full:", FULL, "| repeats:", REPEATS, "| seeds:", SEEDS)
 # %% [markdown]
 # ## 1. What is this machine?
 #
-# `python -m course_utils doctor` checks a seat the way an instructor would before a workshop:
-# device and driver, the dtype the course picks, free memory and disk, which profile it chooses
-# and why, whether each SD 1.5 repository is local, cached, reachable or missing, and the library
-# versions. Run it whenever something does not work; it is the first thing to paste into a question.
+# The course runs on an NVIDIA GPU (CUDA), on Apple silicon (PyTorch's `mps` device) or on the CPU,
+# and never writes the device's name itself: it asks `cu.get_device()`. "Found no NVIDIA driver" means
+# PyTorch sees no CUDA GPU (on Colab: a runtime without one). Forcing CUDA where there is none gives
+# the course's message instead of PyTorch's:
 
 # %%
-from course_utils.commands import doctor
+device = choice.device
+print("the course uses:", cu.describe_device(device), "in", choice.dtype,
+      "| CUDA:", torch.cuda.is_available(), "| MPS:", torch.backends.mps.is_available())
+os.environ["COURSE_DEVICE"] = cu.DEVICES[0]  # the course's devices, in order of preference: CUDA first
+try:
+    print("CUDA is here:", cu.describe_device(cu.get_device()))
+except cu.CourseError as err:
+    print("CourseError:", err)
+finally:
+    del os.environ["COURSE_DEVICE"]
 
-doctor.main()  # the same as `python -m course_utils doctor` in a terminal
+# %% [markdown]
+# **On a Mac** with Apple silicon, `cu.get_device()` picks `mps` by itself. diffusers' documentation
+# recommends (not measured by this course: no Mac here) PyTorch 2 or later and attention slicing below
+# 64 GB of memory; the course loads float32 on MPS and `cu.load_pipeline` turns attention slicing on
+# there. Before a workshop, `python -m course_utils doctor` (in a terminal) checks a whole seat: device,
+# memory, disk, where each model would come from, library versions.
 
 # %% [markdown]
 # ## 2. Measuring time and memory correctly
 #
-# Three things make a timing honest:
-# 1. **Warm up.** The first call picks kernels, allocates buffers and (on CUDA) initialises
-#    libraries: it is slower than every call after it. Time the calls after it.
-# 2. **Synchronise.** A GPU runs asynchronously: Python gets control back before the GPU has
-#    finished. Call `torch.cuda.synchronize()` before reading the clock.
-# 3. **Repeat and take the median.** Other programs share the machine; one slow call should not
-#    decide.
+# 1. **Warm up.** The first call picks kernels and allocates buffers: it is slower. Time the calls after it.
+# 2. **Synchronise.** A GPU runs asynchronously: call `torch.cuda.synchronize()` before reading the clock.
+# 3. **Repeat and take the median**, so that one slow call does not decide.
 #
-# Memory: on CUDA `torch.cuda.max_memory_allocated()` (reset before each measurement) is the
-# peak of the tensors PyTorch held: weights plus the largest activations. On a Linux CPU the
-# peak resident memory of the whole process (`VmHWM`, the "high water mark" Linux keeps in
-# `/proc/self/status`) is the closest number: Python, the
-# libraries and every model still loaded count too, so compare rows with each other. `measuring.measure`
-# does exactly these steps; read it with `measuring.measure??`.
+# Peak memory: on CUDA `torch.cuda.max_memory_allocated()` (reset before each measurement), the
+# tensors PyTorch held. On a Linux CPU, the process's peak resident memory, `VmHWM` ("high water
+# mark", in `/proc/self/status`): Python, the libraries and every loaded model count too, so compare
+# rows with each other. `measuring.measure` does these steps (read it with `measuring.measure??`).
 
 # %%
-import time
-
-import torch
-
-device = choice.device
 settings = cu.default_settings(choice.profile)
 size = dict(height=settings["height"], width=settings["width"])
 prompt = cu.prompt("main", choice.profile)
@@ -148,19 +156,17 @@ print(f"after it:   {row.seconds:.2f} s (median of {[round(t, 2) for t in row.ti
 # %% [markdown]
 # ## 3. Out of the box vs the course's settings
 #
-# `DiffusionPipeline.from_pretrained(...)` followed by `pipe(prompt)` runs in float32 with the
-# scheduler the model was saved with (PNDM for SD 1.5) for 50 steps. The course's settings:
+# `DiffusionPipeline.from_pretrained(...)` then `pipe(prompt)` runs in float32 with the scheduler the
+# model was saved with (PNDM for SD 1.5), 50 steps, guidance 7.5. The course's settings:
 # - **half precision** (`dtype=torch.float16`) on a CUDA GPU: half the memory traffic, and tensor
-#   cores; a CPU has no fast float16, so it stays in float32 there;
-# - **SDPA attention**: PyTorch 2's `scaled_dot_product_attention`. With PyTorch 2 it is already
-#   diffusers' default attention processor (`AttnProcessor2_0`), so both calls below use it - the
-#   next cell prints which one is in use; older set-ups needed xFormers for the same effect;
+#   cores (a CPU has no fast float16, so it stays in float32);
+# - **SDPA attention**, PyTorch 2's `scaled_dot_product_attention`, already diffusers' default
+#   (`AttnProcessor2_0`, printed below), so both calls use it;
 # - **a faster solver**: DPM-Solver++ reaches a clean image in about 20 steps instead of 50;
-# - the profile's guidance scale (`settings["guidance_scale"]`: 7.5 on SD 1.5, the pipeline's default;
-#   3 on `tiny`). It does not change the time (both calls run the unconditional half), but it changes
-#   the picture, so the scores below compare it separately.
+# - the profile's guidance scale (`settings["guidance_scale"]`), which changes the picture, not the time.
 #
-# Same size, same seed, same run:
+# On Colab with `sd15` the "recommended" line is the answer to "how long does one image take on
+# Colab?": one 512x512 SD 1.5 image on the T4 you have.
 
 # %%
 from diffusers import DPMSolverMultistepScheduler
@@ -181,18 +187,13 @@ recommended = measuring.measure(lambda: one_image(**kw), device, "speed", "recom
 for r in (out_of_box, recommended):
     print(f"{r.name:15} {r.seconds:7.3f} s  peak {r.peak_gib} GiB  ({r.note})")
 print(f"speed-up: {out_of_box.seconds / recommended.seconds:.1f}x")
+cu.grid([image_out_of_box, image_recommended], min_width=256, titles=["out of the box", "recommended"])
 
 # %% [markdown]
-# Faster is only useful if the picture survives. Left: out of the box; right: recommended
-# (enlarged without smoothing if the images are small).
-
-# %%
-cu.grid([image_out_of_box, image_recommended], min_width=256)
-
-# %% [markdown]
-# On `tiny` we can also *score* a setting: `scores.drawn_right` draws every colour and shape of its
-# world and reads the pictures back with `cu.world.classify`. One change at a time: first the solver
-# and its number of steps at the same guidance, then the guidance with the same solver.
+# Faster is only useful if the picture survives. On `tiny` we can *score* a setting:
+# `scores.drawn_right` draws every colour and shape of its world and reads the pictures back. One
+# change at a time: first the solver and its number of steps at the same guidance, then the guidance
+# with the same solver.
 
 # %%
 if choice.profile == "tiny":
@@ -211,23 +212,19 @@ else:
 # %% [markdown]
 # ## 4. Memory levers, one at a time
 #
-# Each lever below is switched on alone, on top of the recommended settings, measured, and
-# switched off again. What to expect (diffusers' optimisation guide says the same):
-# - **attention slicing** computes attention in pieces: less memory for the attention matrix,
-#   but it replaces SDPA, which is already memory-efficient, so on PyTorch 2 it mostly costs time;
+# Each lever alone, on top of the recommended settings. What diffusers' optimisation guide says to expect:
+# - **attention slicing** computes attention in pieces; it replaces SDPA, already memory-efficient,
+#   so on PyTorch 2 it mostly costs time;
 # - **VAE slicing** decodes a batch one image at a time: it only matters for batches;
-# - **VAE tiling** decodes a large image in overlapping tiles: it is what lets a 1024x1024
-#   (or larger) decode fit, at the price of time and faint seams that the overlap blends away;
-# - **model CPU offload** keeps each model (text encoder, UNet, VAE) in CPU memory until it is
-#   used; **sequential CPU offload** does it layer by layer: the least GPU memory, the slowest;
-#   both need a GPU to offload *from*;
-# - **channels-last** stores images as height x width x channels, a layout convolution kernels
-#   may prefer; **`torch.compile`** turns the UNet into fused kernels after a long first call.
-
-# %% [markdown]
-# The levers are one table, `levers.LEVERS` (`python -m course_utils bench` measures the same rows). Each
-# row is a name, a switch on and a switch off; `levers.measure_lever` switches one on, measures one
-# call and switches it off again. Read both with `levers.LEVERS??` and `levers.measure_lever??`.
+# - **VAE tiling** decodes a large image in overlapping tiles (faint seams, more time): it lets a
+#   1024x1024 decode fit, so it gets a decode of twice the image's side;
+# - **channels-last** stores images as height x width x channels, a layout convolutions may prefer;
+#   **`torch.compile`** (`COURSE_BENCH=full`) fuses the UNet into kernels after a long first call;
+# - **model CPU offload** keeps each model in CPU memory until it is used, **sequential CPU offload**
+#   layer by layer: the least GPU memory, the slowest; both need a GPU, and run last.
+#
+# The levers are one table, `levers.LEVERS` (and `levers.OFFLOAD`), that `python -m course_utils bench`
+# measures too; `levers.measure_lever` switches one on, measures, switches it off (read both with `??`).
 
 # %%
 def images(n=1):
@@ -235,73 +232,32 @@ def images(n=1):
     return pipe(prompt, num_images_per_prompt=n, generator=torch.Generator().manual_seed(0), **size, **kw)
 
 
-# No warm-up call: the pipeline has run many times by now (a lever that compiles something needs one: see below).
-rows = [levers.measure_lever(lever, pipe, images, device, REPEATS, warmup=0) for lever in levers.LEVERS]
-if FULL:
-    rows.append(levers.compile_row(pipe, device, images, REPEATS))
-
-
 def number(value, spec=".3f"):
     """A number for the table, or '-' where there is none (not measured, or not reported by the device)."""
     return "-" if value is None else format(value, spec)
 
 
+# No warm-up call: the pipeline has run many times by now (compiling needs one: compile_row makes it).
+rows = [levers.measure_lever(lever, pipe, images, device, REPEATS, warmup=0) for lever in levers.LEVERS]
+rows += levers.big_decode_rows(pipe.vae, device, 2 * settings["height"], REPEATS)
+if FULL:
+    rows.append(levers.compile_row(pipe, device, images, REPEATS))
+rows += [levers.measure_lever(lever, pipe, images, device, REPEATS, warmup=0) for lever in levers.OFFLOAD]
 print(f"{'setting':28} {'s/call':>8} {'peak GiB':>9} {'added GiB':>9}  note")
 for r in rows:
     print(f"{r.name:28} {number(r.seconds):>8} {number(r.peak_gib):>9} {number(r.added_gib):>9}  {r.note}")
 
 # %% [markdown]
-# VAE tiling shows only on a decode larger than one tile. `levers.big_decode_rows` decodes a latent
-# twice the profile's image side (1024x1024 pixels on SD 1.5, 128x128 on `tiny`) without and with
-# `vae.enable_tiling()`, and measures how far tiling moves the pixels.
-
-# %%
-big = levers.big_decode_rows(pipe.vae, device, 2 * settings["height"], REPEATS)
-for r in big:
-    print(f"{r.name:32} {number(r.seconds):>8} s  peak {number(r.peak_gib)} GiB  added {number(r.added_gib)} GiB  {r.note}")
-rows += big
-
-# %% [markdown]
-# CPU offload last: it needs a GPU to offload *from*, and it moves the weights around.
-
-# %%
-offload = [levers.measure_lever(lever, pipe, images, device, REPEATS, warmup=0) for lever in levers.OFFLOAD]
-for r in offload:  # on a CPU: "not measured" and why
-    print(f"{r.name}: {number(r.seconds, '.2f')} s, peak {number(r.peak_gib)} GiB  {r.note}")
-rows += offload
-
-# %% [markdown]
-# Time against memory, one point per setting: down and to the left is better. On a CPU the
-# memory axis is the whole process, so the points sit close together; on a GPU the levers spread out.
-
-# %%
-import matplotlib.pyplot as plt
-
-measured = [r for r in rows if r.seconds is not None and r.peak_gib is not None]
-if measured:
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for r, marker in zip(measured, "osD^v<>ph*X"):
-        ax.scatter(r.seconds, r.peak_gib, marker=marker, s=60, label=r.name)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # names beside, not on top of, the points
-    ax.set_xlabel("seconds per call (median)")
-    ax.set_ylabel("peak memory (GiB)")
-    ax.set_title(f"memory levers on {cu.describe_device(device)}, profile {choice.profile}")
-    plt.show()
-else:
-    print("This device reports no peak memory (MPS, or a CPU outside Linux): compare the times only.")
-
-# %% [markdown]
 # ## 5. One image with SD 1.5's full-size architecture, and the laptop recipe
 #
-# "On my CPU one image took about 10 minutes" - is that right, and what can be done? The
-# `sd15-random` profile builds SD 1.5's real architecture (860 M parameters in the UNet) with random
-# weights: the same multiplications, so the same time as the real model, without downloading
-# anything. We time each part and add up a whole image. The tiny autoencoder has the
-# architecture of TAESD (`AutoencoderTiny`, 2.4 M parameters, a drop-in VAE decoder); with random
-# weights here, we see its *time*, not its pictures. The quick run times the decodes on a 256x256
-# image and scales them to 512x512 by their counted FLOPs (floating-point operations: each
-# multiplication and addition counts one; `full_size.part_flops` counts them without running anything);
-# `COURSE_BENCH=full` times 512x512 itself.
+# "On my CPU one image took about 10 minutes": is that right, and what can be done? The `sd15-random`
+# profile builds SD 1.5's real architecture with random weights: the same multiplications, so the
+# same time as the real model, with nothing to download. We time each part and add up a whole image.
+# The tiny autoencoder has the architecture of TAESD (`AutoencoderTiny`, a drop-in VAE decoder); with
+# random weights we see its *time*, not its pictures. The quick run times the decodes at 256x256 and
+# scales them to 512x512 by their FLOPs (floating-point operations: each multiplication or addition
+# counts one; a GFLOP is 10⁹ of them, TFLOP/s 10¹² per second), which `full_size.part_flops` counts
+# without running anything; `COURSE_BENCH=full` times 512x512 itself.
 
 # %%
 # quick run: each part once, no warm-up call (a first call is a little slower), the decodes at 256x256
@@ -315,12 +271,12 @@ for name, s in full_size.estimates(seconds).items():
     print(f"one 512x512 image, {name}: {s:.1f} s = {s / 60:.1f} min")
 
 # %% [markdown]
-# The out-of-the-box call pays 51 UNet steps at batch 2 (the prompt and the empty prompt of
-# classifier-free guidance; PNDM adds one warm-up step) plus one big VAE decode. The laptop recipe
-# pays 4 steps at batch 1 and a decode by the tiny autoencoder. On SD 1.5 it takes **LCM-LoRA**
-# (`latent-consistency/lcm-lora-sdv1-5`), a LoRA distilled so that SD 1.5 makes an image in 2-8
-# steps with `LCMScheduler` and guidance about 1 (no unconditional half). `tiny` has no LCM-LoRA;
-# its world is simple, so see (and score) what 4 LCM steps draw without one.
+# Out of the box pays 51 UNet steps at batch 2 (prompt and empty prompt; PNDM adds a warm-up step)
+# plus one big VAE decode. The laptop recipe pays 4 steps at batch 1 and the tiny autoencoder's
+# decode. On SD 1.5 it takes **LCM-LoRA** (`latent-consistency/lcm-lora-sdv1-5`), a LoRA distilled so
+# that SD 1.5 makes an image in 2-8 steps with `LCMScheduler` and guidance about 1 (no unconditional
+# half). `tiny` has no LCM-LoRA: the next cell shows and scores what 4 LCM steps draw without one, and
+# with `COURSE_BENCH=full` times a *whole* 512x512 image at full size with the recipe, end to end.
 
 # %%
 from diffusers import LCMScheduler
@@ -342,25 +298,23 @@ image_lcm = one_image(**lcm)
 if choice.profile == "sd15":
     pipe.unload_lora_weights()
 pipe.scheduler = dpm
-cu.grid([image_recommended, image_lcm], min_width=256)
-
-# %% [markdown]
-# With `COURSE_BENCH=full` the next cell makes a *whole* 512x512 image at full size with that recipe
-# (`sd15-random`, LCM, 4 steps, no guidance, the tiny autoencoder as the pipeline's VAE) and times it
-# end to end: the added-up estimate above, checked.
-
-# %%
 if FULL:
     laptop = full_size.laptop_row(device, repeats=3)
     print(f"{laptop.name}: {laptop.seconds:.1f} s ({laptop.note})")
-else:
-    print("Skipped: set COURSE_BENCH=full to run it (about half a minute per image on a 2-core CPU).")
+cu.grid([image_recommended, image_lcm], min_width=256, titles=["recommended", "LCM, 4 steps"])
+
+# %% [markdown]
+# **Measured by the course** (cited, not from this run): on its 2-core CI CPU, about 718 s for one
+# out-of-the-box full-size image (added up from its parts) and 28.4 s for the laptop recipe, timed end
+# to end (`docs/benchmarks.md`); on an H100 GPU in float16, 0.84 s for a 512x512 image of SD 1.5's
+# architecture at 25 steps (README, "Checked on a GPU"). A Colab T4 is a much smaller GPU than an
+# H100: run this lesson there for its own numbers (section 3).
 
 # %% [markdown]
 # ## 6. Will it fit my 16 GB T4? "CUDA out of memory"
 #
-# Weights take (number of parameters) x (bytes per parameter): 4 in float32, 2 in float16. We can
-# count SD 1.5's parameters without allocating anything, on PyTorch's `meta` device:
+# Weights take (number of parameters) x (bytes per parameter): 4 in float32, 2 in float16. We count
+# SD 1.5's parameters without allocating anything, on PyTorch's `meta` device:
 
 # %%
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -375,25 +329,21 @@ with torch.device("meta"):
         "VAE": AutoencoderKL.from_config(configs.SD15_VAE),
     }
 params = {name: sum(p.numel() for p in m.parameters()) for name, m in parts_full.items()}
-total = sum(params.values())
+params["one pipeline"] = total = sum(params.values())
 for name, n in params.items():
     print(f"{name:13} {n / 1e6:6.0f} M parameters  float32 {4 * n / 2**30:.2f} GiB  float16 {2 * n / 2**30:.2f} GiB")
-print(f"{'one pipeline':13} {total / 1e6:6.0f} M parameters  float32 {4 * total / 2**30:.2f} GiB  float16 {2 * total / 2**30:.2f} GiB")
 
 # %% [markdown]
-# So one SD 1.5 pipeline is about 4 GiB in float32 and 2 GiB in float16 (the safety checker adds
-# 0.6 GiB in float16). What fills a 16 GB Colab GPU, each with its fix (the source lesson ran out of
-# memory there):
+# What fills a 16 GB Colab GPU (the source lesson ran out of memory there), and the fix:
 #
 # | cause | fix |
 # |---|---|
-# | several pipelines loaded with `from_pretrained`, each with its own copy of the weights (text-to-image, image-to-image, upscaler, ...) | `StableDiffusionImg2ImgPipeline.from_pipe(pipe)` shares the components; or `del pipe; gc.collect(); torch.cuda.empty_cache()` before loading the next |
+# | several pipelines loaded with `from_pretrained`, each with its own copy of the weights | `StableDiffusionImg2ImgPipeline.from_pipe(pipe, dtype=...)` shares the components; or `del pipe; gc.collect(); torch.cuda.empty_cache()` first |
 # | float32 weights | `dtype=torch.float16` (and `variant="fp16"` to download half the bytes) |
 # | a big image or batch | VAE tiling / slicing (section 4), smaller batches |
 #
-# `from_pipe` really shares: the new pipeline's UNet *is* the old one, and no memory is added.
-# Pass `dtype=`: without it `from_pipe` casts the shared components to float32, its default, which
-# on a GPU *doubles* them (diffusers then logs a harmless note about modules kept in float32).
+# `from_pipe` really shares: the new pipeline's UNet *is* the old one. Pass `dtype=`: without it
+# `from_pipe` casts the shared components to float32, which on a GPU *doubles* them.
 
 # %%
 from diffusers import StableDiffusionImg2ImgPipeline
@@ -408,13 +358,13 @@ if before is not None:
 del img2img
 
 # %% [markdown]
-# **Every lesson on a T4, estimated without a GPU.** A GPU answers "will it fit?" by running the work
-# and reading `torch.cuda.max_memory_allocated()`. Without one we can still count:
-# `course_utils.gpu_memory` builds SD 1.5's models from their configs as *fake* tensors (a shape and a
-# dtype, no numbers, no memory), runs a lesson's heaviest cell on them in float16 at 512x512, and adds up
-# every tensor PyTorch creates, from creation until it is freed (rounded as CUDA's allocator rounds).
-# First the method against the three peaks measured once on a GPU (an H100, float16, 512x512, no
-# safety checker):
+# **Every lesson on a T4, estimated without a GPU.** `course_utils.gpu_memory` builds SD 1.5's models
+# as *fake* tensors (a shape and a dtype, no numbers, no memory), runs each lesson's heaviest cell on
+# them in float16 at 512x512 and adds up every tensor PyTorch creates until it is freed. First the
+# method against three peaks measured once on a GPU; then every lesson, as `python -m course_utils
+# gpu-memory` wrote it to `docs/gpu-memory.json`. The count cannot see what libraries allocate for
+# themselves (e.g. cuDNN's workspace), so its limits leave room spare: a lesson fits a T4 below the
+# printed limit. `make gpu-check` measures each lesson on a real GPU, into `docs/gpu-report.json`.
 
 # %%
 import json
@@ -425,79 +375,26 @@ from course_utils.paths import ROOT
 for check in gpu_memory.check_rows():
     print(f"{check['what']:24} measured on a GPU {check['measured_gib']:.1f} GiB | estimated here "
           f"{check['estimate_gib']:.2f} GiB ({check['error']:+.0%})")
-
-# %% [markdown]
-# The count comes out below each measurement. It cannot see what libraries allocate for themselves
-# on a GPU, such as cuDNN's workspace for the VAE decoder's convolutions (our reading of the gap, not
-# measured); the CUDA context (a few hundred MB) is outside both numbers. So we keep about 1 GiB
-# spare: a lesson fits a 16 GB T4 (15 GiB for PyTorch) below `gpu_memory.T4_LIMIT_GIB`, an 8 GB card
-# below `gpu_memory.EIGHT_GB_LIMIT_GIB`. Every lesson's heaviest cell, as `python -m course_utils
-# gpu-memory` estimated it (half a minute; it writes `docs/gpu-memory.json`):
-
-# %%
 estimates = json.loads((ROOT / "docs" / "gpu-memory.json").read_text())
-print(f"limits: T4 {estimates['t4_limit_gib']} GiB, 8 GB card {estimates['eight_gb_limit_gib']} GiB")
-print(f"{'lesson':6} {'peak GiB':>8}  {'T4':4} {'8 GB':4}  heaviest cell: what is on the GPU, what runs")
+print(f"\nlimits: T4 {estimates['t4_limit_gib']} GiB, 8 GB card {estimates['eight_gb_limit_gib']} GiB")
+print(f"{'lesson':6} {'peak GiB':>8}  {'T4':4} {'8 GB':4}  heaviest cell")
 for r in estimates["lessons"]:
-    print(f"{r['lesson']:6} {r['peak_gib']:8.2f}  {'fits' if r['fits_t4'] else 'NO':4} {'fits' if r['fits_8gb'] else 'NO':4}  "
-          f"{r['where']}: {r['what']}")
-
-# %% [markdown]
-# Estimates, not measurements. Peak GPU memory *measured* per lesson on SD 1.5 comes from
-# `make gpu-check` (it runs each notebook on a GPU and records `torch.cuda.max_memory_allocated`, next
-# to these estimates); its report, when one has been made, is `docs/gpu-report.json`:
-
-# %%
+    print(f"{r['lesson']:6} {r['peak_gib']:8.2f}  {'fits' if r['fits_t4'] else 'NO':4} {'fits' if r['fits_8gb'] else 'NO':4}  {r['where']}")
 report = ROOT / "docs" / "gpu-report.json"
-if report.exists():
+if report.exists():  # measured: seconds and peak GPU memory per lesson
     data = json.loads(report.read_text())
-    print("measured on:", data["machine"].get("gpu"), "on", data["date"])
+    print("\nmeasured on:", data["machine"].get("gpu"), "on", data["date"])
     for r in data["rows"]:
         print(f"{r['notebook']:28} {r['profile']:6} {r['seconds']:7.1f} s  peak {r['peak_gib']} GiB  {r['status']}")
 else:
-    print("No GPU report in this copy of the course yet: run `make gpu-check` on a CUDA machine to make one.")
+    print("\nno GPU report in this copy of the course yet (`make gpu-check` on a CUDA machine makes one)")
 
 # %% [markdown]
-# ## 7. "Found no NVIDIA driver"
-#
-# That message means PyTorch sees no CUDA GPU: on Colab, a runtime without a GPU. The course never
-# writes the device name itself; it asks `cu.get_device()`. Forcing CUDA where there is none gives the
-# course's message instead of PyTorch's:
-
-# %%
-os.environ["COURSE_DEVICE"] = cu.DEVICES[0]  # the course's devices, in order of preference: CUDA first
-print("COURSE_DEVICE =", os.environ["COURSE_DEVICE"])
-try:
-    print("CUDA is here:", cu.describe_device(cu.get_device()))
-except cu.CourseError as err:
-    print("CourseError:", err)
-finally:
-    del os.environ["COURSE_DEVICE"]
-
-# %% [markdown]
-# ## 8. Can I run it on a Mac?
-#
-# Yes, on Apple silicon through PyTorch's `mps` device; `cu.get_device()` picks it by itself.
-# What diffusers' documentation recommends there (not measured by this course - no Mac here):
-# PyTorch 2 or later, `pipe.to("mps")`, and `pipe.enable_attention_slicing()` when the Mac has less
-# than 64 GB of memory (performance there is very sensitive to memory pressure); tensors larger than
-# 2**32 elements are not supported. The course loads float32 on MPS (`cu.get_dtype("mps")`), and
-# `cu.load_pipeline` turns attention slicing on there below 64 GB of memory (it prints a line when it does).
-# On this machine:
-
-# %%
-print("MPS available here:", torch.backends.mps.is_available(), "| the course would use:", cu.describe_device(cu.get_device()),
-      "in", cu.get_dtype(cu.get_device()))
-
-# %% [markdown]
-# ## 9. Downloading a model by hand; a Hub that is unreachable
+# ## 7. Downloading a model by hand; a Hub that is unreachable
 #
 # A pipeline is a folder of configs and weights. `snapshot_download` fetches it into the Hub cache or
-# into any folder, and `dry_run=True` only lists what would come, with sizes. The course downloads
-# only what a pipeline loads, chosen from the repository's own file list (`weights.download_plan`):
-# configs, tokenizer, and per component the `.fp16` files on a GPU where the repository has them,
-# safetensors where it has them, else the pickled `.bin` files older repositories hold; never the
-# big single-file checkpoints at the top level.
+# any folder; `dry_run=True` only lists what would come, with sizes. `weights.download_plan` picks from
+# the repository's file list only what a pipeline loads (on a GPU the `.fp16` files).
 
 # %%
 from huggingface_hub import HfApi, snapshot_download
@@ -518,8 +415,8 @@ except Exception as err:  # no network, a blocked Hub, HF_HUB_OFFLINE=1 ...
     print(hub.course_error(repo, err))
 
 # %% [markdown]
-# To move the weights to a server with a slow connection (or a room without one), download once
-# where the Hub is fast, copy the folder, and point the course at it:
+# For a server with a slow connection (or a room without one), download once where the Hub is fast,
+# copy the folder, and point the course at it:
 #
 # ```bash
 # python -m course_utils download sd15 --to models      # every repository the lessons use

@@ -21,23 +21,18 @@
 # %% [markdown]
 # # Lesson 10 — Train it yourself
 #
-# Lessons 2 and 7 *loaded* what other people trained: an embedding, a LoRA, a fine-tuned model. Here
-# you train one. The loss of lesson 3 §2 becomes an optimiser step, and a LoRA teaches the model
-# something it has never seen: on `tiny` a new shape, a **diamond**, in a few minutes on a laptop CPU;
-# on SD 1.5 with a GPU, one particular cat from the course's photos (DreamBooth-style).
+# Lesson 7 *loaded* what others trained; here you train. A LoRA teaches the model something it has never
+# seen: on `tiny` a **diamond**, in minutes on a laptop CPU; on SD 1.5 with a GPU, one particular cat
+# (DreamBooth-style). Then a new *word* gets the same job.
 #
 # **What you will learn**
-# - the training loop: noise the latents, predict the noise, mean squared error, one optimiser step;
-# - why the data mixes the new thing with the model's own kind of pictures (*prior preservation*);
-# - what a LoRA adds to a layer, where to put it, and how many parameters that is;
-# - how to tell whether it learned: the loss on a fixed batch, pictures before and after, and a count
-#   of how many pictures show the new thing with and without the LoRA;
-# - what goes wrong: too strong a LoRA (the scale sweep), forgetting, the learning rate, a concept the
-#   latents cannot carry;
-# - training in half precision as diffusers' scripts do (float32 LoRA weights, autocast, a gradient
-#   scaler), and the NaN that float16 weights give instead;
-# - textual inversion vs LoRA vs full fine-tune: what each trains, its file size, its time, its effect,
-#   and why an embedding can only name what the model can already draw.
+# - the training loop: noise the latents, predict the noise, mean squared error, an optimiser step;
+# - *prior preservation*; what a LoRA adds to a layer, where, and how many parameters;
+# - how to tell that it learned; what goes wrong (too strong, forgetting, latents that cannot carry it);
+# - textual inversion by hand: a new token and row, trained with the same loss; why it can only name what
+#   the model can already draw; how it compares with a LoRA and a full fine-tune.
+#
+# Terms are defined where they first appear, and all in one place in the [glossary](../docs/glossary.md).
 
 # %% [markdown]
 # Run this first. On Colab it installs the course (keeping Colab's own torch); on your machine, after `make install`, it does nothing.
@@ -102,28 +97,16 @@ from peft.utils import get_peft_model_state_dict  # noqa: E402
 
 TINY = choice.profile == "tiny"
 settings = cu.default_settings(choice.profile)
-# How many optimiser steps. The full recipe: 400 on `tiny` (about 4 minutes on a 2-core CPU), 200 for SD 1.5 on
-# a GPU. COURSE_TRAIN_STEPS changes it (the course's tests run a short schedule, to check the loss falls).
-if "COURSE_TRAIN_STEPS" in os.environ:
-    STEPS = int(os.environ["COURSE_TRAIN_STEPS"])
-elif TINY:
-    STEPS = 400
-elif choice.device != "cpu":
-    STEPS = 200
-else:
-    STEPS = 4
-    print("SD 1.5 on a CPU: 4 steps, only to see the mechanics run; a real run needs a GPU.")
+STEPS = new_concept.training_steps(choice.profile, choice.device)  # 400 on tiny; COURSE_TRAIN_STEPS overrides
 print("profile:", choice.profile, "| steps:", STEPS, "| settings:", settings)
 
 # %% [markdown]
 # ## 1. Something the model has never seen
 #
-# `tiny` was trained on circles, squares and triangles. The word "diamond" is in CLIP's vocabulary,
-# but its row of the token table was never trained, and no training image was a diamond. On SD 1.5
-# the "new thing" is one particular cat: the photo `data/chelsea.png`, named by a rare token, `sks`.
-# The DreamBooth paper binds the subject to a rare-token identifier it writes `[V]`; `sks` is the one
-# diffusers' DreamBooth example and much community code use (it is also a real word, so a rarer token
-# can work better). We ask for it before training:
+# `tiny` was trained on circles, squares and triangles, never a diamond. On SD 1.5 the new thing is one
+# cat, `data/chelsea.png`, named by a rare token (the DreamBooth paper's `[V]`; diffusers' DreamBooth
+# example uses `sks`). We ask for it before training.
+# On `tiny` a judge counts diamonds: `world.classify` with a diamond template (checked in the appendix).
 
 # %%
 pipe = cu.load_pipeline("text2img")
@@ -137,89 +120,42 @@ if TINY:
     before_share, before_images, before_found = new_concept.share_drawn(pipe, SHAPE, prompts, **settings)
     print(f"before training, {before_share:.0%} of {len(prompts)} pictures show a {SHAPE}; what they show instead:",
           sorted({f['shape'] for f in before_found if f['shape']}))
-    display(cu.grid(before_images[:10], cols=10, titles=[f["shape"] or "-" for f in before_found[:10]]))
+    display(cu.grid(before_images[:10], cols=5, min_width=128, titles=[f["shape"] or "-" for f in before_found[:10]]))
 else:
     before_images = [pipe(new_prompt, generator=torch.Generator().manual_seed(s), **settings).images[0] for s in range(2)]
     display(cu.grid(before_images, cols=2, titles=["before, seed 0", "before, seed 1"]))
 
 # %% [markdown]
-# To count diamonds we need a judge. `world.classify` compares a picture with ideal templates; with
-# `shapes=world.SHAPES + world.NEW_SHAPES` a diamond is one of them. A judge must be checked on
-# ground truth before it judges anything: rendered diamonds, and the world's own shapes, which must
-# not turn into diamonds because a new template joined.
-
-# %%
-shapes_now = world.SHAPES + world.NEW_SHAPES
-for name in shapes_now:
-    drawn = [world.sample(i, shape=name).image for i in range(50)]
-    right = np.mean([world.classify(im, shapes=shapes_now)["shape"] == name for im in drawn])
-    print(f"rendered {name:8s}: read back as {name} in {right:.0%} of 50")
-
-# %% [markdown]
 # ## 2. Can the latents carry it?
 #
-# The UNet never sees pixels: it learns in the VAE's latent space, 16x16x4 on `tiny` (64x64x4 at
-# 512x512 on SD 1.5). Whatever the VAE cannot reconstruct, no amount of UNet training will draw. So
-# first: encode and decode a diamond, and a five-pointed star, whose points are thinner than one
-# latent pixel (4 image pixels).
+# The UNet learns in the VAE's latent space (16x16x4 on `tiny`): what the VAE cannot reconstruct, no
+# UNet will draw. So first, encode and decode a diamond, and a star whose points are thinner than one
+# latent pixel (4 image pixels), and compare the shape's pixels before and after (IoU, intersection over
+# union: 1.0 for the same pixels).
 
 # %%
-from PIL import Image, ImageDraw  # noqa: E402
-
-
-def star(color, background, r=22, inner=0.382, size=64):
-    """A five-pointed star (4x supersampled, like the world's drawings)."""
-    s = 4
-    img = Image.new("RGB", (size * s, size * s), world.BACKGROUNDS[background])
-    pts = [(size * s / 2 + (r if k % 2 == 0 else r * inner) * s * math.cos(-math.pi / 2 + k * math.pi / 5),
-            size * s / 2 + (r if k % 2 == 0 else r * inner) * s * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)]
-    ImageDraw.Draw(img).polygon(pts, fill=world.COLORS[color])
-    return img.resize((size, size), Image.Resampling.BOX)
-
-
-def round_trip(image):
-    """VAE encode (the mean) then decode: what the latents keep of ``image``."""
-    x = cu.to_tensor([image])  # [1, 3, H, W] in [-1, 1], as the pipeline's image processor makes it
-    with torch.no_grad():
-        latents = pipe.vae.encode(x.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
-    return cu.decode_latents(pipe.vae, latents * pipe.vae.config.scaling_factor)[0]  # (it undoes the scaling)
-
-
-def overlap(a, b):
-    """IoU of the pixels far from the background (the shape, `world.shape_mask`) in two pictures of one scene."""
-    masks = [world.shape_mask(im) for im in (a, b)]
-    return (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum()
-
-
 if TINY:
-    originals = [world.draw("red", "diamond", "white", 32, 32, 22), star("red", "white"),
-                 world.draw("blue", "diamond", "yellow", 32, 32, 12), star("blue", "yellow", r=14)]
-    rebuilt = [round_trip(im) for im in originals]
+    originals = [world.draw("red", "diamond", "white", 32, 32, 22), new_concept.star("red", "white", r=22),
+                 world.draw("blue", "diamond", "yellow", 32, 32, 12), new_concept.star("blue", "yellow", r=14)]
+    with torch.no_grad():  # the VAE's mean, then back through its decoder (decode_latents undoes the scaling)
+        mean = pipe.vae.encode(cu.to_tensor(originals).to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
+    rebuilt = cu.decode_latents(pipe.vae, mean * pipe.vae.config.scaling_factor)
     for name, a, b in zip(("diamond r22", "star r22", "diamond r12", "star r14"), originals, rebuilt):
-        print(f"{name:12s} shape kept (IoU original vs decoded): {overlap(a, b):.2f}")
-    display(cu.grid(originals + rebuilt, cols=4, titles=["diamond", "star", "diamond", "star"] + ["decoded"] * 4))
+        print(f"{name:12s} shape kept (IoU original vs decoded): {new_concept.shape_iou(a, b):.2f}")
+    display(cu.grid(originals + rebuilt, cols=4, min_width=128, titles=["diamond", "star", "diamond", "star"] + ["decoded"] * 4))
 
 # %% [markdown]
-# The diamond survives the round trip almost whole; the star loses its points (look at the decoded
-# stars): a model trained on these latents would learn rounded blobs, and the blame would fall on
-# the training.
-# `docs/training.md` measures more candidates over 48 random scenes each (stars: IoU 0.92 → 0.79,
-# 5-pixel outlines lose their empty inside in a fifth of the reconstructions, stripes finer than 8
-# pixels vanish). So the concept is the diamond: its corners are bigger than a latent pixel.
-
-# %% [markdown]
+# Where the round trip loses the star's points, a model trained on these latents would learn blobs. The
+# diamond's corners are bigger than a latent pixel: it is our concept. (More in the appendix, [Inside the
+# teaching models](appendix_teaching_models.ipynb), "From lesson 10".)
+#
 # ## 3. The training data
 #
-# - **The new thing**: on `tiny`, 512 diamonds rendered by the world, in its colours, backgrounds,
-#   sizes and caption templates ("a red diamond on a white background"); on SD 1.5, 8 crops of the
-#   cat photo, each captioned with the new prompt.
-# - **The prior**: as many of the model's own kind of picture, with their own captions, mixed into
-#   every batch half and half. They are what tells the LoRA "draw a diamond when asked for one, and
-#   leave the other prompts alone" (section 9 checks how well that worked). DreamBooth generates its
-#   prior ("class") images with the model itself; `tiny` has the world that trained it.
+# - **The new thing**: diamonds rendered by the world, with captions (SD 1.5: 8 crops of the cat photo).
+# - **The prior**: as many of the model's own pictures, half of every batch: "draw a diamond when asked,
+#   and leave the other prompts alone" (§9 checks it). DreamBooth generates them with the model.
 #
-# The VAE and the text encoder stay frozen, so we run them once over the whole set and keep their
-# outputs: each training step then runs only the UNet.
+# The VAE and the text encoder stay frozen, so we run them once over the set and keep their outputs.
 
 # %%
 if TINY:
@@ -227,14 +163,10 @@ if TINY:
     N = min(512, 16 * STEPS)
     concept = new_concept.concept_scenes(SHAPE, N)
     prior = new_concept.prior_scenes(N)
-    images = [s.image for s in concept + prior]
-    captions = [s.caption for s in concept + prior]
+    images, captions = [s.image for s in concept + prior], [s.caption for s in concept + prior]
 else:
-    photo = cu.load_image(cu.image_name("new_concept", choice.profile))
-    concept_images = new_concept.photo_crops(photo, 8, settings["height"])
-    class_images = [pipe(class_prompt, generator=torch.Generator().manual_seed(100 + i), **settings).images[0]
-                    for i in range(8)]  # DreamBooth's prior: the model's own pictures of the class
-    images = concept_images + class_images
+    images = new_concept.photo_crops(cu.load_image(cu.image_name("new_concept", choice.profile)), 8, settings["height"]) + [
+        pipe(class_prompt, generator=torch.Generator().manual_seed(100 + i), **settings).images[0] for i in range(8)]  # the prior
     captions = [new_prompt] * 8 + [class_prompt] * 8
     N = 8
 is_new = torch.tensor([i < N for i in range(len(images))])
@@ -250,9 +182,8 @@ print({k: tuple(v.shape) for k, v in data.items()}, f"encoded in {encode_seconds
 # %% [markdown]
 # ## 4. One training step, written out
 #
-# Lesson 3 §2 computed the loss once. A training step is the same lines plus a gradient and an
-# update. The scheduler that *adds* noise in training is DDPM's (what the pipelines' schedulers are
-# configured from: 1000 timesteps, the same noise schedule).
+# Lesson 3 §2 computed the loss once; a training step adds a gradient and an update. The noise is added
+# by DDPM's scheduler (the pipelines' schedulers share its 1000 timesteps and noise schedule).
 
 # %%
 noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -291,22 +222,17 @@ print("the same step by new_concept.training_loss:", round(reference.item(), 5),
 assert abs(reference.item() - loss.item()) <= cu.by_hand.tolerance(unet.dtype)  # 0 here: the same computation
 
 # %% [markdown]
-# That was the forward half. Training adds `loss.backward()` (a gradient for every weight that
-# requires one) and `optimizer.step()` (move those weights a little against their gradient). Which
-# weights? All 1.5 million of `tiny`'s UNet (860 million in SD 1.5's) would be a full fine-tune. A LoRA
-# trains far fewer.
-
-# %% [markdown]
+# Training adds `loss.backward()` (a gradient for each weight that requires one) and `optimizer.step()`
+# (move them against it). Training all of the UNet's weights is a full fine-tune; a LoRA trains far fewer.
+#
 # ## 5. A LoRA: a small trainable detour around frozen layers
 #
-# A LoRA leaves a layer's weight `W` (`out x in`) frozen and adds a product of two thin matrices,
-# `B @ A`, with `A` of `rank x in` and `B` of `out x rank`: the layer computes
-# `W x + (alpha / rank) * B A x`. `B` starts at zero, so at step 0 the model is exactly the one
-# we loaded. `peft` does the wrapping; diffusers' `unet.add_adapter` applies it to the layers we
-# name. We name the attention projections **and the ResNet blocks' convolutions**: with the
-# attention projections alone (which is what most LoRA scripts default to), the same recipe drew no
-# diamond at all (`docs/training.md`). Our reading: a corner is a local pattern of pixels, which is
-# what convolutions make; attention decides where the text's meaning goes.
+# A LoRA leaves a layer's weight `W` (`out x in`) frozen and adds two thin matrices, `A` (`rank x in`)
+# and `B` (`out x rank`): the layer computes `W x + (alpha / rank) * B A x`. `B` starts at zero, so at
+# step 0 the model is the one we loaded. diffusers' `unet.add_adapter` (through `peft`) wraps the layers
+# we name: the attention projections **and the ResNet convolutions**. With attention alone (most LoRA
+# scripts' default) this recipe drew no diamond (`docs/training.md`): a corner is a local pattern of
+# pixels, what convolutions make.
 
 # %%
 RANK = 8 if TINY else 16
@@ -321,26 +247,21 @@ print(f"targets: {new_concept.LORA_TARGETS}, rank {RANK}")
 print(f"LoRA: {lora_params:,} trainable parameters = {lora_params / unet_params:.1%} of the UNet's {unet_params:,}")
 name, layer = next((n, m) for n, m in unet.named_modules() if n.endswith("attn2.to_k"))
 print(name, "->", type(layer).__name__, "| A:", tuple(layer.lora_A["new_concept"].weight.shape),
-      "| B:", tuple(layer.lora_B["new_concept"].weight.shape), "| B is zero:", bool((layer.lora_B["new_concept"].weight == 0).all()))
-print("dtypes: W", layer.base_layer.weight.dtype, "| A and B", layer.lora_A["new_concept"].weight.dtype)
+      "| B:", tuple(layer.lora_B["new_concept"].weight.shape), "| B is zero:", bool((layer.lora_B["new_concept"].weight == 0).all()),
+      "| dtypes: W", layer.base_layer.weight.dtype, "| A and B", layer.lora_A["new_concept"].weight.dtype)
 
 # %% [markdown]
 # ## 6. Train
 #
-# AdamW on the LoRA's parameters; the learning rate warms up over 20 steps, then follows a cosine
-# down to 0 (half a cosine wave: it falls slowly at first, fastest in the middle, slowly at the end). Every step draws a fresh batch, fresh noise and fresh timesteps, so its loss jumps
-# around: a loss at t = 900 is mostly about the noise, one at t = 50 mostly about the picture. To
-# see learning, we also keep a **fixed** batch of new-thing images (fixed noise, fixed timesteps)
-# and measure the loss on it every so often: the same question each time, so it can only go down
-# if the model got better at it.
+# AdamW on the LoRA's parameters. The learning rate warms up over 20 steps, then follows a *cosine
+# schedule* to 0 (half a cosine wave: slow at first, fastest in the middle, slow at the end). *Clipping*
+# scales the gradients down when their overall length exceeds 1, so one bad batch cannot throw the weights
+# far. Each step's batch, noise and timesteps are fresh, so its loss jumps; to see learning we also
+# measure the loss on a **fixed** batch (fixed images, noise and timesteps) now and then.
 #
-# On a GPU the model is in float16, and the loop trains as diffusers' own training scripts do: the
-# LoRA's weights in float32 (`cast_training_params`, §5), the forward pass under `torch.autocast`
-# (float16 arithmetic, the float32 weights cast on the fly), and a `GradScaler` that multiplies the
-# loss before `backward()` so that small gradients do not round to 0 in float16, then divides them
-# back before clipping (scaling the gradients down when their overall length exceeds 1, so one bad
-# batch cannot throw the weights far) and skips any step whose gradients overflowed. Why not simply train float16
-# weights? Exercise 3 shows what AdamW does to them. In float32 (a CPU) these lines change nothing.
+# In float16 (a GPU) it trains as diffusers' scripts do: the LoRA in float32 (exercise 3 shows why),
+# `torch.autocast`, and a `GradScaler` that scales the loss up so small gradients do not round to 0 (and
+# back before clipping), skipping a step that overflowed. In float32 these lines change nothing.
 
 # %%
 LR = 4e-3 if TINY else 1e-4  # tiny: measured (docs/training.md, "Lesson 10"); SD 1.5: the usual DreamBooth-LoRA rate
@@ -364,8 +285,7 @@ def learning_rate(step):
     return LR * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / STEPS))
 
 
-half = unet.dtype != torch.float32
-autocast = torch.autocast(choice.device, dtype=unet.dtype, enabled=half)  # float16 (or bfloat16) arithmetic
+autocast = torch.autocast(choice.device, dtype=unet.dtype, enabled=unet.dtype != torch.float32)  # half-precision arithmetic
 # (a first scale of 2**10: the default, 2**16, overflows at the start and skips steps a short run cannot spare)
 scaler = torch.amp.GradScaler(choice.device, init_scale=precision.INITIAL_LOSS_SCALE, enabled=unet.dtype == torch.float16)
 if not TINY:
@@ -384,7 +304,7 @@ for step in range(STEPS):
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()  # (loss x scale).backward() in float16; loss.backward() otherwise
     scaler.unscale_(optimizer)  # the gradients divided back by the scale
-    torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # one bad batch cannot throw the weights far
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # clipping
     scaler.step(optimizer)  # optimizer.step(), skipped if a gradient overflowed (and the scale lowered)
     scaler.update()
     assert math.isfinite(loss.item()) and all(torch.isfinite(p).all() for p in trainable), f"not finite at step {step}"
@@ -393,29 +313,21 @@ for step in range(STEPS):
         checks.append((step + 1, fixed_loss()))
         print(f"step {step + 1:4d}  batch loss {loss.item():.4f}  fixed-batch loss {checks[-1][1]:.4f}  "
               f"({time.perf_counter() - start:.0f} s)")
-unet.eval()
-if not TINY:
-    unet.disable_gradient_checkpointing()
+unet.eval()  # (checkpointing stays on: it acts only when gradients are computed)
 train_seconds = time.perf_counter() - start
 print(f"{STEPS} steps in {train_seconds:.0f} s = {train_seconds / STEPS:.2f} s per step on {choice.device}")
 print(f"fixed-batch loss: {checks[0][1]:.4f} -> {checks[-1][1]:.4f}")
 if STEPS >= 16:  # (a handful of warm-up steps, as on SD 1.5 on a CPU, need not move it yet)
     assert checks[-1][1] < checks[0][1], "the loss on the fixed batch did not fall"
-
-# %%
-fig, ax = plt.subplots(figsize=(7, 3))
-ax.plot(range(1, STEPS + 1), losses, lw=0.6, alpha=0.5, label="each step's batch")
-window = max(1, min(25, STEPS // 4))
-ax.plot(range(window, STEPS + 1), np.convolve(losses, np.ones(window) / window, "valid"), label=f"mean of {window}")
-ax.plot(*zip(*checks), "o-", label="fixed batch")
-ax.set_xlabel("step"); ax.set_ylabel("MSE loss"); ax.legend(); ax.set_title("Training loss")
-plt.show()
+plt.figure(figsize=(7, 3))
+plt.plot(range(1, STEPS + 1), losses, lw=0.6, alpha=0.6, label="each step's batch")
+plt.plot(*zip(*checks), "o-", label="fixed batch")
+plt.xlabel("step"), plt.ylabel("MSE loss"), plt.legend(), plt.title("Training loss"), plt.show()
 
 # %% [markdown]
 # ## 7. Before and after
 #
-# The same prompts and seeds as in §1, with the LoRA; then a few with it switched off
-# (`disable_adapters`).
+# The same prompts and seeds as in §1, with the LoRA, then with it switched off (`disable_adapters`).
 
 # %%
 if TINY:
@@ -426,18 +338,18 @@ if TINY:
 else:
     after_images = [pipe(new_prompt, generator=torch.Generator().manual_seed(s), **settings).images[0] for s in range(2)]
     display(cu.grid(before_images + after_images, cols=2, titles=["before"] * 2 + ["after"] * 2))
-unet.disable_adapters()  # off: the frozen weights were never touched, so this is exactly the model of section 1
-off_images = pipe(prompts[:4] if TINY else new_prompt, generator=[torch.Generator().manual_seed(s) for s in range(4 if TINY else 1)],
-                  **settings).images
+unet.disable_adapters()  # off: the frozen weights were never touched, so this is the model of section 1
+off_images = (new_concept.share_drawn(pipe, SHAPE, prompts, **settings)[1] if TINY else  # §1's calls again
+              [pipe(new_prompt, generator=torch.Generator().manual_seed(s), **settings).images[0] for s in range(2)])
 unet.enable_adapters()
-print("LoRA off = the pictures from before training:",
-      all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(off_images, before_images)))
+print("LoRA off vs before training, largest pixel difference:",
+      max(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() for a, b in zip(off_images, before_images)))
 
 # %% [markdown]
 # ## 8. Save it, share it, load it back
 #
-# diffusers saves a LoRA in the format lesson 7 loaded (`pytorch_lora_weights.safetensors`, the
-# keys named after the UNet's layers), and loads it into any pipeline of the same architecture.
+# diffusers saves a LoRA in the format lesson 7 loaded (`pytorch_lora_weights.safetensors`) and loads it
+# into any pipeline of the same architecture.
 
 # %%
 folder = Path(tempfile.mkdtemp()) / "my_lora"
@@ -457,157 +369,149 @@ print("largest pixel difference, loaded file vs the model we trained:", diff)
 # %% [markdown]
 # ## 9. What can go wrong
 #
-# **Too strong.** A LoRA's scale multiplies its detour (`set_adapters(..., adapter_weights=...)`;
-# lesson 7 did the same with a downloaded one). 0 is the old model, 1 what we trained (section 7);
-# above 1 the learned change is exaggerated. Overfitting shows up there first: the same pictures for
-# every prompt, colours drifting toward the training set's, artefacts.
+# **Too strong.** A LoRA's scale multiplies its detour (`set_adapters`, as in lesson 7): 0 is the old
+# model, 1 what we trained, above 1 the change exaggerated. Overfitting shows there first: the same
+# picture for every prompt, colours drifting, artefacts.
+#
+# **Forgetting.** The prior was there so that old prompts keep their meaning. The check on `tiny`: the
+# world's 12 trained prompts, 2 seeds each, LoRA off and on: right colour, right shape, diamonds drawn.
+# On SD 1.5: the class prompt.
 
 # %%
 scales = (0.5, 1.5, 2.5)  # (1.0 is section 7)
-half = prompts[:4] if TINY else [new_prompt]  # 4 prompts, 4 colours
+some = prompts[:4] if TINY else [new_prompt]  # 4 prompts, 4 colours
 row, titles = [], []
 for scale in scales:
     fresh.set_adapters(["mine"], adapter_weights=[scale])
     if TINY:
-        share, pictures, found = new_concept.share_drawn(fresh, SHAPE, half, **settings)
-        colour_right = np.mean([f["color"] == p.split()[1] for f, p in zip(found, half)])
-        print(f"scale {scale:3.1f}: {share:4.0%} diamonds, colour right in {colour_right:.0%}")
-        row += pictures[:4]
-        titles += [f"x{scale} {f['shape'] or '-'}" for f in found[:4]]
+        share, pictures, found = new_concept.share_drawn(fresh, SHAPE, some, **settings)
+        print(f"scale {scale:3.1f}: {share:4.0%} diamonds")
+        row, titles = row + pictures, titles + [f"x{scale} {f['shape'] or '-'}" for f in found]
     else:
-        row += fresh(new_prompt, generator=torch.Generator().manual_seed(0), **settings).images
-        titles.append(f"scale {scale}")
-fresh.set_adapters(["mine"], adapter_weights=[1.0])
-display(cu.grid(row, cols=len(row) // len(scales), titles=titles))
-
-# %% [markdown]
-# **Forgetting.** The prior images were there so that the old prompts keep their meaning. The
-# check: the evaluator's 12 trained prompts (`cu.scores.SEEN`), 2 seeds each, with the LoRA on and
-# off: the share drawn in the right colour, in the right shape, and how many came out as diamonds.
-# A LoRA that forgot would draw diamonds, or the wrong colours, for "a red circle".
-
-# %%
+        row, titles = row + fresh(new_prompt, generator=torch.Generator().manual_seed(0), **settings).images, titles + [f"x{scale}"]
+display(cu.grid(row, cols=len(row) // len(scales), min_width=128, titles=titles))
 if TINY:
     table = {}
-    old_prompts = [p for p, *_ in cu.scores.SEEN for seed in (0, 1)]  # 12 prompts x 2 seeds, in one batch
-    asked = [(color, shape) for _, color, shape, _ in cu.scores.SEEN for seed in (0, 1)]
     for scale in (0.0, 1.0):
         fresh.set_adapters(["mine"], adapter_weights=[scale])
-        pictures = fresh(old_prompts, generator=[torch.Generator().manual_seed(seed) for _ in cu.scores.SEEN for seed in (0, 1)],
-                         **settings).images
-        found = [world.classify(im, shapes=shapes_now) for im in pictures]
-        table[scale] = dict(colour=np.mean([f["color"] == a[0] for f, a in zip(found, asked)]),
-                            shape=np.mean([f["shape"] == a[1] for f, a in zip(found, asked)]),
-                            diamonds=sum(f["shape"] == SHAPE for f in found))
-    fresh.set_adapters(["mine"], adapter_weights=[1.0])
-    for key in ("colour", "shape"):
-        print(f"old prompts, {key} right:  LoRA off {table[0.0][key]:.2f}   LoRA on {table[1.0][key]:.2f}")
-    print(f"old prompts drawn as a {SHAPE}:  LoRA off {table[0.0]['diamonds']}   LoRA on {table[1.0]['diamonds']}"
-          f"   (of {len(old_prompts)})")
-else:  # on SD 1.5, look: the class prompt with the LoRA on and off
+        table[scale] = new_concept.old_prompts_kept(fresh, SHAPE, **settings)
+    print(f"old prompts, LoRA off: colour right {table[0.0]['colour']:.2f}, shape right {table[0.0]['shape']:.2f}, "
+          f"{table[0.0]['diamonds']} diamonds | LoRA on: {table[1.0]['colour']:.2f}, {table[1.0]['shape']:.2f}, "
+          f"{table[1.0]['diamonds']} diamonds (of {table[1.0]['n']})")
+else:
     pictures = []
     for scale in (1.0, 0.0):
         fresh.set_adapters(["mine"], adapter_weights=[scale])
         pictures += fresh(class_prompt, generator=torch.Generator().manual_seed(0), **settings).images
-    fresh.set_adapters(["mine"], adapter_weights=[1.0])
     display(cu.grid(pictures, cols=2, titles=["class prompt, LoRA on", "LoRA off"]))
+fresh.set_adapters(["mine"], adapter_weights=[1.0])
 
 # %% [markdown]
-# Switched off, the LoRA costs nothing: the old model is untouched (section 7 compared the pictures
-# pixel for pixel). Switched on, it leaks. In two runs of this lesson on a 2-core CPU the colours
-# stayed right, but the shape score fell from 1.00 to 0.88 in one and to 0.96 in the other: some
-# circles came out as squares. The LoRA learned corners, and a circle's
-# prompt does not fully switch them off. More prior images per batch did not fix it in our runs
-# (`docs/training.md`). Things to try: a scale below 1 (fewer diamonds too), fewer steps, a lower
-# rank.
-
-# %% [markdown]
-# **The learning rate, and where the LoRA sits.** Runs of this recipe on a 2-core CPU, each scored
-# like section 7 (20 prompts and seeds; `docs/training.md`, "Lesson 10", has the settings):
+# Switched off, the LoRA costs nothing (§7). Switched on, it can leak: a LoRA that learned corners can
+# put some into a circle; try a scale below 1, fewer steps, a lower rank. A learning rate too high shows
+# in the loss curve as spikes that stay; too low, as a curve that hardly moves. Runs differing only in
+# their random draws can differ by several pictures in 20: measure more seeds before believing a small
+# difference. (Appendix, "From lesson 10": the runs behind this recipe.)
 #
-# | LoRA on | learning rate | steps | diamonds | old prompts: colour / shape |
-# |---|---|---:|---:|---|
-# | attention only | 2e-3, cosine | 240 | 0% | 1.00 / 1.00 |
-# | attention + ResNet convs | 1e-3, constant | 120 / 240 | 50% / 25% | 1.00 / 1.00 |
-# | attention + ResNet convs | 2e-3, cosine | 300 | 70% | 1.00 / 0.94 |
-# | attention + ResNet convs | 4e-3, cosine | 300 | 85% | 1.00 / 0.94 |
-# | attention + ResNet convs | 4e-3, cosine (this lesson) | 400 | 95% | 1.00 / 0.94 |
-#
-# Attention alone learns no shape at all. At a constant rate the model wandered: better at 120
-# steps than at 240. A cosine decay lets the last steps settle. The diamonds' share moves by 10-15
-# points between runs that differ only in their random draws, so one run at 70% and one at 85% are
-# not a law: measure on more seeds before you believe a 5-point difference. (The old prompts were
-# scored there on 36 pictures: 0.94 is two of them.) A rate too high shows in
-# the loss curve as spikes that do not come back down; too low, as a curve that hardly moves.
-
-# %% [markdown]
 # ## 10. Textual inversion vs LoRA vs full fine-tune
 #
-# Lesson 2 §9 trained a new *word*: one row of the token table, with the UNet frozen. Let us give it
-# the same job: a token `<diamond>` learned from diamonds.
+# A LoRA changes what the UNet computes. *Textual inversion* changes only what it is told: a new word,
+# whose row of the token table (lesson 2, §9: a word is its row) is trained while all else stays frozen.
+# First the word, in three steps (lesson 7's `load_textual_inversion` does them with a trained row). Then
+# §4's loss with one vector as the only weights that learn: fresh noise and timesteps every step, as real
+# runs draw them, and the captions encoded again with the row in place, so the gradient reaches it.
 
 # %%
 ti_pipe = cu.load_pipeline("text2img")
 ti_pipe.set_progress_bar_config(disable=True)
-token = "<diamond>" if TINY else "<sks-cat>"
-start_word = "square" if TINY else "cat"  # where the new row starts
-text_embeddings.add_token(ti_pipe.tokenizer, ti_pipe.text_encoder, token,
-                          text_embeddings.word_vector(ti_pipe.tokenizer, ti_pipe.text_encoder, start_word))
-if TINY:
-    ti_images = [s.image for s in concept[:24]]
-    ti_captions = [s.caption.replace(SHAPE, token) for s in concept[:24]]  # "a red <diamond> on a white background"
-    ti_lr = 0.15
-else:
-    ti_images, ti_captions, ti_lr = concept_images, [new_prompt.replace("sks cat", token)] * 8, 5e-3
-ti_steps = max(4, min(30, STEPS // 4))  # 30 for the full recipe; fewer in a short run
-start = time.perf_counter()
-# on SD 1.5: 2 crops per pass and gradient checkpointing (8 at once would need about 6 GiB more; lesson 9's table)
-row_vector, ti_losses = text_embeddings.train_textual_inversion(ti_pipe, ti_images, ti_captions, token,
-                                                                steps=ti_steps, learning_rate=ti_lr,
-                                                                batch_size=None if TINY else 2,
-                                                                gradient_checkpointing=not TINY)
-ti_seconds = time.perf_counter() - start
+tokenizer, text_encoder = ti_pipe.tokenizer, ti_pipe.text_encoder
+token, start_word = ("<diamond>", "square") if TINY else ("<sks-cat>", "cat")  # the new word; where its row starts
+old_rows = text_encoder.get_input_embeddings().weight.detach().clone()
+print("before:", token, "->", tokenizer.tokenize(token))
+tokenizer.add_tokens(token)                                                # 1. the tokenizer learns the word
+text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # 2. the table grows by one row
+token_table = text_encoder.get_input_embeddings()                          #    (a new nn.Embedding)
+token_id = tokenizer.convert_tokens_to_ids(token)
 with torch.no_grad():
-    ti_pipe.text_encoder.get_input_embeddings().weight[ti_pipe.tokenizer.convert_tokens_to_ids(token)] = row_vector
-print(f"textual inversion: {len(ti_losses)} steps in {ti_seconds:.0f} s, loss {ti_losses[0]:.4f} -> {ti_losses[-1]:.4f}")
-if TINY:
-    ti_share, ti_pictures, ti_found = new_concept.share_drawn(ti_pipe, SHAPE, [p.replace(SHAPE, token) for p in prompts[:10]],
-                                                              **settings)  # 10 of section 1's prompts
-    print(f"'{token}' draws a {SHAPE} in {ti_share:.0%}; it draws:", {s: [f['shape'] for f in ti_found].count(s)
-                                                                     for s in {f['shape'] for f in ti_found}})
-    display(cu.grid(ti_pictures[:10], cols=10, titles=[f["shape"] or "-" for f in ti_found[:10]]))
+    token_table.weight[token_id] = text_embeddings.word_vector(tokenizer, text_encoder, start_word)  # 3. its row
+print("after: ", token, "->", tokenizer.tokenize(token), "id", token_id, "| table", tuple(old_rows.shape), "->", tuple(token_table.weight.shape))
+assert torch.equal(token_table.weight[:-1], old_rows)  # every other word keeps its row
 
-# %%
-hidden = ti_pipe.text_encoder.config.hidden_size
-rows = [
-    ("textual inversion", hidden, hidden * 2, ti_seconds, f"{ti_share:.0%}" if TINY else "look"),
-    ("LoRA (this lesson)", lora_params, lora_file.stat().st_size, train_seconds, f"{after_share:.0%}" if TINY else "look"),
-    ("full fine-tune", unet_params, unet_params * 2, None, "80% (below)" if TINY else "-"),
-]
-print(f"{'':20s} {'trains':>12s} {'file (fp16)':>12s} {'time here':>10s} {'new thing drawn':>16s}")
-for name, n, size, seconds, effect in rows:
-    when = f"{seconds:.0f} s" if seconds is not None else "-"
-    print(f"{name:20s} {n:>12,} {size / 1e6:>9.3f} MB {when:>10s} {effect:>16s}")
+n_ti, per_pass = (24, 24) if TINY else (8, 2)  # §3's first images; SD 1.5: 2 crops per pass (less memory)
+ti_images, ti_captions = images[:n_ti], [c.replace(SHAPE if TINY else "sks cat", token) for c in captions[:n_ti]]
+with torch.no_grad():
+    ti_x0 = torch.cat([ti_pipe.vae.encode(cu.to_tensor(ti_images[k:k + per_pass]).to(choice.device, ti_pipe.vae.dtype))
+                       .latent_dist.mean for k in range(0, n_ti, per_pass)]).float().cpu() * scaling  # x_0 [n, 4, h, w]
+    ids = text_embeddings.token_ids(tokenizer, ti_captions).to(choice.device)
+    frozen = token_table(ids)               # [n, 77, hidden]: the captions' rows, frozen ...
+where = (ids == token_id)[..., None]        # ... except where the new word stands: [n, 77, 1]
+ti_lr, ti_steps = (0.05 if TINY else 5e-3), max(4, min(30, STEPS // 4))  # 30 steps in the full recipe
+ti_row = token_table.weight[token_id].detach().float().clone().requires_grad_(True)  # what learns: [hidden], float32
+ti_optimizer = torch.optim.Adam([ti_row], lr=ti_lr)
+ti_scaler = precision.grad_scaler(choice.device, ti_pipe.unet.dtype)  # as in §6 (float16 only)
+ti_pipe.unet.requires_grad_(False)
+text_encoder.requires_grad_(False)
+ti_pipe.unet.enable_gradient_checkpointing()  # (less memory)
+gen, ti_losses, start = torch.Generator().manual_seed(0), [], time.perf_counter()
+# Simplified from course_utils.text_embeddings.train_textual_inversion
+for step in range(ti_steps):
+    eps = torch.randn(ti_x0.shape, generator=gen)  # fresh noise (with §4's offset) and fresh timesteps, every step
+    eps = eps + new_concept.NOISE_OFFSET * torch.randn((n_ti, 4, 1, 1), generator=gen)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n_ti,), generator=gen)
+    x_t = noise_scheduler.add_noise(ti_x0, eps, t)
+    ti_optimizer.zero_grad()
+    ti_losses.append(0.0)
+    for p in [slice(k, k + per_pass) for k in range(0, n_ti, per_pass)]:  # the passes' gradients add up
+        with autocast:
+            text = text_embeddings.encode_embeddings(text_encoder, torch.where(where[p], ti_row.to(frozen.dtype), frozen[p]))
+            eps_hat = ti_pipe.unet(x_t[p].to(choice.device, ti_pipe.unet.dtype), t[p].to(choice.device), text).sample
+        loss = torch.nn.functional.mse_loss(eps_hat.float(), eps[p].to(choice.device)) * per_pass / n_ti  # §4's loss
+        ti_scaler.scale(loss).backward()
+        ti_losses[-1] += loss.item()
+    ti_scaler.step(ti_optimizer)
+    ti_scaler.update()
+    if step == 1:
+        after_two = ti_row.detach().clone()
+ti_seconds = time.perf_counter() - start
+print(f"textual inversion: {ti_steps} steps in {ti_seconds:.0f} s; each step's loss:", [round(x, 3) for x in ti_losses[:6]], "...")
+reference_row, _ = text_embeddings.train_textual_inversion(
+    ti_pipe, ti_images, ti_captions, token, steps=2, learning_rate=ti_lr, noise_offset=new_concept.NOISE_OFFSET,
+    batch_size=per_pass, gradient_checkpointing=True)
+print("max difference to text_embeddings.train_textual_inversion after two steps:", (reference_row.float() - after_two).abs().max().item())
+assert (reference_row.float() - after_two).abs().max() <= cu.by_hand.tolerance(ti_pipe.unet.dtype)
 
 # %% [markdown]
-# - **Textual inversion** trains one row of the token table (64 numbers on `tiny`, 768 on SD 1.5).
-#   The UNet is frozen, so the new word can only steer it toward pictures it can already make (the
-#   row above prints what `<diamond>` drew: `tiny` has never drawn a corner at 45°). An embedding names
-#   things; it cannot teach drawing. (On SD 1.5, which has seen countless cats, an embedding of one
-#   cat gets close, which is why embeddings are popular there.)
-# - **A LoRA** changes what the layers compute, through a few per cent of their weights: enough to
-#   draw a new shape, small enough to share (a fraction of a megabyte here; tens of MB for SD 1.5),
-#   and it can be switched off or scaled.
-# - **A full fine-tune** trains every UNet weight: the same loop with `unet.requires_grad_(True)`.
-#   It can learn the most, needs the most memory (AdamW keeps two more numbers per weight) and
-#   ships as a whole model (lesson 7's `community.safetensors`; 1.7 GB in fp16 for SD 1.5's UNet).
-#   On `tiny`, this lesson's recipe as a full fine-tune (lr 2e-4, 400 steps; `docs/training.md`)
-#   drew 80% diamonds, and the old prompts' shapes fell from 1.00 to 0.86: with every weight free to
-#   move, more of what the model knew moved too. Its steps took about as long as the LoRA's on this
-#   small model on a CPU (`docs/training.md`). That is not general: a LoRA step skips the weight
-#   gradients of every frozen layer (about a third of a training step's matrix products) and keeps
-#   AdamW's state for its few weights only (for SD 1.5's 860 M UNet weights, AdamW's two float32
-#   states alone are 6.9 GB).
+# The learned row goes into the table; we ask for the new word, then compare the three ways.
+
+# %%
+with torch.no_grad():
+    token_table.weight[token_id] = ti_row.to(token_table.weight.dtype)
+if TINY:
+    ti_share, ti_pictures, ti_found = new_concept.share_drawn(ti_pipe, SHAPE, [p.replace(SHAPE, token) for p in prompts[:10]], **settings)
+    print(f"'{token}' draws a {SHAPE} in {ti_share:.0%}; it draws:", {s: [f["shape"] for f in ti_found].count(s) for s in {f["shape"] for f in ti_found}})
+    display(cu.grid(ti_pictures, cols=5, min_width=128, titles=[f["shape"] or "-" for f in ti_found]))
+else:
+    display(ti_pipe(new_prompt.replace("sks cat", token), generator=torch.Generator().manual_seed(0), **settings).images[0])
+print(f"{'':20s} {'trains':>12s} {'file (fp16)':>12s} {'time here':>10s} {'new thing drawn':>16s}")
+for name, n, size, seconds, effect in [
+    ("textual inversion", token_table.weight.shape[1], token_table.weight.shape[1] * 2, f"{ti_seconds:.0f} s", f"{ti_share:.0%}" if TINY else "look"),
+    ("LoRA (this lesson)", lora_params, lora_file.stat().st_size, f"{train_seconds:.0f} s", f"{after_share:.0%}" if TINY else "look"),
+    ("full fine-tune", unet_params, unet_params * 2, "-", "80% (below)" if TINY else "-")]:
+    print(f"{name:20s} {n:>12,} {size / 1e3:>9,.1f} kB {seconds:>10s} {effect:>16s}")
+
+# %% [markdown]
+# **Why textual inversion can only name what the model can already draw.** What the UNet draws for a
+# text embedding is fixed by its frozen weights: training the row only searches the inputs, for the one
+# under which the model comes closest to the pictures. A diamond is not among `tiny`'s drawings, so the
+# search ends at shapes it can draw (above); the same loop names a purple triangle, which `tiny` draws
+# (appendix, "From lesson 10"). SD 1.5 has drawn countless cats: an embedding of one cat gets close (Gal et al., 2022).
+#
+# - **Textual inversion** trains one row: it names, it cannot teach drawing.
+# - **A LoRA** changes what the layers compute with a few per cent of their weights: enough for a new
+#   shape, small to share, switchable and scalable.
+# - **A full fine-tune** trains every UNet weight: it can learn the most, needs the most memory (AdamW's
+#   two float32 states: 6.9 GB for SD 1.5's 860 M weights) and ships as a whole model. On `tiny` it drew
+#   80% diamonds and moved the old prompts more (`docs/training.md`, "Lesson 10").
 
 # %% [markdown]
 # ## Exercises
@@ -648,8 +552,9 @@ for name, n, size, seconds, effect in rows:
 # - Measure learning on a fixed batch; count what the pictures show with and without the LoRA;
 #   check the old prompts for forgetting; mix prior images into every batch to prevent it.
 # - Check first that the latents can carry the concept: the VAE's round trip is a cheap test.
-# - Textual inversion names what the model can already draw; a LoRA or a fine-tune teaches it
-#   to draw something new.
+# - Textual inversion: `tokenizer.add_tokens`, `resize_token_embeddings`, a new row, trained with the same loss
+#   (fresh noise and timesteps every step) while all else is frozen. It names what the model can already draw;
+#   a LoRA or a fine-tune teaches it to draw something new.
 # - In half precision, train as diffusers' scripts do: the trained weights in float32, the frozen model
 #   in float16, `torch.autocast`, and a `GradScaler` for float16 (exercise 3 shows the NaN otherwise).
 

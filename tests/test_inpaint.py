@@ -257,6 +257,22 @@ def test_region_change_and_paste_back(photo_and_mask):
     assert after["outside"] == 0.0 and abs(after["inside"] - before["inside"]) < 1e-6
 
 
+def test_border_step_measures_the_step_across_the_mask_border():
+    """Lesson 8, §6: a seam is a step across the mask's border; a picture that goes on across it has none."""
+    mask = masks.rect_mask(8, (2, 2, 6, 6))  # a 4x4 box: 16 border pairs (4 on each side)
+    plain = Image.new("RGB", (8, 8), (30, 80, 220))
+    assert inpaint.border_step(plain, mask) == 0.0
+    patched = plain.copy()
+    patched.paste((255, 255, 255), (2, 2, 6, 6))  # the box painted white: every border pair steps the same
+    expected = np.abs(np.array([255, 255, 255]) - np.array([30, 80, 220])).mean() / 255
+    assert inpaint.border_step(patched, mask) == pytest.approx(expected)
+    half = plain.copy()
+    half.paste((255, 255, 255), (2, 2, 4, 6))  # only the box's left half: its right side does not step
+    assert inpaint.border_step(half, mask) == pytest.approx(expected * 8 / 16)
+    assert inpaint.border_step(plain, masks.rect_mask(8, (0, 0, 0, 0))) == 0.0  # no border
+    assert inpaint.border_step(patched, masks.rect_mask(16, (4, 4, 12, 12))) == pytest.approx(expected)  # mask resized
+
+
 def test_sd15_random_has_9_channels(monkeypatch):
     # the full-size model takes ~4 GB; the same code with the tiny sizes checks the wiring
     monkeypatch.setattr(configs, "SD15_INPAINT_UNET", configs.TINY_INPAINT_UNET)

@@ -92,3 +92,35 @@ def test_share_drawn_counts_what_classify_reads(pipe):
     prompts = new_concept.concept_prompts("diamond", 20)
     assert len(prompts) == 20 and len(set(prompts)) > 10 and all("diamond" in p for p in prompts)
     assert {p.split()[1] for p in prompts} == set(world.COLORS)
+
+
+def test_old_prompts_kept_reads_the_seen_prompts_back():
+    class Rendered:  # a stand-in pipeline that draws each SEEN prompt's own scene, except the first as a diamond
+        def __call__(self, prompts, generator, **settings):
+            by_prompt = {p: (c, s) for p, c, s, _ in cu.scores.SEEN}
+            images = [world.draw(*by_prompt[p], "white", 32, 32, 20) for p in prompts]
+            images[0] = world.draw(by_prompt[prompts[0]][0], "diamond", "white", 32, 32, 20)
+            return type("Out", (), {"images": images})
+
+    kept = new_concept.old_prompts_kept(Rendered(), "diamond", seeds=(0,))
+    n = len(cu.scores.SEEN)
+    assert kept["n"] == n and kept["diamonds"] == 1
+    assert kept["colour"] == 1.0 and kept["shape"] == pytest.approx((n - 1) / n)
+
+
+def test_star_loses_its_points_in_the_vae_and_a_diamond_does_not(pipe):
+    star, diamond = new_concept.star("red", "white", r=22), world.draw("red", "diamond", "white", 32, 32, 22)
+    assert star.size == (64, 64) and new_concept.shape_iou(star, star) == 1.0
+    assert 0.5 < new_concept.shape_iou(star, diamond) < 1.0
+    with torch.no_grad():
+        mean = pipe.vae.encode(cu.to_tensor([diamond, star])).latent_dist.mean
+    decoded = cu.decode_latents(pipe.vae, mean * pipe.vae.config.scaling_factor)
+    assert new_concept.shape_iou(diamond, decoded[0]) > new_concept.shape_iou(star, decoded[1]) + 0.05
+
+
+def test_training_steps(monkeypatch, capsys):
+    monkeypatch.delenv("COURSE_TRAIN_STEPS", raising=False)
+    assert new_concept.training_steps("tiny", "cpu") == 400 and new_concept.training_steps("sd15", "cuda") == 200
+    assert new_concept.training_steps("sd15", "cpu") == 4 and "only to see the mechanics" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_TRAIN_STEPS", "16")
+    assert new_concept.training_steps("tiny", "cpu") == 16

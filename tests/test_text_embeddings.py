@@ -1,5 +1,6 @@
-"""Lesson 2, §9's text-embedding lab (course_utils/text_embeddings.py), checked against transformers and diffusers
-on `tiny`: the encoder by hand, swapped words, a new token row, and textual inversion's loss."""
+"""The text-embedding lab of lesson 2, §9 and the textual inversion of lesson 10, §10 (course_utils/text_embeddings.py),
+checked against transformers and diffusers on `tiny`: the encoder by hand, swapped words, a new token row, and
+textual inversion's training."""
 
 import random
 
@@ -123,20 +124,86 @@ def _purple_triangles(n: int, token: str):
     return images, captions
 
 
-def test_textual_inversion_loss_falls_and_only_the_row_learns(pipe):
+def _triangles_with_named_backgrounds(n: int, token: str):
+    """Purple triangles on every background but purple; half the captions name the background ("a <t> on a
+    gray background"), so that the new word is left with the shape (build/appendix/10.py's set)."""
+    rng = random.Random(0)
+    images, captions = [], []
+    for _ in range(n):
+        background = rng.choice([b for b in world.BACKGROUNDS if b != "purple"])
+        r = rng.uniform(10, 22)
+        images.append(
+            world.draw("purple", "triangle", background, rng.uniform(r + 2, 62 - r), rng.uniform(r + 2, 62 - r), r)
+        )
+        captions.append(f"a {token}" if rng.random() < 0.5 else f"a {token} on a {background} background")
+    return images, captions
+
+
+def _purple_triangles_drawn(pipe, token: str) -> int:
+    """How many of 4 pictures of "a <token>" (seeds 0-3, 10 steps) show a purple triangle."""
+    images = pipe(
+        [f"a {token}"] * 4,
+        generator=[torch.Generator().manual_seed(s) for s in range(4)],
+        num_inference_steps=10,
+        guidance_scale=3.0,
+    ).images
+    found = [world.classify(im) for im in images]
+    return sum(f["color"] == "purple" and f["shape"] == "triangle" for f in found)
+
+
+def test_textual_inversion_learns_only_the_row_and_names_a_shape_tiny_draws(pipe):
+    """Each step's loss is at fresh noise and timesteps, so it jumps; what the word draws shows the learning."""
     token = "<my-shape>"
     te.add_token(pipe.tokenizer, pipe.text_encoder, token, te.word_vector(pipe.tokenizer, pipe.text_encoder, "shape"))
+    pipe.set_progress_bar_config(disable=True)
     weights = {name: p.detach().clone() for m in (pipe.unet, pipe.text_encoder) for name, p in m.named_parameters()}
     flags = {name: p.requires_grad for m in (pipe.unet, pipe.text_encoder) for name, p in m.named_parameters()}
-    images, captions = _purple_triangles(8, token)
-    row, losses = te.train_textual_inversion(pipe, images, captions, token, steps=4)
+    images, captions = _triangles_with_named_backgrounds(24, token)
+    start = te.word_vector(pipe.tokenizer, pipe.text_encoder, token)
+    row, losses = te.train_textual_inversion(pipe, images, captions, token, steps=30, learning_rate=0.05)
     assert row.shape == (pipe.text_encoder.config.hidden_size,)
-    assert len(losses) == 4 and losses[-1] < losses[0]
-    start = te.word_vector(pipe.tokenizer, pipe.text_encoder, token)  # the table keeps the starting row
-    assert not torch.equal(row, start)
+    assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(row, start) and torch.equal(te.word_vector(pipe.tokenizer, pipe.text_encoder, token), start)
     for m in (pipe.unet, pipe.text_encoder):
         for name, p in m.named_parameters():
             assert torch.equal(p, weights[name]) and p.requires_grad == flags[name] and p.grad is None
+    before = _purple_triangles_drawn(pipe, token)
+    with torch.no_grad():
+        pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(token)] = row
+    assert before <= 1 and _purple_triangles_drawn(pipe, token) >= 3
+
+
+def test_textual_inversion_draws_fresh_noise_and_timesteps_as_training_loss_does(pipe):
+    """A loop that calls new_concept.training_loss on all images each step (lesson 10, §10) is the reference."""
+    from course_utils import new_concept
+
+    token = "<my-shape>"
+    te.add_token(pipe.tokenizer, pipe.text_encoder, token, te.word_vector(pipe.tokenizer, pipe.text_encoder, "shape"))
+    images, captions = _purple_triangles(4, token)
+    reference, reference_losses = te.train_textual_inversion(
+        pipe, images, captions, token, steps=3, noise_offset=new_concept.NOISE_OFFSET
+    )
+    table = pipe.text_encoder.get_input_embeddings()
+    with torch.no_grad():
+        x_0 = pipe.vae.encode(cu.to_tensor(images)).latent_dist.mean * pipe.vae.config.scaling_factor
+        ids = te.token_ids(pipe.tokenizer, captions)
+        frozen = table(ids)
+    token_id = pipe.tokenizer.convert_tokens_to_ids(token)
+    where = (ids == token_id)[..., None]  # [n, 77, 1]
+    row = table.weight[token_id].detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([row], lr=0.15)
+    generator, losses = torch.Generator().manual_seed(0), []
+    pipe.unet.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    for _ in range(3):
+        c = te.encode_embeddings(pipe.text_encoder, torch.where(where, row, frozen))
+        loss = new_concept.training_loss(pipe.unet, pipe.scheduler, x_0, c, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert (row.detach() - reference).abs().max() <= 1e-5
+    assert max(abs(a - b) for a, b in zip(losses, reference_losses)) <= 1e-6
 
 
 def test_textual_inversion_is_seeded(pipe):

@@ -99,6 +99,22 @@ def test_maps_shapes_and_sum_to_one_over_tokens(tiny_pipe, inputs):
         maps.token_maps((64, 64), (16, 16), positions=100)
 
 
+def test_maps_per_head_and_layer(tiny_pipe, inputs):
+    """One head or one layer's maps: the heads' maps average to the default, and each still sums to 1 per pixel."""
+    with unet_inside.recording_cross_attention(tiny_pipe.unet) as maps:
+        _call(tiny_pipe.unet, inputs)
+    heads = tiny_pipe.unet.up_blocks[1].attentions[1].transformer_blocks[0].attn2.heads
+    assert {tuple(s.shape[:1]) for s in maps.sums.values()} == {(heads,)}  # kept per head
+    layer = "up_blocks.1.attentions.1"
+    per_head = [maps.token_maps((64, 64), (16, 16), layer=layer, head=h) for h in range(heads)]
+    assert torch.allclose(torch.stack(per_head).mean(0), maps.token_maps((64, 64), (16, 16), layer=layer), atol=1e-6)
+    for heat in per_head:
+        assert torch.allclose(heat.sum(0), torch.ones(64, 64), atol=1e-5)
+    assert not torch.allclose(per_head[0], per_head[1])  # the heads read differently
+    with pytest.raises(ValueError, match="no_such_block"):
+        maps.token_maps((64, 64), (16, 16), layer="no_such_block")
+
+
 def test_guided_keeps_the_text_half(tiny_pipe, inputs):
     sample, t, text = inputs
     with unet_inside.recording_cross_attention(tiny_pipe.unet) as guided:

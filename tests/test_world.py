@@ -127,7 +127,9 @@ def test_new_shapes_are_drawn_and_read_back_only_when_asked_for():
 
 
 def test_describe_says_in_words_what_classify_finds():
-    assert world.describe(world.draw("red", "circle", "blue", cx=30, cy=34, r=17)) == "a red circle on a blue background"
+    assert (
+        world.describe(world.draw("red", "circle", "blue", cx=30, cy=34, r=17)) == "a red circle on a blue background"
+    )
     found = dict(background="white", color="orange", shape="square", fill=1.0, hollow=0.6, iou=0.9)
     assert world.describe(found) == "an outlined orange square on a white background"
     assert world.describe(dict(found, shape=None)) == "no shape on a white background"

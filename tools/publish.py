@@ -93,11 +93,7 @@ def download_gb(lesson: int) -> float:
 FIRST_CELL = """\
 # Sets the course up on a fresh Colab runtime: clones its repository and installs `course_utils` (keeping
 # Colab's torch). Where `course_utils` is installed already (e.g. `make install`), it does nothing.
-# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about {gb:.1f} GB
-# from the Hugging Face Hub, again on every new runtime:
-# {what}.
-# To keep them on your Google Drive instead, uncomment the two lines after the imports (HF_HOME must be set
-# before huggingface_hub is imported).
+{downloads}
 import importlib.util, os, shutil, subprocess, sys
 # from google.colab import drive; drive.mount("/content/drive")
 # os.environ["HF_HOME"] = "/content/drive/MyDrive/hf-cache"
@@ -127,9 +123,35 @@ if importlib.util.find_spec("course_utils") is None:  # a fresh Colab runtime
     sys.path.insert(0, os.path.abspath("sd-course"))"""
 
 
-def first_cell(lesson: int, repo: str) -> str:
-    """The first code cell of lesson ``lesson``: :data:`FIRST_CELL` with the repository and what the lesson downloads."""
-    return FIRST_CELL.format(repo=repo, gb=download_gb(lesson), what=" + ".join(LESSON_DOWNLOADS[lesson]))
+DOWNLOADS_NOTE = """\
+# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about {gb:.1f} GB
+# from the Hugging Face Hub, again on every new runtime:
+# {what}.
+# To keep them on your Google Drive instead, uncomment the two lines after the imports (HF_HOME must be set
+# before huggingface_hub is imported)."""
+APPENDIX_NOTE = """\
+# The appendix runs on `tiny` on every runtime (a CPU one is enough): it downloads nothing from the Hub, so the
+# two commented lines after the imports (a Hub cache on Google Drive) are not needed here."""
+
+
+def first_cell(lesson: int | None, repo: str) -> str:
+    """The first code cell of lesson ``lesson`` (`None`: the appendix): :data:`FIRST_CELL` with the repository and
+    what the lesson downloads."""
+    if lesson is None:
+        return FIRST_CELL.format(repo=repo, downloads=APPENDIX_NOTE)
+    what = " + ".join(LESSON_DOWNLOADS[lesson])
+    return FIRST_CELL.format(repo=repo, downloads=DOWNLOADS_NOTE.format(gb=download_gb(lesson), what=what))
+
+
+def notebooks(suffix: str) -> list[Path]:
+    """The lessons (``NN_topic``) and then the appendix (``appendix_*``) in ``notebooks/``, with this suffix."""
+    folder = ROOT / "notebooks"
+    return sorted(folder.glob(f"[0-9][0-9]_*{suffix}")) + sorted(folder.glob(f"appendix_*{suffix}"))
+
+
+def lesson_number(path: Path) -> int | None:
+    """``notebooks/07_community_models.py`` -> 7; the appendix -> `None`."""
+    return int(path.name[:2]) if path.name[:2].isdigit() else None
 
 
 def repository_url() -> str:
@@ -148,7 +170,7 @@ def colab_url(repo: str, notebook: str) -> str:
 
 def badge_table(repo: str) -> str:
     rows = ["| lesson | open |", "|---|---|"]
-    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for nb in notebooks(".ipynb"):
         badge = "https://colab.research.google.com/assets/colab-badge.svg"
         rows.append(f"| `{nb.stem}` | [![Open In Colab]({badge})]({colab_url(repo, nb.name)}) |")
     return "\n".join([TABLE_START, *rows, TABLE_END])
@@ -161,12 +183,12 @@ def main(argv=None) -> int:
     if a.repo:
         PYPROJECT.write_text(URL_LINE.sub(f'Repository = "{a.repo.removesuffix(".git")}"', PYPROJECT.read_text()))
     repo = repository_url()
-    for py in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
+    for py in notebooks(".py"):
         text = py.read_text()
         match = FIRST_CODE_CELL.search(text)
         if not match:
             sys.exit(f"{py.name}: no first code cell (a '# %%' line followed by code) found")
-        text = text[: match.start(1)] + first_cell(int(py.name[:2]), repo) + text[match.end(1) :]
+        text = text[: match.start(1)] + first_cell(lesson_number(py), repo) + text[match.end(1) :]
         if text != py.read_text():
             py.write_text(text)
     readme = README.read_text()
