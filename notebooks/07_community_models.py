@@ -400,7 +400,8 @@ n_lora = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" 
 n_unet = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" not in n)
 print(f"LoRA numbers: {n_lora:,} = {2 * n_lora / 1e6:.2f} MB in fp16, beside {n_unet:,} in the UNet "
       f"({100 * n_lora / n_unet:.1f} %)")
-name, layer = next((n, m) for n, m in lora_pipe.unet.named_modules() if "demo" in getattr(m, "lora_B", {}))
+name, layer = next((n, m) for n, m in lora_pipe.unet.named_modules()  # its first linear layer (some are convolutions)
+                   if "demo" in getattr(m, "lora_B", {}) and isinstance(m.base_layer, torch.nn.Linear))
 display(cu.diagrams.lora_diagram(layer, name=name))  # one of its layers: W frozen, B·A beside it
 
 # %% [markdown]

@@ -21,6 +21,20 @@
 # world of coloured shapes, so that every cell runs on a laptop CPU in seconds. This optional appendix
 # holds what is about `tiny` itself: how it was made, where it differs from SD 1.5, and the
 # measurements behind the lessons' short remarks about it. Each section names the lesson it belongs to.
+#
+# Contents (each section runs on its own after the set-up cells; open the one a lesson points to):
+# - From lesson 01: a prompt `tiny` misses, found by a sweep
+# - From lesson 02: `tiny`'s VAE scale, and its word mixes at every share
+# - From lesson 03: the denoising loop
+# - From lesson 04: PNDM's warm-up in a cut schedule, measured
+# - From lesson 05: when a negative prompt acts, and where it shows on `tiny`
+# - From lesson 06: the `tiny` upscaler
+# - From lesson 07: the outline style — how `tiny`'s community stand-ins were made
+# - From lesson 08: `tiny`'s inpainting UNet, and the seam it does not avoid
+# - From lesson 10: the judge, the VAE's limits, and the runs behind the recipe
+#
+# Sweeps here are measured on the course's `tiny` weights; they explain the lessons' choices of prompts,
+# seeds and settings. Nothing in the lessons depends on running this notebook.
 
 # %%
 # Sets the course up on a fresh Colab runtime: clones its repository and installs `course_utils` (keeping

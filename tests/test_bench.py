@@ -76,6 +76,7 @@ def test_quick_full_size_parts_scale_the_decodes_to_512():
     }
 
 
+@pytest.mark.slow
 def test_every_full_size_part_runs_in_float16():
     """What lesson 9's full-size cell runs on a GPU (float16), here at 64x64 (the float16 lane leaves that cell out):
     every part's output in float16 and finite."""

@@ -151,6 +151,7 @@ def _purple_triangles_drawn(pipe, token: str) -> int:
     return sum(f["color"] == "purple" and f["shape"] == "triangle" for f in found)
 
 
+@pytest.mark.slow
 def test_textual_inversion_learns_only_the_row_and_names_a_shape_tiny_draws(pipe):
     """Each step's loss is at fresh noise and timesteps, so it jumps; what the word draws shows the learning."""
     token = "<my-shape>"
