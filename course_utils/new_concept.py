@@ -223,6 +223,32 @@ def sample_latents(data: dict, index: torch.Tensor, scaling_factor: float, gener
     return latents.draw(data, index, scaling_factor, generator)
 
 
+def noise_latents(latents, scheduler, generator, noise_offset: float = NOISE_OFFSET, timesteps=None) -> tuple:
+    """``x_0`` noised as in training: ``x_t = add_noise(x_0, eps, t)`` at random timesteps, with offset noise.
+
+    The random numbers are drawn in this order (what :func:`training_loss` and
+    ``text_embeddings.train_textual_inversion`` both rely on): ``eps = randn([B, 4, h, w])``, then
+    ``noise_offset * randn([B, 4, 1, 1])`` added to it (drawn even when ``noise_offset`` is 0), then ``t``.
+
+    Args:
+        latents (`torch.Tensor`): ``x_0``, ``[B, 4, h, w]``, already scaled, on the CPU.
+        scheduler: a scheduler with ``add_noise`` and ``config.num_train_timesteps``.
+        generator (`torch.Generator`): a CPU generator.
+        noise_offset (`float`, defaults to ``NOISE_OFFSET``): the offset noise's std.
+        timesteps (`tuple[int, int]`, *optional*): the range ``t`` is drawn from (upper bound excluded); default
+            every training timestep.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor, torch.Tensor]`: ``(x_t, eps, t)``, ``[B, 4, h, w]`` twice and ``[B]``.
+    """
+    b, ch = latents.shape[:2]
+    noise = torch.randn(latents.shape, generator=generator)  # eps
+    noise = noise + noise_offset * torch.randn((b, ch, 1, 1), generator=generator)
+    low, high = timesteps or (0, scheduler.config.num_train_timesteps)
+    t = torch.randint(low, high, (b,), generator=generator)
+    return scheduler.add_noise(latents, noise, t), noise, t
+
+
 def training_loss(
     unet,
     scheduler,
@@ -250,11 +276,7 @@ def training_loss(
     Returns:
         `torch.Tensor`: the scalar loss (float32), with a gradient for whatever in ``unet`` requires one.
     """
-    b, ch = latents.shape[:2]
-    noise = torch.randn(latents.shape, generator=generator)  # eps
-    noise = noise + noise_offset * torch.randn((b, ch, 1, 1), generator=generator)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
-    noisy = scheduler.add_noise(latents, noise, t)  # x_t
+    noisy, noise, t = noise_latents(latents, scheduler, generator, noise_offset)  # x_t, eps, t
     device, dtype = unet.device, unet.dtype
     eps_hat = unet(noisy.to(device, dtype), t.to(device), encoder_hidden_states=text.to(device, dtype)).sample
     return F.mse_loss(eps_hat.float(), noise.to(device).float())

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from course_utils import precision
 from course_utils.images import to_tensor
+from course_utils.new_concept import noise_latents
 
 __all__ = [
     "token_ids",
@@ -290,11 +291,8 @@ def train_textual_inversion(
     losses = []
     try:
         for _ in range(steps):
-            # this step's noise and timesteps, for all n images (in new_concept.training_loss's order)
-            noise = torch.randn(latents.shape, generator=generator)  # eps
-            noise = noise + noise_offset * torch.randn((n, latents.shape[1], 1, 1), generator=generator)
-            t = torch.randint(timesteps[0], timesteps[1], (n,), generator=generator)
-            noisy = scheduler.add_noise(latents, noise, t)  # x_t, on the CPU in float32
+            # this step's noise and timesteps, for all n images, as new_concept.training_loss draws them
+            noisy, noise, t = noise_latents(latents, scheduler, generator, noise_offset, timesteps)  # x_t on the CPU
             optimizer.zero_grad()
             loss_sum = 0.0
             for k in range(0, n, batch_size):
