@@ -10,14 +10,15 @@ Importing the package is cheap and changes nothing global: each name below is im
 its module the first time it is used (so ``import course_utils`` does not import torch or
 diffusers), and only :func:`setup` installs warning filters. The layers, bottom up:
 
-* ``errors``, ``paths``, ``device``, ``precision``, ``latents``, ``requirements`` - the basics (``precision``:
-  half-precision training; ``latents``: the latent cache and its draw, for lesson 10 and ``training/``;
-  ``requirements``: the pins);
+* ``errors``, ``paths``, ``device``, ``precision``, ``latents``, ``edges``, ``requirements`` - the basics
+  (``precision``: half-precision training; ``latents``: the latent cache and its draw, for lesson 10 and
+  ``training/``; ``edges``: the Canny edge maps ControlNets read, for lesson 11 and ``training/``; ``requirements``:
+  the pins);
 * ``models`` - the model layer: architectures, where weights come from, builders, the registry;
 * ``world``, ``scores`` - `tiny`'s synthetic world, its classifier, and the one text-to-image scorer;
 * lesson modules - one mechanism each: ``by_hand``, ``img2img``, ``inpaint`` (and its ``masks``), ``upscale``,
   ``long_prompt``, ``community``, ``single_file``, ``visual``, ``steps``, ``images``, ``diagrams``,
-  ``diagrams_steps``, ``text_embeddings``, ``unet_inside``, ``new_concept``;
+  ``diagrams_steps``, ``text_embeddings``, ``unet_inside``, ``new_concept``, ``controlnet``;
 * ``notebook`` (``setup``), and lesson 9's ``measuring``, ``levers``, ``full_size`` and ``gpu_memory`` (its
   measurements and estimates; ``gpu_memory_counter`` and ``gpu_memory_work`` count and run the estimates' work) -
   what notebooks call;
@@ -44,8 +45,10 @@ _NAMES = {
 _MODULES = (
     "by_hand",
     "community",
+    "controlnet",
     "diagrams",
     "diagrams_steps",
+    "edges",
     "gpu_memory",
     "img2img",
     "inpaint",

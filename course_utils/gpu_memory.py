@@ -28,7 +28,16 @@ from typing import Callable
 import torch
 
 from .gpu_memory_counter import estimate, load
-from .gpu_memory_work import add_lora, decode, generate, pipeline_parts, sd15_model, train_embedding, train_lora
+from .gpu_memory_work import (
+    add_lora,
+    decode,
+    generate,
+    pipeline_parts,
+    sd15_model,
+    train_controlnet,
+    train_embedding,
+    train_lora,
+)
 
 T4_LIMIT_GIB = 14.0  # a 16 GB T4 shows 15.0 GiB to PyTorch; leave room for the context and the workspaces
 EIGHT_GB_LIMIT_GIB = 7.0  # an 8 GB card (8.0 GiB) less the same margin
@@ -81,7 +90,7 @@ class Cell:
     """A lesson's heaviest cell on `sd15`, as its code runs on a GPU in float16 at 512x512 (the profile's default).
 
     Attributes:
-        lesson (`str`): ``"01"`` .. ``"10"``.
+        lesson (`str`): ``"01"`` .. ``"11"``.
         where (`str`): the section of the lesson.
         what (`str`): what is on the GPU and what runs.
         parts (`Callable[[], dict]`): every model the lesson holds at that moment, by pipeline (on ``meta``).
@@ -123,6 +132,11 @@ def _lesson_10(parts: dict) -> None:
     # one step: a pass's peak does not grow with the steps, and Adam's state for one row is 6 KB
     train_embedding(parts["ti_pipe"], images=8, batch=2, steps=1)
     del optimizer
+
+
+def _lesson_11(parts: dict) -> None:
+    """Lesson 11's own ControlNet training, beside the pipeline with its trained ControlNet."""
+    train_controlnet(parts["pipe"], parts["student"], steps=1)
 
 
 LESSONS = (
@@ -198,6 +212,18 @@ LESSONS = (
         lambda: dict(pipe=_pipe(), fresh=_pipe(), ti_pipe=_pipe()),
         _lesson_10,
         lambda m: add_lora(m["pipe"]),
+    ),
+    Cell(
+        "11",
+        "§7, train your own",
+        "the ControlNet pipeline (SD 1.5 with the canny ControlNet), §3's fresh copy (`fresh`), and a third ControlNet "
+        "training in float32 (AdamW), 1 picture of 512x512 per step, gradient checkpointing in it and the UNet",
+        lambda: dict(
+            pipe=dict(_pipe(), controlnet=sd15_model("controlnet")),
+            fresh=sd15_model("controlnet"),
+            student=sd15_model("controlnet", torch.float32),
+        ),
+        _lesson_11,
     ),
 )
 

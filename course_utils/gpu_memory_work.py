@@ -6,8 +6,8 @@ fake GPU. The work is what a lesson's cell allocates, cut to what repeats:
 
 * one pipeline call (:func:`generate`) is its text encoding, two denoising steps (a loop's memory repeats every
   step) and its VAE decode; :func:`decode` is ``cu.decode_latents``;
-* one training run (:func:`train_lora`, :func:`train_embedding`) is two optimiser steps (AdamW's state appears at
-  the first).
+* one training run (:func:`train_lora`, :func:`train_embedding`, :func:`train_controlnet`) is two optimiser steps
+  (AdamW's state appears at the first).
 """
 
 import torch
@@ -25,13 +25,14 @@ def sd15_model(name: str, dtype: torch.dtype = torch.float16) -> torch.nn.Module
 
     Args:
         name (`str`): ``"text_encoder"``, ``"unet"``, ``"inpaint_unet"`` (9 input channels), ``"vae"``,
-            ``"safety_checker"``, or the x4 upscaler's ``"x4_text_encoder"``, ``"x4_unet"``, ``"x4_vae"``.
+            ``"safety_checker"``, ``"controlnet"`` (lesson 11's canny ControlNet: ``from_unet`` of the UNet), or the
+            x4 upscaler's ``"x4_text_encoder"``, ``"x4_unet"``, ``"x4_vae"``.
         dtype (`torch.dtype`, defaults to float16): the weights' dtype (the x4 VAE: pass float32, as the course loads it).
 
     Returns:
         `torch.nn.Module`: the model, its parameters on ``meta``.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel
 
@@ -44,6 +45,9 @@ def sd15_model(name: str, dtype: torch.dtype = torch.float16) -> torch.nn.Module
         x4_text_encoder=lambda: CLIPTextModel(CLIPTextConfig(**configs.X4_UPSCALER_TEXT_ENCODER)),
         x4_unet=lambda: UNet2DConditionModel.from_config(configs.X4_UPSCALER_UNET),
         x4_vae=lambda: AutoencoderKL.from_config(configs.X4_UPSCALER_VAE),
+        controlnet=lambda: ControlNetModel.from_unet(
+            UNet2DConditionModel.from_config(configs.SD15_UNET), load_weights_from_unet=False
+        ),
     )
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in its dtype: a cast afterwards makes diffusers log a note
@@ -280,3 +284,39 @@ def train_embedding(
         row.grad.mul_(1 / 1024)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+
+def train_controlnet(parts: dict, student, batch: int = 1, size: int = SIZE, steps: int = WORK_STEPS) -> None:
+    """What lesson 11's ControlNet training steps allocate: a ``student`` ControlNet trained in float32 (AdamW) beside
+    the frozen half-precision UNet, whose activations are kept for the gradient to flow back through it to the
+    residuals; both with gradient checkpointing, as the lesson runs SD 1.5.
+
+    Args:
+        parts (`dict`): loaded (``unet``; the pipeline's other models only sit in memory).
+        student (`ControlNetModel`): loaded, in float32.
+        batch (`int`, defaults to 1): pictures per step.
+        size (`int`, defaults to 512): image side (the condition's; latents 8 times smaller).
+        steps (`int`, defaults to 2): optimiser steps.
+    """
+    unet = parts["unet"]
+    student.requires_grad_(True).train().enable_gradient_checkpointing()
+    unet.enable_gradient_checkpointing()
+    unet.train()
+    params = list(student.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    for _ in range(steps):
+        x = torch.randn(batch, 4, size // 8, size // 8, dtype=unet.dtype)
+        text = torch.randn(batch, 77, unet.config.cross_attention_dim, dtype=unet.dtype)
+        condition = torch.zeros(batch, 3, size, size)
+        t = torch.randint(0, 1000, (batch,))
+        with torch.autocast("cpu", dtype=torch.float16):
+            down, mid = student(x, t, encoder_hidden_states=text, controlnet_cond=condition, return_dict=False)
+            pred = unet(x, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        loss = F.mse_loss(pred.float(), torch.zeros(pred.shape))
+        (loss * 1024).backward()
+        torch._foreach_mul_([p.grad for p in params], 1 / 1024)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        del x, text, condition, down, mid, pred, loss
+    del optimizer

@@ -3,14 +3,15 @@
 ``python -m course_utils evaluate`` (the model card's numbers, 20 seeds per prompt) and the
 text-to-image stage's in-run evaluation (``python -m training text2img``, a few seeds) both call
 :func:`text2img_scores`; the evaluator also calls :func:`negative_scores`, and so does
-``python -m training diagnose``; lesson 9 and ``bench`` call :func:`drawn_right`. Every image is read back with ``world.classify``. This module
-imports only ``world`` (and torch), so ``training/`` may use it.
+``python -m training diagnose``; lesson 9 and ``bench`` call :func:`drawn_right`; the ControlNet's stage, ``evaluate``
+and lesson 11 call :func:`control_scores`. Every image is read back with ``world.classify``. This module imports only
+``world`` and ``edges`` (and torch), so ``training/`` may use it.
 """
 
 import numpy as np
 import torch
 
-from . import world
+from . import edges, world
 
 # (prompt, colour, shape, background or None): trained combinations, every colour and shape, half naming a background
 SEEN = (
@@ -162,3 +163,84 @@ def outline_share(pipe, prompts, seeds, **settings) -> float:
     """Share of images whose shape ``world.classify`` finds hollow (an outline, not a solid shape)."""
     found = [world.classify(im) for p in prompts for im in generate(pipe, p, seeds, **settings)]
     return float(np.mean([f["shape"] is not None and f["hollow"] > world.HOLLOW for f in found]))
+
+
+# --- ControlNet: does the picture follow the condition? ------------------------------------------------------------
+CONTROL_SPLIT = "control"  # ``world.sample`` split of the conditions scored: seeds no training batch draws ("train")
+IOU_FOLLOWS = 0.8  # a picture follows its condition when its shape's pixels overlap the condition's shape this much
+
+
+def control_scenes(per_shape: int, start: int = 0) -> list:
+    """Held-out scenes whose edges are the conditions scored: ``per_shape`` of each of ``world.SHAPES``.
+
+    Each is ``world.sample(seed, CONTROL_SPLIT, shape=shape)``: a colour, background, size and position of its own,
+    none of them seen in training (that draws the ``"train"`` split).
+
+    Returns:
+        `list[world.Sample]`: shape by shape, ``per_shape`` each.
+    """
+    return [world.sample(start + i, CONTROL_SPLIT, shape=s) for s in world.SHAPES for i in range(per_shape)]
+
+
+def scene_prompt(scene) -> str:
+    """``"a red circle on a blue background"``: the prompt that names everything in ``scene``."""
+    c, b = scene.color, scene.background
+    return f"{world.article(c)} {c} {scene.shape} on {world.article(b)} {b} background"
+
+
+def overlap(image, reference) -> float:
+    """Intersection over union of the shape's pixels (``world.shape_mask``) in two pictures of `tiny`'s world.
+
+    Args:
+        image, reference (`PIL.Image.Image`): e.g. a generated picture and the scene its condition was made from.
+
+    Returns:
+        `float` in [0, 1]: 1 when the two shapes cover the same pixels.
+    """
+    a, b = world.shape_mask(image), world.shape_mask(reference)
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def control_scores(pipe, scenes, seed: int = 0, batch: int = 60, **settings) -> dict:
+    """How well pictures follow their conditions: one picture per scene, its edge map as the condition.
+
+    Args:
+        pipe: a ``StableDiffusionControlNetPipeline`` of `tiny`'s world (the condition is passed as ``image``), or
+            a text-to-image pipeline (the same prompts with no condition: how often the base model lands there by
+            chance).
+        scenes (`list[world.Sample]`): e.g. :func:`control_scenes`; prompt: :func:`scene_prompt`.
+        seed (`int`, defaults to 0): picture ``i`` starts from ``torch.Generator().manual_seed(seed + i)``.
+        batch (`int`, defaults to 60): pictures per pipeline call.
+        **settings: passed to the pipeline (``num_inference_steps``, ``guidance_scale``,
+            ``controlnet_conditioning_scale``, ...).
+
+    Returns:
+        `dict`: ``follows`` (share with :func:`overlap` >= ``IOU_FOLLOWS``), ``mean_iou``, ``color``, ``shape``,
+        ``background`` (shares ``world.classify`` reads back as the scene has them), ``pictures``.
+    """
+    controlled = "controlnet" in getattr(pipe, "components", {})
+    rows = []
+    for i in range(0, len(scenes), batch):
+        part = scenes[i : i + batch]
+        gens = [torch.Generator().manual_seed(seed + i + k) for k in range(len(part))]
+        extra = dict(image=[edges.canny(s.image) for s in part]) if controlled else {}
+        images = pipe([scene_prompt(s) for s in part], generator=gens, **extra, **settings).images
+        for image, s in zip(images, part):
+            found = world.classify(image)
+            rows.append(
+                (
+                    overlap(image, s.image),
+                    found["color"] == s.color,
+                    found["shape"] == s.shape,
+                    found["background"] == s.background,
+                )
+            )
+    ious = np.array([r[0] for r in rows])
+    return {
+        "follows": float(np.mean(ious >= IOU_FOLLOWS)),
+        "mean_iou": float(ious.mean()),
+        "color": float(np.mean([r[1] for r in rows])),
+        "shape": float(np.mean([r[2] for r in rows])),
+        "background": float(np.mean([r[3] for r in rows])),
+        "pictures": len(rows),
+    }

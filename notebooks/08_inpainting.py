@@ -421,7 +421,7 @@ cu.grid([result, *pasted.values()], cols=3, size=256, titles=["9-channel model",
 # photo's 3D layout. **ControlNet** (`StableDiffusionControlNetPipeline`) keeps the UNet's 4 channels
 # and adds a trainable copy of its down and middle blocks that reads a control image (edges, a pose, a
 # depth map) and adds its features to the UNet's skip connections (the `down_block_additional_residuals`
-# and `mid_block_additional_residual` arguments of `UNet2DConditionModel.forward`).
+# and `mid_block_additional_residual` arguments of `UNet2DConditionModel.forward`). Lesson 11 takes it apart.
 
 # %% [markdown]
 # ## Exercises

@@ -46,3 +46,17 @@ def full_size_cells_of_lesson_9() -> list[str]:
     found = [i for i, src in enumerate(code) if "full_size.full_size_parts(" in src or 'seconds["UNet step' in src]
     assert len(found) == 2, found
     return [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]
+
+
+def scoring_cells_of_lesson_11() -> list[str]:
+    """``--deselect`` options for lesson 11's two scoring cells on `tiny` (section 7's held-out score and solution 1's
+    sweep: 36 and 28 pictures) in the float16 lane, where a CPU computes float16 several times slower (134 s of the
+    lesson's 301 there). Their pipeline calls are those of sections 2 and 5, which the lane runs in float16; the
+    scores themselves run in float32 in `make test` (and ``evaluate --parts controlnet``). Found by their code."""
+    import nbformat
+
+    path = ROOT / "notebooks" / "11_controlnet.ipynb"
+    code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    found = [i for i, src in enumerate(code) if "scores.control_scores(" in src]
+    assert len(found) == 2, found
+    return [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]

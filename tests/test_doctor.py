@@ -31,7 +31,8 @@ def test_offline_empty_cache_every_repo_is_unreachable_not_a_traceback(empty_sea
     checks = doctor_models.check_models(timeout=1)
     names = [c.name for c in checks]
     assert TEXT2IMG in names and f"{hub.EASYNEGATIVE_REPO}/{hub.EASYNEGATIVE_FILE}" in names
-    assert len(names) == len(set(hub.SD15_REPOS.values())) + 3  # text2img and img2img share one repository
+    # text2img, img2img and controlnet share one repository; then every single file (lesson 7's, lesson 11's ControlNet)
+    assert len(names) == len(set(hub.SD15_REPOS.values())) + len(hub.SINGLE_FILES)
     for check in checks:
         assert check.detail.startswith("unreachable") and check.status == "warning" and check.fix, check
 
@@ -64,7 +65,7 @@ def test_a_known_copy_in_course_models_dir_is_found_as_the_course_would(empty_se
 def test_a_missing_library_is_a_problem_and_a_pin_mismatch_a_warning(monkeypatch):
     monkeypatch.setattr(doctor, "LIBRARIES", ("diffusers", "no_such_library_here"))
     checks = doctor.check_libraries(pins={"diffusers": "==0.0.1", "no_such_library_here": ">=1"})
-    assert [c.status for c in checks] == ["warning", "problem"]
+    assert [c.status for c in checks][:2] == ["warning", "problem"] and checks[2].name == "opencv (cv2)"
     assert "pip install 'diffusers==0.0.1'" in checks[0].fix and "make install" in checks[1].fix
 
 
@@ -191,3 +192,14 @@ def test_room_config_points_olah_at_the_upstream(tmp_path):
     assert 'hf-netloc = "huggingface.co"' in text and 'hf-lfs-netloc = "cdn-lfs.huggingface.co"' in text
     with pytest.raises(hub_mirror.CourseError, match="--upstream"):
         hub_mirror.write_room_config(tmp_path, 8090, upstream="huggingface.co")
+
+
+def test_opencv_any_one_package_is_fine_none_or_two_is_a_warning(monkeypatch):
+    versions = {}
+    monkeypatch.setattr(doctor, "installed", lambda name: versions.get(name))
+    assert doctor.check_opencv().status == "warning"  # none: lesson 11 cannot make edge maps
+    versions["opencv-python"] = "4.12.0.88"  # Colab's
+    assert doctor.check_opencv().status == "ok"
+    versions["opencv-python-headless"] = "4.14.0.94"
+    found = doctor.check_opencv()
+    assert found.status == "warning" and "overwrite" in found.fix

@@ -56,7 +56,7 @@ def test_download_table_names_the_course_repositories():
         for v in values:
             yield from ([v] if isinstance(v, str) else v)
 
-    repos = {*flat(hub.SD15_REPOS.values()), hub.COUNTERFEIT_REPO, hub.EASYNEGATIVE_REPO, hub.LCM_LORA_REPO}
+    repos = {*flat(hub.SD15_REPOS.values()), *(repo for repo, _, _, _ in hub.SINGLE_FILES)}
     for name, (size, repo) in publish.DOWNLOADS.items():
         assert repo in repos and size > 0, name
         if name.endswith("in fp16"):  # a pipeline folder's fp16 variant

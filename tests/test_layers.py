@@ -26,8 +26,9 @@ LESSON_MODULES = {
     "text_embeddings",
     "unet_inside",
     "new_concept",
+    "controlnet",
 }
-BASICS = {"errors", "paths", "device", "precision", "latents", "requirements"}
+BASICS = {"errors", "paths", "device", "precision", "latents", "edges", "requirements"}
 TOP = {
     "notebook",
     "measuring",

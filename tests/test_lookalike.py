@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # builds six repositories and loads each (~25 s)
 SD15 = hub.SD15_REPOS["text2img"]
 INPAINT = hub.SD15_REPOS["inpaint"]
 UPSCALE = hub.SD15_REPOS["upscale"]
-ALL = {SD15, INPAINT, UPSCALE, hub.COUNTERFEIT_REPO, hub.EASYNEGATIVE_REPO, hub.LCM_LORA_REPO}
+ALL = {SD15, INPAINT, UPSCALE, hub.COUNTERFEIT_REPO, hub.EASYNEGATIVE_REPO, hub.LCM_LORA_REPO, hub.CONTROLNET_REPO}
 
 
 def _folder(component: str, weights: str, variants=("",)) -> set:
@@ -65,6 +65,7 @@ EXPECTED_FILES = {
     },
     hub.EASYNEGATIVE_REPO: CARD | {hub.EASYNEGATIVE_FILE},
     hub.LCM_LORA_REPO: CARD | {hub.LCM_LORA_FILE},
+    hub.CONTROLNET_REPO: CARD | {"config.json", *hub.CONTROLNET_FILES.values()},
 }
 
 _SD_COMPONENTS = {
@@ -155,7 +156,12 @@ def test_model_index_names_the_real_classes(repos, repo):
 
 
 def test_readme_says_lookalike_with_random_weights_and_the_real_licence(repos):
-    licences = {SD15: "creativeml-openrail-m", UPSCALE: "openrail++", hub.LCM_LORA_REPO: "openrail++"}
+    licences = {
+        SD15: "creativeml-openrail-m",
+        UPSCALE: "openrail++",
+        hub.LCM_LORA_REPO: "openrail++",
+        hub.CONTROLNET_REPO: "openrail",
+    }
     for repo, folder in repos.items():
         text = (folder / "README.md").read_text()
         assert "Lookalike" in text and "random" in text and f"`{repo}`" in text
@@ -349,6 +355,33 @@ def test_lcm_lora_has_the_kohya_key_format_and_loads_into_sd15(repos):
     assert sum(isinstance(m, peft.tuners.lora.LoraLayer) for m in pipe.unet.modules()) == len(shapes)
     run["generator"] = torch.Generator().manual_seed(0)
     assert not torch.equal(pipe(**run).images, base)
+
+
+def test_controlnet_is_a_model_repo_in_both_dtypes_and_drives_sd15(repos):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    folder = repos[hub.CONTROLNET_REPO]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["_class_name"] == "ControlNetModel"
+    assert (
+        tuple(config["conditioning_embedding_out_channels"])
+        == lookalike_parts.architecture("small")["controlnet_embedding"]
+    )
+    fp32 = ControlNetModel.from_pretrained(folder)
+    fp16 = ControlNetModel.from_pretrained(folder, variant="fp16", dtype=torch.float16)
+    assert fp16.dtype == torch.float16 and same(fp32.half(), fp16)
+    zero_convs = [*fp32.controlnet_down_blocks, fp32.controlnet_mid_block]
+    assert all(z.weight.abs().sum() > 0 for z in zero_convs)  # random, as a trained ControlNet's are not zero
+    pipe = quiet(
+        StableDiffusionControlNetPipeline.from_pretrained(
+            repos[SD15], controlnet=ControlNetModel.from_pretrained(folder)
+        )
+    )
+    edges = Image.new("RGB", (64, 64))
+    run = dict(prompt="a cat", image=edges, height=64, width=64, **dict(steps(), output_type="latent"))
+    scaled = pipe(**run, controlnet_conditioning_scale=1.0).images
+    run["generator"] = torch.Generator().manual_seed(0)
+    assert not torch.equal(pipe(**run, controlnet_conditioning_scale=0.0).images, scaled)
 
 
 def test_full_size_facts_without_building():

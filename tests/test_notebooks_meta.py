@@ -16,7 +16,7 @@ DEPRECATED = re.compile(
 
 def test_all_lessons_present():
     numbers = [int(p.name[:2]) for p in NOTEBOOKS]
-    assert numbers == list(range(1, 11)), [p.name for p in NOTEBOOKS]
+    assert numbers == list(range(1, 12)), [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

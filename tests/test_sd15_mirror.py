@@ -21,7 +21,7 @@ from course_utils.paths import ROOT
 
 pytestmark = pytest.mark.slow
 
-ROLES = ("text2img", "img2img", "inpaint", "upscale", "community")
+ROLES = ("text2img", "img2img", "inpaint", "upscale", "community", "controlnet")
 
 # Loads every role on sd15 and runs each pipeline for one small step; prints where each came from.
 LOAD_EVERY_ROLE = """
@@ -41,6 +41,8 @@ for role in %r:
         kw.update(image=image, mask_image=Image.new("L", (size, size), 255), height=size, width=size)
     elif role == "upscale":
         kw.update(image=image.resize((16, 16)))
+    elif role == "controlnet":
+        kw.update(image=image, height=size, width=size)
     else:
         kw.update(height=size, width=size)
     shape = pipe("a photograph", **kw).images.shape
@@ -122,6 +124,8 @@ def test_download_command_then_course_models_dir(mirror, tmp_path):
         assert bool(fp16) == (repo in hub.FP16_VARIANTS), repo  # the GPU's weights: the fp16 variant where there is one
     assert (models / hub.EASYNEGATIVE_REPO / hub.EASYNEGATIVE_FILE).exists()
     assert (models / hub.LCM_LORA_REPO / hub.LCM_LORA_FILE).exists()
+    assert (models / hub.CONTROLNET_REPO / hub.CONTROLNET_FILES["fp16"]).exists()  # the GPU's ControlNet weights only
+    assert not (models / hub.CONTROLNET_REPO / hub.CONTROLNET_FILES[None]).exists()
     # the mirror stopped mattering: offline, an empty cache, only the folder
     offline = course_env("http://127.0.0.1:9", tmp_path / "empty-hf", HF_HUB_OFFLINE="1", COURSE_MODELS_DIR=str(models))
     loaded = result(python(LOAD_EVERY_ROLE % (ROLES,), offline))

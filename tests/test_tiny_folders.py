@@ -7,7 +7,7 @@ gives the stored tensors themselves (not run here: fp16 is for a GPU). No course
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -22,6 +22,7 @@ MODELS = {
     "inpaint/unet": (UNet2DConditionModel, {}, 9),
     "upscale/unet": (UNet2DConditionModel, {}, 7),
     "upscale/vae": (AutoencoderKL, {}, None),
+    "controlnet": (ControlNetModel, {}, 4),  # reads latents (4 channels) and a 3-channel 64x64 condition
 }
 BUDGET = 40_000_000  # bytes, data/tiny in all (issue 4)
 
@@ -112,8 +113,15 @@ def test_model_folder_loads_as_float32_and_runs(part):
             if model.config.num_class_embeds:  # the x4 upscaler: its noise_level is a class label
                 extra["class_labels"] = torch.tensor([20])
             text = torch.randn(1, 77, model.config.cross_attention_dim)
-            out = model(torch.randn(1, channels, 16, 16), 500, encoder_hidden_states=text, **extra).sample
-            assert out.shape == (1, model.config.out_channels, 16, 16)
+            if isinstance(model, ControlNetModel):  # its residuals: the last one is the middle block's
+                down, mid = model(
+                    torch.randn(1, 4, 16, 16), 500, text, controlnet_cond=torch.rand(1, 3, 64, 64), return_dict=False
+                )
+                out = mid
+                assert out.shape[-2:] == (4, 4) and all(torch.isfinite(r).all() for r in down)
+            else:
+                out = model(torch.randn(1, channels, 16, 16), 500, encoder_hidden_states=text, **extra).sample
+                assert out.shape == (1, model.config.out_channels, 16, 16)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 

@@ -23,6 +23,8 @@ FAST = dict(  # per stage: the cheapest settings that still run every code path
     finetune=dict(SMALL, cache_scenes=8, eval_seeds=1, eval_steps=2),
     lora=dict(SMALL, cache_scenes=8, eval_seeds=1, eval_steps=2),
     ti=dict(SMALL, cache_scenes=0, eval_seeds=1, eval_steps=2),
+    # the ControlNet: 8 cached scenes with their edge maps; its score on 1 held-out condition per shape, 2 steps
+    controlnet=dict(SMALL, cache_scenes=8, eval_per_shape=1, eval_steps=2, eval_every=0),
 )
 
 
@@ -36,7 +38,7 @@ def runs(tmp_path_factory):
             "vae", out=out, steps=30, overrides=dict(FAST["vae"], batch_size=4, lr=2e-3, data_repeat=1), quiet=True
         )
     }
-    for name in ("text2img", "inpaint", "upscale", "finetune", "lora", "ti"):
+    for name in ("text2img", "inpaint", "upscale", "finetune", "lora", "ti", "controlnet"):
         results[name] = train(name, out=out, steps=2, overrides=FAST[name], quiet=True)
     return out, results
 
@@ -78,6 +80,13 @@ def test_every_stage_logs_finite_losses(runs):
     )
     cache = torch.load(out / "finetune" / "latents.pt", weights_only=False)
     assert cache["mean"].shape == cache["styled_mean"].shape == (8, 4, 16, 16) and len(cache["labels"]) == 8
+    # the ControlNet: its score (course_utils.scores.control_scores), its cache of latents and Canny edge maps
+    assert set(results["controlnet"]) >= {"follows", "mean_iou", "color", "shape", "background"}
+    cache = torch.load(out / "controlnet" / "conditions.pt", weights_only=False)
+    assert cache["mean"].shape == (8, 4, 16, 16) and cache["edges"].shape == (8, 64, 64)
+    assert set(cache["edges"].unique().tolist()) == {0, 255}
+    ck = torch.load(out / "controlnet" / "ckpt.pt", weights_only=False)
+    assert set(ck["modules"]) == {"controlnet"}  # only the copy trains and is saved; the UNet stays frozen
 
 
 @pytest.mark.slow
@@ -93,7 +102,7 @@ def test_every_stage_trains_in_float16_without_nan_or_inf(runs, tmp_path):
         for dependency in dependencies:
             (folder / dependency).mkdir(parents=True)
             (folder / dependency / "ckpt.pt").symlink_to(src / dependency / "ckpt.pt")
-    for name in ("text2img", "inpaint", "upscale", "finetune", "lora", "ti"):
+    for name in ("text2img", "inpaint", "upscale", "finetune", "lora", "ti", "controlnet"):
         out = tmp_path if name != "text2img" else tmp_path / "t2i"
         train(name, out=out, steps=2, overrides=dict(FAST[name], mixed_precision="fp16"), quiet=True)
         rows = [r for r in _log(out, name) if "loss" in r]
@@ -145,7 +154,7 @@ def test_export_loads_in_diffusers(runs, tmp_path, monkeypatch):
     out, results = runs
     to = tmp_path / "tiny"
     sizes = export(out, to)
-    assert set(sizes) == {"text2img", "inpaint", "upscale", "community", "lora", "ti"}
+    assert set(sizes) == {"text2img", "inpaint", "upscale", "community", "lora", "ti", "controlnet"}
     assert (to / "training_results.json").exists()
     kw = dict(num_inference_steps=1, output_type="np")
     pipe = StableDiffusionPipeline.from_pretrained(to / "text2img", dtype=torch.float32)
@@ -171,6 +180,11 @@ def test_export_loads_in_diffusers(runs, tmp_path, monkeypatch):
     com = builders.tiny_community()
     assert com(f"a red circle in {tiny.STYLE_WORD} style", **kw).images.shape == (1, 64, 64, 3)
     assert tiny.community_file() == to / "community.safetensors"
+    cn = builders.tiny_controlnet()  # text2img/ plus controlnet/
+    assert type(cn).__name__ == "StableDiffusionControlNetPipeline" and cn.controlnet.dtype == torch.float32
+    assert cn("a red circle", image=Image.new("RGB", (64, 64)), **kw).images.shape == (1, 64, 64, 3)
+    record = json.loads((to / "training_results.json").read_text())["results"]["controlnet"]["record"]
+    assert record["eval_steps"] == [2] and len(record["follows"]) == 1
     total = sum(f.stat().st_size for f in to.rglob("*") if f.is_file())
     assert total <= 40e6, f"data/tiny would be {total / 1e6:.1f} MB (issue 4: <= 40 MB)"
     # only the style models: text2img/, inpaint/ and upscale/ are not written

@@ -25,7 +25,10 @@ WORDS_PER_MINUTE = 120  # technical prose read to understand, not skimmed
 MINUTES_PER_CELL = 1.0  # run a cell, wait for it on `tiny`, look at its output
 SECONDS_PER_LINE = 4  # read one line of code
 LESSON_LIMIT_MIN = 45  # each lesson's core (issue 26; COURSE.md: "a core a learner finishes in 45 minutes")
-COURSE_LIMIT_MIN = 6 * 60  # the ten lessons together
+COURSE_LIMIT_MIN = 6 * 60  # lessons 1-10 together (issue 26's target, set for the ten lessons of the source course)
+CORE_LESSONS = (
+    10  # the lessons the course limit counts; 11 (ControlNet, the source lesson's announced sequel) is beyond
+)
 CELL = re.compile(r"^# %%(.*)$", re.M)
 EXERCISES = re.compile(r"^# ## Exercises", re.M)
 
@@ -71,9 +74,15 @@ def table(rows: dict[str, dict]) -> str:
     for name, r in rows.items():
         over = " (over)" if r["minutes"] > LESSON_LIMIT_MIN else ""
         lines.append(f"| {name} | {r['words']} | {r['code_cells']} | {r['code_lines']} | {r['minutes']:.0f}{over} |")
-    total = sum(r["minutes"] for r in rows.values())
-    lines.append(f"| **course** | | | | **{total:.0f} = {total / 60:.1f} h** |")
+    total, ten = sum(r["minutes"] for r in rows.values()), first_ten(rows)
+    lines.append(f"| **lessons 1-{CORE_LESSONS}** | | | | **{ten:.0f} = {ten / 60:.1f} h** |")
+    lines.append(f"| **every lesson** | | | | **{total:.0f} = {total / 60:.1f} h** |")
     return "\n".join(lines)
+
+
+def first_ten(rows: dict[str, dict]) -> float:
+    """The core minutes of lessons 1 to :data:`CORE_LESSONS` (what :data:`COURSE_LIMIT_MIN` limits)."""
+    return sum(r["minutes"] for name, r in rows.items() if int(name[:2]) <= CORE_LESSONS)
 
 
 def main(argv=None) -> int:
@@ -83,10 +92,10 @@ def main(argv=None) -> int:
     rows = lessons()
     print(table(rows))
     over = [name for name, r in rows.items() if r["minutes"] > LESSON_LIMIT_MIN]
-    total = sum(r["minutes"] for r in rows.values())
+    total = first_ten(rows)
     if args.check and (over or total > COURSE_LIMIT_MIN):
         print(
-            f"over the limits: {over or ''} {'course ' + format(total, '.0f') + ' min' if total > COURSE_LIMIT_MIN else ''}"
+            f"over the limits: {over or ''} {'lessons 1-10: ' + format(total, '.0f') + ' min' if total > COURSE_LIMIT_MIN else ''}"
         )
         return 1
     return 0

@@ -42,7 +42,7 @@ def build_groups(jobs: int | None = None) -> list[list[str]]:
         [hub.SD15_REPOS["text2img"]],
         [hub.COUNTERFEIT_REPO, hub.EASYNEGATIVE_REPO, hub.LCM_LORA_REPO],
         [hub.SD15_REPOS["inpaint"]],
-        [hub.SD15_REPOS["upscale"]],
+        [hub.SD15_REPOS["upscale"], hub.CONTROLNET_REPO],
     ]
     while jobs is not None and len(groups) > max(1, jobs):  # merge the two smallest, the last two
         last = groups.pop()
@@ -62,15 +62,7 @@ def wanted_files(repo_id: str) -> tuple[bool, set[str]]:
     """
     from course_utils.models import hub
 
-    singles = {
-        f
-        for r, f in (
-            (hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE),
-            (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE),
-            (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE),
-        )
-        if r == repo_id
-    }
+    singles = {f for r, f, _, _ in hub.SINGLE_FILES if r == repo_id}
     return repo_id in set(hub.SD15_REPOS.values()), singles
 
 

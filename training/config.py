@@ -14,6 +14,7 @@ Stages (``python -m training STAGE``), in the order ``all`` runs them:
     finetune  a "community" fine-tune of the text2img UNet: outlined shapes when the prompt says "outline"
     lora      a LoRA on the text2img UNet that draws outlines (no trigger word needed)
     ti        a textual-inversion embedding "<outline>" for the text2img model
+    controlnet  a ControlNet for the text2img model that reads a Canny edge map (lesson 11)
 
 Any setting can be changed for one run: ``--set batch_size=8`` on the command line, or a file of
 settings, ``--overrides FILE`` (:func:`load_overrides`).
@@ -209,6 +210,29 @@ class TISettings(StyleSettings):
     unet_from: str = "finetune"
 
 
+@dataclass
+class ControlNetSettings(Settings):
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = (
+        1e-3  # the zero convolutions must grow from 0 before the copy learns anything: a high rate for a small model
+    )
+    warmup: int = 50
+    lr_drop_at: int = 1500  # the last 500 steps at lr / 5
+    noise_offset: float = 0.2  # as text2img: the frozen UNet was trained with it
+    # channels of the condition embedding's convolutions: one stride-2 convolution between each pair, so
+    # len - 1 = log2 of the VAE's downsampling (tiny: 64 -> 16 needs two; SD 1.5's (16, 32, 96, 256): 512 -> 64, three)
+    embedding_channels: tuple = (16, 32, 64)
+    empty_prompts: float = 0.5  # share of captions replaced with "" (the ControlNet paper's 50%)
+    cache_scenes: int = (
+        8192  # scenes VAE-encoded once with their edge maps, reused with fresh captions and latent draws
+    )
+    eval_every: int = 250  # the in-run score: how the share of pictures that follow their condition grows
+    eval_per_shape: int = 8  # held-out conditions per shape of the in-run score (scores.control_scenes)
+    eval_steps: int = profiles.DEFAULTS["tiny"]["num_inference_steps"]  # sampler steps per picture (PNDM)
+    eval_guidance: float = profiles.DEFAULTS["tiny"]["guidance_scale"]  # the model card's guidance
+
+
 STAGES = {  # stage name -> its settings, in the order `all` runs them (each starts from the ones before)
     "vae": VAESettings(seed=1),
     "text2img": Text2ImgSettings(seed=2),
@@ -217,6 +241,7 @@ STAGES = {  # stage name -> its settings, in the order `all` runs them (each sta
     "finetune": FinetuneSettings(seed=5),
     "lora": LoraSettings(seed=6),
     "ti": TISettings(seed=7),
+    "controlnet": ControlNetSettings(seed=8),
 }
 
 

@@ -17,6 +17,8 @@ files (56 MB, 77 MB with ``*.fp16.safetensors`` variants beside them, as SD 1.5 
     community.safetensors   the outline fine-tune as ONE file in the original SD layout
     outline_lora/pytorch_lora_weights.safetensors   the outline LoRA
     outline_embedding.safetensors   the "<outline>" textual-inversion embedding (A1111 format, key emb_params)
+    controlnet/     the canny ControlNet (ControlNetModel) for text2img's UNet; its training record goes into
+                    training_results.json (lesson 11 plots it: course_utils.controlnet.training_record)
     training_results.json   sizes and each stage's final measurements (the model card, README.md, is written by hand from it
                             and from `python -m course_utils evaluate`)
 """
@@ -26,7 +28,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
 from course_utils.models import builders, configs
@@ -174,6 +176,20 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
         )
         sizes["ti"] = _size(path)
 
+    if "controlnet" in stages:
+        ck = load_ckpt(out, "controlnet")
+        cn = ControlNetModel.from_unet(
+            UNet2DConditionModel(**configs.TINY_UNET),
+            conditioning_embedding_out_channels=tuple(ck["config"]["embedding_channels"]),
+        )
+        cn.load_state_dict(weights(ck, "controlnet"))
+        folder = to / "controlnet"
+        if folder.exists():
+            shutil.rmtree(folder)
+        _save_model(cn, folder)
+        sizes["controlnet"] = _size(folder)
+        results.setdefault("controlnet", {})["record"] = training_record(out / "controlnet" / "log.jsonl")
+
     old = to / "training_results.json"
     if old.exists():  # stages not exported this time keep their entries (their files are left as they are)
         kept = json.loads(old.read_text())
@@ -181,3 +197,25 @@ def export(out=config.DEFAULT_OUT, to="data/tiny", stages=None) -> dict:
         results = {**{k: v for k, v in kept["results"].items() if k not in stages}, **results}
     old.write_text(json.dumps(dict(sizes=sizes, results=results), indent=2, default=str))
     return sizes
+
+
+def training_record(log_path: Path, window: int = 5) -> dict:
+    """A run's curve from its ``log.jsonl``: the logged loss averaged over ``window`` rows (one row every
+    ``log_every`` steps), and the in-run evaluations' ``follows`` share (the ControlNet stage's score).
+
+    Returns:
+        `dict`: ``loss_steps``, ``loss``, ``eval_steps``, ``follows`` (the final evaluation included).
+    """
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    logged = [r for r in rows if "loss" in r]
+    evals = [(r["step"], r.get("eval") or r.get("final")) for r in rows if "eval" in r or "final" in r]
+    loss_steps, loss = [], []
+    for i in range(window - 1, len(logged), window):
+        loss_steps.append(logged[i]["step"])
+        loss.append(round(sum(r["loss"] for r in logged[i - window + 1 : i + 1]) / window, 6))
+    return dict(
+        loss_steps=loss_steps,
+        loss=loss,
+        eval_steps=[step for step, _ in evals],
+        follows=[round(e["follows"], 4) for _, e in evals],
+    )

@@ -26,6 +26,7 @@ from course_utils import precision
 from . import config
 from .checkpoints import CKPT, EMA, save_checkpoint
 from .config import TrainingError
+from .controlnet import ControlNetStage
 from .stages import InpaintStage, Stage, Text2ImgStage, UpscaleStage, VAEStage
 from .styles import FinetuneStage, LoraStage, TIStage
 
@@ -37,6 +38,7 @@ IMPL = dict(
     finetune=FinetuneStage,
     lora=LoraStage,
     ti=TIStage,
+    controlnet=ControlNetStage,
 )
 
 

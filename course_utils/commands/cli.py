@@ -174,22 +174,19 @@ def download(args) -> int:
                 lambda role=role: hub.find_and_fetch(role, "fp16", args.to),
             )
         )
-    if not args.role or "community" in args.role:
-        # Single files lesson 07 loads: the CIVITAI-style checkpoint, EasyNegative, and a LoRA.
-        for repo, filename, repo_type in (
-            (hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE, "model"),
-            (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, "dataset"),
-            (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE, "model"),
-        ):
-            jobs.append(
-                (
-                    repo,
-                    f"{repo}/{filename}",
-                    lambda repo=repo, filename=filename, repo_type=repo_type: hf_hub_download(
-                        repo, filename, repo_type=repo_type, local_dir=Path(args.to) / repo
-                    ),
-                )
+    # Single files: lesson 07's checkpoint, EasyNegative and LoRA; lesson 11's ControlNet (config and fp16 weights).
+    for repo, filename, repo_type, role in hub.SINGLE_FILES:
+        if args.role and role not in args.role:
+            continue
+        jobs.append(
+            (
+                repo,
+                f"{repo}/{filename}",
+                lambda repo=repo, filename=filename, repo_type=repo_type: hf_hub_download(
+                    repo, filename, repo_type=repo_type, local_dir=Path(args.to) / repo
+                ),
             )
+        )
     for repo, what, fetch in jobs:
         print(f"downloading {what}", flush=True)
         try:

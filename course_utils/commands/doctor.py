@@ -240,7 +240,34 @@ def check_libraries(pins: dict[str, str] | None = None) -> list[Check]:
             )
         else:
             checks.append(Check("libraries", name, version + wanted))
+    checks.append(check_opencv())
     return checks
+
+
+# The OpenCV packages that all install `cv2` (lesson 11's edge maps): any one of them will do, two overwrite each other.
+OPENCV_PACKAGES = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+
+
+def check_opencv() -> Check:
+    """OpenCV for lesson 11's edge maps: which of :data:`OPENCV_PACKAGES` is installed (a warning for none or two)."""
+    found = [f"{name} {installed(name)}" for name in OPENCV_PACKAGES if installed(name)]
+    if not found:
+        return Check(
+            "libraries",
+            "opencv (cv2)",
+            "not installed: lesson 11's edge maps need it",
+            "warning",
+            "pip install opencv-python-headless (or `make install`)",
+        )
+    if len(found) > 1:
+        return Check(
+            "libraries",
+            "opencv (cv2)",
+            ", ".join(found),
+            "warning",
+            "two OpenCV packages overwrite each other's cv2: keep one (Colab's opencv-python is fine)",
+        )
+    return Check("libraries", "opencv (cv2)", found[0])
 
 
 def check_widgets() -> list[Check]:

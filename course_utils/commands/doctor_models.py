@@ -83,7 +83,8 @@ def hub_endpoint() -> str:
 
 
 def check_models(timeout: float = 5.0) -> list[Check]:
-    """Each `sd15` repository (:data:`~course_utils.models.hub.SD15_REPOS`) and lesson 7's single files.
+    """Each `sd15` repository (:data:`~course_utils.models.hub.SD15_REPOS`) and the single files
+    (:data:`~course_utils.models.hub.SINGLE_FILES`: lesson 7's, lesson 11's ControlNet).
 
     A role with known copies (:func:`course_utils.models.hub.repo_ids`: ``COURSE_HUB_<ROLE>``, else the
     official repository then :data:`~course_utils.models.hub.KNOWN_COPIES`) is looked up copy by copy, as
@@ -120,14 +121,10 @@ def check_models(timeout: float = 5.0) -> list[Check]:
         if repo != ids[0] and status in ("local", "cached"):
             detail += f"; a copy of {ids[0]}"
         checks.append(_check(repo, status, detail, role, checks))
-    for repo, filename, repo_type in (
-        (hub.COUNTERFEIT_REPO, hub.COUNTERFEIT_FILE, "model"),
-        (hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE, "dataset"),
-        (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE, "model"),
-    ):
+    for repo, filename, repo_type, role in hub.SINGLE_FILES:
         status, detail = file_status(repo, filename, repo_type, timeout, ask)
         ask = ask and status != "unreachable"
-        checks.append(_check(f"{repo}/{filename}", status, detail, "community", checks))
+        checks.append(_check(f"{repo}/{filename}", status, detail, role, checks))
     return checks
 
 

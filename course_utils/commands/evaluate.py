@@ -17,6 +17,10 @@ deterministic on one machine. What is measured (issue 4's targets in ``TARGETS``
 * upscaling: 16x16 -> 64x64, PSNR against the original and against bicubic;
 * style models (issue 16's targets in ``STYLE_TARGETS``): the share of shapes drawn as outlines by the
   outline fine-tune (with and without its trigger word), its LoRA and its embedding, and by the base model;
+* the ControlNet (issue 27's targets in ``CONTROLNET_TARGETS``): ``--controlnet-scenes`` held-out scenes per shape,
+  each one's Canny edge map as the condition and its name as the prompt (``scores.control_scores``): how often the
+  picture's shape overlaps the condition's (IoU >= 0.8), colour, background; the base model on the same prompts;
+  and that scale 0 gives the base model's picture exactly;
 * the time of one 25-step 64x64 text-to-image sample (median of 5).
 """
 
@@ -31,11 +35,19 @@ from PIL import Image
 
 from .. import world
 from ..community import embedding_prompt, style_prompt
+from ..edges import canny
 from ..inpaint import region_change
 from ..models import tiny
 from ..models.profiles import DEFAULTS
 from ..models.registry import load_pipeline
-from ..scores import STYLE_PROMPTS, negative_scores, outline_share, text2img_scores  # shared with training/
+from ..scores import (  # shared with training/
+    STYLE_PROMPTS,
+    control_scenes,
+    control_scores,
+    negative_scores,
+    outline_share,
+    text2img_scores,
+)
 from ..upscale import SCORE_SETTINGS, low_res_input, psnr
 
 TARGETS = {  # issue 4; ">=" unless the name says otherwise
@@ -55,8 +67,23 @@ STYLE_TARGETS = {  # issue 16: lesson 7's style models visibly work (shares of 6
     "style_embedding": 0.60,  # in the community model, which it was trained for
     "style_base": 0.05,  # <=
 }
+CONTROLNET_TARGETS = {  # issue 27: on held-out conditions (>= 60 per shape)
+    "controlnet_follows": 0.90,  # the drawn shape overlaps the condition's with IoU >= 0.8
+    "controlnet_color": 0.95,
+    "controlnet_background": 0.90,
+    "controlnet_base_follows": 0.20,  # <=: the base model, same prompts, no condition
+    "controlnet_scale0_max_difference": 0.0,  # <=: scale 0 vs the base model, pixels
+}
 TARGETS.update(STYLE_TARGETS)
-LOWER_IS_BETTER = ("inpaint_outside_over_inside", "sample_seconds", "style_finetune_plain", "style_base")
+TARGETS.update(CONTROLNET_TARGETS)
+LOWER_IS_BETTER = (
+    "inpaint_outside_over_inside",
+    "sample_seconds",
+    "style_finetune_plain",
+    "style_base",
+    "controlnet_base_follows",
+    "controlnet_scale0_max_difference",
+)
 
 
 def shape_box(sample: world.Sample, pad: int = 4) -> tuple:
@@ -140,6 +167,37 @@ def style_scores(seeds, **settings) -> dict:
     return scores
 
 
+def controlnet_scores(per_shape: int, **settings) -> dict:
+    """The `tiny` ControlNet on ``per_shape`` held-out conditions per shape, and the base model on the same prompts.
+
+    Returns:
+        `dict`: ``controlnet_follows``, ``controlnet_mean_iou``, ``controlnet_color``, ``controlnet_shape``,
+        ``controlnet_background``; ``controlnet_base_follows`` and ``controlnet_base_mean_iou``; and
+        ``controlnet_scale0_max_difference`` (scale 0 against the base model on the first 12 scenes, in pixel levels).
+    """
+    pipe = load_pipeline("controlnet", profile="tiny", device="cpu")
+    base = load_pipeline("text2img", profile="tiny", device="cpu")
+    scenes = control_scenes(per_shape)
+    found = {f"controlnet_{k}": v for k, v in control_scores(pipe, scenes, **settings).items() if k != "pictures"}
+    plain = control_scores(base, scenes, **settings)
+    found.update(controlnet_base_follows=plain["follows"], controlnet_base_mean_iou=plain["mean_iou"])
+    few = scenes[:12]
+    prompts = [f"{s.color} {s.shape}" for s in few]
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(len(few))]  # noqa: E731
+    zero = pipe(
+        prompts,
+        image=[canny(s.image) for s in few],
+        controlnet_conditioning_scale=0.0,
+        generator=gens(),
+        output_type="np",
+        **settings,
+    ).images
+    ref = base(prompts, generator=gens(), output_type="np", **settings).images
+    found["controlnet_scale0_max_difference"] = float(np.abs(zero - ref).max() * 255)
+    found["controlnet_pictures"] = len(scenes)
+    return found
+
+
 def sample_seconds(pipe, repeats: int = 5, **settings) -> float:
     """Median wall time of one text-to-image sample (after one warm-up call)."""
     pipe("a red circle", **settings)
@@ -151,16 +209,25 @@ def sample_seconds(pipe, repeats: int = 5, **settings) -> float:
     return statistics.median(times)
 
 
-PARTS = ("text2img", "negative", "inpaint", "upscale", "style", "speed")  # what `evaluate` runs by default, in order
+PARTS = (
+    "text2img",
+    "negative",
+    "inpaint",
+    "upscale",
+    "style",
+    "controlnet",
+    "speed",
+)  # what `evaluate` runs by default, in order
 
 
-def evaluate(seeds: int = 20, n_images: int = 20, parts=PARTS) -> dict:
+def evaluate(seeds: int = 20, n_images: int = 20, parts=PARTS, controlnet_scenes: int = 60) -> dict:
     """Run the evaluation on the `tiny` profile (CPU) with its default settings.
 
     Args:
         seeds (`int`): images per prompt (issue 4: 20).
         n_images (`int`): scenes for the inpainting and upscaling scores.
         parts (`tuple[str]`): which scores to compute.
+        controlnet_scenes (`int`): held-out conditions per shape for the ControlNet's scores.
 
     Returns:
         `dict`: scores (fractions in [0, 1], dB, seconds) plus ``settings``.
@@ -184,6 +251,8 @@ def evaluate(seeds: int = 20, n_images: int = 20, parts=PARTS) -> dict:
         scores.update(upscale_scores(pipe, n_images, **SCORE_SETTINGS))
     if "style" in parts:
         scores.update(style_scores(seed_list, **settings))
+    if "controlnet" in parts:
+        scores.update(controlnet_scores(controlnet_scenes, **settings))
     scores["settings"] = dict(
         settings, seeds=seeds, n_images=n_images, upscale=SCORE_SETTINGS, threads=torch.get_num_threads()
     )
@@ -218,9 +287,12 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=20, help="images per prompt (default %(default)s)")
     p.add_argument("--images", type=int, default=20, help="scenes for inpainting and upscaling (default %(default)s)")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default: all)")
+    p.add_argument(
+        "--controlnet-scenes", type=int, default=60, help="held-out conditions per shape (default %(default)s)"
+    )
     p.add_argument("--json", help="also write the scores to this file")
     a = p.parse_args(argv)
-    scores = evaluate(a.seeds, a.images, tuple(a.parts.split(",")))
+    scores = evaluate(a.seeds, a.images, tuple(a.parts.split(",")), a.controlnet_scenes)
     print(table(scores))
     print(json.dumps(scores, indent=2))
     if a.json:

@@ -14,9 +14,11 @@ class: text-to-image and image-to-image share their components, so one builder s
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     DDIMScheduler,
     DDPMScheduler,
     PNDMScheduler,
+    StableDiffusionControlNetPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     StableDiffusionUpscalePipeline,
@@ -122,6 +124,14 @@ def upscaler_dtypes(dtype: torch.dtype) -> dict:
 
 
 # --- tiny: folders ---------------------------------------------------------------------------------
+def _text2img_with(cls, **models):
+    """The `tiny` text-to-image model's components with ``models`` added or in place of its own, as pipeline ``cls``
+    (in float32, without a safety checker): how the inpainting and ControlNet folders are assembled."""
+    parts = StableDiffusionPipeline.from_pretrained(tiny.text2img_folder(), dtype=torch.float32).components
+    parts.update(models, safety_checker=None, feature_extractor=None, image_encoder=None)
+    return cls(**parts, requires_safety_checker=False)
+
+
 def tiny_inpaint_folder():
     """The folder ``from_pretrained`` loads the `tiny` inpainting model from (assembled on first use).
 
@@ -133,10 +143,8 @@ def tiny_inpaint_folder():
     spec = dict(weights=tiny.digest(base, unet_dir))
 
     def make():
-        parts = StableDiffusionPipeline.from_pretrained(base, dtype=torch.float32).components
-        parts["unet"] = UNet2DConditionModel.from_pretrained(unet_dir, dtype=torch.float32)
-        parts.update(safety_checker=None, feature_extractor=None, image_encoder=None)
-        return StableDiffusionInpaintPipeline(**parts, requires_safety_checker=False)
+        unet = UNet2DConditionModel.from_pretrained(unet_dir, dtype=torch.float32)
+        return _text2img_with(StableDiffusionInpaintPipeline, unet=unet)
 
     return tiny.cached_build("tiny-inpaint", spec, make)
 
@@ -178,6 +186,23 @@ def tiny_upscale_folder():
     return tiny.cached_build("tiny-upscale", spec, make)
 
 
+def tiny_controlnet_folder():
+    """The folder ``from_pretrained`` loads the `tiny` ControlNet pipeline from (assembled on first use).
+
+    Its ControlNet (``data/tiny/controlnet``, ``python -m training controlnet``) was made with
+    ``ControlNetModel.from_unet`` from the `tiny` text-to-image UNet and trained on Canny edge maps of the shapes
+    world; the rest of the pipeline is the text-to-image model, frozen while it trained.
+    """
+    base, controlnet_dir = tiny.text2img_folder(), tiny.tiny_file("controlnet")
+    spec = dict(weights=tiny.digest(base, controlnet_dir))
+
+    def make():
+        controlnet = ControlNetModel.from_pretrained(controlnet_dir, dtype=torch.float32)
+        return _text2img_with(StableDiffusionControlNetPipeline, controlnet=controlnet)
+
+    return tiny.cached_build("tiny-controlnet", spec, make)
+
+
 # --- tiny: pipelines ---------------------------------------------------------------------------------
 def tiny_text2img(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float32):
     """The `tiny` text-to-image model as a pipeline of class ``cls`` (text-to-image or image-to-image).
@@ -215,6 +240,11 @@ def tiny_community(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float
     )
 
 
+def tiny_controlnet(cls=StableDiffusionControlNetPipeline, dtype: torch.dtype = torch.float32):
+    """The `tiny` text-to-image model with its trained canny ControlNet, as a pipeline of class ``cls``."""
+    return cls.from_pretrained(tiny_controlnet_folder(), dtype=dtype)
+
+
 # --- sd15-random: full size, random weights -----------------------------------------------------------
 def random_text2img(cls=StableDiffusionPipeline, dtype: torch.dtype = torch.float32):
     """SD 1.5's full-size text-to-image pipeline with random weights (~1 B parameters, ~4 GB in fp32)."""
@@ -239,3 +269,11 @@ def random_upscale(cls=StableDiffusionUpscalePipeline, dtype: torch.dtype = torc
         else:
             cast(parts[name], dtype)
     return cls(**parts)
+
+
+def random_controlnet(cls=StableDiffusionControlNetPipeline, dtype: torch.dtype = torch.float32):
+    """SD 1.5's full-size pipeline with a ControlNet made from its random UNet (``from_unet``: its zero convolutions
+    add nothing, so the pictures are the text-to-image ones; for speed and memory, like every `sd15-random` model)."""
+    parts = random_text2img_components(configs.SD15_TEXT_ENCODER, configs.SD15_UNET, configs.SD15_VAE)
+    parts["controlnet"] = ControlNetModel.from_unet(parts["unet"])
+    return cast(cls(**parts), dtype)

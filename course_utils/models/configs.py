@@ -254,3 +254,9 @@ TINY_UPSCALER_VAE = dict(TINY_VAE, scaling_factor=X4_UPSCALER_VAE["scaling_facto
 TINY_LCM_LORA = dict(LCM_LORA, rank=4, alpha=4)
 # SD 1.5's VAE config says scaling_factor 0.18215; tiny's trained VAE measured its own (1.0 in TINY_VAE).
 TINY_SD15_VAE = dict(TINY_VAE, scaling_factor=SD15_VAE["scaling_factor"])
+
+# A ControlNet's condition embedding (ControlNetModel's conditioning_embedding_out_channels): one stride-2 convolution
+# between each pair of entries, so len - 1 must be log2 of the VAE's downsampling. SD 1.5's (the default of
+# ControlNetModel and of lllyasviel's ControlNets): 512 -> 64, three; tiny's: 64 -> 16, two (lesson 11).
+SD15_CONTROLNET_EMBEDDING = (16, 32, 96, 256)
+TINY_CONTROLNET_EMBEDDING = (16, 32, 64)

@@ -34,6 +34,7 @@ SD15_REPOS = {
     "inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "upscale": "stabilityai/stable-diffusion-x4-upscaler",
     "community": "gsdf/Counterfeit-V2.5",
+    "controlnet": "stable-diffusion-v1-5/stable-diffusion-v1-5",  # the pipeline around CONTROLNET_REPO
 }
 # Known copies of a role's repository, tried in order after SD15_REPOS[role] when the Hub says it is missing.
 # The x4 upscaler is an SD 2 model: Stability AI removed its SD 2.x repositories in November 2025 and the
@@ -60,6 +61,21 @@ EASYNEGATIVE_FILE = "EasyNegative.safetensors"
 # used with LCMScheduler and guidance_scale about 1.
 LCM_LORA_REPO = "latent-consistency/lcm-lora-sdv1-5"
 LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
+# Lesson 11's ControlNet for SD 1.5: a model repository (config.json and the weights at its top level), not a pipeline.
+CONTROLNET_REPO = "lllyasviel/control_v11p_sd15_canny"
+CONTROLNET_FILES = {  # variant -> weights file (docs/lookalike-repos.md: sizes and sources)
+    None: "diffusion_pytorch_model.safetensors",  # float32, ~1.45 GB
+    "fp16": "diffusion_pytorch_model.fp16.safetensors",  # 723 MB (the Hub's listing)
+}
+# The files the course loads one by one, beside the pipelines: (repository, file, repository type, role). What
+# `download sd15` fetches and `doctor` checks of them (the ControlNet: its fp16 weights, what a GPU loads).
+SINGLE_FILES = (
+    (COUNTERFEIT_REPO, COUNTERFEIT_FILE, "model", "community"),
+    (EASYNEGATIVE_REPO, EASYNEGATIVE_FILE, "dataset", "community"),
+    (LCM_LORA_REPO, LCM_LORA_FILE, "model", "community"),
+    (CONTROLNET_REPO, "config.json", "model", "controlnet"),
+    (CONTROLNET_REPO, CONTROLNET_FILES["fp16"], "model", "controlnet"),
+)
 
 
 def repo_ids(role: str) -> list[str]:
@@ -361,3 +377,31 @@ def lora_source(repo_id: str = LCM_LORA_REPO, filename: str = LCM_LORA_FILE) -> 
     :func:`hub_file`).
     """
     return str(hub_file(repo_id, filename).parent)
+
+
+def controlnet_source(variant: str | None = None) -> tuple[str, str | None]:
+    """Where ``ControlNetModel.from_pretrained`` loads lesson 11's SD 1.5 ControlNet from, and the variant to ask for.
+
+    Fetches ``config.json`` and one weights file (:data:`CONTROLNET_FILES`) with :func:`hub_file`
+    (``COURSE_MODELS_DIR``, the cache, or the Hub): the ``variant`` wanted first, the other if that one cannot be had
+    (e.g. only the fp16 file was downloaded, and this run is float32 on a CPU: it is upcast).
+
+    Args:
+        variant (`str`, *optional*): ``"fp16"`` for a float16 run, else `None`.
+
+    Returns:
+        `tuple[str, str | None]`: ``(folder, variant)`` for ``from_pretrained(folder, variant=variant)``.
+
+    Raises:
+        RepoMissing / CourseError: as :func:`hub_file`, for the last file tried.
+    """
+    folder = hub_file(CONTROLNET_REPO, "config.json").parent
+    last = None
+    for v in (variant, "fp16" if variant is None else None):
+        try:
+            weights_file = hub_file(CONTROLNET_REPO, CONTROLNET_FILES[v])
+        except CourseError as err:
+            last = err
+            continue
+        return str(weights_file.parent if weights_file.parent != folder else folder), v
+    raise last

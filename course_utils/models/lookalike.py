@@ -39,6 +39,7 @@ import torch
 from ..errors import CourseError
 from . import builders, configs, hub, lookalike_files, lookalike_parts, original_layout, tiny
 from .lookalike_files import (
+    write_controlnet,
     write_counterfeit,
     write_easynegative,
     write_inpainting,
@@ -100,6 +101,7 @@ def lookalikes() -> dict:
         Lookalike(hub.COUNTERFEIT_REPO, "model", "creativeml-openrail-m", "Counterfeit-V2.5", write_counterfeit),
         Lookalike(hub.EASYNEGATIVE_REPO, "dataset", "other", "EasyNegative embedding", write_easynegative),
         Lookalike(hub.LCM_LORA_REPO, "model", "openrail++", "LCM-LoRA for SD 1.5", write_lcm_lora),
+        Lookalike(hub.CONTROLNET_REPO, "model", "openrail", "ControlNet 1.1 canny model for SD 1.5", write_controlnet),
     ]
     out = {s.repo_id: s for s in specs}
     missing = set(hub.SD15_REPOS.values()) - set(out)

@@ -18,7 +18,15 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
 from . import builders, configs, hub, original_layout, tiny
-from .lookalike_parts import SEEDS, architecture, lora_state_dict, random_unet, sd15_pipeline, x4_pipeline
+from .lookalike_parts import (
+    SEEDS,
+    architecture,
+    lora_state_dict,
+    random_controlnet,
+    random_unet,
+    sd15_pipeline,
+    x4_pipeline,
+)
 
 
 # --- what every pipeline folder needs ---------------------------------------------------------------------
@@ -263,3 +271,19 @@ def write_lcm_lora(folder: Path, size: str, single_files=None) -> None:
     if single_files is not None and hub.LCM_LORA_FILE not in single_files:
         return
     save_file(lora_state_dict(architecture(size)), str(folder / hub.LCM_LORA_FILE), metadata={"format": "pt"})
+
+
+def write_controlnet(folder: Path, size: str, single_files=None) -> None:
+    """lllyasviel/control_v11p_sd15_canny: a model repository, ``config.json`` and the weights at its top level,
+    float32 (``diffusion_pytorch_model.safetensors``) and an fp16 variant (``diffusion_pytorch_model.fp16.safetensors``).
+
+    Args:
+        folder (`Path`): the repository's working tree (an empty folder).
+        size (`str`): ``"small"`` or ``"full"`` (``lookalike_parts.architecture``).
+        single_files (`Container[str]`, *optional*): the weights files to write (default both; ``download sd15`` fetches
+            only the fp16 one, ``hub.SINGLE_FILES``); ``config.json`` is always written.
+    """
+    controlnet = random_controlnet(architecture(size), SEEDS["controlnet"])
+    if single_files is None or hub.CONTROLNET_FILES[None] in single_files:
+        controlnet.save_pretrained(folder, safe_serialization=True)
+    controlnet.half().save_pretrained(folder, safe_serialization=True, variant="fp16")

@@ -29,6 +29,7 @@ SEEDS = dict(
     upscaler=300,
     lora=400,
     embedding=500,
+    controlnet=600,
 )
 
 
@@ -40,7 +41,8 @@ def architecture(size: str) -> dict:
 
     Returns:
         `dict`: ``text``, ``unet``, ``inpaint_unet``, ``vae``, ``safety_checker``, ``x4_text``, ``x4_unet``,
-        ``x4_vae`` (constructor arguments) and ``lora`` (rank, alpha, target modules).
+        ``x4_vae`` (constructor arguments), ``lora`` (rank, alpha, target modules) and ``controlnet_embedding``
+        (the ControlNet's ``conditioning_embedding_out_channels``).
 
     Raises:
         CourseError: ``size`` is neither ``"small"`` nor ``"full"``.
@@ -56,6 +58,7 @@ def architecture(size: str) -> dict:
             x4_unet=configs.TINY_UPSCALER_UNET,
             x4_vae=configs.TINY_UPSCALER_VAE,
             lora=configs.TINY_LCM_LORA,
+            controlnet_embedding=configs.SD15_CONTROLNET_EMBEDDING[:3],  # the VAE's 4x: two stride-2 convolutions
         )
     if size == "full":
         return dict(
@@ -68,6 +71,7 @@ def architecture(size: str) -> dict:
             x4_unet=configs.X4_UPSCALER_UNET,
             x4_vae=configs.X4_UPSCALER_VAE,
             lora=configs.LCM_LORA,
+            controlnet_embedding=configs.SD15_CONTROLNET_EMBEDDING,
         )
     raise CourseError(f"Unknown lookalike size {size!r}; expected one of {SIZES}.")
 
@@ -196,3 +200,26 @@ def lora_state_dict(arch: dict, dtype=torch.float16) -> dict:
         out[name + ".lora_up.weight"] = (torch.randn(up, generator=gen) * 0.01).to(dtype)
         out[name + ".alpha"] = torch.tensor(float(arch["lora"]["alpha"]), dtype=dtype)
     return out
+
+
+def random_controlnet(arch: dict, seed: int):
+    """A ControlNet for ``arch``'s UNet with random weights, its zero convolutions included (a trained one's are not
+    zero): ``ControlNetModel.from_unet`` of a random UNet, then every parameter redrawn.
+
+    Args:
+        arch (`dict`): :func:`architecture`'s configs.
+        seed (`int`): passed to ``torch.manual_seed``.
+
+    Returns:
+        `ControlNetModel`: on the CPU in float32.
+    """
+    from diffusers import ControlNetModel
+
+    unet = random_unet(arch["unet"], seed)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=arch["controlnet_embedding"])
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            if p.ndim > 1 and not p.abs().sum():  # the zero convolutions: small random weights
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    return controlnet

@@ -34,6 +34,8 @@ PROMPTS = {
         "another_edit": "a photograph of a cat sitting on a sofa",  # a second inpainting edit (lesson 8, exercise 3)
         "new_concept": "a photo of sks cat",  # lesson 10's DreamBooth-style LoRA: "sks" is a rare token for this one cat
         "concept_class": "a photo of a cat",  # its class: what the model already draws (the prior to preserve)
+        "controlnet": "an oil painting of an astronaut in a white space suit, thick brush strokes",  # over the photo's edges (lesson 11)
+        "against_edges": "a photograph of a cat",  # a prompt the photo's edges contradict (lesson 11, section 6)
     },
     "tiny": {
         "main": "a red circle on a blue background",
@@ -46,6 +48,8 @@ PROMPTS = {
         "another_edit": "a green square on a white background",
         "new_concept": "a red diamond on a white background",  # lesson 10: a shape the model has never seen
         "concept_class": "a red square on a white background",  # what it draws instead (and must keep drawing)
+        "controlnet": "a yellow circle on a purple background",  # over the photo's edges: the colours differ (lesson 11)
+        "against_edges": "a yellow square on a purple background",  # the photo's edges are a circle's (lesson 11, section 6)
     },
 }
 PROMPTS["sd15-random"] = PROMPTS["sd15"]

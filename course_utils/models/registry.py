@@ -18,7 +18,9 @@ from typing import Callable
 
 import torch
 from diffusers import (
+    ControlNetModel,
     DiffusionPipeline,
+    StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -75,6 +77,13 @@ ROLES = {
     ),
     # a community fine-tune; on `tiny` ONE original-layout file, so its source is a file, not a folder
     "community": Role(StableDiffusionPipeline, builders.tiny_community, builders.random_text2img, tiny.community_file),
+    # text-to-image plus a canny ControlNet; its source on every profile is the ControlNet's folder (lesson 11)
+    "controlnet": Role(
+        StableDiffusionControlNetPipeline,
+        builders.tiny_controlnet,
+        builders.random_controlnet,
+        tiny.controlnet_folder,
+    ),
 }
 
 
@@ -202,7 +211,7 @@ def load_pipeline(
 
     Args:
         role_name (`str`, defaults to ``"text2img"``): one of ``"text2img"``, ``"img2img"``,
-            ``"inpaint"``, ``"upscale"``, ``"community"``.
+            ``"inpaint"``, ``"upscale"``, ``"community"``, ``"controlnet"``.
         profile (`str`, *optional*): ``"sd15"``, ``"tiny"`` or ``"sd15-random"``; default from
             :func:`choose` (``COURSE_PROFILE`` or the GPU/Hub rule).
         device (`str`, *optional*): default :func:`course_utils.device.get_device`.
@@ -220,6 +229,9 @@ def load_pipeline(
         # the weights the folder has (fp16 only, on a CPU: upcast)
         variant = weights.folder_variant(source, _variant(choice.dtype))
         dtype = builders.upscaler_dtypes(choice.dtype) if spec.vae_fp32 else choice.dtype
+        if role_name == "controlnet" and "controlnet" not in kwargs:  # SD 1.5 around hub.CONTROLNET_REPO
+            folder, cn_variant = hub.controlnet_source(_variant(choice.dtype))
+            kwargs["controlnet"] = ControlNetModel.from_pretrained(folder, dtype=dtype, variant=cn_variant)
         pipe = spec.pipeline.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
     elif choice.profile == "tiny":
         pipe = spec.tiny(spec.pipeline, choice.dtype)
@@ -241,13 +253,17 @@ def model_source(role_name: str = "text2img", profile: str | None = None) -> str
 
     Args:
         role_name (`str`): a role (see :data:`ROLES`); for ``"community"`` the `tiny` source is one
-            ``.safetensors`` file (load it with ``from_single_file``).
+            ``.safetensors`` file (load it with ``from_single_file``); for ``"controlnet"`` it is the ControlNet's
+            folder on every profile (``ControlNetModel.from_pretrained``; on `sd15` ask for ``variant="fp16"`` in
+            float16).
         profile (`str`, *optional*): default from :func:`choose`. ``sd15-random`` has no folder.
     """
     spec = role(role_name)
     choice = choose(role_name, profile)
     profile = choice.profile
     if profile == "sd15":
+        if role_name == "controlnet":
+            return hub.controlnet_source(_variant(choice.dtype))[0]
         return hub.find(role_name, variant=_variant(choice.dtype), download=True)[1]
     if profile == "tiny":
         return str(spec.tiny_source())

@@ -107,6 +107,15 @@ def lora_folder() -> Path:
     return tiny_file("outline_lora")
 
 
+def controlnet_folder() -> Path:
+    """The `tiny` canny ControlNet: a diffusers folder, ``data/tiny/controlnet`` (``ControlNetModel.from_pretrained``).
+
+    Made by ``ControlNetModel.from_unet`` from the text-to-image UNet and trained on Canny edge maps of the shapes
+    world (``python -m training controlnet``); its condition is ``course_utils.edges.canny`` of a 64x64 picture.
+    """
+    return tiny_file("controlnet")
+
+
 def digest(*paths: Path) -> str:
     """A short hash of the files' bytes (folders: every file in them): names cache folders built from them."""
     h = hashlib.sha256()
