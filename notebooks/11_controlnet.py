@@ -99,6 +99,9 @@ from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, Stable
 # changes fast, thins those places to one-pixel lines, and keeps a line where its change is above the
 # high threshold, or above the low one and touching a kept line. A *canny ControlNet* was trained on such maps:
 # **white edges (255) on black, 3 equal channels, the size of the picture**. `edges.canny` makes exactly that.
+# (OpenCV comes as several pip packages that all install `cv2`; two of them overwrite each other's files. On
+# Colab the course uses Colab's own `opencv-python`; `make install` adds `opencv-python-headless`, the build
+# without GUI libraries, which also runs on servers.)
 
 # %%
 settings = cu.default_settings(choice.profile)  # height, width, steps, guidance that suit this profile
@@ -367,7 +370,7 @@ print(f"{len(examples)} examples | latents {list(data['mean'].shape)} | conditio
 student = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=channels)
 student = student.to(choice.device, torch.float32).train()  # what trains stays float32 (lesson 10, section 6)
 pipe.unet.requires_grad_(False)
-optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3 if TINY else 1e-5)  # SD 1.5: the paper's rate
+optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3 if TINY else 1e-5)  # SD 1.5: the rate of the ControlNet repository's tutorial_train.py
 autocast = torch.autocast(choice.device, dtype=pipe.unet.dtype, enabled=pipe.unet.dtype != torch.float32)
 scaler = precision.grad_scaler(choice.device, pipe.unet.dtype)  # float16 only (lesson 10)
 if not TINY:  # recompute activations in backward() instead of keeping them: less memory at 512x512
