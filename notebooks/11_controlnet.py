@@ -370,7 +370,7 @@ print(f"{len(examples)} examples | latents {list(data['mean'].shape)} | conditio
 student = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=channels)
 student = student.to(choice.device, torch.float32).train()  # what trains stays float32 (lesson 10, section 6)
 pipe.unet.requires_grad_(False)
-optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3 if TINY else 1e-5)  # SD 1.5: the rate of the ControlNet repository's tutorial_train.py
+optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3 if TINY else 1e-5)  # SD 1.5: ControlNet's tutorial_train.py
 autocast = torch.autocast(choice.device, dtype=pipe.unet.dtype, enabled=pipe.unet.dtype != torch.float32)
 scaler = precision.grad_scaler(choice.device, pipe.unet.dtype)  # float16 only (lesson 10)
 if not TINY:  # recompute activations in backward() instead of keeping them: less memory at 512x512
