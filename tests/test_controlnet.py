@@ -196,6 +196,9 @@ def test_the_sd15_controlnet_files_come_from_one_folder_fp16_first(tmp_path, mon
         "model",
         "controlnet",
     ) in hub.SINGLE_FILES
+    (folder / "config.json").unlink()  # weights but no config, offline: the course's error, no traceback
+    with pytest.raises(hub.CourseError):
+        hub.controlnet_source("fp16")
 
 
 def test_sd15s_controlnet_shape_and_size_without_building_it():

@@ -395,7 +395,7 @@ def controlnet_source(variant: str | None = None) -> tuple[str, str | None]:
     Raises:
         RepoMissing / CourseError: as :func:`hub_file`, for the last file tried.
     """
-    folder = hub_file(CONTROLNET_REPO, "config.json").parent
+    config = hub_file(CONTROLNET_REPO, "config.json")
     last = None
     for v in (variant, "fp16" if variant is None else None):
         try:
@@ -403,5 +403,11 @@ def controlnet_source(variant: str | None = None) -> tuple[str, str | None]:
         except CourseError as err:
             last = err
             continue
-        return str(weights_file.parent if weights_file.parent != folder else folder), v
+        if weights_file.parent != config.parent:  # e.g. the config in COURSE_MODELS_DIR, the weights in the cache
+            raise CourseError(
+                f"The ControlNet's config.json ({config.parent}) and its weights ({weights_file.parent}) are in two "
+                f"places: put both files in one folder, e.g. `python -m course_utils download sd15 --role controlnet "
+                f"--to <folder>` and COURSE_MODELS_DIR=<folder>."
+            )
+        return str(weights_file.parent), v
     raise last
