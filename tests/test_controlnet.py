@@ -9,7 +9,8 @@ from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from PIL import Image
 
 from course_utils import by_hand, controlnet, edges, scores, world
-from course_utils.models import builders, configs, hub, lookalike_parts, registry, tiny
+from course_utils.errors import CourseError
+from course_utils.models import builders, configs, files, hub, lookalike_parts, registry, tiny
 
 SETTINGS = dict(height=64, width=64, num_inference_steps=6, guidance_scale=3.0)
 
@@ -186,10 +187,10 @@ def test_the_sd15_controlnet_files_come_from_one_folder_fp16_first(tmp_path, mon
     monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (folder / hub.CONTROLNET_FILES["fp16"]).write_bytes(b"")
-    assert hub.controlnet_source("fp16") == (str(folder), "fp16")
-    assert hub.controlnet_source(None) == (str(folder), "fp16")  # only the GPU's file here: load it and upcast
+    assert files.controlnet_source("fp16") == (str(folder), "fp16")
+    assert files.controlnet_source(None) == (str(folder), "fp16")  # only the GPU's file here: load it and upcast
     (folder / hub.CONTROLNET_FILES[None]).write_bytes(b"")
-    assert hub.controlnet_source(None) == (str(folder), None)
+    assert files.controlnet_source(None) == (str(folder), None)
     assert (
         "lllyasviel/control_v11p_sd15_canny",
         hub.CONTROLNET_FILES["fp16"],
@@ -197,8 +198,8 @@ def test_the_sd15_controlnet_files_come_from_one_folder_fp16_first(tmp_path, mon
         "controlnet",
     ) in hub.SINGLE_FILES
     (folder / "config.json").unlink()  # weights but no config, offline: the course's error, no traceback
-    with pytest.raises(hub.CourseError):
-        hub.controlnet_source("fp16")
+    with pytest.raises(CourseError):
+        files.controlnet_source("fp16")
 
 
 def test_sd15s_controlnet_shape_and_size_without_building_it():

@@ -85,7 +85,7 @@ LESSON_DOWNLOADS = {  # lesson number: what it loads on `sd15` (its cu.load_pipe
     8: ["SD 1.5 inpainting in fp16", "SD 1.5 in fp16"],  # inpaint, then text2img for latent blending
     9: ["SD 1.5 in fp16", "LCM-LoRA"],  # section 5's sd15-random is built, not downloaded
     10: ["SD 1.5 in fp16"],
-    11: ["SD 1.5 in fp16", "the canny ControlNet's fp16 file"],  # load_pipeline("controlnet"): hub.controlnet_source
+    11: ["SD 1.5 in fp16", "the canny ControlNet's fp16 file"],  # load_pipeline("controlnet"): files.controlnet_source
 }
 
 

@@ -1,4 +1,5 @@
-"""Single files that lesson 07 loads, per profile: a checkpoint, its configs, an embedding, a LoRA.
+"""Files the lessons load one by one, per profile: lesson 07's checkpoint, its configs, an embedding, a LoRA; lesson
+11's SD 1.5 ControlNet (:func:`controlnet_source`).
 
 * `sd15`: Counterfeit-V2.5's single file, SD 1.5's configs, the EasyNegative embedding (a Hub
   *dataset*) and the LCM LoRA for SD 1.5 - all from :mod:`course_utils.models.hub`.
@@ -11,6 +12,7 @@ huggingface_hub / diffusers API documentation.
 
 from pathlib import Path
 
+from ..errors import CourseError
 from . import hub, tiny
 
 EASYNEGATIVE_TOKEN = "EasyNegative"  # the word EasyNegative is used as in prompts
@@ -55,3 +57,37 @@ def lora_source(profile: str) -> str:
     if profile == "sd15":
         return hub.lora_source()
     return str(tiny.lora_folder())
+
+
+def controlnet_source(variant: str | None = None) -> tuple[str, str | None]:
+    """Where ``ControlNetModel.from_pretrained`` loads lesson 11's SD 1.5 ControlNet from, and the variant to ask for.
+
+    Fetches ``config.json`` and one weights file (:data:`~course_utils.models.hub.CONTROLNET_FILES`) with :func:`~course_utils.models.hub.hub_file`
+    (``COURSE_MODELS_DIR``, the cache, or the Hub): the ``variant`` wanted first, the other if that one cannot be had
+    (e.g. only the fp16 file was downloaded, and this run is float32 on a CPU: it is upcast).
+
+    Args:
+        variant (`str`, *optional*): ``"fp16"`` for a float16 run, else `None`.
+
+    Returns:
+        `tuple[str, str | None]`: ``(folder, variant)`` for ``from_pretrained(folder, variant=variant)``.
+
+    Raises:
+        RepoMissing / CourseError: as :func:`~course_utils.models.hub.hub_file`, for the last file tried.
+    """
+    config = hub.hub_file(hub.CONTROLNET_REPO, "config.json")
+    last = None
+    for v in (variant, "fp16" if variant is None else None):
+        try:
+            weights_file = hub.hub_file(hub.CONTROLNET_REPO, hub.CONTROLNET_FILES[v])
+        except CourseError as err:
+            last = err
+            continue
+        if weights_file.parent != config.parent:  # e.g. the config in COURSE_MODELS_DIR, the weights in the cache
+            raise CourseError(
+                f"The ControlNet's config.json ({config.parent}) and its weights ({weights_file.parent}) are in two "
+                f"places: put both files in one folder, e.g. `python -m course_utils download sd15 --role controlnet "
+                f"--to <folder>` and COURSE_MODELS_DIR=<folder>."
+            )
+        return str(weights_file.parent), v
+    raise last

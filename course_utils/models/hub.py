@@ -377,37 +377,3 @@ def lora_source(repo_id: str = LCM_LORA_REPO, filename: str = LCM_LORA_FILE) -> 
     :func:`hub_file`).
     """
     return str(hub_file(repo_id, filename).parent)
-
-
-def controlnet_source(variant: str | None = None) -> tuple[str, str | None]:
-    """Where ``ControlNetModel.from_pretrained`` loads lesson 11's SD 1.5 ControlNet from, and the variant to ask for.
-
-    Fetches ``config.json`` and one weights file (:data:`CONTROLNET_FILES`) with :func:`hub_file`
-    (``COURSE_MODELS_DIR``, the cache, or the Hub): the ``variant`` wanted first, the other if that one cannot be had
-    (e.g. only the fp16 file was downloaded, and this run is float32 on a CPU: it is upcast).
-
-    Args:
-        variant (`str`, *optional*): ``"fp16"`` for a float16 run, else `None`.
-
-    Returns:
-        `tuple[str, str | None]`: ``(folder, variant)`` for ``from_pretrained(folder, variant=variant)``.
-
-    Raises:
-        RepoMissing / CourseError: as :func:`hub_file`, for the last file tried.
-    """
-    config = hub_file(CONTROLNET_REPO, "config.json")
-    last = None
-    for v in (variant, "fp16" if variant is None else None):
-        try:
-            weights_file = hub_file(CONTROLNET_REPO, CONTROLNET_FILES[v])
-        except CourseError as err:
-            last = err
-            continue
-        if weights_file.parent != config.parent:  # e.g. the config in COURSE_MODELS_DIR, the weights in the cache
-            raise CourseError(
-                f"The ControlNet's config.json ({config.parent}) and its weights ({weights_file.parent}) are in two "
-                f"places: put both files in one folder, e.g. `python -m course_utils download sd15 --role controlnet "
-                f"--to <folder>` and COURSE_MODELS_DIR=<folder>."
-            )
-        return str(weights_file.parent), v
-    raise last

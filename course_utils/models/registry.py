@@ -14,7 +14,7 @@ with what decided it.
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from diffusers import (
@@ -36,8 +36,18 @@ from ..device import (
     get_dtype,
     mps_attention_slicing,
 )
-from . import builders, hub, tiny, weights
+from . import builders, files, hub, tiny, weights
 from .profiles import check_profile
+
+
+class Part(NamedTuple):
+    """A model a role adds on `sd15` to its repository's pipeline, from a Hub repository of its own (lesson 11's
+    ControlNet): ``name`` (the pipeline's component), ``cls`` (its model class) and ``source`` (``source(variant)`` ->
+    ``(folder, variant)`` to load it from, e.g. :func:`~course_utils.models.files.controlnet_source`)."""
+
+    name: str
+    cls: type
+    source: Callable
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class Role:
         random (`Callable[[type, torch.dtype], DiffusionPipeline]`): builds the `sd15-random` pipeline.
         tiny_source (`Callable[[], Path]`): what ``from_pretrained`` (or ``from_single_file``) loads on `tiny`.
         vae_fp32 (`bool`): keep the VAE in float32 whatever the dtype (the x4 upscaler's overflows in fp16).
+        sd15_part (`Part`, *optional*): a model added to the `sd15` repository's pipeline; ``model_source`` is then
+            that model's folder, as ``tiny_source`` is on `tiny`.
     """
 
     pipeline: type
@@ -57,6 +69,7 @@ class Role:
     random: Callable
     tiny_source: Callable
     vae_fp32: bool = False
+    sd15_part: Part | None = None
 
 
 # The `sd15` repositories of each role are hub.repo_ids(role): hub.SD15_REPOS and hub.KNOWN_COPIES, or COURSE_HUB_<ROLE>.
@@ -83,6 +96,7 @@ ROLES = {
         builders.tiny_controlnet,
         builders.random_controlnet,
         tiny.controlnet_folder,
+        sd15_part=Part("controlnet", ControlNetModel, files.controlnet_source),
     ),
 }
 
@@ -229,9 +243,10 @@ def load_pipeline(
         # the weights the folder has (fp16 only, on a CPU: upcast)
         variant = weights.folder_variant(source, _variant(choice.dtype))
         dtype = builders.upscaler_dtypes(choice.dtype) if spec.vae_fp32 else choice.dtype
-        if role_name == "controlnet" and "controlnet" not in kwargs:  # SD 1.5 around hub.CONTROLNET_REPO
-            folder, cn_variant = hub.controlnet_source(_variant(choice.dtype))
-            kwargs["controlnet"] = ControlNetModel.from_pretrained(folder, dtype=dtype, variant=cn_variant)
+        part = spec.sd15_part
+        if part and part.name not in kwargs:  # e.g. SD 1.5 around hub.CONTROLNET_REPO's ControlNet
+            folder, part_variant = part.source(_variant(choice.dtype))
+            kwargs[part.name] = part.cls.from_pretrained(folder, dtype=dtype, variant=part_variant)
         pipe = spec.pipeline.from_pretrained(source, dtype=dtype, variant=variant, **kwargs)
     elif choice.profile == "tiny":
         pipe = spec.tiny(spec.pipeline, choice.dtype)
@@ -262,8 +277,8 @@ def model_source(role_name: str = "text2img", profile: str | None = None) -> str
     choice = choose(role_name, profile)
     profile = choice.profile
     if profile == "sd15":
-        if role_name == "controlnet":
-            return hub.controlnet_source(_variant(choice.dtype))[0]
+        if spec.sd15_part:
+            return spec.sd15_part.source(_variant(choice.dtype))[0]
         return hub.find(role_name, variant=_variant(choice.dtype), download=True)[1]
     if profile == "tiny":
         return str(spec.tiny_source())
