@@ -3,7 +3,7 @@
 #   make lab      - JupyterLab on the course's kernel, in notebooks/ (the widgets' front end included): open its URL
 #   make test     - unit tests, every notebook through nbval on `tiny` (float32), equivalence tests, the browser tests,
 #                   and the lanes: every notebook again on `tiny` in float16 and on `sd15` (Hub mirror, float16)
-#   make test-fast - the same without the tests marked slow (and without the notebooks): < 60 s
+#   make test-fast - the same without the tests marked slow (and without the notebooks): 75 s on 2 cores
 #   make lint     - ruff check + ruff format --check (CI runs it before make test)
 #   make core-time - each lesson's core time by the stated method (docs/core-time.md)
 #   make test-recipe - lesson 10's full training recipe on tiny against its targets (~5 min on a 2-core CPU)
@@ -52,13 +52,14 @@ lab: $(STAMP)
 TEST_ENV := COURSE_PROFILE=tiny COURSE_STRICT_WARNINGS=1 HF_HUB_OFFLINE=1 COURSE_TRAIN_STEPS=16
 
 # Two pytest runs side by side, one thread each on the two cores, split by measured time into halves of about equal
-# length (measured 2026-12-07: 1,112 s and 1,145 s): SIDE_TESTS (the float16 lane: every lesson again on `tiny` in
-# float16, tests/test_float16_lane.py; two long unit-test files; the appendix notebook on `tiny`) beside everything else (unit and equivalence tests, every lesson on `tiny` in float32,
-# every lesson on `sd15` through the Hub mirror in float16, the browser tests). Much of a notebook run waits on
+# length (measured 2026-12-07: 1,119 s and 1,100 s): SIDE_TESTS (the float16 lane: every lesson again on `tiny` in
+# float16, tests/test_float16_lane.py; three long unit-test files; the appendix notebook on `tiny`) beside everything
+# else (unit and equivalence tests, every lesson on `tiny` in float32, every lesson on `sd15` through the Hub mirror in
+# float16, the browser tests). Much of a notebook run waits on
 # Python, kernels and the mirror, so the halves overlap well; with two PyTorch threads each they would fight over the
 # cores (measured here: 34 min instead of 13). The side log is printed after the rest; either failing fails.
 TEST_THREADS ?= 1
-SIDE_TESTS := tests/test_float16_lane.py tests/test_bench.py tests/test_training.py \
+SIDE_TESTS := tests/test_float16_lane.py tests/test_bench.py tests/test_training.py tests/test_tiny_scores.py \
 	notebooks/appendix_teaching_models.ipynb
 SIDE_LOG := build/test-side.log
 test: $(STAMP) $(HUB_STAMP)
@@ -82,7 +83,7 @@ lint: $(STAMP)
 test-recipe: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m recipe
 
-# The unit tests without the slow ones (notebooks, full evaluations, training runs): under a minute, no olah needed.
+# The unit tests without the slow ones (notebooks, full evaluations, training runs): 75 s here, no olah needed.
 # One kind of slow test: e.g. `.venv/bin/pytest -m mirror` (markers: notebooks, mirror, browser, training, install).
 test-fast: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow and not recipe"

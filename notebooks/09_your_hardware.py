@@ -89,10 +89,11 @@ import course_utils as cu
 from course_utils import full_size, levers, measuring, scores
 
 choice = cu.setup()  # prints the profile, device and dtype this notebook runs on, and why
-FULL = os.environ.get("COURSE_BENCH", "").strip().lower() == "full"
-REPEATS = 5 if FULL else 2  # timed calls per measurement; the median is kept
+BENCH = os.environ.get("COURSE_BENCH", "").strip().lower()  # "full": more repeats and seeds; "quick" (tests): 1
+FULL = BENCH == "full"
+REPEATS = {"full": 5, "quick": 1}.get(BENCH, 2)  # timed calls per measurement; the median is kept
 SEEDS = (0, 1, 2, 3) if FULL else (0,)  # images per prompt when `tiny`'s pictures are scored
-print("COURSE_BENCH=full:", FULL, "| repeats:", REPEATS, "| seeds:", SEEDS)
+print("COURSE_BENCH:", BENCH or "(not set)", "| repeats:", REPEATS, "| seeds:", SEEDS)
 
 # %% [markdown]
 # ## 1. What is this machine?

@@ -317,8 +317,11 @@ def loop_word_maps(maps, n, layer=None, head=None, renormalise=True):
     """[77, H, W]: the maps of the chosen layers and heads; renormalised over the prompt's tokens 1..n-1."""
     heat = maps.token_maps(loop_size, latent_size=tuple(s // loop_pipe.vae_scale_factor for s in loop_size),
                            layer=layer, head=head)
-    if not renormalise:
-        return heat
+    return renormalised(heat, n) if renormalise else heat
+
+
+def renormalised(heat, n):
+    """[77, H, W] -> the same maps over the prompt's tokens 1..n-1 only, summing to 1 at every pixel."""
     keep = torch.zeros(77, 1, 1)
     keep[1:n] = 1
     return heat * keep / (heat * keep).sum(dim=0)
@@ -379,8 +382,9 @@ def loop_lifts(picture, parts, n, text, colour, shape, background):
     for steps, maps in parts.items():
         for layer in loop_layers:
             for head in [None] + list(range(loop_heads)):
+                raw = loop_word_maps(maps, n, layer, head, renormalise=False)  # (once for both: the slow part)
                 for renormalise in (False, True):
-                    heat = loop_word_maps(maps, n, layer, head, renormalise)
+                    heat = renormalised(raw, n) if renormalise else raw
                     out[steps, layer, head, renormalise] = [unet_inside.mass_inside(heat[i], mask) / mask.mean()
                                                             for i in where.values()]
     return out

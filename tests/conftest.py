@@ -1,6 +1,8 @@
 """Shared fixtures: the tests run on the offline `tiny` profile on the CPU."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -46,3 +48,29 @@ def lookalikes(tmp_path_factory):
     from course_utils.models import lookalike
 
     return lookalike.build_lookalikes(tmp_path_factory.mktemp("lookalikes") / "mirrors", size="small")
+
+
+COLAB_TORCH = "torch==2.13.0"  # the CPU build this machine installs from local disk (Colab: its own CUDA torch)
+COLAB_IPYWIDGETS = "ipywidgets==7.7.1"  # the version Colab ships
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(tmp_path_factory):
+    """A virtual environment as a fresh Colab runtime has it: a CPU torch and Colab's ipywidgets 7.7, no course.
+    Built once per test run (pip's longest step) for tests/test_first_cell.py, whose cell installs the course into
+    it, and tests/test_install.py, which replaces that with the wheel; each removes the course first, so either may
+    run alone or first. Returns ``(folder, python, env)``: ``env`` has the venv first on PATH."""
+    folder = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    python = str(folder / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_REQUIRE"))}
+    env["PATH"] = f"{folder / 'bin'}{os.pathsep}{env['PATH']}"
+    subprocess.run([python, "-m", "pip", "install", "-q", COLAB_TORCH, COLAB_IPYWIDGETS], check=True, env=env)
+    return folder, python, env
+
+
+def without_the_course(python: str, env: dict) -> None:
+    """Uninstall ``course-utils`` from the venv of :func:`fresh_venv` (nothing happens where it is not installed)."""
+    subprocess.run(
+        [python, "-m", "pip", "uninstall", "-q", "-y", "course-utils"], check=True, env=env, capture_output=True
+    )

@@ -48,15 +48,29 @@ def full_size_cells_of_lesson_9() -> list[str]:
     return [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]
 
 
-def scoring_cells_of_lesson_11() -> list[str]:
-    """``--deselect`` options for lesson 11's two scoring cells on `tiny` (section 7's held-out score and solution 1's
-    sweep: 36 and 28 pictures) in the float16 lane, where a CPU computes float16 several times slower (134 s of the
-    lesson's 301 there). Their pipeline calls are those of sections 2 and 5, which the lane runs in float16; the
-    scores themselves run in float32 in `make test` (and ``evaluate --parts controlnet``). Found by their code."""
+# The cells that only score `tiny`'s pictures (read back with ``world.classify``), found by a call each makes: lesson
+# 9's drawn-right scores at three settings (57 s of its float16 run here), lesson 10's LoRA-scale sweep with the old
+# prompts' scores (59 s), lesson 11's held-out score and solution 1's sweep (134 s of 301). {lesson: (call, cells)}
+SCORING_CALLS = {
+    "09_your_hardware": ("scores.drawn_right(pipe, SEEDS, num_inference_steps=50", 1),
+    "10_train_it_yourself": ("new_concept.old_prompts_kept(", 1),
+    "11_controlnet": ("scores.control_scores(", 2),
+}
+
+
+def scoring_cells() -> list[str]:
+    """``--deselect`` options for the cells of :data:`SCORING_CALLS` in the float16 lane, where a CPU computes float16
+    several times slower. Their pipeline calls run in float16 elsewhere: in the lessons' other cells here (lesson 9:
+    section 3's two settings and section 4's levers; lesson 11: sections 2 and 5), and lesson 10's LoRA at other
+    scales in the same cell of the `sd15` lane; the scores themselves run in float32 in ``make test`` (and
+    ``evaluate``). Found by their code, so renumbered cells cannot deselect the wrong ones."""
     import nbformat
 
-    path = ROOT / "notebooks" / "11_controlnet.ipynb"
-    code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    found = [i for i, src in enumerate(code) if "scores.control_scores(" in src]
-    assert len(found) == 2, found
-    return [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]
+    options = []
+    for name, (call, cells) in SCORING_CALLS.items():
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        found = [i for i, src in enumerate(code) if call in src]
+        assert len(found) == cells, (name, found)
+        options += [f"--deselect=notebooks/{path.name}::Cell {i}" for i in found]
+    return options

@@ -88,6 +88,13 @@ def test_fast_layout_only_for_float16_on_a_cpu():
     assert not channels_last()
     device.fast_layout(pipe, "cpu", torch.float16)
     assert channels_last() and pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    from types import SimpleNamespace
+
+    from diffusers import ControlNetModel
+
+    with_controlnet = SimpleNamespace(controlnet=ControlNetModel.from_unet(pipe.unet))  # a ControlNet pipeline's third
+    device.fast_layout(with_controlnet, "cpu", torch.float16)
+    assert with_controlnet.controlnet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_attention_slicing_on_mps_below_64_gb(capsys):

@@ -9,19 +9,16 @@ installs it with pip (PyPI, or pip's cache).
 import http.server
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import COLAB_TORCH, without_the_course
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(ROOT.joinpath("notebooks").glob("[0-9][0-9]_*.ipynb"))
-TORCH = "torch==2.13.0"  # the CPU build this machine installs from local disk (Colab: its own CUDA torch)
-COLAB_IPYWIDGETS = "ipywidgets==7.7.1"  # the version Colab ships
 
 
 def load_publish():
@@ -138,20 +135,15 @@ def working_tree_repository(target: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_first_cell_in_a_fresh_venv(tmp_path_factory):
+def test_first_cell_in_a_fresh_venv(tmp_path_factory, fresh_venv):
     """A bad URL fails fast and clearly, without asking for a password; an unfinished clone is replaced; the local
     clone installs the course; a second run does nothing; Colab's ipywidgets 7.7 stays and lesson 3's slider shows."""
     started = time.monotonic()
     root = tmp_path_factory.mktemp("first_cell")
     source = working_tree_repository(root / "src")
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_REQUIRE"))}
-    env.update(
-        PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost"
-    )
-    subprocess.run([python, "-m", "pip", "install", "-q", TORCH, COLAB_IPYWIDGETS], check=True, env=env)
+    _, python, env = fresh_venv  # a CPU torch and Colab's ipywidgets 7.7, no course
+    without_the_course(python, env)
+    env = dict(env, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     lesson = root / "colab"  # the runtime's working folder, where the cell clones into sd-course/
     lesson.mkdir()
     cell = first_code_cell(ROOT / "notebooks" / "01_text_to_image.ipynb")
@@ -201,7 +193,7 @@ def test_first_cell_in_a_fresh_venv(tmp_path_factory):
     import torch  # the venv's torch is the one installed first, not replaced
 
     done, out, _ = run("import torch; print('torch', torch.__version__)")
-    assert f"torch {torch.__version__.split('+')[0]}" in out and TORCH.split("==")[1] in out, out
+    assert f"torch {torch.__version__.split('+')[0]}" in out and COLAB_TORCH.split("==")[1] in out, out
 
     # (c) again: course_utils is installed, so the cell does nothing (no clone, no pip), quickly
     done, out, seconds = run(cell)

@@ -4,10 +4,10 @@ in a fresh virtual environment; ``python -m course_utils setup`` plans the same 
 import os
 import subprocess
 import sys
-import venv
 import zipfile
 
 import pytest
+from conftest import without_the_course
 
 from course_utils.commands import setup_env
 from course_utils.paths import ROOT
@@ -24,7 +24,11 @@ print("DRAWN", image.size, cu.world.classify(image)["shape"])
 
 
 @pytest.mark.slow
-def test_wheel_installs_every_subpackage_and_draws_a_tiny_picture(tmp_path):
+def test_wheel_installs_every_subpackage_and_draws_a_tiny_picture(tmp_path, fresh_venv):
+    """The wheel holds every subpackage; installed into a fresh venv (a CPU torch in it: the course never picks torch
+    for you), its dependencies are met and it draws, outside the repository, with and without the repository's data.
+    The venv is the one tests/test_first_cell.py uses (:func:`conftest.fresh_venv`): whatever course is in it is
+    removed first, and ``pip check`` then holds the wheel's own list of dependencies against what is installed."""
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
@@ -42,14 +46,14 @@ def test_wheel_installs_every_subpackage_and_draws_a_tiny_picture(tmp_path):
         "course_utils/models/configs.py",
     ):
         assert module in names, module
-    venv.create(tmp_path / "venv", with_pip=True)
-    python = str(setup_env.venv_python(tmp_path / "venv"))
-    for spec in (["torch==2.13.0"], [str(wheel)]):  # the CPU torch first (the course never picks torch for you)
+    folder, python, venv_env = fresh_venv
+    without_the_course(python, venv_env)
+    for command in (["install", "-q", str(wheel)], ["check"]):
         proc = subprocess.run(
-            [python, "-m", "pip", "install", "-q", *spec], capture_output=True, text=True, timeout=900
+            [python, "-m", "pip", *command], env=venv_env, capture_output=True, text=True, timeout=900
         )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COURSE_", "PYTHON"))}
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    env = {k: v for k, v in venv_env.items() if not k.startswith("COURSE_")}
     env.update(COURSE_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
     # outside the repository (so its course_utils/ cannot be imported by accident), with and without its data
     without = subprocess.run([python, "-c", DRAW], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -57,7 +61,7 @@ def test_wheel_installs_every_subpackage_and_draws_a_tiny_picture(tmp_path):
     env["COURSE_DATA"] = str(ROOT / "data")
     proc = subprocess.run([python, "-c", DRAW], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert str(tmp_path / "venv") in proc.stdout and "DRAWN (64, 64)" in proc.stdout, proc.stdout
+    assert str(folder) in proc.stdout and "DRAWN (64, 64)" in proc.stdout, proc.stdout
 
 
 def test_setup_plans_what_make_install_does_on_every_system(tmp_path):

@@ -340,6 +340,7 @@ def test_every_lesson_runs_on_sd15_through_the_mirror(mirror, tmp_path):
         COURSE_STRICT_WARNINGS="1",
         COURSE_TRAIN_STEPS="4",  # lesson 10: the mechanics, 4 LoRA steps
         COURSE_DTYPE="float16",
+        COURSE_BENCH="quick",  # lesson 9: one timed call per setting (every lever still runs)
     )
     proc, seconds = run_every_lesson(env, "sd15-lane.log", *full_size_cells_of_lesson_9(), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:]
