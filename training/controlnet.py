@@ -23,13 +23,11 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
 from course_utils import edges, latents, scores, world
-from course_utils.device import fast_layout
 from course_utils.images import to_tensor
-from course_utils.models import builders
 
 from . import data
 from .checkpoints import ddpm, save_checkpoint, trained_text2img, trained_vae
-from .stages import DiffusionStage
+from .stages import DiffusionStage, sampling_pipeline
 
 
 class ControlNetStage(DiffusionStage):
@@ -113,16 +111,4 @@ def condition_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> d
 
 def controlnet_pipeline(vae, text_encoder, unet, controlnet) -> StableDiffusionControlNetPipeline:
     """The models as lesson 11 samples with them (PNDM, SD 1.5's schedule), quiet."""
-    pipe = StableDiffusionControlNetPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=data.tokenizer(),
-        unet=unet,
-        controlnet=controlnet,
-        scheduler=builders.pndm_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return fast_layout(pipe, "cpu", vae.dtype)
+    return sampling_pipeline(StableDiffusionControlNetPipeline, vae, text_encoder, unet, controlnet=controlnet)

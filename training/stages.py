@@ -217,9 +217,10 @@ def latent_cache(vae, n: int, seed: int, folder: Path, chunk: int = 256) -> dict
     return cache
 
 
-def text2img_pipeline(vae, text_encoder, unet) -> StableDiffusionPipeline:
-    """The models as the exported pipeline (PNDM, SD 1.5's schedule), quiet."""
-    pipe = StableDiffusionPipeline(
+def sampling_pipeline(pipeline_class, vae, text_encoder, unet, **more):
+    """The trained models as a quiet pipeline of ``pipeline_class`` with the exported scheduler (PNDM, SD 1.5's
+    schedule) and no safety checker; ``more``: further models (e.g. ``controlnet=``)."""
+    pipe = pipeline_class(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=data.tokenizer(),
@@ -228,11 +229,17 @@ def text2img_pipeline(vae, text_encoder, unet) -> StableDiffusionPipeline:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+        **more,
     )
     pipe.set_progress_bar_config(disable=True)
     return fast_layout(
         pipe, "cpu", vae.dtype
     )  # (mixed_precision="fp16" on a CPU: channels-last, see device.fast_layout)
+
+
+def text2img_pipeline(vae, text_encoder, unet) -> StableDiffusionPipeline:
+    """The models as the exported pipeline (PNDM, SD 1.5's schedule), quiet."""
+    return sampling_pipeline(StableDiffusionPipeline, vae, text_encoder, unet)
 
 
 class InpaintStage(DiffusionStage):
