@@ -38,9 +38,9 @@
 # %%
 # Sets the course up on a fresh Colab runtime: clones its repository and installs `course_utils` (keeping
 # Colab's torch). Where `course_utils` is installed already (e.g. `make install`), it does nothing.
-# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about 6.5 GB
+# Pick Runtime > Change runtime type > T4 GPU first. On a GPU (`sd15`) this lesson downloads about 6.6 GB
 # from the Hugging Face Hub, again on every new runtime:
-# Counterfeit-V2.5's folders + its fp16 file + SD 1.5's configs + EasyNegative + LCM-LoRA.
+# Counterfeit-V2.5's folders + its fp16 file + SD 1.5's configs + EasyNegative + the Light and Shadow LoRA.
 # To keep them on your Google Drive instead, uncomment the two lines after the imports (HF_HOME must be set
 # before huggingface_hub is imported).
 import importlib.util, os, shutil, subprocess, sys
@@ -78,7 +78,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import LCMScheduler
 from IPython.display import display
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -101,7 +100,7 @@ def seed(n=0):
 
 # %% [markdown]
 # A *community model* is a model someone other than its original makers trained further and shared. With `sd15`
-# this lesson uses Counterfeit-V2.5 (anime-style illustrations), the EasyNegative embedding and LCM-LoRA;
+# this lesson uses Counterfeit-V2.5 (anime-style illustrations), the EasyNegative embedding and a style LoRA;
 # `tiny` has stand-ins of the same kinds, for one style: shapes drawn as **outlines**. `cu.world.describe`
 # says what a `tiny` picture shows.
 #
@@ -364,24 +363,18 @@ display(cu.grid([without, with_emb], size=max(256, settings["height"]), titles=t
 # choose). The file holds only `A` and `B`: community LoRAs are typically 2–200 MB against a checkpoint's
 # 2–7 GB (stable-diffusion-art.com/lora). Lesson 10 trains one.
 #
-# On `sd15` the LoRA is **LCM-LoRA** (`latent-consistency/lcm-lora-sdv1-5`: one 135 MB file, 67.5 M numbers
-# on its model card), a *distillation* LoRA, not a style: SD 1.5 and its fine-tunes then finish an image in 2–8
-# steps with `LCMScheduler` and guidance about 1 (LCM: Latent Consistency Model). On `tiny` it is an
-# **outline LoRA** for the base model: every shape an outline, no trigger word, the usual settings.
-# diffusers logs that the LoRA has no text-encoder part: expected.
+# On `sd15` the LoRA is **Light and Shadow** (CIVITAI model 13239), made for Counterfeit-V2.5, from its Hub copy
+# `sayakpaul/civitai-light-shadow-lora` (one 151 MB file; its model card shows the diffusers code), in the format
+# of kohya's training scripts, where most community LoRAs come from: such a LoRA may change the text encoder too
+# (the cell prints how much of each). On `tiny` it is an **outline LoRA** for the base model: every shape an
+# outline, no trigger word, UNet only (diffusers logs that it has no text-encoder part: expected). Both keep the
+# pipeline's scheduler and settings. A LoRA that changes how many steps a model needs, LCM-LoRA, is lesson 9's.
 
 # %%
 lora = files.lora_source(choice.profile)
-if choice.profile == "sd15":  # LCM-LoRA on the community model: 4 steps with LCMScheduler
-    lora_pipe = pipe
-    lora_scheduler = LCMScheduler.from_config(pipe.scheduler.config)
-    lora_settings = dict(height=settings["height"], width=settings["width"], num_inference_steps=4, guidance_scale=1.0)
-else:  # the outline LoRA on the base model it was trained on, with its usual scheduler and settings
-    lora_pipe = base_pipe
-    lora_scheduler = base_pipe.scheduler
-    lora_settings = settings
-original_scheduler = lora_pipe.scheduler
-lora_pipe.scheduler = lora_scheduler
+# each style LoRA on the model it was made for: Light and Shadow on Counterfeit (sd15), the outline LoRA on tiny's base
+lora_pipe = pipe if choice.profile == "sd15" else base_pipe
+lora_settings = quick  # on sd15 10 steps instead of 50 (six runs below); tiny's usual settings
 
 
 def final_latents(**kwargs):
@@ -396,10 +389,12 @@ def diff(a, b):
 base = final_latents()  # before the LoRA
 lora_pipe.load_lora_weights(lora, adapter_name="demo")
 print("adapters:", lora_pipe.get_list_adapters())
-n_lora = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" in n)
+n_lora = {part: sum(p.numel() for n, p in getattr(lora_pipe, part).named_parameters() if "lora_" in n)
+          for part in ("unet", "text_encoder")}
 n_unet = sum(p.numel() for n, p in lora_pipe.unet.named_parameters() if "lora_" not in n)
-print(f"LoRA numbers: {n_lora:,} = {2 * n_lora / 1e6:.2f} MB in fp16, beside {n_unet:,} in the UNet "
-      f"({100 * n_lora / n_unet:.1f} %)")
+print(f"LoRA numbers: {n_lora['unet']:,} in the UNet + {n_lora['text_encoder']:,} in the text encoder = "
+      f"{2 * sum(n_lora.values()) / 1e6:.2f} MB in fp16; the UNet itself: {n_unet:,} "
+      f"(its LoRA part {100 * n_lora['unet'] / n_unet:.1f} % of that)")
 name, layer = next((n, m) for n, m in lora_pipe.unet.named_modules()  # its first linear layer (some are convolutions)
                    if "demo" in getattr(m, "lora_B", {}) and isinstance(m.base_layer, torch.nn.Linear))
 display(cu.diagrams.lora_diagram(layer, name=name))  # one of its layers: W frozen, B·A beside it
@@ -419,10 +414,6 @@ titles = [f"LoRA scale {s}" for s in by_scale]
 if choice.profile == "tiny":
     titles = [f"{title}: {cu.world.describe(picture)}" for title, picture in zip(titles, scale_pictures)]
     print("\n".join(titles))
-else:
-    print("LCM-LoRA is a distillation LoRA, not a style: at scale 0, 4 LCM steps without guidance leave the model's "
-          "picture unfinished; the LoRA lets it finish in those 4 steps. So scale 0 is not 'the picture without a "
-          "style': a style LoRA at scale 0 would give the plain model's finished picture.")
 display(cu.grid(scale_pictures, size=max(256, settings["height"]), titles=titles))
 
 # %% [markdown]
@@ -437,7 +428,6 @@ lora_pipe.unfuse_lora()
 lora_pipe.unload_lora_weights()
 print("adapters after unloading:", lora_pipe.get_list_adapters())
 print("unloaded vs never loaded:", diff(final_latents(), base))
-lora_pipe.scheduler = original_scheduler
 
 # %% [markdown]
 # ## 7. Licences and responsible use
@@ -445,8 +435,8 @@ lora_pipe.scheduler = original_scheduler
 # SD 1.5's licence, **CreativeML OpenRAIL-M** (its Hub model card), lets you use, change and share it, also
 # commercially, under *use restrictions*: no use that breaks the law, harms minors, spreads false information
 # to harm others, harasses, defames or discriminates. Whoever shares a model derived from it (a fine-tune, a
-# *merge* — weights averaged from several models —, a LoRA) must pass them on. LCM-LoRA and lesson 6's
-# upscaler use CreativeML Open RAIL++-M; CIVITAI shows each model's own terms. **Read a community model's
+# *merge* — weights averaged from several models —, a LoRA) must pass them on. Light and Shadow's Hub copy
+# names the same licence; lesson 6's upscaler uses CreativeML Open RAIL++-M; CIVITAI shows each model's own terms. **Read a community model's
 # licence before you use it.** Make no images of real people that could deceive or hurt them, and say that an
 # image is generated where that matters.
 
@@ -500,7 +490,7 @@ lora_pipe.scheduler = original_scheduler
 #   name into all of them; a mixed-case one you write out yourself.
 # - A LoRA adds `s · (alpha / r) · B·A` to chosen weights, a file of MBs instead of GBs: `load_lora_weights`,
 #   `set_adapters(..., adapter_weights=[s])`, `fuse_lora`, `unload_lora_weights`. Scale 0 is the model without
-#   it. LCM-LoRA is a distillation LoRA (fewer steps), not a style.
+#   it. A kohya LoRA such as Light and Shadow may also change the text encoder.
 # - SD 1.5 and its fine-tunes come under CreativeML OpenRAIL-M, with use restrictions; check each
 #   community model's own licence.
 
@@ -511,7 +501,6 @@ lora_pipe.scheduler = original_scheduler
 # At most the LoRA's rank `r`: `B·A` is an `[out, r]` matrix times an `[r, in]` one.
 
 # %%
-lora_pipe.scheduler = lora_scheduler
 lora_pipe.load_lora_weights(lora, adapter_name="demo")
 name, layer = next((n, m) for n, m in lora_pipe.unet.named_modules()
                    if hasattr(m, "lora_A") and "demo" in m.lora_A and isinstance(m.base_layer, torch.nn.Linear))
@@ -526,7 +515,6 @@ print(f"max |W + scaling * B @ A - fused weight| = {gap:.1e}")
 assert gap <= tol * max(1.0, mine.abs().max().item())
 lora_pipe.unfuse_lora()
 lora_pipe.unload_lora_weights()
-lora_pipe.scheduler = original_scheduler
 
 # %% [markdown]
 # ### Solution 2

@@ -348,8 +348,9 @@ print("LoRA off vs before training, largest pixel difference:",
 # %% [markdown]
 # ## 8. Save it, share it, load it back
 #
-# diffusers saves a LoRA in the format lesson 7 loaded (`pytorch_lora_weights.safetensors`) and loads it
-# into any pipeline of the same architecture.
+# diffusers saves a LoRA in its own format, one file `pytorch_lora_weights.safetensors` (lesson 7's outline LoRA
+# on `tiny` is one), and `load_lora_weights` loads it, or a kohya file like lesson 7's Light and Shadow, into any
+# pipeline of the same architecture.
 
 # %%
 folder = Path(tempfile.mkdtemp()) / "my_lora"

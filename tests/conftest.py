@@ -42,7 +42,7 @@ def tiny_pipe():
 
 @pytest.fixture(scope="session")
 def lookalikes(tmp_path_factory):
-    """The six small lookalike repositories, built once per test run: ``{repo id: folder}`` under one ``mirrors``
+    """The small lookalike repositories, built once per test run: ``{repo id: folder}`` under one ``mirrors``
     folder (``next(iter(...)).parents[2]``) that tests/test_sd15_mirror.py serves and tests/test_lookalike.py and
     tests/test_gpu_check.py read."""
     from course_utils.models import lookalike

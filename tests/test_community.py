@@ -231,15 +231,15 @@ def test_sd15_sources_offline_give_a_clear_error(monkeypatch, tmp_path):
     assert "gsdf/EasyNegative" in str(info.value) and "COURSE_PROFILE=tiny" in str(info.value)
     with pytest.raises(cu.CourseError, match="gsdf/Counterfeit-V2.5"):
         files.checkpoint_file("sd15")
-    with pytest.raises(cu.CourseError, match="latent-consistency/lcm-lora-sdv1-5"):
+    with pytest.raises(cu.CourseError, match="sayakpaul/civitai-light-shadow-lora"):
         files.lora_source("sd15")
 
 
 def test_sd15_sources_from_course_models_dir(monkeypatch, tmp_path):
     """Files copied into COURSE_MODELS_DIR/<repo id>/ are used before the Hub."""
-    for repo, name in ((hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE), (hub.LCM_LORA_REPO, hub.LCM_LORA_FILE)):
+    for repo, name in ((hub.EASYNEGATIVE_REPO, hub.EASYNEGATIVE_FILE), (hub.STYLE_LORA_REPO, hub.STYLE_LORA_FILE)):
         (tmp_path / repo).mkdir(parents=True)
         (tmp_path / repo / name).write_bytes(b"")
     monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path))
     assert files.embedding_file("sd15") == tmp_path / hub.EASYNEGATIVE_REPO / hub.EASYNEGATIVE_FILE
-    assert files.lora_source("sd15") == str(tmp_path / hub.LCM_LORA_REPO)
+    assert files.lora_source("sd15") == str(tmp_path / hub.STYLE_LORA_REPO)

@@ -188,6 +188,7 @@ def test_models_folder_keeps_what_the_download_command_fetches():
         hub.COUNTERFEIT_REPO,
         hub.EASYNEGATIVE_REPO,
         hub.LCM_LORA_REPO,
+        hub.STYLE_LORA_REPO,
         hub.CONTROLNET_REPO,
     }  # = lookalikes()
     assert sorted(repo for group in gpu_models.build_groups() for repo in group) == sorted(every)

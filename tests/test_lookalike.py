@@ -10,14 +10,23 @@ from PIL import Image
 from safetensors import safe_open
 
 from course_utils.errors import CourseError
-from course_utils.models import configs, hub, lookalike, lookalike_parts, original_layout
+from course_utils.models import configs, files, hub, lookalike, lookalike_parts, original_layout
 
-pytestmark = pytest.mark.slow  # builds six repositories and loads each (~25 s)
+pytestmark = pytest.mark.slow  # loads each of the eight repositories (~25 s)
 
 SD15 = hub.SD15_REPOS["text2img"]
 INPAINT = hub.SD15_REPOS["inpaint"]
 UPSCALE = hub.SD15_REPOS["upscale"]
-ALL = {SD15, INPAINT, UPSCALE, hub.COUNTERFEIT_REPO, hub.EASYNEGATIVE_REPO, hub.LCM_LORA_REPO, hub.CONTROLNET_REPO}
+ALL = {
+    SD15,
+    INPAINT,
+    UPSCALE,
+    hub.COUNTERFEIT_REPO,
+    hub.EASYNEGATIVE_REPO,
+    hub.LCM_LORA_REPO,
+    hub.STYLE_LORA_REPO,
+    hub.CONTROLNET_REPO,
+}
 
 
 def _folder(component: str, weights: str, variants=("",)) -> set:
@@ -65,6 +74,7 @@ EXPECTED_FILES = {
     },
     hub.EASYNEGATIVE_REPO: CARD | {hub.EASYNEGATIVE_FILE},
     hub.LCM_LORA_REPO: CARD | {hub.LCM_LORA_FILE},
+    hub.STYLE_LORA_REPO: CARD | {hub.STYLE_LORA_FILE},
     hub.CONTROLNET_REPO: CARD | {"config.json", *hub.CONTROLNET_FILES.values()},
 }
 
@@ -160,6 +170,7 @@ def test_readme_says_lookalike_with_random_weights_and_the_real_licence(repos):
         SD15: "creativeml-openrail-m",
         UPSCALE: "openrail++",
         hub.LCM_LORA_REPO: "openrail++",
+        hub.STYLE_LORA_REPO: "creativeml-openrail-m",
         hub.CONTROLNET_REPO: "openrail",
     }
     for repo, folder in repos.items():
@@ -357,6 +368,33 @@ def test_lcm_lora_has_the_kohya_key_format_and_loads_into_sd15(repos):
     assert not torch.equal(pipe(**run).images, base)
 
 
+def test_style_lora_has_kohya_keys_for_unet_and_text_encoder_and_loads_into_counterfeit(repos, monkeypatch):
+    import peft
+    from diffusers import DiffusionPipeline
+
+    path = repos[hub.STYLE_LORA_REPO] / hub.STYLE_LORA_FILE
+    shapes = lookalike_parts.lora_shapes(lookalike_parts.architecture("small"), "style_lora")
+    with safe_open(str(path), "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor(next(iter(shapes)) + ".lora_down.weight").dtype == torch.float16
+    assert keys == {f"{name}.{part}" for name in shapes for part in ("lora_down.weight", "lora_up.weight", "alpha")}
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight" in keys
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight" in keys
+    pipe = quiet(DiffusionPipeline.from_pretrained(repos[hub.COUNTERFEIT_REPO]))  # the model it was made for
+    run = dict(prompt="1girl, at dusk", height=64, width=64, **dict(steps(), output_type="latent"))
+    base = pipe(**run).images
+    monkeypatch.setenv("COURSE_MODELS_DIR", str(repos[SD15].parents[1]))  # <models>/<org>/<name>, as downloaded
+    pipe.load_lora_weights(files.lora_source("sd15"), adapter_name="style")  # as lesson 07 loads it
+    assert pipe.get_list_adapters() == {"unet": ["style"], "text_encoder": ["style"]}
+    layers = [m for part in (pipe.unet, pipe.text_encoder) for m in part.modules()]
+    assert sum(isinstance(m, peft.tuners.lora.LoraLayer) for m in layers) == len(shapes)
+    run["generator"] = torch.Generator().manual_seed(0)
+    assert not torch.equal(pipe(**run).images, base)
+    pipe.set_adapters(["style"], adapter_weights=[0.0])  # scale 0: the model without it, text encoder included
+    run["generator"] = torch.Generator().manual_seed(0)
+    assert torch.equal(pipe(**run).images, base)
+
+
 def test_controlnet_is_a_model_repo_in_both_dtypes_and_drives_sd15(repos):
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
@@ -385,12 +423,22 @@ def test_controlnet_is_a_model_repo_in_both_dtypes_and_drives_sd15(repos):
 
 
 def test_full_size_facts_without_building():
-    """What size="full" would write, checked on meta tensors: the real LCM-LoRA's 278 layers and 134.5 MB."""
+    """What size="full" would write, checked on meta tensors: the real LCM-LoRA's 278 layers and 134.5 MB, and the
+    style LoRA's 264 layers (192 in the UNet, 72 in the text encoder) and 151 MB (the Hub's listing)."""
     full = lookalike_parts.architecture("full")
     assert full["unet"] is configs.SD15_UNET and full["x4_unet"] is configs.X4_UPSCALER_UNET
     shapes = lookalike_parts.lora_shapes(full)
     numbers = sum(torch.Size(d).numel() + torch.Size(u).numel() for d, u in shapes.values())
     assert len(shapes) == 278 and numbers == 67_252_224  # x 2 bytes (fp16) = 134.5 MB, the real file's size
+    style = lookalike_parts.lora_shapes(full, "style_lora")
+    numbers = sum(torch.Size(d).numel() + torch.Size(u).numel() for d, u in style.values())
+    assert len(style) == 264 and sum(k.startswith("lora_te_") for k in style) == 72
+    tensors = {
+        f"{name}.{part}": (torch.float16, shape)
+        for name, (d, u) in style.items()
+        for part, shape in (("lora_down.weight", d), ("lora_up.weight", u), ("alpha", ()))
+    }
+    assert numbers == 75_497_472 and round(safetensors_size(tensors) / 1e6) == 151
 
 
 # --- full size, checked against the real files' byte sizes without building anything -----------------------

@@ -124,6 +124,7 @@ def test_download_command_then_course_models_dir(mirror, tmp_path):
         assert bool(fp16) == (repo in hub.FP16_VARIANTS), repo  # the GPU's weights: the fp16 variant where there is one
     assert (models / hub.EASYNEGATIVE_REPO / hub.EASYNEGATIVE_FILE).exists()
     assert (models / hub.LCM_LORA_REPO / hub.LCM_LORA_FILE).exists()
+    assert (models / hub.STYLE_LORA_REPO / hub.STYLE_LORA_FILE).exists()
     assert (models / hub.CONTROLNET_REPO / hub.CONTROLNET_FILES["fp16"]).exists()  # the GPU's ControlNet weights only
     assert not (models / hub.CONTROLNET_REPO / hub.CONTROLNET_FILES[None]).exists()
     # the mirror stopped mattering: offline, an empty cache, only the folder

@@ -40,7 +40,7 @@ def build_groups(jobs: int | None = None) -> list[list[str]]:
 
     groups = [
         [hub.SD15_REPOS["text2img"]],
-        [hub.COUNTERFEIT_REPO, hub.EASYNEGATIVE_REPO, hub.LCM_LORA_REPO],
+        [hub.COUNTERFEIT_REPO, hub.EASYNEGATIVE_REPO, hub.LCM_LORA_REPO, hub.STYLE_LORA_REPO],
         [hub.SD15_REPOS["inpaint"]],
         [hub.SD15_REPOS["upscale"], hub.CONTROLNET_REPO],
     ]

@@ -70,6 +70,9 @@ DOWNLOADS = {  # what the cell names: (bytes, Hub repository)
     "EasyNegative": (25_000, hub.EASYNEGATIVE_REPO),
     # 67,252,224 numbers in fp16 (computed from SD 1.5's UNet, tests/test_lookalike.py; "~135 MB" as recalled)
     "LCM-LoRA": (67_252_224 * 2, hub.LCM_LORA_REPO),
+    # 75,497,472 numbers in fp16 (computed from SD 1.5's UNet and text encoder, tests/test_lookalike.py); the Hub lists
+    # the file as 151 MB (docs/lookalike-repos.md)
+    "the Light and Shadow LoRA": (75_497_472 * 2, hub.STYLE_LORA_REPO),
     # ControlNetModel.from_unet of SD 1.5's UNet: 361,279,120 numbers in fp16 (tests/test_controlnet.py), its
     # config.json and the file's header (~60 kB, an estimate); the Hub lists the file as 723 MB (docs/lookalike-repos.md)
     "the canny ControlNet's fp16 file": (361_279_120 * 2 + 60_000, hub.CONTROLNET_REPO),
@@ -81,7 +84,7 @@ LESSON_DOWNLOADS = {  # lesson number: what it loads on `sd15` (its cu.load_pipe
     4: ["SD 1.5 in fp16"],  # img2img: the same repository
     5: ["SD 1.5 in fp16"],  # its img2img pipeline is built from the same components
     6: ["the x4 upscaler in fp16"],
-    7: ["Counterfeit-V2.5's folders", "its fp16 file", "SD 1.5's configs", "EasyNegative", "LCM-LoRA"],
+    7: ["Counterfeit-V2.5's folders", "its fp16 file", "SD 1.5's configs", "EasyNegative", "the Light and Shadow LoRA"],
     8: ["SD 1.5 inpainting in fp16", "SD 1.5 in fp16"],  # inpaint, then text2img for latent blending
     9: ["SD 1.5 in fp16", "LCM-LoRA"],  # section 5's sd15-random is built, not downloaded
     10: ["SD 1.5 in fp16"],

@@ -235,6 +235,17 @@ LCM_LORA = dict(
         "time_emb_proj",
     ),
 )
+# Lesson 07's style LoRA, "Light and Shadow" (CIVITAI model 13239; its Hub copy sayakpaul/civitai-light-shadow-lora,
+# light_and_shadow.safetensors, made for Counterfeit-V2.5): a kohya "LoRA" (not LoCon), so a pair beside every linear
+# layer and 1x1 convolution of the UNet's transformer blocks and of the text encoder's attention and MLP. Over SD 1.5
+# that is 264 layers with 589,824 (in + out) features: 75.5 M numbers at rank 128 = 151.0 MB in fp16, the size the
+# Hub lists (151 MB). Rank 64 in float32 weighs the same; the file's rank and alpha are unverified (docs/lookalike-repos.md).
+STYLE_LORA = dict(
+    rank=128,
+    alpha=128,  # kohya's default before sd-scripts 0.5 (alpha = rank, scale 1): unverified
+    target_modules=("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"),
+    text_target_modules=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),  # CLIPAttention, CLIPMLP
+)
 # EasyNegative (dataset gsdf/EasyNegative): an A1111 textual-inversion file, one tensor emb_params
 # [EASYNEGATIVE_VECTORS, text hidden size] (24 KB = 8 x 768 float32 numbers; see docs/lookalike-repos.md).
 EASYNEGATIVE_VECTORS = 8
@@ -252,6 +263,7 @@ TINY_UPSCALER_TEXT_ENCODER = dict(TINY_TEXT_ENCODER, hidden_act=X4_UPSCALER_TEXT
 # A small x4 VAE: tiny's 3 blocks (4x, like the real upscaler's), the upscaler's scaling factor.
 TINY_UPSCALER_VAE = dict(TINY_VAE, scaling_factor=X4_UPSCALER_VAE["scaling_factor"])
 TINY_LCM_LORA = dict(LCM_LORA, rank=4, alpha=4)
+TINY_STYLE_LORA = dict(STYLE_LORA, rank=4, alpha=4)
 # SD 1.5's VAE config says scaling_factor 0.18215; tiny's trained VAE measured its own (1.0 in TINY_VAE).
 TINY_SD15_VAE = dict(TINY_VAE, scaling_factor=SD15_VAE["scaling_factor"])
 

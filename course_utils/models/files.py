@@ -53,9 +53,13 @@ def embedding_token(profile: str) -> str:
 
 
 def lora_source(profile: str) -> str:
-    """What to pass to ``pipe.load_lora_weights``: the LCM LoRA (`sd15`, folder or Hub id) or tiny's outline LoRA folder."""
+    """What to pass to ``pipe.load_lora_weights`` in lesson 07: a style LoRA's folder.
+
+    `sd15`: "Light and Shadow" for Counterfeit-V2.5 (:data:`~course_utils.models.hub.STYLE_LORA_REPO`, fetched with
+    :func:`~course_utils.models.hub.hub_file`); `tiny`: its outline LoRA.
+    """
     if profile == "sd15":
-        return hub.lora_source()
+        return hub.lora_source(hub.STYLE_LORA_REPO, hub.STYLE_LORA_FILE)
     return str(tiny.lora_folder())
 
 

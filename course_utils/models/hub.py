@@ -61,6 +61,10 @@ EASYNEGATIVE_FILE = "EasyNegative.safetensors"
 # used with LCMScheduler and guidance_scale about 1.
 LCM_LORA_REPO = "latent-consistency/lcm-lora-sdv1-5"
 LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
+# Lesson 07's style LoRA: "Light and Shadow" from CIVITAI (model 13239), a kohya LoRA for Counterfeit-V2.5 (UNet and
+# text encoder), in the Hub copy diffusers' docs and tests load it from.
+STYLE_LORA_REPO = "sayakpaul/civitai-light-shadow-lora"
+STYLE_LORA_FILE = "light_and_shadow.safetensors"  # 151 MB (the Hub's listing)
 # Lesson 11's ControlNet for SD 1.5: a model repository (config.json and the weights at its top level), not a pipeline.
 CONTROLNET_REPO = "lllyasviel/control_v11p_sd15_canny"
 CONTROLNET_FILES = {  # variant -> weights file (docs/lookalike-repos.md: sizes and sources)
@@ -73,6 +77,7 @@ SINGLE_FILES = (
     (COUNTERFEIT_REPO, COUNTERFEIT_FILE, "model", "community"),
     (EASYNEGATIVE_REPO, EASYNEGATIVE_FILE, "dataset", "community"),
     (LCM_LORA_REPO, LCM_LORA_FILE, "model", "community"),
+    (STYLE_LORA_REPO, STYLE_LORA_FILE, "model", "community"),
     (CONTROLNET_REPO, "config.json", "model", "controlnet"),
     (CONTROLNET_REPO, CONTROLNET_FILES["fp16"], "model", "controlnet"),
 )

@@ -23,6 +23,7 @@ library versions) is kept; any other is rebuilt.
 """
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -43,7 +44,7 @@ from .lookalike_files import (
     write_counterfeit,
     write_easynegative,
     write_inpainting,
-    write_lcm_lora,
+    write_lora,
     write_sd15,
     write_upscaler,
 )
@@ -100,7 +101,20 @@ def lookalikes() -> dict:
         Lookalike(hub.SD15_REPOS["upscale"], "model", "openrail++", "Stable Diffusion x4 upscaler", write_upscaler),
         Lookalike(hub.COUNTERFEIT_REPO, "model", "creativeml-openrail-m", "Counterfeit-V2.5", write_counterfeit),
         Lookalike(hub.EASYNEGATIVE_REPO, "dataset", "other", "EasyNegative embedding", write_easynegative),
-        Lookalike(hub.LCM_LORA_REPO, "model", "openrail++", "LCM-LoRA for SD 1.5", write_lcm_lora),
+        Lookalike(
+            hub.LCM_LORA_REPO,
+            "model",
+            "openrail++",
+            "LCM-LoRA for SD 1.5",
+            functools.partial(write_lora, hub.LCM_LORA_REPO),
+        ),
+        Lookalike(
+            hub.STYLE_LORA_REPO,
+            "model",
+            "creativeml-openrail-m",
+            "Light and Shadow LoRA (CIVITAI) for Counterfeit-V2.5",
+            functools.partial(write_lora, hub.STYLE_LORA_REPO),
+        ),
         Lookalike(hub.CONTROLNET_REPO, "model", "openrail", "ControlNet 1.1 canny model for SD 1.5", write_controlnet),
     ]
     out = {s.repo_id: s for s in specs}

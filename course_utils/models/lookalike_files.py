@@ -257,10 +257,21 @@ def write_easynegative(folder: Path, size: str, single_files=None) -> None:
     save_file({"emb_params": vectors.contiguous()}, str(folder / hub.EASYNEGATIVE_FILE))
 
 
-def write_lcm_lora(folder: Path, size: str, single_files=None) -> None:
-    """latent-consistency/lcm-lora-sdv1-5: ``pytorch_lora_weights.safetensors`` (fp16, kohya-style keys, UNet only).
+# The LoRA files: (file name, lookalike_parts.architecture key) per repository.
+LORA_FILES = {
+    hub.LCM_LORA_REPO: (hub.LCM_LORA_FILE, "lora"),  # fp16, kohya-style keys, UNet only
+    hub.STYLE_LORA_REPO: (hub.STYLE_LORA_FILE, "style_lora"),  # fp16, kohya's keys, UNet and text encoder
+}
+
+
+def write_lora(repo_id: str, folder: Path, size: str, single_files=None) -> None:
+    """A LoRA repository of :data:`LORA_FILES`: its one file of kohya-format tensors (``lookalike_parts.lora_state_dict``).
+
+    latent-consistency/lcm-lora-sdv1-5: ``pytorch_lora_weights.safetensors``; sayakpaul/civitai-light-shadow-lora:
+    ``light_and_shadow.safetensors``.
 
     Args:
+        repo_id (`str`): a key of :data:`LORA_FILES` (``lookalike.py`` binds it with ``functools.partial``).
         folder (`Path`): the repository's working tree (an empty folder).
         size (`str`): ``"small"`` or ``"full"`` (``lookalike_parts.architecture``).
         single_files (`Container[str]`, *optional*): the names of the top-level single files to write (default all;
@@ -268,9 +279,10 @@ def write_lcm_lora(folder: Path, size: str, single_files=None) -> None:
     """
     from safetensors.torch import save_file
 
-    if single_files is not None and hub.LCM_LORA_FILE not in single_files:
+    filename, key = LORA_FILES[repo_id]
+    if single_files is not None and filename not in single_files:
         return
-    save_file(lora_state_dict(architecture(size)), str(folder / hub.LCM_LORA_FILE), metadata={"format": "pt"})
+    save_file(lora_state_dict(architecture(size), key=key), str(folder / filename), metadata={"format": "pt"})
 
 
 def write_controlnet(folder: Path, size: str, single_files=None) -> None:

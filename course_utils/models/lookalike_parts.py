@@ -1,6 +1,7 @@
 """The random models inside the lookalike repositories (:mod:`.lookalike`): their configs per size, their seeds,
 and the models themselves - SD 1.5-shaped pipelines with SD 1.5's safety checker, the x4 upscaler with the whole
-OpenCLIP text model its single file holds, and LCM-LoRA's tensors in the real file's key format.
+OpenCLIP text model its single file holds, and the LoRAs' tensors (LCM-LoRA's, lesson 07's style LoRA's) in kohya's
+key format.
 
 Every architecture comes from :mod:`.configs` and every pipeline from :mod:`.builders`; the weights are seeded, so
 the same size always gives the same numbers. :mod:`.lookalike_files` writes them out.
@@ -28,6 +29,7 @@ SEEDS = dict(
     counterfeit_v22=200,
     upscaler=300,
     lora=400,
+    style_lora=700,
     embedding=500,
     controlnet=600,
 )
@@ -41,7 +43,7 @@ def architecture(size: str) -> dict:
 
     Returns:
         `dict`: ``text``, ``unet``, ``inpaint_unet``, ``vae``, ``safety_checker``, ``x4_text``, ``x4_unet``,
-        ``x4_vae`` (constructor arguments), ``lora`` (rank, alpha, target modules) and ``controlnet_embedding``
+        ``x4_vae`` (constructor arguments), ``lora`` and ``style_lora`` (rank, alpha, target modules) and ``controlnet_embedding``
         (the ControlNet's ``conditioning_embedding_out_channels``).
 
     Raises:
@@ -58,6 +60,7 @@ def architecture(size: str) -> dict:
             x4_unet=configs.TINY_UPSCALER_UNET,
             x4_vae=configs.TINY_UPSCALER_VAE,
             lora=configs.TINY_LCM_LORA,
+            style_lora=configs.TINY_STYLE_LORA,
             controlnet_embedding=configs.SD15_CONTROLNET_EMBEDDING[:3],  # the VAE's 4x: two stride-2 convolutions
         )
     if size == "full":
@@ -71,6 +74,7 @@ def architecture(size: str) -> dict:
             x4_unet=configs.X4_UPSCALER_UNET,
             x4_vae=configs.X4_UPSCALER_VAE,
             lora=configs.LCM_LORA,
+            style_lora=configs.STYLE_LORA,
             controlnet_embedding=configs.SD15_CONTROLNET_EMBEDDING,
         )
     raise CourseError(f"Unknown lookalike size {size!r}; expected one of {SIZES}.")
@@ -148,57 +152,66 @@ def x4_pipeline(arch: dict):
     return StableDiffusionUpscalePipeline(**parts), whole
 
 
-def lora_shapes(arch: dict) -> dict:
-    """``{kohya layer name: (lora_down shape, lora_up shape)}`` for each UNet layer ``arch["lora"]`` targets.
+def lora_shapes(arch: dict, key: str = "lora") -> dict:
+    """``{kohya layer name: (lora_down shape, lora_up shape)}`` for each layer ``arch[key]`` targets.
 
     The layer name is ``lora_unet_`` + the diffusers module path with dots as underscores, e.g.
-    ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``. Down is ``[rank, in]``
-    (``[rank, in, kh, kw]`` for a convolution), up ``[out, rank]`` (``[out, rank, 1, 1]``).
-    Built on the meta device: no memory, any size.
+    ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``, and for the text encoder (where the
+    spec lists ``text_target_modules``) ``lora_te_`` + the transformers path, e.g.
+    ``lora_te_text_model_encoder_layers_0_self_attn_q_proj``. Down is ``[rank, in]`` (``[rank, in, kh, kw]`` for a
+    convolution), up ``[out, rank]`` (``[out, rank, 1, 1]``). Built on the meta device: no memory, any size.
 
     Args:
-        arch (`dict`): from :func:`architecture` (its ``unet`` and ``lora``).
+        arch (`dict`): from :func:`architecture` (its ``unet``, ``text`` and ``key``).
+        key (`str`, defaults to ``"lora"``): ``"lora"`` (LCM-LoRA's layers) or ``"style_lora"`` (lesson 07's).
 
     Returns:
         `dict[str, tuple[tuple, tuple]]`: layer name -> ``(down shape, up shape)``.
     """
-    spec = arch["lora"]
+    spec = arch[key]
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**arch["unet"])
+        models = [("lora_unet_", UNet2DConditionModel(**arch["unet"]), spec["target_modules"])]
+        if spec.get("text_target_modules"):
+            # kohya's names are transformers 4's paths (text_model.encoder...); transformers 5 drops "text_model."
+            text = CLIPTextModel(CLIPTextConfig(**arch["text"]))
+            prefix = "lora_te_" if hasattr(text, "text_model") else "lora_te_text_model_"
+            models.append((prefix, text, spec["text_target_modules"]))
     rank, out = spec["rank"], {}
-    for name, module in unet.named_modules():
-        if not any(name == t or name.endswith("." + t) for t in spec["target_modules"]):
-            continue
-        if isinstance(module, torch.nn.Linear):
-            out["lora_unet_" + name.replace(".", "_")] = ((rank, module.in_features), (module.out_features, rank))
-        elif isinstance(module, torch.nn.Conv2d):
-            out["lora_unet_" + name.replace(".", "_")] = (
-                (rank, module.in_channels, *module.kernel_size),
-                (module.out_channels, rank, 1, 1),
-            )
+    for prefix, model, targets in models:
+        for name, module in model.named_modules():
+            if not any(name == t or name.endswith("." + t) for t in targets):
+                continue
+            if isinstance(module, torch.nn.Linear):
+                out[prefix + name.replace(".", "_")] = ((rank, module.in_features), (module.out_features, rank))
+            elif isinstance(module, torch.nn.Conv2d):
+                out[prefix + name.replace(".", "_")] = (
+                    (rank, module.in_channels, *module.kernel_size),
+                    (module.out_channels, rank, 1, 1),
+                )
     return out
 
 
-def lora_state_dict(arch: dict, dtype=torch.float16) -> dict:
-    """A LoRA for the SD 1.5 UNet in the LCM-LoRA file's key format (kohya's, with diffusers' layer names).
+def lora_state_dict(arch: dict, dtype=torch.float16, key: str = "lora") -> dict:
+    """A LoRA for the SD 1.5 UNet (and text encoder) in kohya's key format, with diffusers' layer names.
 
     Per layer of :func:`lora_shapes`: ``<name>.lora_down.weight``, ``<name>.lora_up.weight`` (random,
-    seeded) and ``<name>.alpha`` (a scalar, ``arch["lora"]["alpha"]``; the scale is alpha / rank).
+    seeded) and ``<name>.alpha`` (a scalar, ``arch[key]["alpha"]``; the scale is alpha / rank).
 
     Args:
         arch (`dict`): from :func:`architecture`.
-        dtype (`torch.dtype`, defaults to float16): the tensors' dtype (the real file's).
+        dtype (`torch.dtype`, defaults to float16): the tensors' dtype (the real files').
+        key (`str`, defaults to ``"lora"``): ``"lora"`` (LCM-LoRA) or ``"style_lora"`` (lesson 07's style LoRA).
 
     Returns:
         `dict[str, torch.Tensor]`: the file's tensors.
     """
-    gen = torch.Generator().manual_seed(SEEDS["lora"])
+    gen = torch.Generator().manual_seed(SEEDS[key])
     out = {}
-    for name, (down, up) in lora_shapes(arch).items():
+    for name, (down, up) in lora_shapes(arch, key).items():
         fan_in = int(torch.tensor(down[1:]).prod())
         out[name + ".lora_down.weight"] = (torch.randn(down, generator=gen) / fan_in**0.5).to(dtype)
         out[name + ".lora_up.weight"] = (torch.randn(up, generator=gen) * 0.01).to(dtype)
-        out[name + ".alpha"] = torch.tensor(float(arch["lora"]["alpha"]), dtype=dtype)
+        out[name + ".alpha"] = torch.tensor(float(arch[key]["alpha"]), dtype=dtype)
     return out
 
 
