@@ -418,13 +418,18 @@ display(cu.grid(scale_pictures, size=max(256, settings["height"]), titles=titles
 
 # %% [markdown]
 # `fuse_lora` adds `s · (alpha / r) · B·A` into `W` once, so generation costs nothing extra per step;
-# `unfuse_lora` subtracts it again and `unload_lora_weights` removes the LoRA layers altogether:
+# `unfuse_lora` subtracts it again and `unload_lora_weights` removes the LoRA layers altogether. Each step
+# rounds `W` to its dtype, so the round trip is exact only up to rounding: the cell prints how far the layer
+# drawn above moved, in this run's dtype.
 
 # %%
+w_before = layer.base_layer.weight.detach().clone()  # the layer drawn above, before fusing
 lora_pipe.set_adapters(["demo"], adapter_weights=[1.0])
 lora_pipe.fuse_lora(lora_scale=1.0)
 print("fused vs scale 1:        ", diff(final_latents(), by_scale[1.0]))
 lora_pipe.unfuse_lora()
+moved = (layer.base_layer.weight.detach().float() - w_before.float()).abs().max().item()
+print(f"{name}: max |W after unfuse - W before fuse| = {moved:.1e} in {w_before.dtype}")
 lora_pipe.unload_lora_weights()
 print("adapters after unloading:", lora_pipe.get_list_adapters())
 print("unloaded vs never loaded:", diff(final_latents(), base))
@@ -436,9 +441,9 @@ print("unloaded vs never loaded:", diff(final_latents(), base))
 # commercially, under *use restrictions*: no use that breaks the law, harms minors, spreads false information
 # to harm others, harasses, defames or discriminates. Whoever shares a model derived from it (a fine-tune, a
 # *merge* — weights averaged from several models —, a LoRA) must pass them on. Light and Shadow's Hub copy
-# names the same licence; lesson 6's upscaler uses CreativeML Open RAIL++-M; CIVITAI shows each model's own terms. **Read a community model's
-# licence before you use it.** Make no images of real people that could deceive or hurt them, and say that an
-# image is generated where that matters.
+# names the same licence; lesson 6's upscaler uses CreativeML Open RAIL++-M; CIVITAI shows each model's own
+# terms. **Read a community model's licence before you use it.** Make no images of real people that could
+# deceive or hurt them, and say that an image is generated where that matters.
 
 # %% [markdown]
 # ## Exercises

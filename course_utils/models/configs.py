@@ -239,10 +239,11 @@ LCM_LORA = dict(
 # light_and_shadow.safetensors, made for Counterfeit-V2.5): a kohya "LoRA" (not LoCon), so a pair beside every linear
 # layer and 1x1 convolution of the UNet's transformer blocks and of the text encoder's attention and MLP. Over SD 1.5
 # that is 264 layers with 589,824 (in + out) features: 75.5 M numbers at rank 128 = 151.0 MB in fp16, the size the
-# Hub lists (151 MB). Rank 64 in float32 weighs the same; the file's rank and alpha are unverified (docs/lookalike-repos.md).
+# Hub lists (151 MB). Rank 64 in float32 weighs the same: the file's rank, dtype and alpha are unverified
+# (docs/lookalike-repos.md).
 STYLE_LORA = dict(
     rank=128,
-    alpha=128,  # kohya's default before sd-scripts 0.5 (alpha = rank, scale 1): unverified
+    alpha=128,  # alpha = rank: scale 1 (kohya stores alpha per layer; the real file's value is unverified)
     target_modules=("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"),
     text_target_modules=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),  # CLIPAttention, CLIPMLP
 )

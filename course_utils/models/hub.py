@@ -61,8 +61,8 @@ EASYNEGATIVE_FILE = "EasyNegative.safetensors"
 # used with LCMScheduler and guidance_scale about 1.
 LCM_LORA_REPO = "latent-consistency/lcm-lora-sdv1-5"
 LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
-# Lesson 07's style LoRA: "Light and Shadow" from CIVITAI (model 13239), a kohya LoRA for Counterfeit-V2.5 (UNet and
-# text encoder), in the Hub copy diffusers' docs and tests load it from.
+# Lesson 07's style LoRA: "Light and Shadow" from CIVITAI (model 13239), a kohya LoRA for Counterfeit-V2.5, in the Hub
+# copy whose model card shows diffusers loading it (diffusers' own tests load a copy: hf-internal-testing/...).
 STYLE_LORA_REPO = "sayakpaul/civitai-light-shadow-lora"
 STYLE_LORA_FILE = "light_and_shadow.safetensors"  # 151 MB (the Hub's listing)
 # Lesson 11's ControlNet for SD 1.5: a model repository (config.json and the weights at its top level), not a pipeline.

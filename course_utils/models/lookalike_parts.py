@@ -43,8 +43,8 @@ def architecture(size: str) -> dict:
 
     Returns:
         `dict`: ``text``, ``unet``, ``inpaint_unet``, ``vae``, ``safety_checker``, ``x4_text``, ``x4_unet``,
-        ``x4_vae`` (constructor arguments), ``lora`` and ``style_lora`` (rank, alpha, target modules) and ``controlnet_embedding``
-        (the ControlNet's ``conditioning_embedding_out_channels``).
+        ``x4_vae`` (constructor arguments), ``lora`` and ``style_lora`` (rank, alpha, target modules) and
+        ``controlnet_embedding`` (the ControlNet's ``conditioning_embedding_out_channels``).
 
     Raises:
         CourseError: ``size`` is neither ``"small"`` nor ``"full"``.
