@@ -106,14 +106,14 @@ def lookalikes() -> dict:
             "model",
             "openrail++",
             "LCM-LoRA for SD 1.5",
-            functools.partial(write_lora, hub.LCM_LORA_REPO),
+            functools.partial(write_lora, hub.LCM_LORA_FILE, "lora"),
         ),
         Lookalike(
             hub.STYLE_LORA_REPO,
             "model",
             "creativeml-openrail-m",
             "Light and Shadow LoRA (CIVITAI) for Counterfeit-V2.5",
-            functools.partial(write_lora, hub.STYLE_LORA_REPO),
+            functools.partial(write_lora, hub.STYLE_LORA_FILE, "style_lora"),
         ),
         Lookalike(hub.CONTROLNET_REPO, "model", "openrail", "ControlNet 1.1 canny model for SD 1.5", write_controlnet),
     ]

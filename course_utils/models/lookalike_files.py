@@ -257,21 +257,16 @@ def write_easynegative(folder: Path, size: str, single_files=None) -> None:
     save_file({"emb_params": vectors.contiguous()}, str(folder / hub.EASYNEGATIVE_FILE))
 
 
-# The LoRA files: (file name, lookalike_parts.architecture key) per repository.
-LORA_FILES = {
-    hub.LCM_LORA_REPO: (hub.LCM_LORA_FILE, "lora"),  # fp16, kohya-style keys, UNet only
-    hub.STYLE_LORA_REPO: (hub.STYLE_LORA_FILE, "style_lora"),  # fp16, kohya's keys, UNet and text encoder
-}
+def write_lora(filename: str, key: str, folder: Path, size: str, single_files=None) -> None:
+    """A LoRA repository: its one file of fp16 tensors in kohya's key format (``lookalike_parts.lora_state_dict``).
 
-
-def write_lora(repo_id: str, folder: Path, size: str, single_files=None) -> None:
-    """A LoRA repository of :data:`LORA_FILES`: its one file of kohya-format tensors (``lookalike_parts.lora_state_dict``).
-
-    latent-consistency/lcm-lora-sdv1-5: ``pytorch_lora_weights.safetensors``; sayakpaul/civitai-light-shadow-lora:
-    ``light_and_shadow.safetensors``.
+    latent-consistency/lcm-lora-sdv1-5: ``pytorch_lora_weights.safetensors``, UNet only;
+    sayakpaul/civitai-light-shadow-lora: ``light_and_shadow.safetensors``, UNet and text encoder. ``lookalike.py``
+    binds the first two arguments with ``functools.partial``.
 
     Args:
-        repo_id (`str`): a key of :data:`LORA_FILES` (``lookalike.py`` binds it with ``functools.partial``).
+        filename (`str`): the file's name, e.g. ``hub.LCM_LORA_FILE``.
+        key (`str`): its layers' spec in ``lookalike_parts.architecture``: ``"lora"`` or ``"style_lora"``.
         folder (`Path`): the repository's working tree (an empty folder).
         size (`str`): ``"small"`` or ``"full"`` (``lookalike_parts.architecture``).
         single_files (`Container[str]`, *optional*): the names of the top-level single files to write (default all;
@@ -279,7 +274,6 @@ def write_lora(repo_id: str, folder: Path, size: str, single_files=None) -> None
     """
     from safetensors.torch import save_file
 
-    filename, key = LORA_FILES[repo_id]
     if single_files is not None and filename not in single_files:
         return
     save_file(lora_state_dict(architecture(size), key=key), str(folder / filename), metadata={"format": "pt"})
