@@ -127,6 +127,18 @@ def lab(tmp_path_factory):
         log.close()
 
 
+def kernel_idle(url: str, token: str, timeout: float = 120) -> None:
+    """Wait until the server's one kernel (the notebook's, started when the page opened it) reports ``idle``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=10) as answer:
+            kernels = json.load(answer)
+        if kernels and all(k["execution_state"] == "idle" for k in kernels):
+            return
+        assert time.monotonic() < deadline, f"the kernel did not become idle: {kernels}"
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def lesson_3(browser, lab):
     """Lesson 3 open in JupyterLab, run up to its slider (the slower sections after it are left out), then saved.
@@ -140,9 +152,12 @@ def lesson_3(browser, lab):
     try:
         page.goto(f"{url}/lab/tree/{LESSON.name}?token={token}")
         page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
+        kernel_idle(url, token)  # cells run before the kernel is up can be dropped on a busy machine
         cell = page.locator(".jp-CodeCell", has_text=SLIDER_CELL).first
         cell.evaluate("e => e.scrollIntoView()")
         cell.locator(".jp-InputPrompt").first.click()  # select the cell, command mode
+        # "Run All Above Selected Cell" runs above the *active* cell: wait until the click has made it this one
+        page.locator(".jp-CodeCell.jp-mod-active", has_text=SLIDER_CELL).wait_for(timeout=60_000)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Above Selected Cell").click()
         page.keyboard.press("Shift+Enter")  # then the slider's own cell
